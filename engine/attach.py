@@ -1,0 +1,53 @@
+"""Place memories at positions and write their roped keys into a cache's memory region."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from engine.kv_cache import KVCache
+from engine.memory import MemoryKV
+from engine.models.transformer import Transformer
+
+
+def span(memories: Sequence[MemoryKV]) -> int:
+    """Positions the memories occupy: packed one after another, or all sharing the same interval."""
+    if not memories:
+        return 0
+    if memories[0].positions == "parallel":
+        return max(m.length for m in memories)
+    return sum(m.length for m in memories)
+
+
+def place(memories: Sequence[MemoryKV], end: int, floor: int) -> list[int]:
+    """Start positions so that the memories end right before `end` (never before the sink's end)."""
+    first = max(floor, end - span(memories))
+    if memories and memories[0].positions == "parallel":
+        return [first] * len(memories)
+    starts, at = [], first
+    for m in memories:
+        starts.append(at)
+        at += m.length
+    return starts
+
+
+def attach(model: Transformer, cache: KVCache, memories: Sequence[MemoryKV], starts: Sequence[int]) -> None:
+    """Rope each memory layer's keys at their placed positions and load them into the cache."""
+    B = cache.k.shape[1]
+    for layer, block in enumerate(model.blocks):
+        parts = [(m, s, m.layers.index(layer)) for m, s in zip(memories, starts) if layer in m.layers]
+        if not parts:
+            cache.set_memory(layer, *_empty(cache))
+            continue
+        k = torch.cat([m.k[i] for m, _, i in parts], dim=1)  # (Hkv, M, D)
+        v = torch.cat([m.v[i] for m, _, i in parts], dim=1)
+        pos = torch.cat([s + m.index[i] for m, s, i in parts], dim=1)  # (Hkv, M)
+        k = block.attn.rotary(k, pos)
+        cache.set_memory(layer, k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1), pos.expand(B, -1, -1))
+
+
+def _empty(cache: KVCache):
+    B, H, _, D = cache.k.shape[1:]
+    z = cache.k.new_zeros(B, H, 0, D)
+    return z, z, cache.pos.new_zeros(B, H, 0)

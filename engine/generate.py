@@ -1,0 +1,128 @@
+"""Generation with a KV cache, streamed as text, re-reading explicit memories every 64 tokens.
+
+Memory³'s schedule: the context after the sink is processed in chunks of 64 tokens (prompt and
+generated alike). Before each chunk a retrieval callback gets a query — the user's question for the
+first chunk, then the text of the last 64 tokens — and returns the memories to attach for that chunk.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from engine.attach import attach, place, span
+from engine.errors import EmptyPromptError
+from engine.memory import MemoryKV
+from engine.models.transformer import Transformer
+from engine.tokenizer import Tokenizer
+
+CHUNK_TOKENS = 64
+
+Retrieve = Callable[[str], Sequence[MemoryKV]]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.0  # 0 is greedy
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+def sample(logits: torch.Tensor, sampling: Sampling, rng: torch.Generator | None) -> int:
+    """Pick the next token from (vocab,) logits: argmax, or temperature then nucleus (top-p) sampling."""
+    if sampling.temperature <= 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
+    if sampling.top_p < 1.0:
+        sorted_p, order = probs.sort(descending=True)
+        outside = sorted_p.cumsum(-1) - sorted_p > sampling.top_p  # keep the smallest set reaching top_p
+        sorted_p[outside] = 0
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
+    return int(torch.multinomial(probs / probs.sum(), 1, generator=rng))
+
+
+@dataclass
+class Generation:
+    """One generation's settings; `run()` yields text pieces as tokens are decided."""
+
+    model: Transformer
+    tokenizer: Tokenizer
+    prompt: Sequence[int]  # with the sink first when memories are read
+    max_new_tokens: int = 128
+    sampling: Sampling = Sampling()
+    stop_ids: frozenset[int] = frozenset()
+    retrieve: Retrieve | None = None
+    first_query: str = ""
+    sink_len: int = 0
+    memory_slots: int = 0  # room for the largest set of memory tokens one chunk may attach
+    chunk: int = CHUNK_TOKENS
+    cancel: threading.Event | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.prompt) <= self.sink_len:
+            raise EmptyPromptError("The prompt is empty: there is nothing to answer.")
+        self.tokens: list[int] = []  # generated ids
+        self.attached: list[list[MemoryKV]] = []  # memories attached per chunk, in order
+
+    @torch.inference_mode()
+    def run(self) -> Iterator[str]:
+        model, device = self.model, self.model.device
+        rng = torch.Generator().manual_seed(self.sampling.seed) if self.sampling.seed is not None else None
+        body = list(self.prompt[self.sink_len:])
+        cache = model.new_cache(len(self.prompt) + self.max_new_tokens, self.memory_slots)
+        if self.sink_len:
+            self._feed(cache, list(self.prompt[: self.sink_len]), 0)
+        next_pos = self.sink_len
+        if self.retrieve is not None:
+            first = list(self.retrieve(self.first_query))
+            next_pos += span(first)  # the first chunk sits right after its memories, as text would
+            self._attach(cache, first, next_pos)
+
+        history = list(body)  # body and generated tokens: what later retrieval queries are cut from
+        fed, logits = 0, None
+        while fed < len(body):  # prefill, one chunk at a time when reading memories
+            n = self.chunk - fed % self.chunk if self.retrieve else len(body)
+            self._maybe_reattach(cache, history, fed, next_pos)
+            piece = body[fed : fed + n]
+            logits = self._feed(cache, piece, next_pos)
+            fed, next_pos = fed + len(piece), next_pos + len(piece)
+
+        stream = self.tokenizer.stream()
+        for _ in range(self.max_new_tokens):
+            if self.cancel is not None and self.cancel.is_set():
+                break
+            token = sample(logits, self.sampling, rng)
+            if token in self.stop_ids:
+                break
+            self.tokens.append(token)
+            history.append(token)
+            text = stream.push(token)
+            if text:
+                yield text
+            if len(self.tokens) == self.max_new_tokens:
+                break
+            self._maybe_reattach(cache, history, fed, next_pos)
+            logits = self._feed(cache, [token], next_pos)
+            fed, next_pos = fed + 1, next_pos + 1
+        tail = stream.flush()
+        if tail:
+            yield tail
+
+    def _feed(self, cache, ids: list[int], start: int) -> torch.Tensor:
+        device = self.model.device
+        tokens = torch.tensor([ids], device=device)
+        pos = torch.arange(start, start + len(ids), device=device)[None]
+        return self.model(tokens, pos, cache=cache).logits[0, -1]
+
+    def _maybe_reattach(self, cache, history: list[int], fed: int, next_pos: int) -> None:
+        if self.retrieve is None or fed == 0 or fed % self.chunk:
+            return
+        query = self.tokenizer.decode(history[fed - self.chunk : fed])
+        self._attach(cache, list(self.retrieve(query)), next_pos)
+
+    def _attach(self, cache, memories: list[MemoryKV], end: int) -> None:
+        attach(self.model, cache, memories, place(memories, end, self.sink_len))
+        self.attached.append(memories)

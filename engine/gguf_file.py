@@ -1,0 +1,83 @@
+"""Read a GGUF file: its metadata as plain Python values and its tensors dequantized into torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType
+from gguf.quants import dequantize
+
+from engine.errors import ModelLoadError, UnsupportedModelError
+
+_LIST_FIELDS_SKIPPED = ("tokenizer.ggml.",)  # vocabularies are read by the tokenizer, not here
+
+
+@dataclass
+class GGUFFile:
+    """An opened GGUF file; tensors are memory-mapped until `tensor()` dequantizes one."""
+
+    path: Path
+    metadata: dict[str, object]
+    _reader: GGUFReader
+
+    @classmethod
+    def open(cls, path: str | Path) -> GGUFFile:
+        path = Path(path)
+        if not path.is_file():
+            raise ModelLoadError(f"Model file not found: {path}.")
+        try:
+            reader = GGUFReader(path, "r")
+        except Exception as exc:  # the reader raises bare ValueErrors, struct errors, IndexErrors...
+            raise ModelLoadError(f"{path} is not a readable GGUF model ({exc}).") from exc
+        return cls(path, _read_metadata(reader), reader)
+
+    @property
+    def architecture(self) -> str:
+        arch = self.metadata.get("general.architecture")
+        if not isinstance(arch, str):
+            raise ModelLoadError(f"{self.path} has no general.architecture entry.")
+        return arch
+
+    def get(self, key: str, default: object = None) -> object:
+        """A metadata value under the architecture's namespace (`gemma3.block_count` as `block_count`)."""
+        return self.metadata.get(f"{self.architecture}.{key}", default)
+
+    def require(self, key: str) -> object:
+        value = self.get(key)
+        if value is None:
+            raise ModelLoadError(f"{self.path} lacks the metadata entry {self.architecture}.{key}.")
+        return value
+
+    def tensor_names(self) -> set[str]:
+        return {t.name for t in self._reader.tensors}
+
+    def tensor(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        """Dequantize one tensor into (out_features, in_features) order, as nn.Linear stores weights."""
+        matches = [t for t in self._reader.tensors if t.name == name]
+        if not matches:
+            raise ModelLoadError(f"{self.path} lacks the tensor {name}.")
+        t = matches[0]
+        shape = tuple(int(n) for n in reversed(t.shape.tolist()))
+        try:
+            if t.tensor_type in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
+                array = np.asarray(t.data, dtype=np.float32)
+            else:
+                array = dequantize(t.data, t.tensor_type)
+        except NotImplementedError as exc:
+            raise UnsupportedModelError(f"Tensor type {t.tensor_type.name} of {name} is not supported.") from exc
+        except Exception as exc:
+            raise ModelLoadError(f"Tensor {name} in {self.path} is damaged ({exc}).") from exc
+        return torch.from_numpy(np.ascontiguousarray(array).reshape(shape)).to(dtype)
+
+
+def _read_metadata(reader: GGUFReader) -> dict[str, object]:
+    metadata: dict[str, object] = {}
+    for key, field in reader.fields.items():
+        is_list = field.types and field.types[0] == GGUFValueType.ARRAY
+        if is_list and key.startswith(_LIST_FIELDS_SKIPPED):
+            continue
+        metadata[key] = field.contents()
+    return metadata

@@ -1,0 +1,50 @@
+"""Preallocated key-value buffers, one region for attached memories and one for the context.
+
+Each key slot carries its position; empty slots hold a position no query reaches, so the attention
+mask alone decides what is visible. Attaching memories writes into the memory region; nothing is
+concatenated while decoding.
+"""
+
+from __future__ import annotations
+
+import torch
+
+EMPTY = torch.iinfo(torch.int64).max // 2  # later than any query, so never attended
+
+
+class KVCache:
+    def __init__(self, n_layer: int, batch: int, n_kv_head: int, head_dim: int, max_seq: int,
+                 memory_slots: int, dtype: torch.dtype, device: torch.device):
+        self.memory_slots, self.max_seq, self.length = memory_slots, max_seq, 0
+        n = memory_slots + max_seq
+        self.k = torch.zeros(n_layer, batch, n_kv_head, n, head_dim, dtype=dtype, device=device)
+        self.v = torch.zeros_like(self.k)
+        self.pos = torch.full((n_layer, batch, n_kv_head, n), EMPTY, dtype=torch.int64, device=device)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor):
+        """Write T new context keys (B, Hkv, T, D) at their positions (B, T); return the visible span."""
+        T = k.shape[2]
+        if self.length + T > self.max_seq:
+            raise ValueError(f"context of {self.length + T} tokens exceeds the cache of {self.max_seq}")
+        a = self.memory_slots + self.length
+        self.k[layer, :, :, a : a + T] = k
+        self.v[layer, :, :, a : a + T] = v
+        self.pos[layer, :, :, a : a + T] = pos[:, None, :]
+        end = a + T
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end], self.pos[layer, :, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def set_memory(self, layer: int, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> None:
+        """Replace layer's memory region with roped keys, values (B, Hkv, M, D) at positions (B, Hkv, M)."""
+        M = k.shape[2]
+        if M > self.memory_slots:
+            raise ValueError(f"{M} memory tokens exceed the {self.memory_slots} memory slots")
+        self.k[layer, :, :, :M] = k
+        self.v[layer, :, :, :M] = v
+        self.pos[layer, :, :, :M] = pos
+        self.pos[layer, :, :, M : self.memory_slots] = EMPTY
+
+    def clear_memory(self) -> None:
+        self.pos[:, :, :, : self.memory_slots] = EMPTY

@@ -1,0 +1,191 @@
+"""A decoder-only transformer that reads GGUF weights and can attend to explicit memories.
+
+Every memory-aware detail lives in the attention: keys carry their own positions (context tokens and
+memory tokens alike), so one mask rule — causal by position, plus the sliding window on local layers —
+treats a memory token exactly like a text token at the same position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.kv_cache import KVCache
+from engine.models.config import ModelConfig
+
+
+class Capture(Protocol):
+    """Receives what the memory writer needs from each layer during a forward pass."""
+
+    def record(self, layer: int, q: torch.Tensor, k_pre: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        ...
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (x32 * self.weight.float()).to(x.dtype)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding, applied at any positions (memories are roped at read time)."""
+
+    def __init__(self, head_dim: int, base: float, style: str):
+        super().__init__()
+        self.head_dim, self.base, self.style = head_dim, base, style
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        # x: (..., T, D); pos: broadcastable to (..., T), integer positions
+        exponents = torch.arange(0, self.head_dim, 2, dtype=torch.float64, device=x.device) / self.head_dim
+        angles = pos.to(torch.float64).unsqueeze(-1) / (self.base**exponents)  # (..., T, D/2)
+        cos, sin = angles.cos().float(), angles.sin().float()
+        xf = x.float()
+        if self.style == "neox":
+            x1, x2 = xf.chunk(2, dim=-1)
+            out = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+        else:  # gptj: adjacent pairs
+            x1, x2 = xf[..., 0::2], xf[..., 1::2]
+            out = torch.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).flatten(-2)
+        return out.to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        c = config
+        self.layer, self.n_head, self.n_kv_head, self.head_dim = layer, c.n_head, c.n_kv_head, c.head_dim
+        self.scale = c.attn_scale
+        self.window = c.sliding_window if c.local_layers[layer] else None
+        self.wq = nn.Linear(c.d_model, c.n_head * c.head_dim, bias=c.qkv_bias)
+        self.wk = nn.Linear(c.d_model, c.n_kv_head * c.head_dim, bias=c.qkv_bias)
+        self.wv = nn.Linear(c.d_model, c.n_kv_head * c.head_dim, bias=c.qkv_bias)
+        self.wo = nn.Linear(c.n_head * c.head_dim, c.d_model, bias=False)
+        self.q_norm = RMSNorm(c.head_dim, c.norm_eps) if c.qk_norm else None
+        self.k_norm = RMSNorm(c.head_dim, c.norm_eps) if c.qk_norm else None
+        local_base = c.rope_base_local if (self.window and c.rope_base_local) else c.rope_base
+        self.rotary = Rotary(c.head_dim, local_base, c.rope_style)
+
+    def forward(
+        self, x: torch.Tensor, pos: torch.Tensor, cache: KVCache | None, capture: Capture | None
+    ) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.wq(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = self.wk(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        v = self.wv(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        k_pre = k  # memories store keys before RoPE, so the reader may place them anywhere
+        q = self.rotary(q, pos[:, None, :])
+        k = self.rotary(k, pos[:, None, :])
+        if capture is not None:
+            capture.record(self.layer, q, k_pre, k, v)
+        if cache is None:
+            keys, values, key_pos = k, v, pos[:, None, :].expand(B, self.n_kv_head, T)
+        else:
+            keys, values, key_pos = cache.update(self.layer, k, v, pos)
+        y = self._attend(q, keys, values, pos, key_pos)  # (B, H, T, D)
+        return self.wo(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
+
+    def allowed(self, q_pos: torch.Tensor, key_pos: torch.Tensor) -> torch.Tensor:
+        """(B, Hkv, T, N): a key is visible if it is not later than the query and inside the window."""
+        qp = q_pos[:, None, :, None]  # (B, 1, T, 1)
+        kp = key_pos[:, :, None, :]  # (B, Hkv, 1, N)
+        ok = kp <= qp
+        if self.window is not None:
+            ok &= (qp - kp) < self.window
+        return ok
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
+                key_pos: torch.Tensor) -> torch.Tensor:
+        # Grouped-query attention without copying K/V: fold each group's query heads into the time axis.
+        B, H, T, D = q.shape
+        G = H // self.n_kv_head
+        qg = q.reshape(B, self.n_kv_head, G * T, D)
+        mask = self.allowed(q_pos, key_pos)  # (B, Hkv, T, N)
+        mask = mask[:, :, None].expand(-1, -1, G, -1, -1).reshape(B, self.n_kv_head, G * T, -1)
+        y = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask, scale=self.scale)
+        return y.reshape(B, H, T, D)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.gate = nn.Linear(config.d_model, config.ffn_dim, bias=False)
+        self.up = nn.Linear(config.d_model, config.ffn_dim, bias=False)
+        self.down = nn.Linear(config.ffn_dim, config.d_model, bias=False)
+        self.act = (lambda t: F.gelu(t, approximate="tanh")) if config.activation == "gelu_tanh" else F.silu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.act(self.gate(x)) * self.up(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        eps = config.norm_eps
+        self.attn_norm = RMSNorm(config.d_model, eps)
+        self.attn = Attention(config, layer)
+        self.mlp_norm = RMSNorm(config.d_model, eps)
+        self.mlp = MLP(config)
+        self.post_attn_norm = RMSNorm(config.d_model, eps) if config.sandwich_norms else nn.Identity()
+        self.post_mlp_norm = RMSNorm(config.d_model, eps) if config.sandwich_norms else nn.Identity()
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, cache: KVCache | None,
+                capture: Capture | None) -> torch.Tensor:
+        x = x + self.post_attn_norm(self.attn(self.attn_norm(x), pos, cache, capture))
+        return x + self.post_mlp_norm(self.mlp(self.mlp_norm(x)))
+
+
+@dataclass
+class ForwardOut:
+    logits: torch.Tensor | None  # (B, T_out, vocab) float32
+    hidden: torch.Tensor  # (B, T, d_model) after the final norm
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.norm = RMSNorm(config.d_model, config.norm_eps)
+        self.lm_head = None if config.tied_embeddings else nn.Linear(config.d_model, config.vocab_size, bias=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed.weight.dtype
+
+    def forward(self, tokens: torch.Tensor, pos: torch.Tensor, cache: KVCache | None = None,
+                capture: Capture | None = None, logits: str = "last") -> ForwardOut:
+        """tokens, pos: (B, T). logits: "last", "all" or "none". A cache, if given, advances by T."""
+        x = self.embed(tokens)
+        if self.config.embed_scale != 1.0:
+            x = (x.float() * self.config.embed_scale).to(x.dtype)
+        for block in self.blocks:
+            x = block(x, pos, cache, capture)
+        if cache is not None:
+            cache.advance(tokens.shape[1])
+        h = self.norm(x)
+        if logits == "none":
+            return ForwardOut(None, h)
+        hl = h[:, -1:] if logits == "last" else h
+        head = self.embed.weight if self.lm_head is None else self.lm_head.weight
+        return ForwardOut(F.linear(hl, head).float(), h)
+
+    def new_cache(self, max_seq: int, memory_slots: int = 0, batch: int = 1) -> KVCache:
+        c = self.config
+        return KVCache(c.n_layer, batch, c.n_kv_head, c.head_dim, max_seq, memory_slots, self.dtype, self.device)

