@@ -63,14 +63,14 @@ class GGUFFile:
         shape = tuple(int(n) for n in reversed(t.shape.tolist()))
         try:
             if t.tensor_type in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
-                array = np.asarray(t.data, dtype=np.float32)
+                array = np.array(t.data, dtype=np.float32)  # a copy: the map is read-only
             else:
                 array = dequantize(t.data, t.tensor_type)
         except NotImplementedError as exc:
             raise UnsupportedModelError(f"Tensor type {t.tensor_type.name} of {name} is not supported.") from exc
         except Exception as exc:
             raise ModelLoadError(f"Tensor {name} in {self.path} is damaged ({exc}).") from exc
-        return torch.from_numpy(np.ascontiguousarray(array).reshape(shape)).to(dtype)
+        return torch.from_numpy(array.reshape(shape)).to(dtype)
 
 
 def _read_metadata(reader: GGUFReader) -> dict[str, object]:

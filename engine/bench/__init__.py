@@ -1,0 +1,27 @@
+"""Named benchmarks: each returns its results and a Markdown table, and writes <output_dir>/<name>.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engine.bench import engine_bench
+from engine.errors import M3Error
+
+BENCHMARKS = {"engine": engine_bench.run}
+
+
+class UnknownBenchmarkError(M3Error):
+    """No benchmark has the name asked for."""
+
+
+def run_benchmark(name: str, output_dir: str | Path, model_path: str | Path | None = None,
+                  device: str | None = None) -> tuple[dict, str]:
+    """Run benchmark `name`, write its results as JSON into `output_dir`, return (results, table)."""
+    if name not in BENCHMARKS:
+        raise UnknownBenchmarkError(f"There is no benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}.")
+    results, table = BENCHMARKS[name](model_path, device)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results, table

@@ -1,0 +1,226 @@
+"""`m3 bench engine`: our runtime against llama.cpp on the same model and prompts.
+
+Prefill and decode speed, memory-writing throughput, bytes per memory for every profile, and the time to
+first token of a question read with 5 attached memories versus the same 5 references as text (RAG).
+Every figure is a median over repeats, after one warm-up.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+import torch
+
+from engine.bench.machine import machine_info
+from engine.generate import Generation
+from engine.llamacpp import LlamaCpp
+from engine.memory import PROFILES
+from engine.memory_writer import write_memories
+from engine.models.transformer import Transformer
+from engine.runtime import Runtime
+from engine.tokenizer import Tokenizer
+
+REPEATS = {"prefill": 3, "decode": 3, "write": 3, "ttft": 5}
+PREFILL_TOKENS = 512
+DECODE_TOKENS = 64
+WRITE_REFERENCES = 64
+ATTACHED = 5
+
+_NAMES = ("Ada", "Bruno", "Chiara", "Dmitri", "Esther", "Farid", "Greta", "Hiro", "Ines", "Jonas", "Keiko")
+_PLACES = ("Lisbon", "Nairobi", "Oslo", "Quito", "Kyoto", "Tunis", "Perth", "Bergen", "Cusco", "Hanoi")
+_THINGS = ("the lighthouse", "a glass bridge", "the seed bank", "an old clock tower", "the tidal mill",
+           "the observatory", "a rope factory", "the salt mine", "a floating garden", "the city archive")
+_SENTENCES = (
+    "{name} moved to {place} in {year} to work on {thing}.",
+    "In {year}, {thing} in {place} was repaired after a storm that lasted {n} days.",
+    "{name} wrote {n} letters about {thing}, most of them from {place}.",
+    "The museum in {place} keeps a model of {thing} that {name} built in {year}.",
+    "Visitors to {place} can see {thing} for {n} euros, a price first set in {year}.",
+    "{name} believed that {thing} would change {place} within {n} years.",
+    "A survey in {year} counted {n} birds nesting near {thing} outside {place}.",
+    "When {name} left {place}, the local paper printed {n} pages about {thing}.",
+)
+
+
+def sentence(rng: random.Random) -> str:
+    """One made-up, plain English fact."""
+    return rng.choice(_SENTENCES).format(name=rng.choice(_NAMES), place=rng.choice(_PLACES),
+                                         thing=rng.choice(_THINGS), year=rng.randint(1820, 2020),
+                                         n=rng.randint(2, 90))
+
+
+def text(rng: random.Random, sentences: int) -> str:
+    return " ".join(sentence(rng) for _ in range(sentences))
+
+
+def references(tokenizer: Tokenizer, count: int, seed: int,
+               lengths: tuple[int, int] = (100, 128)) -> list[list[int]]:
+    """`count` deterministic references, each cut to a length drawn from `lengths` (in tokens)."""
+    rng = random.Random(seed)
+    return [tokenizer.encode(text(rng, 14))[: rng.randint(*lengths)] for _ in range(count)]
+
+
+def _sync(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds(fn: Callable[[], object], device: torch.device | None = None) -> float:
+    """Wall time of fn(), with the device's queued work finished on both sides."""
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def median(measure: Callable[[], float], repeats: int) -> float:
+    """Median of `repeats` measurements taken after one warm-up."""
+    measure()
+    return statistics.median([measure() for _ in range(repeats)])
+
+
+@torch.inference_mode()
+def _feed(model: Transformer, cache, ids: Sequence[int], start: int) -> torch.Tensor:
+    """Run `ids` at positions from `start` through the model into `cache`; the last position's logits."""
+    tokens = torch.tensor([list(ids)], device=model.device)
+    pos = torch.arange(start, start + len(ids), device=model.device)[None]
+    return model(tokens, pos, cache=cache).logits[0, -1]
+
+
+def prefill_ours(model: Transformer, ids: Sequence[int]) -> float:
+    cache = model.new_cache(len(ids))
+    return seconds(lambda: _feed(model, cache, ids, 0), model.device)
+
+
+def decode_ours(model: Transformer, prompt: Sequence[int], n: int) -> float:
+    """Seconds for n greedy tokens after `prompt` (its prefill not counted)."""
+    cache = model.new_cache(len(prompt) + n)
+    first = int(_feed(model, cache, prompt, 0).argmax())
+
+    def steps() -> None:
+        token = first
+        for i in range(n):
+            token = int(_feed(model, cache, [token], len(prompt) + i).argmax())
+
+    return seconds(steps, model.device)
+
+
+def ttft_ours(runtime: Runtime, prompt: Sequence[int], **memory) -> float:
+    """Time to the first token of a fresh generation (attach and prefill included)."""
+    gen = Generation(runtime.model, runtime.tokenizer, prompt, max_new_tokens=1, **memory)
+    return seconds(lambda: list(gen.run()), runtime.model.device)
+
+
+def decode_llamacpp(lc: LlamaCpp, prompt: Sequence[int], n: int) -> float:
+    """Seconds for n greedy tokens after `prompt` on llama.cpp (its prefill not counted)."""
+    first = int(np.argmax(lc.next_logits(prompt)))
+
+    def steps() -> None:
+        token = first
+        for _ in range(n):
+            lc.llm.eval([token])
+            token = int(np.argmax(lc._last_logits()))
+
+    return seconds(steps)
+
+
+def open_llamacpp(path: Path, threads: int) -> LlamaCpp:
+    """llama.cpp on `threads` threads, for batches (prefill) as well as single tokens."""
+    lc = LlamaCpp(path, n_ctx=2048, n_threads=threads)
+    llama_cpp.llama_set_n_threads(lc.llm.ctx, threads, threads)
+    return lc
+
+
+def run(model_path: str | Path | None, device: str | None) -> tuple[dict, str]:
+    """Measure everything; return the results and their Markdown tables."""
+    rt = Runtime.load(model_path, device=device)
+    model, tok, sink = rt.model, rt.tokenizer, rt.sink
+    rng = random.Random(0)
+    prefill_ids = [tok.bos_id, *tok.encode(text(rng, 60))][:PREFILL_TOKENS]
+    decode_prompt = [tok.bos_id, *tok.encode(sentence(rng))]
+    question = tok.encode(f"\nQuestion: What did {_NAMES[0]} do in {_PLACES[0]}?\nAnswer:")
+    refs = references(tok, WRITE_REFERENCES, seed=1)
+    rag_prompt = [*sink, *(t for r in refs[:ATTACHED] for t in r), *question]
+    dense = PROFILES["dense"]
+
+    write_s = median(lambda: seconds(lambda: write_memories(model, sink, refs, dense), model.device),
+                     REPEATS["write"])
+    ref128 = references(tok, 1, seed=2, lengths=(128, 128))
+    kvs = [m.unpack(model.dtype, model.device) for m in write_memories(model, sink, refs[:ATTACHED], dense)]
+    memory = {"retrieve": lambda _query: kvs, "first_query": tok.decode(question), "sink_len": len(sink),
+              "memory_slots": sum(kv.kept for kv in kvs)}
+    ours = {
+        "prefill": PREFILL_TOKENS / median(lambda: prefill_ours(model, prefill_ids), REPEATS["prefill"]),
+        "decode": DECODE_TOKENS / median(lambda: decode_ours(model, decode_prompt, DECODE_TOKENS),
+                                         REPEATS["decode"]),
+        "ttft_memory": median(lambda: ttft_ours(rt, [*sink, *question], **memory), REPEATS["ttft"]),
+        "ttft_rag": median(lambda: ttft_ours(rt, rag_prompt), REPEATS["ttft"]),
+    }
+    bytes_per_memory = {name: write_memories(model, sink, ref128, profile)[0].nbytes
+                        for name, profile in PROFILES.items()}
+
+    threads = torch.get_num_threads()
+    lc = open_llamacpp(rt.path, threads)
+    theirs = {
+        "prefill": PREFILL_TOKENS / median(lambda: seconds(lambda: lc.next_logits(prefill_ids)),
+                                           REPEATS["prefill"]),
+        "decode": DECODE_TOKENS / median(lambda: decode_llamacpp(lc, decode_prompt, DECODE_TOKENS),
+                                         REPEATS["decode"]),
+        "ttft_rag": median(lambda: seconds(lambda: np.argmax(lc.next_logits(rag_prompt))), REPEATS["ttft"]),
+    }
+
+    results = {
+        "prefill_tok_s": {"ours": ours["prefill"], "llamacpp": theirs["prefill"]},
+        "decode_tok_s": {"ours": ours["decode"], "llamacpp": theirs["decode"]},
+        "write_refs_s": WRITE_REFERENCES / write_s,
+        "bytes_per_memory": bytes_per_memory,
+        "ttft_s": {"memory": ours["ttft_memory"], "rag": ours["ttft_rag"],
+                   "rag_llamacpp": theirs["ttft_rag"]},
+        "tokens": {"prefill": len(prefill_ids), "decode_prompt": len(decode_prompt), "decode": DECODE_TOKENS,
+                   "references": WRITE_REFERENCES, "reference_avg": statistics.mean(map(len, refs)),
+                   "memory_prompt": len(sink) + len(question), "rag_prompt": len(rag_prompt)},
+        "machine": machine_info(),
+        "model": {"file": rt.path.name, "arch": model.config.arch, "layers": model.config.n_layer},
+        "device": str(model.device),
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "threads": threads,
+        "repeats": REPEATS,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return results, table(results)
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:,.1f}" if x >= 10 else f"{x:.3f}"
+
+
+def table(r: dict) -> str:
+    """The results as two Markdown tables (speed, bytes per memory) and a line naming the machine."""
+    rows = [
+        (f"prefill, {r['tokens']['prefill']}-token prompt", *r["prefill_tok_s"].values(), "tok/s"),
+        (f"decode, {DECODE_TOKENS} greedy tokens", *r["decode_tok_s"].values(), "tok/s"),
+        (f"write memories, {WRITE_REFERENCES} refs (dense)", r["write_refs_s"], None, "refs/s"),
+        (f"time to first token, {ATTACHED} memories attached", r["ttft_s"]["memory"], None, "s"),
+        (f"time to first token, {ATTACHED} refs as text (RAG)", r["ttft_s"]["rag"],
+         r["ttft_s"]["rag_llamacpp"], "s"),
+    ]
+    lines = ["| metric | ours | llama.cpp | unit |", "|---|---:|---:|---|"]
+    lines += [f"| {name} | {_fmt(ours)} | {_fmt(theirs)} | {unit} |" for name, ours, theirs, unit in rows]
+    lines += ["", "| profile | bytes per 128-token memory | KiB |", "|---|---:|---:|"]
+    lines += [f"| {name} | {n:,} | {n / 1024:,.1f} |" for name, n in r["bytes_per_memory"].items()]
+    m = r["machine"]
+    lines += ["", f"Machine: {m['cpu']}, {m['cores']} cores, {r['threads']} threads each, "
+                  f"{m['ram_gib']} GiB RAM, GPU: {m['gpu'] or 'none'}; "
+                  f"{r['model']['file']} on {r['device']} in {r['dtype']}; "
+                  f"torch {m['torch']}, llama-cpp-python {m['llama_cpp_python']}; {r['date']}."]
+    return "\n".join(lines)

@@ -1,0 +1,48 @@
+"""Shared fixtures: a private M3_HOME, the bundled model loaded once, and llama.cpp as the oracle."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def m3_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("m3home")
+    os.environ["M3_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def model_path(m3_home: Path) -> Path:
+    from engine.runtime import default_model_path
+
+    return default_model_path()
+
+
+@pytest.fixture(scope="session")
+def rt32(model_path: Path):
+    """The default model in float32 on the CPU: for comparisons that need float tolerance."""
+    from engine.runtime import Runtime
+
+    return Runtime.load(model_path, device="cpu", dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def rt(model_path: Path):
+    """The default model as users run it (bfloat16, CUDA when present)."""
+    from engine.runtime import Runtime
+
+    return Runtime.load(model_path)
+
+
+@pytest.fixture(scope="session")
+def oracle(model_path: Path):
+    from engine.llamacpp import LlamaCpp
+
+    return LlamaCpp(model_path, n_ctx=1024)
