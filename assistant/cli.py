@@ -12,10 +12,13 @@ from engine import Engine, M3Error
 from ingest.paths import data_dir
 
 
+def _log_file() -> Path:
+    return data_dir() / "logs" / "m3.log"
+
+
 def _setup_logging() -> None:
-    log_dir = data_dir() / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(filename=log_dir / "m3.log", level=logging.INFO,
+    _log_file().parent.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(filename=_log_file(), level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
@@ -39,12 +42,11 @@ def cli(ctx: click.Context, model_path: str | None, device: str | None) -> None:
 @click.pass_obj
 def generate(obj: dict, prompt: str, max_tokens: int, temperature: float, top_p: float, seed: int | None) -> None:
     """Continue PROMPT with the model, streaming the text."""
-    if not prompt.strip():
-        raise click.ClickException("The prompt is empty: there is nothing to continue.")
-    engine = _open(obj)
+    engine = Engine.open(obj["model_path"], obj["device"])
+    pieces = engine.generate(prompt, max_tokens, temperature, top_p, seed)
     click.echo(prompt, nl=False)
     try:
-        for piece in engine.generate(prompt, max_tokens, temperature, top_p, seed):
+        for piece in pieces:
             click.echo(piece, nl=False)
     except KeyboardInterrupt:
         engine.stop()
@@ -61,23 +63,18 @@ def bench() -> None:
 @click.pass_obj
 def bench_engine(obj: dict, out_dir: Path) -> None:
     """Prefill/decode speed against llama.cpp, memory writing, bytes per memory, time to first token."""
-    try:
-        _, table = Engine.benchmark("engine", out_dir, obj["model_path"], obj["device"])
-    except M3Error as exc:
-        raise click.ClickException(str(exc)) from exc
+    _, table = Engine.benchmark("engine", out_dir, obj["model_path"], obj["device"])
     click.echo(table)
 
 
-def _open(obj: dict) -> Engine:
-    try:
-        return Engine.open(obj["model_path"], obj["device"])
-    except M3Error as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
 def main() -> None:
+    """The console script: our errors become one sentence on stderr and exit status 1."""
     try:
         cli(standalone_mode=True)
-    except M3Error as exc:  # errors raised while streaming, after the command body returned its iterator
+    except M3Error as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
+    except Exception:  # a bug: the user gets one sentence, the log gets the traceback
+        logging.getLogger("m3").exception("unexpected error")
+        click.echo(f"Error: something went wrong inside memory3; the details are in {_log_file()}.", err=True)
+        sys.exit(2)

@@ -1,8 +1,8 @@
 """Typed errors of the engine. Each message is one sentence a user can act on."""
 
+from ingest.errors import M3Error
 
-class M3Error(Exception):
-    """Base of every error memory3 raises on purpose; the CLI prints its message and exits non-zero."""
+__all__ = ["M3Error", "ModelLoadError", "UnsupportedModelError", "EmptyPromptError", "DeviceError"]
 
 
 class ModelLoadError(M3Error):
@@ -17,5 +17,6 @@ class EmptyPromptError(M3Error):
     """A prompt with no tokens to condition on was given."""
 
 
-class MemoryFormatError(M3Error):
-    """A memory does not fit the model or profile it is being attached to."""
+
+class DeviceError(M3Error):
+    """The device asked for does not exist or is not present on this machine."""

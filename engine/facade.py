@@ -6,8 +6,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
-
 from engine.errors import EmptyPromptError
 from engine.generate import Generation, Sampling
 from engine.runtime import Runtime
@@ -50,7 +48,3 @@ class Engine:
 
         return run_benchmark(name, output_dir, model_path, device)
 
-
-def set_threads(n: int | None) -> None:
-    if n:
-        torch.set_num_threads(n)

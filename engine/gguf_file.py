@@ -54,13 +54,13 @@ class GGUFFile:
     def tensor_names(self) -> set[str]:
         return {t.name for t in self._reader.tensors}
 
+    def shape(self, name: str) -> tuple[int, ...]:
+        """A tensor's shape in torch order (GGUF lists dimensions innermost first)."""
+        return tuple(int(n) for n in reversed(self._info(name).shape.tolist()))
+
     def tensor(self, name: str, dtype: torch.dtype) -> torch.Tensor:
         """Dequantize one tensor into (out_features, in_features) order, as nn.Linear stores weights."""
-        matches = [t for t in self._reader.tensors if t.name == name]
-        if not matches:
-            raise ModelLoadError(f"{self.path} lacks the tensor {name}.")
-        t = matches[0]
-        shape = tuple(int(n) for n in reversed(t.shape.tolist()))
+        t, shape = self._info(name), self.shape(name)
         try:
             if t.tensor_type in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
                 array = np.array(t.data, dtype=np.float32)  # a copy: the map is read-only
@@ -71,6 +71,12 @@ class GGUFFile:
         except Exception as exc:
             raise ModelLoadError(f"Tensor {name} in {self.path} is damaged ({exc}).") from exc
         return torch.from_numpy(array.reshape(shape)).to(dtype)
+
+    def _info(self, name: str):
+        for t in self._reader.tensors:
+            if t.name == name:
+                return t
+        raise ModelLoadError(f"{self.path} lacks the tensor {name}.")
 
 
 def _read_metadata(reader: GGUFReader) -> dict[str, object]:

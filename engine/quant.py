@@ -1,7 +1,7 @@
 """Group-wise symmetric quantization of memory keys and values along the head dimension.
 
-Each group of `group` values shares one fp16 scale (its absolute maximum over the largest code), so an
-outlier only costs precision inside its own group. int4 codes are packed two to a byte.
+Each group of `group` values shares one fp16 scale (its absolute maximum over the largest code, rounded
+up), so an outlier only costs precision inside its own group and no value is clipped. int4 codes are packed two to a byte.
 """
 
 from __future__ import annotations
@@ -45,7 +45,10 @@ def quantize(x: torch.Tensor, bits: int, group: int = 32) -> QTensor:
         raise ValueError(f"the last dimension {D} is not a multiple of the group size {group}")
     qmax = 2 ** (bits - 1) - 1
     g = x.float().reshape(*shape[:-1], D // group, group)
-    scale = (g.abs().amax(-1, keepdim=True) / qmax).to(torch.float16)
+    exact = g.abs().amax(-1, keepdim=True) / qmax
+    scale = exact.to(torch.float16)
+    short = scale.float() < exact  # round the scale up, so that no code is ever clipped
+    scale = torch.where(short, torch.nextafter(scale, torch.full_like(scale, float("inf"))), scale)
     safe = torch.where(scale == 0, torch.ones_like(scale), scale).float()
     codes = torch.clamp(torch.round(g / safe), -qmax, qmax).to(torch.int8).reshape(shape)
     if bits == 4:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from engine.errors import DeviceError
 from engine.gguf_file import GGUFFile
 from engine.models.loader import load_transformer
 from engine.models.transformer import Transformer
@@ -19,8 +20,19 @@ log = logging.getLogger(__name__)
 SINK_TEXT = "Reference:"  # after <bos>: the attention sink shared by every memory and every context
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """The device asked for, or CUDA when present and CPU otherwise."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise DeviceError(f"'{name}' is not a device; use cpu or cuda.") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("CUDA was asked for but this machine has no usable GPU; use cpu.")
+    if device.type not in ("cpu", "cuda"):
+        raise DeviceError(f"Device '{name}' is not supported; use cpu or cuda.")
+    return device
 
 
 def default_model_path() -> Path:
@@ -43,7 +55,7 @@ class Runtime:
     def load(cls, path: str | Path | None = None, device: str | torch.device | None = None,
              dtype: torch.dtype = torch.bfloat16) -> Runtime:
         path = Path(path) if path is not None else default_model_path()
-        device = torch.device(device) if device is not None else default_device()
+        device = resolve_device(device)
         gguf = GGUFFile.open(path)
         model = load_transformer(gguf, dtype, device)
         tokenizer = Tokenizer(path)

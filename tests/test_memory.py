@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.attach import attach, place
+from engine.attach import place
 from engine.generate import Generation
 from engine.memory import PROFILES, MemoryKV, MemoryProfile
 from engine.memory_writer import write_memories
+from memory_checks import memory_logits, one_memory, plain_logits
 
 FACT = " The access code for the blue vault is 7391-QX. It was set by Mara Lind in 2019."
 DISTRACTORS = [
@@ -19,33 +20,10 @@ QUESTION = "\n\nQuestion: What is the access code for the blue vault?\nAnswer: T
 EXACT = MemoryProfile("exact", bits=32)
 
 
-@torch.inference_mode()
-def _plain_logits(rt, ids: list[int]) -> torch.Tensor:
-    return rt.model(torch.tensor([ids], device=rt.model.device),
-                    torch.arange(len(ids), device=rt.model.device)[None]).logits[0, -1]
-
-
-@torch.inference_mode()
-def _memory_logits(rt, memory: MemoryKV, body: list[int]) -> torch.Tensor:
-    """Sink as context, the memory attached right after it, then the body at the following positions."""
-    model, sink = rt.model, rt.sink
-    S = len(sink)
-    cache = model.new_cache(len(sink) + len(body), memory_slots=memory.kept)
-    model(torch.tensor([sink]), torch.arange(S)[None], cache=cache)
-    attach(model, cache, [memory], place([memory], S + memory.length, S))
-    start = S + memory.length
-    return model(torch.tensor([body]), torch.arange(start, start + len(body))[None], cache=cache).logits[0, -1]
-
-
-def _one_memory(rt, text: str, profile: MemoryProfile) -> MemoryKV:
-    memory = write_memories(rt.model, rt.sink, [rt.tokenizer.encode(text)], profile)[0]
-    return memory.unpack(rt.model.dtype, rt.model.device)
-
-
 def test_full_precision_memory_equals_plain_prefill(rt32):
     ref, body = rt32.tokenizer.encode(FACT), rt32.tokenizer.encode(QUESTION)
-    plain = _plain_logits(rt32, rt32.sink + ref + body)
-    memory = _memory_logits(rt32, _one_memory(rt32, FACT, EXACT), body)
+    plain = plain_logits(rt32, rt32.sink + ref + body)
+    memory = memory_logits(rt32, one_memory(rt32, FACT, EXACT), body)
     assert (memory - plain).abs().max() < 1e-3
 
 
@@ -56,22 +34,22 @@ def test_memory_is_masked_like_text_beyond_the_sliding_window(rt32):
     filler = rt32.tokenizer.encode(" The weather was calm and the sea was quiet." * 60)[:600]
     body = filler + rt32.tokenizer.encode(QUESTION)
     assert len(body) > rt32.model.config.sliding_window
-    plain = _plain_logits(rt32, rt32.sink + ref + body)
-    memory = _memory_logits(rt32, _one_memory(rt32, FACT, EXACT), body)
+    plain = plain_logits(rt32, rt32.sink + ref + body)
+    memory = memory_logits(rt32, one_memory(rt32, FACT, EXACT), body)
     assert (memory - plain).abs().max() < 1e-3
 
 
 def test_fp16_memory_is_close_to_plain_prefill(rt32):
     ref, body = rt32.tokenizer.encode(FACT), rt32.tokenizer.encode(QUESTION)
-    plain = _plain_logits(rt32, rt32.sink + ref + body)
-    memory = _memory_logits(rt32, _one_memory(rt32, FACT, PROFILES["dense-fp16"]), body)
+    plain = plain_logits(rt32, rt32.sink + ref + body)
+    memory = memory_logits(rt32, one_memory(rt32, FACT, PROFILES["dense-fp16"]), body)
     assert int(memory.argmax()) == int(plain.argmax())
     assert (memory - plain).abs().max() < 0.1
 
 
 def test_generation_with_an_exact_memory_continues_like_plain_text(rt32):
     tok = rt32.tokenizer
-    memory = _one_memory(rt32, FACT, EXACT)
+    memory = one_memory(rt32, FACT, EXACT)
     with_memory = Generation(rt32.model, tok, rt32.sink + tok.encode(QUESTION), max_new_tokens=12,
                              retrieve=lambda _query: [memory], sink_len=len(rt32.sink), memory_slots=128)
     plain = Generation(rt32.model, tok, rt32.sink + tok.encode(FACT) + tok.encode(QUESTION), max_new_tokens=12)

@@ -31,6 +31,7 @@ class TinySpec:
     sliding_window: int | None = None
     qtype: str = "F32"  # "F32" or "Q8_0" (the block weights; embeddings and norms stay F32)
     architecture: str | None = None  # general.architecture written, if not the arch itself (error tests)
+    out_gain: float = 4.0  # scale of what each attention / MLP adds to the residual stream
 
 
 # GQA everywhere (4 query heads over 2 KV heads). Llama has an untied output head; Qwen 3 and Gemma 3 have
@@ -101,8 +102,8 @@ def write_tiny_gguf(path: str | Path, arch: str, seed: int = 0, **overrides: obj
     def normal(*shape: int, std: float) -> np.ndarray:
         return (rng.standard_normal(shape) * std).astype(np.float32)
 
-    def norm_weight(n: int) -> np.ndarray:  # around 1 (Gemma's GGUFs store 1 + w, so the same holds)
-        return (1.0 + rng.standard_normal(n) * 0.1).astype(np.float32)
+    def norm_weight(n: int, center: float = 1.0) -> np.ndarray:  # Gemma's GGUFs store 1 + w: same here
+        return (center * (1.0 + rng.standard_normal(n) * 0.1)).astype(np.float32)
 
     def linear(name: str, n_out: int, n_in: int, gain: float) -> None:
         weight = normal(n_out, n_in, std=gain / np.sqrt(n_in))
@@ -122,7 +123,7 @@ def write_tiny_gguf(path: str | Path, arch: str, seed: int = 0, **overrides: obj
         linear(b + "attn_q.weight", spec.n_head * hd, d, 1.0)
         linear(b + "attn_k.weight", spec.n_kv_head * hd, d, 1.0)
         linear(b + "attn_v.weight", spec.n_kv_head * hd, d, 1.0)
-        linear(b + "attn_output.weight", d, spec.n_head * hd, 0.5)
+        linear(b + "attn_output.weight", d, spec.n_head * hd, spec.out_gain)
         if arch == "qwen2":
             w.add_tensor(b + "attn_q.bias", normal(spec.n_head * hd, std=0.5))
             w.add_tensor(b + "attn_k.bias", normal(spec.n_kv_head * hd, std=0.5))
@@ -131,13 +132,13 @@ def write_tiny_gguf(path: str | Path, arch: str, seed: int = 0, **overrides: obj
             w.add_tensor(b + "attn_q_norm.weight", norm_weight(hd))
             w.add_tensor(b + "attn_k_norm.weight", norm_weight(hd))
         if arch == "gemma3":
-            w.add_tensor(b + "post_attention_norm.weight", norm_weight(d))
+            w.add_tensor(b + "post_attention_norm.weight", norm_weight(d, spec.out_gain))
         w.add_tensor(b + "ffn_norm.weight", norm_weight(d))
         linear(b + "ffn_gate.weight", spec.ffn_dim, d, 1.0)
         linear(b + "ffn_up.weight", spec.ffn_dim, d, 1.0)
-        linear(b + "ffn_down.weight", d, spec.ffn_dim, 0.5)
+        linear(b + "ffn_down.weight", d, spec.ffn_dim, spec.out_gain)
         if arch == "gemma3":
-            w.add_tensor(b + "post_ffw_norm.weight", norm_weight(d))
+            w.add_tensor(b + "post_ffw_norm.weight", norm_weight(d, spec.out_gain))
     w.add_tensor("output_norm.weight", norm_weight(d))
     if not spec.tied:
         w.add_tensor("output.weight", normal(vocab, d, std=2.0 / np.sqrt(d)))

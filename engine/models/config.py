@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.gguf_file import GGUFFile
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -40,3 +42,28 @@ class ModelConfig:
     @property
     def attn_scale(self) -> float:
         return self.head_dim**-0.5
+
+
+def config_from_gguf(f: GGUFFile, vocab_size: int, *, rope_base: float, context_length: int,
+                     **family: object) -> ModelConfig:
+    """The fields every family reads the same way from GGUF metadata; `family` sets the rest.
+
+    `rope_base` and `context_length` are the family's defaults for files that omit them.
+    """
+    n_head = int(f.require("attention.head_count"))
+    d_model = int(f.require("embedding_length"))
+    return ModelConfig(
+        arch=f.architecture,
+        n_layer=int(f.require("block_count")),
+        d_model=d_model,
+        n_head=n_head,
+        n_kv_head=int(f.get("attention.head_count_kv", n_head)),
+        head_dim=int(f.get("attention.key_length", d_model // n_head)),
+        ffn_dim=int(f.require("feed_forward_length")),
+        vocab_size=vocab_size,
+        norm_eps=float(f.require("attention.layer_norm_rms_epsilon")),
+        rope_base=float(f.get("rope.freq_base", rope_base)),
+        tied_embeddings="output.weight" not in f.tensor_names(),
+        context_length=int(f.get("context_length", context_length)),
+        **family,
+    )

@@ -13,10 +13,10 @@ from engine.models.config import ModelConfig
 from engine.models.transformer import Transformer
 
 ARCHITECTURES: dict[str, Callable[[GGUFFile, int], ModelConfig]] = {
-    "gemma3": gemma3.config_from_gguf,
-    "llama": llama.config_from_gguf,
-    "qwen2": qwen.qwen2_config_from_gguf,
-    "qwen3": qwen.qwen3_config_from_gguf,
+    "gemma3": gemma3.gemma3_config,
+    "llama": llama.llama_config,
+    "qwen2": qwen.qwen2_config,
+    "qwen3": qwen.qwen3_config,
 }
 
 # our parameter name (per block, "{i}" is the layer) -> GGUF tensor name
@@ -45,9 +45,7 @@ def model_config(f: GGUFFile) -> ModelConfig:
     if arch not in ARCHITECTURES:
         supported = ", ".join(sorted(ARCHITECTURES))
         raise UnsupportedModelError(f"Architecture '{arch}' is not supported (supported: {supported}).")
-    if "token_embd.weight" not in f.tensor_names():
-        raise ModelLoadError(f"{f.path} has no token embedding tensor.")
-    vocab = int(next(t.shape[1] for t in f._reader.tensors if t.name == "token_embd.weight"))
+    vocab = f.shape("token_embd.weight")[0]
     return ARCHITECTURES[arch](f, vocab)
 
 

@@ -1,0 +1,65 @@
+"""The `m3` command as a user runs it: a real process, real files, one sentence on bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tiny_gguf import write_tiny_gguf
+
+M3 = Path(sys.executable).with_name("m3")
+
+
+def m3(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(M3), *args], capture_output=True, text=True, timeout=600)
+
+
+def assert_one_sentence_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_generate_continues_a_prompt(model_path):
+    result = m3("--model", str(model_path), "generate", "The capital of France is", "--max-tokens", "8")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("The capital of France is")
+    assert "Paris" in result.stdout
+
+
+def test_missing_model(tmp_path):
+    assert_one_sentence_error(m3("--model", str(tmp_path / "nope.gguf"), "generate", "hi"), "not found")
+
+
+@pytest.mark.parametrize("content", [b"", b"GGUF" + bytes(range(256)) * 8, b"just some text\n" * 100])
+def test_corrupt_model(tmp_path, content):
+    path = tmp_path / "broken.gguf"
+    path.write_bytes(content)
+    assert_one_sentence_error(m3("--model", str(path), "generate", "hi"), "not a readable GGUF")
+
+
+def test_truncated_model(tmp_path):
+    path = write_tiny_gguf(tmp_path / "tiny.gguf", "llama")
+    path.write_bytes(path.read_bytes()[:-5000])
+    assert_one_sentence_error(m3("--model", str(path), "generate", "hi"), str(path))
+
+
+def test_unsupported_architecture(tmp_path):
+    path = write_tiny_gguf(tmp_path / "odd.gguf", "llama", architecture="mamba")
+    assert_one_sentence_error(m3("--model", str(path), "generate", "hi"), "mamba", "not supported")
+
+
+@pytest.mark.parametrize("prompt", ["", "   \n"])
+def test_empty_prompt(tmp_path, prompt):
+    path = write_tiny_gguf(tmp_path / "tiny.gguf", "llama")
+    assert_one_sentence_error(m3("--model", str(path), "generate", prompt), "empty")
+
+
+def test_unknown_device_is_one_sentence(tmp_path):
+    path = write_tiny_gguf(tmp_path / "tiny.gguf", "llama")
+    assert_one_sentence_error(m3("--model", str(path), "--device", "quantum", "generate", "hi"), "quantum")

@@ -1,0 +1,93 @@
+"""Sampling, stop tokens, streaming, cancellation and the 64-token retrieval schedule."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from engine.errors import EmptyPromptError
+from engine.generate import Generation, Sampling, sample
+from engine.memory import PROFILES
+from engine.memory_writer import write_memories
+
+
+def test_greedy_picks_the_argmax():
+    logits = torch.tensor([0.1, 3.0, 2.9, -1.0])
+    assert sample(logits, Sampling(), None) == 1
+
+
+def test_top_p_keeps_only_the_nucleus():
+    logits = torch.log(torch.tensor([0.6, 0.3, 0.05, 0.05]))
+    rng = torch.Generator().manual_seed(0)
+    drawn = {sample(logits, Sampling(temperature=1.0, top_p=0.8), rng) for _ in range(300)}
+    assert drawn == {0, 1}  # 0.6 + 0.3 reaches 0.8; the tail is never drawn
+    drawn = {sample(logits, Sampling(temperature=1.0, top_p=0.5), rng) for _ in range(100)}
+    assert drawn == {0}
+
+
+def test_seeded_sampling_is_reproducible(rt):
+    ids = rt.tokenizer.encode("My favourite animal is", bos=True)
+
+    def run() -> str:
+        return "".join(Generation(rt.model, rt.tokenizer, ids, max_new_tokens=10,
+                                  sampling=Sampling(temperature=0.9, top_p=0.95, seed=7)).run())
+
+    assert run() == run()
+
+
+def test_stop_token_ends_generation(rt):
+    ids = rt.tokenizer.encode("The capital of France is", bos=True)
+    greedy = Generation(rt.model, rt.tokenizer, ids, max_new_tokens=5)
+    list(greedy.run())
+    stopped = Generation(rt.model, rt.tokenizer, ids, max_new_tokens=5, stop_ids=frozenset({greedy.tokens[2]}))
+    list(stopped.run())
+    assert stopped.tokens == greedy.tokens[:2]
+
+
+def test_cancel_stops_the_stream(rt):
+    cancel = threading.Event()
+    gen = Generation(rt.model, rt.tokenizer, rt.tokenizer.encode("Count: 1, 2, 3,", bos=True),
+                     max_new_tokens=50, cancel=cancel)
+    pieces = []
+    for piece in gen.run():
+        pieces.append(piece)
+        if len(gen.tokens) == 3:
+            cancel.set()
+    assert len(gen.tokens) == 3
+
+
+def test_stream_reassembles_multibyte_text(rt):
+    text = "Ünïcödé ✓ 漢字 and emoji 🦊🧭 done"
+    ids = rt.tokenizer.encode(text)
+    stream = rt.tokenizer.stream()
+    out = "".join(stream.push(i) for i in ids) + stream.flush()
+    assert out == text
+
+
+def test_empty_prompt_is_refused(rt):
+    with pytest.raises(EmptyPromptError):
+        Generation(rt.model, rt.tokenizer, rt.sink, sink_len=len(rt.sink))
+
+
+def test_memories_are_retrieved_every_64_tokens(rt):
+    """The first query is the question; then each 64 tokens of prompt or output are the next query."""
+    tok = rt.tokenizer
+    memory = write_memories(rt.model, rt.sink, [tok.encode(" Bees make honey from nectar.")],
+                            PROFILES["dense"])[0].unpack(rt.model.dtype, rt.model.device)
+    queries: list[str] = []
+
+    def retrieve(query: str):
+        queries.append(query)
+        return [memory]
+
+    body = tok.encode(" word" * 150)
+    gen = Generation(rt.model, tok, rt.sink + body, max_new_tokens=60, retrieve=retrieve,
+                     first_query="the question", sink_len=len(rt.sink), memory_slots=128)
+    list(gen.run())
+    seen = body + gen.tokens
+    # chunks start at 0, 64, 128 (prompt) and 192 (generated); the last fed token is number 209
+    expected = ["the question"] + [tok.decode(seen[a - 64 : a]) for a in (64, 128, 192)]
+    assert queries == expected
+    assert len(gen.attached) == 4
