@@ -18,13 +18,20 @@ def _log_file() -> Path:
 
 def _setup_logging() -> None:
     _log_file().parent.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(filename=_log_file(), level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        filename=_log_file(), level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 @click.group()
-@click.option("--model", "model_path", type=click.Path(), envvar="M3_MODEL", default=None,
-              help="A GGUF model file (default: the bundled Gemma 3 270M).")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(),
+    envvar="M3_MODEL",
+    default=None,
+    help="A GGUF model file (default: the bundled Gemma 3 270M).",
+)
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when present).")
 @click.pass_context
 def cli(ctx: click.Context, model_path: str | None, device: str | None) -> None:
@@ -40,7 +47,9 @@ def cli(ctx: click.Context, model_path: str | None, device: str | None) -> None:
 @click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(0, 1, min_open=True))
 @click.option("--seed", default=None, type=int)
 @click.pass_obj
-def generate(obj: dict, prompt: str, max_tokens: int, temperature: float, top_p: float, seed: int | None) -> None:
+def generate(
+    obj: dict, prompt: str, max_tokens: int, temperature: float, top_p: float, seed: int | None
+) -> None:
     """Continue PROMPT with the model, streaming the text."""
     engine = Engine.open(obj["model_path"], obj["device"])
     pieces = engine.generate(prompt, max_tokens, temperature, top_p, seed)
@@ -59,7 +68,9 @@ def bench() -> None:
 
 
 @bench.command("engine")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("bench/results"), show_default=True)
+@click.option(
+    "--out", "out_dir", type=click.Path(path_type=Path), default=Path("bench/results"), show_default=True
+)
 @click.pass_obj
 def bench_engine(obj: dict, out_dir: Path) -> None:
     """Prefill/decode speed against llama.cpp, memory writing, bytes per memory, time to first token."""

@@ -36,7 +36,8 @@ def attach(model: Transformer, cache: KVCache, memories: Sequence[MemoryKV], sta
     """Rope each memory layer's keys at their placed positions and load them into the cache."""
     B = cache.k.shape[1]
     for layer, block in enumerate(model.blocks):
-        parts = [(m, s, m.layers.index(layer)) for m, s in zip(memories, starts) if layer in m.layers]
+        placed = zip(memories, starts, strict=True)
+        parts = [(m, s, m.layers.index(layer)) for m, s in placed if layer in m.layers]
         if not parts:
             cache.set_memory(layer, *_empty(cache))
             continue

@@ -17,6 +17,5 @@ class EmptyPromptError(M3Error):
     """A prompt with no tokens to condition on was given."""
 
 
-
 class DeviceError(M3Error):
     """The device asked for does not exist or is not present on this machine."""

@@ -20,16 +20,27 @@ class Engine:
     def open(cls, model_path: str | Path | None = None, device: str | None = None) -> Engine:
         return cls(Runtime.load(model_path, device=device))
 
-    def generate(self, prompt: str, max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
-                 seed: int | None = None) -> Iterator[str]:
+    def generate(
+        self,
+        prompt: str,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> Iterator[str]:
         """Continue `prompt` as plain text, streaming pieces; `stop()` ends it early."""
         if not prompt.strip():
             raise EmptyPromptError("The prompt is empty: there is nothing to continue.")
         tok = self.runtime.tokenizer
         self._cancel.clear()
         return Generation(
-            self.runtime.model, tok, tok.encode(prompt, bos=True), max_new_tokens=max_new_tokens,
-            sampling=Sampling(temperature, top_p, seed), stop_ids=tok.stop_ids, cancel=self._cancel,
+            self.runtime.model,
+            tok,
+            tok.encode(prompt, bos=True),
+            max_new_tokens=max_new_tokens,
+            sampling=Sampling(temperature, top_p, seed),
+            stop_ids=tok.stop_ids,
+            cancel=self._cancel,
         ).run()
 
     def stop(self) -> None:
@@ -41,10 +52,10 @@ class Engine:
         return f"{self.runtime.path.name} ({c.arch}, {c.n_layer} layers) on {self.runtime.model.device}"
 
     @staticmethod
-    def benchmark(name: str, output_dir: Path, model_path: str | Path | None = None,
-                  device: str | None = None) -> tuple[dict, str]:
+    def benchmark(
+        name: str, output_dir: Path, model_path: str | Path | None = None, device: str | None = None
+    ) -> tuple[dict, str]:
         """Run a named benchmark; return its results and a Markdown table, and write the JSON file."""
         from engine.bench import run_benchmark
 
         return run_benchmark(name, output_dir, model_path, device)
-

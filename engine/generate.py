@@ -69,9 +69,9 @@ class Generation:
 
     @torch.inference_mode()
     def run(self) -> Iterator[str]:
-        model, device = self.model, self.model.device
+        model, _device = self.model, self.model.device
         rng = torch.Generator().manual_seed(self.sampling.seed) if self.sampling.seed is not None else None
-        body = list(self.prompt[self.sink_len:])
+        body = list(self.prompt[self.sink_len :])
         cache = model.new_cache(len(self.prompt) + self.max_new_tokens, self.memory_slots)
         if self.sink_len:
             self._feed(cache, list(self.prompt[: self.sink_len]), 0)

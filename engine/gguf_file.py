@@ -67,7 +67,9 @@ class GGUFFile:
             else:
                 array = dequantize(t.data, t.tensor_type)
         except NotImplementedError as exc:
-            raise UnsupportedModelError(f"Tensor type {t.tensor_type.name} of {name} is not supported.") from exc
+            raise UnsupportedModelError(
+                f"Tensor type {t.tensor_type.name} of {name} is not supported."
+            ) from exc
         except Exception as exc:
             raise ModelLoadError(f"Tensor {name} in {self.path} is damaged ({exc}).") from exc
         return torch.from_numpy(array.reshape(shape)).to(dtype)

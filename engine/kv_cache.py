@@ -13,8 +13,17 @@ EMPTY = torch.iinfo(torch.int64).max // 2  # later than any query, so never atte
 
 
 class KVCache:
-    def __init__(self, n_layer: int, batch: int, n_kv_head: int, head_dim: int, max_seq: int,
-                 memory_slots: int, dtype: torch.dtype, device: torch.device):
+    def __init__(
+        self,
+        n_layer: int,
+        batch: int,
+        n_kv_head: int,
+        head_dim: int,
+        max_seq: int,
+        memory_slots: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ):
         self.memory_slots, self.max_seq, self.length = memory_slots, max_seq, 0
         n = memory_slots + max_seq
         self.k = torch.zeros(n_layer, batch, n_kv_head, n, head_dim, dtype=dtype, device=device)
@@ -39,7 +48,7 @@ class KVCache:
     def set_memory(self, layer: int, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> None:
         """Replace layer's memory region with roped keys, values (B, Hkv, M, D) at positions (B, Hkv, M)."""
         M = k.shape[2]
-        if M > self.memory_slots:
+        if self.memory_slots < M:
             raise ValueError(f"{M} memory tokens exceed the {self.memory_slots} memory slots")
         self.k[layer, :, :, :M] = k
         self.v[layer, :, :, :M] = v

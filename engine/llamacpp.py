@@ -18,8 +18,9 @@ class LlamaCpp:
 
         try:
             with open(os.devnull, "w") as devnull, _redirect_stderr(devnull):
-                self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_threads=n_threads,
-                                 verbose=False)
+                self.llm = Llama(
+                    model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_threads=n_threads, verbose=False
+                )
         except Exception as exc:
             raise ModelLoadError(f"llama.cpp could not load {path} ({exc}).") from exc
 

@@ -22,7 +22,9 @@ class _Collector:
         self.v: dict[int, torch.Tensor] = {}
         self.received: dict[int, torch.Tensor] = {}
 
-    def record(self, layer: int, q: torch.Tensor, k_pre: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    def record(
+        self, layer: int, q: torch.Tensor, k_pre: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> None:
         if layer not in self.layers:
             return
         self.k[layer], self.v[layer] = k_pre.float(), v.float()
@@ -38,8 +40,14 @@ class _Collector:
 
 
 @torch.inference_mode()
-def write_memories(model: Transformer, sink: Sequence[int], references: Sequence[Sequence[int]],
-                   profile: MemoryProfile, batch_size: int = 16, pad_id: int = 0) -> list[Memory]:
+def write_memories(
+    model: Transformer,
+    sink: Sequence[int],
+    references: Sequence[Sequence[int]],
+    profile: MemoryProfile,
+    batch_size: int = 16,
+    pad_id: int = 0,
+) -> list[Memory]:
     """Memories for token-id references (each at most 128 tokens), many per forward pass."""
     for ref in references:
         if not 0 < len(ref) <= MAX_REFERENCE_TOKENS:
@@ -48,15 +56,21 @@ def write_memories(model: Transformer, sink: Sequence[int], references: Sequence
     order = sorted(range(len(references)), key=lambda i: len(references[i]))  # similar lengths batch well
     out: list[Memory | None] = [None] * len(references)
     for a in range(0, len(order), batch_size):
-        batch = [order[i] for i in range(a, min(a + batch_size, len(order)))]
-        for i, memory in zip(batch, _write_batch(model, list(sink), [references[i] for i in batch], profile, layers,
-                                                 pad_id)):
+        batch = order[a : a + batch_size]
+        written = _write_batch(model, list(sink), [references[i] for i in batch], profile, layers, pad_id)
+        for i, memory in zip(batch, written, strict=True):
             out[i] = memory
     return out  # type: ignore[return-value]
 
 
-def _write_batch(model: Transformer, sink: list[int], refs: list[Sequence[int]], profile: MemoryProfile,
-                 layers: tuple[int, ...], pad_id: int) -> list[Memory]:
+def _write_batch(
+    model: Transformer,
+    sink: list[int],
+    refs: list[Sequence[int]],
+    profile: MemoryProfile,
+    layers: tuple[int, ...],
+    pad_id: int,
+) -> list[Memory]:
     S, B = len(sink), len(refs)
     T = S + max(len(r) for r in refs)
     tokens = torch.full((B, T), pad_id, dtype=torch.long)
@@ -88,9 +102,14 @@ def _write_batch(model: Transformer, sink: list[int], refs: list[Sequence[int]],
             vs.append(v.gather(1, idx[..., None].expand(-1, -1, v.shape[-1])))
             idxs.append(idx)
         k_all, v_all = torch.stack(ks).cpu(), torch.stack(vs).cpu()  # (n_layers, Hkv, n, D)
-        memories.append(Memory(
-            profile=profile, length=L, layers=layers,
-            k=quantize(k_all, profile.bits, profile.group), v=quantize(v_all, profile.bits, profile.group),
-            index=torch.stack(idxs).to(torch.int16).cpu(),
-        ))
+        memories.append(
+            Memory(
+                profile=profile,
+                length=L,
+                layers=layers,
+                k=quantize(k_all, profile.bits, profile.group),
+                v=quantize(v_all, profile.bits, profile.group),
+                index=torch.stack(idxs).to(torch.int16).cpu(),
+            )
+        )
     return memories

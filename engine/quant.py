@@ -1,7 +1,8 @@
 """Group-wise symmetric quantization of memory keys and values along the head dimension.
 
 Each group of `group` values shares one fp16 scale (its absolute maximum over the largest code, rounded
-up), so an outlier only costs precision inside its own group and no value is clipped. int4 codes are packed two to a byte.
+up), so an outlier only costs precision inside its own group and no value is clipped. int4 codes are
+packed two to a byte.
 """
 
 from __future__ import annotations

@@ -52,8 +52,12 @@ class Runtime:
     tokenizer: Tokenizer
 
     @classmethod
-    def load(cls, path: str | Path | None = None, device: str | torch.device | None = None,
-             dtype: torch.dtype = torch.bfloat16) -> Runtime:
+    def load(
+        cls,
+        path: str | Path | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.bfloat16,
+    ) -> Runtime:
         path = Path(path) if path is not None else default_model_path()
         device = resolve_device(device)
         gguf = GGUFFile.open(path)

@@ -11,8 +11,9 @@ from engine.memory_writer import write_memories
 
 @torch.inference_mode()
 def plain_logits(rt, ids: list[int]) -> torch.Tensor:
-    return rt.model(torch.tensor([ids], device=rt.model.device),
-                    torch.arange(len(ids), device=rt.model.device)[None]).logits[0, -1]
+    return rt.model(
+        torch.tensor([ids], device=rt.model.device), torch.arange(len(ids), device=rt.model.device)[None]
+    ).logits[0, -1]
 
 
 @torch.inference_mode()
@@ -24,7 +25,9 @@ def memory_logits(rt, memory: MemoryKV, body: list[int]) -> torch.Tensor:
     model(torch.tensor([sink]), torch.arange(S)[None], cache=cache)
     attach(model, cache, [memory], place([memory], S + memory.length, S))
     start = S + memory.length
-    return model(torch.tensor([body]), torch.arange(start, start + len(body))[None], cache=cache).logits[0, -1]
+    return model(torch.tensor([body]), torch.arange(start, start + len(body))[None], cache=cache).logits[
+        0, -1
+    ]
 
 
 def one_memory(rt, text: str, profile: MemoryProfile) -> MemoryKV:

@@ -4,7 +4,9 @@ No Llama or Qwen weights can be downloaded here, so each family is checked on a 
 real metadata keys and tensor names: the same token ids must give the same next-token logits in our
 runtime and in llama.cpp. Random weights make the check strict: with the residual stream dominated by
 attention and MLP outputs (`out_gain`), a wrong RoPE style, base, norm or mask moves the logits by whole
-units, while the two runtimes' float differences (llama.cpp keeps its KV cache in fp16) stay near 1e-2.
+units (a wrong RoPE base: 1 to 6), while the two runtimes' float differences stay below 0.01 with F32
+weights (llama.cpp keeps its KV cache in fp16) and below 0.2 with Q8_0 weights (llama.cpp then also
+quantizes the activations to 8 bits; we multiply dequantized weights in float32).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from engine.memory_writer import write_memories
 from engine.models.loader import load_transformer
 from engine.runtime import Runtime
 
-LOGIT_TOLERANCE = 0.05
+LOGIT_TOLERANCE = {"F32": 0.05, "Q8_0": 0.5}
 
 
 def _sequences(seed: int, n: int, length: int) -> list[list[int]]:
@@ -34,28 +36,44 @@ def _sequences(seed: int, n: int, length: int) -> list[list[int]]:
     return [[1, *rng.integers(first_word, vocab_size(), length - 1).tolist()] for _ in range(n)]
 
 
-@pytest.fixture(scope="module", params=[(arch, q) for arch in ARCHS for q in ("F32", "Q8_0")],
-                ids=lambda p: f"{p[0]}-{p[1]}")
-def tiny(request, tmp_path_factory) -> tuple[Runtime, LlamaCpp]:
-    arch, qtype = request.param
+def _load(tmp_path_factory, arch: str, qtype: str) -> tuple[Runtime, LlamaCpp, float]:
     path = write_tiny_gguf(tmp_path_factory.mktemp(arch) / f"{arch}-{qtype}.gguf", arch, qtype=qtype)
-    return Runtime.load(path, device="cpu", dtype=torch.float32), LlamaCpp(path, n_ctx=64)
+    return (
+        Runtime.load(path, device="cpu", dtype=torch.float32),
+        LlamaCpp(path, n_ctx=64),
+        LOGIT_TOLERANCE[qtype],
+    )
+
+
+@pytest.fixture(
+    scope="module",
+    params=[(arch, q) for arch in ARCHS for q in ("F32", "Q8_0")],
+    ids=lambda p: f"{p[0]}-{p[1]}",
+)
+def tiny(request, tmp_path_factory) -> tuple[Runtime, LlamaCpp, float]:
+    return _load(tmp_path_factory, *request.param)
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def tiny_f32(request, tmp_path_factory) -> tuple[Runtime, LlamaCpp, float]:
+    """With F32 weights the two runtimes agree to 0.01, so even greedy ties break the same way."""
+    return _load(tmp_path_factory, request.param, "F32")
 
 
 def test_next_token_logits_match_llamacpp(tiny):
-    rt, lc = tiny
+    rt, lc, tolerance = tiny
     spread = []
     for ids in _sequences(0, 4, 40):  # 40 tokens: five times Gemma's tiny window of 8
         ours = plain_logits(rt, ids).numpy()
         theirs = lc.next_logits(ids)
-        assert np.abs(ours - theirs).max() < LOGIT_TOLERANCE
-        assert ours.argmax() == theirs.argmax()
+        assert np.abs(ours - theirs).max() < tolerance
+        assert theirs[ours.argmax()] >= theirs.max() - tolerance  # the same top-1, up to a near-tie
         spread.append(theirs.std())
     assert min(spread) > 0.5, "the logits are nearly flat: this model could not tell a wrong runtime apart"
 
 
-def test_greedy_continuation_matches_llamacpp(tiny):
-    rt, lc = tiny
+def test_greedy_continuation_matches_llamacpp(tiny_f32):
+    rt, lc, _ = tiny_f32
     ids = _sequences(1, 1, 12)[0]
     cache = rt.model.new_cache(40)
     ours: list[int] = []
@@ -70,7 +88,7 @@ def test_greedy_continuation_matches_llamacpp(tiny):
 
 def test_exact_memory_equals_plain_text(tiny):
     """The memory path (keys stored before RoPE, roped at read time) holds for every RoPE style."""
-    rt, _ = tiny
+    rt, _, _ = tiny
     ref, body = _sequences(2, 2, 20)
     ref, body = ref[1:], body[1:]
     memory = write_memories(rt.model, rt.sink, [ref], MemoryProfile("exact", bits=32))[0]
@@ -84,7 +102,7 @@ def test_a_wrong_rope_base_is_caught(tmp_path):
     wrong = write_tiny_gguf(tmp_path / "qwen3-wrong.gguf", "qwen3", rope_base=10_000.0)
     ids = _sequences(0, 1, 40)[0]
     ours = plain_logits(Runtime.load(wrong, device="cpu", dtype=torch.float32), ids).numpy()
-    assert np.abs(ours - LlamaCpp(path, n_ctx=64).next_logits(ids)).max() > 10 * LOGIT_TOLERANCE
+    assert np.abs(ours - LlamaCpp(path, n_ctx=64).next_logits(ids)).max() > 10 * LOGIT_TOLERANCE["F32"]
 
 
 def test_unsupported_architecture_is_named(tmp_path):

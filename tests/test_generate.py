@@ -31,8 +31,15 @@ def test_seeded_sampling_is_reproducible(rt):
     ids = rt.tokenizer.encode("My favourite animal is", bos=True)
 
     def run() -> str:
-        return "".join(Generation(rt.model, rt.tokenizer, ids, max_new_tokens=10,
-                                  sampling=Sampling(temperature=0.9, top_p=0.95, seed=7)).run())
+        return "".join(
+            Generation(
+                rt.model,
+                rt.tokenizer,
+                ids,
+                max_new_tokens=10,
+                sampling=Sampling(temperature=0.9, top_p=0.95, seed=7),
+            ).run()
+        )
 
     assert run() == run()
 
@@ -41,15 +48,22 @@ def test_stop_token_ends_generation(rt):
     ids = rt.tokenizer.encode("The capital of France is", bos=True)
     greedy = Generation(rt.model, rt.tokenizer, ids, max_new_tokens=5)
     list(greedy.run())
-    stopped = Generation(rt.model, rt.tokenizer, ids, max_new_tokens=5, stop_ids=frozenset({greedy.tokens[2]}))
+    stopped = Generation(
+        rt.model, rt.tokenizer, ids, max_new_tokens=5, stop_ids=frozenset({greedy.tokens[2]})
+    )
     list(stopped.run())
     assert stopped.tokens == greedy.tokens[:2]
 
 
 def test_cancel_stops_the_stream(rt):
     cancel = threading.Event()
-    gen = Generation(rt.model, rt.tokenizer, rt.tokenizer.encode("Count: 1, 2, 3,", bos=True),
-                     max_new_tokens=50, cancel=cancel)
+    gen = Generation(
+        rt.model,
+        rt.tokenizer,
+        rt.tokenizer.encode("Count: 1, 2, 3,", bos=True),
+        max_new_tokens=50,
+        cancel=cancel,
+    )
     pieces = []
     for piece in gen.run():
         pieces.append(piece)
@@ -74,8 +88,9 @@ def test_empty_prompt_is_refused(rt):
 def test_memories_are_retrieved_every_64_tokens(rt):
     """The first query is the question; then each 64 tokens of prompt or output are the next query."""
     tok = rt.tokenizer
-    memory = write_memories(rt.model, rt.sink, [tok.encode(" Bees make honey from nectar.")],
-                            PROFILES["dense"])[0].unpack(rt.model.dtype, rt.model.device)
+    memory = write_memories(
+        rt.model, rt.sink, [tok.encode(" Bees make honey from nectar.")], PROFILES["dense"]
+    )[0].unpack(rt.model.dtype, rt.model.device)
     queries: list[str] = []
 
     def retrieve(query: str):
@@ -83,8 +98,16 @@ def test_memories_are_retrieved_every_64_tokens(rt):
         return [memory]
 
     body = tok.encode(" word" * 150)
-    gen = Generation(rt.model, tok, rt.sink + body, max_new_tokens=60, retrieve=retrieve,
-                     first_query="the question", sink_len=len(rt.sink), memory_slots=128)
+    gen = Generation(
+        rt.model,
+        tok,
+        rt.sink + body,
+        max_new_tokens=60,
+        retrieve=retrieve,
+        first_query="the question",
+        sink_len=len(rt.sink),
+        memory_slots=128,
+    )
     list(gen.run())
     seen = body + gen.tokens
     # chunks start at 0, 64, 128 (prompt) and 192 (generated); the last fed token is number 209

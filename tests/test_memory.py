@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import pytest
 import torch
+from memory_checks import memory_logits, one_memory, plain_logits
 
 from engine.attach import place
 from engine.generate import Generation
 from engine.memory import PROFILES, MemoryKV, MemoryProfile
 from engine.memory_writer import write_memories
-from memory_checks import memory_logits, one_memory, plain_logits
 
 FACT = " The access code for the blue vault is 7391-QX. It was set by Mara Lind in 2019."
 DISTRACTORS = [
     " Tomatoes grow best in warm soil with full sun and regular watering.",
     " The harbour ferry leaves every forty minutes from pier six.",
 ]
-QUESTION = "\n\nQuestion: What is the access code for the blue vault?\nAnswer: The access code for the blue vault is"
+QUESTION = (
+    "\n\nQuestion: What is the access code for the blue vault?\nAnswer: The access code for the blue vault is"
+)
 EXACT = MemoryProfile("exact", bits=32)
 
 
@@ -50,24 +52,40 @@ def test_fp16_memory_is_close_to_plain_prefill(rt32):
 def test_generation_with_an_exact_memory_continues_like_plain_text(rt32):
     tok = rt32.tokenizer
     memory = one_memory(rt32, FACT, EXACT)
-    with_memory = Generation(rt32.model, tok, rt32.sink + tok.encode(QUESTION), max_new_tokens=12,
-                             retrieve=lambda _query: [memory], sink_len=len(rt32.sink), memory_slots=128)
-    plain = Generation(rt32.model, tok, rt32.sink + tok.encode(FACT) + tok.encode(QUESTION), max_new_tokens=12)
+    with_memory = Generation(
+        rt32.model,
+        tok,
+        rt32.sink + tok.encode(QUESTION),
+        max_new_tokens=12,
+        retrieve=lambda _query: [memory],
+        sink_len=len(rt32.sink),
+        memory_slots=128,
+    )
+    plain = Generation(
+        rt32.model, tok, rt32.sink + tok.encode(FACT) + tok.encode(QUESTION), max_new_tokens=12
+    )
     assert "".join(with_memory.run()) == "".join(plain.run())
 
 
 def _answer(rt, memories: list[MemoryKV] | None) -> str:
     tok = rt.tokenizer
-    gen = Generation(rt.model, tok, rt.sink + tok.encode(QUESTION), max_new_tokens=8,
-                     retrieve=(lambda _q: memories) if memories else None, sink_len=len(rt.sink),
-                     memory_slots=3 * 128)
+    gen = Generation(
+        rt.model,
+        tok,
+        rt.sink + tok.encode(QUESTION),
+        max_new_tokens=8,
+        retrieve=(lambda _q: memories) if memories else None,
+        sink_len=len(rt.sink),
+        memory_slots=3 * 128,
+    )
     return "".join(gen.run())
 
 
 def test_dense_memory_answers_a_fact_the_model_cannot_know(rt):
     assert "7391" not in _answer(rt, None)
-    memories = write_memories(rt.model, rt.sink, [rt.tokenizer.encode(t) for t in [*DISTRACTORS, FACT]],
-                              PROFILES["dense"])
+    memories = write_memories(
+        rt.model, rt.sink, [rt.tokenizer.encode(t) for t in [*DISTRACTORS, FACT]], PROFILES["dense"]
+    )
     answer = _answer(rt, [m.unpack(rt.model.dtype, rt.model.device) for m in memories])
     assert "7391-QX" in answer
 
@@ -76,7 +94,7 @@ def test_batched_writing_equals_writing_alone(rt32):
     """Padding in a batch must not leak into any memory."""
     refs = [rt32.tokenizer.encode(t) for t in [FACT, *DISTRACTORS, " Short."]]
     together = write_memories(rt32.model, rt32.sink, refs, EXACT, batch_size=4)
-    for ref, memory in zip(refs, together):
+    for ref, memory in zip(refs, together, strict=True):
         alone = write_memories(rt32.model, rt32.sink, [ref], EXACT)[0]
         assert memory.length == alone.length == len(ref)
         assert torch.allclose(memory.k.codes, alone.k.codes, atol=1e-4)
@@ -87,9 +105,15 @@ def test_batched_writing_equals_writing_alone(rt32):
 def test_sparse_profiles_keep_the_dense_vectors_of_the_chosen_tokens(rt32, name):
     profile = PROFILES[name]
     ref = rt32.tokenizer.encode(FACT)
-    dense = write_memories(rt32.model, rt32.sink, [ref], MemoryProfile("d", layers=profile.layers, bits=32))[0]
-    sparse = write_memories(rt32.model, rt32.sink, [ref],
-                            MemoryProfile("s", layers=profile.layers, tokens=profile.tokens, bits=32))[0]
+    dense = write_memories(rt32.model, rt32.sink, [ref], MemoryProfile("d", layers=profile.layers, bits=32))[
+        0
+    ]
+    sparse = write_memories(
+        rt32.model,
+        rt32.sink,
+        [ref],
+        MemoryProfile("s", layers=profile.layers, tokens=profile.tokens, bits=32),
+    )[0]
     n_layers = len(profile.layer_ids(rt32.model.config.n_layer))
     kept = profile.kept(len(ref))
     assert sparse.k.codes.shape == (n_layers, rt32.model.config.n_kv_head, kept, rt32.model.config.head_dim)

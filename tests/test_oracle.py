@@ -3,8 +3,11 @@
 llama.cpp multiplies quantized weights with activations it quantizes to 8 bits on the fly, while we
 dequantize weights to float32 and keep activations in float32. The two therefore differ by
 quantization noise, not by model: on the prompts below the next-token KL divergence measured 0.001 to
-0.053 nats. A real defect is far larger — a wrong RoPE base, a missing norm or a lost +1 in the norm
-weights each gives a KL above 1 nat — so 0.1 nats separates noise from bugs with margin on both sides.
+0.053 nats. Defects we planted measured larger on at least one prompt: the local layers' RoPE base set
+to the global one 2.3 nats, no sliding window 6.0, a lost +1 in one block's norm weight up to 2.9, one
+norm dropped up to 1.0, and — visible only on the long prompt, whose positions make RoPE matter — the
+global layers' base set to the local one 0.19 (with a different top-1). So 0.1 nats lies between noise
+and bugs; the long prompt (over 900 tokens, past the 512-token window) is there to catch position bugs.
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ PROMPTS = [
     "import numpy as np\nx = np.",
     "In 1969, Neil Armstrong",
     "The quick brown fox",
+    "Alice put the red key in the blue box. "
+    + " ".join(
+        f"Line {i}: the weather in town number {i} was mild and the market sold {i * 3} apples."
+        for i in range(40)
+    )
+    + " Question: what colour is the key that Alice put in the box? Answer: The key is",
 ]
 KL_BOUND = 0.1
 NEAR_TIE = 1.0  # logits closer than this are a coin toss under quantization noise
@@ -60,7 +69,7 @@ def test_greedy_continuations_match_llamacpp(rt32, oracle):
         if gen.tokens == theirs:
             full += 1
             continue
-        first = next(i for i, (a, b) in enumerate(zip(gen.tokens, theirs)) if a != b)
+        first = next(i for i, (a, b) in enumerate(zip(gen.tokens, theirs, strict=False)) if a != b)
         logits = _next_logits(rt32, ids + gen.tokens[:first])
         gap = float(logits[gen.tokens[first]] - logits[theirs[first]])
         assert 0 <= gap < NEAR_TIE, f"{prompt!r} diverges at step {first} with a logit gap of {gap:.2f}"

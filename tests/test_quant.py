@@ -14,7 +14,9 @@ GROUP = 32
 
 
 def _tensors(max_groups: int = 4):
-    shape = st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(1, max_groups).map(lambda g: g * GROUP))
+    shape = st.tuples(
+        st.integers(1, 3), st.integers(1, 5), st.integers(1, max_groups).map(lambda g: g * GROUP)
+    )
     values = st.floats(-1e3, 1e3, allow_nan=False, width=32)
     return shape.flatmap(lambda s: arrays(np.float32, s, elements=values)).map(torch.from_numpy)
 
@@ -33,7 +35,8 @@ def test_integer_round_trip_error_is_within_half_a_step(x, bits):
     assert (stored >= exact).all()
     assert (stored <= exact * (1 + 2**-10) + 2**-24).all()
     err = (y - x).reshape(groups.shape).abs()
-    assert (err <= stored * 0.5 * (1 + 1e-6)).all()  # at most half a step: nothing clipped
+    # at most half a step: nothing clipped (plus float32's smallest normal, for steps that underflow)
+    assert (err <= stored * 0.5 * (1 + 1e-6) + torch.finfo(torch.float32).tiny).all()
 
 
 @settings(max_examples=100, deadline=None)

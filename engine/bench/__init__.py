@@ -15,8 +15,9 @@ class UnknownBenchmarkError(M3Error):
     """No benchmark has the name asked for."""
 
 
-def run_benchmark(name: str, output_dir: str | Path, model_path: str | Path | None = None,
-                  device: str | None = None) -> tuple[dict, str]:
+def run_benchmark(
+    name: str, output_dir: str | Path, model_path: str | Path | None = None, device: str | None = None
+) -> tuple[dict, str]:
     """Run benchmark `name`, write its results as JSON into `output_dir`, return (results, table)."""
     if name not in BENCHMARKS:
         raise UnknownBenchmarkError(f"There is no benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}.")

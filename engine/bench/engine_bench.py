@@ -35,8 +35,18 @@ ATTACHED = 5
 
 _NAMES = ("Ada", "Bruno", "Chiara", "Dmitri", "Esther", "Farid", "Greta", "Hiro", "Ines", "Jonas", "Keiko")
 _PLACES = ("Lisbon", "Nairobi", "Oslo", "Quito", "Kyoto", "Tunis", "Perth", "Bergen", "Cusco", "Hanoi")
-_THINGS = ("the lighthouse", "a glass bridge", "the seed bank", "an old clock tower", "the tidal mill",
-           "the observatory", "a rope factory", "the salt mine", "a floating garden", "the city archive")
+_THINGS = (
+    "the lighthouse",
+    "a glass bridge",
+    "the seed bank",
+    "an old clock tower",
+    "the tidal mill",
+    "the observatory",
+    "a rope factory",
+    "the salt mine",
+    "a floating garden",
+    "the city archive",
+)
 _SENTENCES = (
     "{name} moved to {place} in {year} to work on {thing}.",
     "In {year}, {thing} in {place} was repaired after a storm that lasted {n} days.",
@@ -51,17 +61,22 @@ _SENTENCES = (
 
 def sentence(rng: random.Random) -> str:
     """One made-up, plain English fact."""
-    return rng.choice(_SENTENCES).format(name=rng.choice(_NAMES), place=rng.choice(_PLACES),
-                                         thing=rng.choice(_THINGS), year=rng.randint(1820, 2020),
-                                         n=rng.randint(2, 90))
+    return rng.choice(_SENTENCES).format(
+        name=rng.choice(_NAMES),
+        place=rng.choice(_PLACES),
+        thing=rng.choice(_THINGS),
+        year=rng.randint(1820, 2020),
+        n=rng.randint(2, 90),
+    )
 
 
 def text(rng: random.Random, sentences: int) -> str:
     return " ".join(sentence(rng) for _ in range(sentences))
 
 
-def references(tokenizer: Tokenizer, count: int, seed: int,
-               lengths: tuple[int, int] = (100, 128)) -> list[list[int]]:
+def references(
+    tokenizer: Tokenizer, count: int, seed: int, lengths: tuple[int, int] = (100, 128)
+) -> list[list[int]]:
     """`count` deterministic references, each cut to a length drawn from `lengths` (in tokens)."""
     rng = random.Random(seed)
     return [tokenizer.encode(text(rng, 14))[: rng.randint(*lengths)] for _ in range(count)]
@@ -151,29 +166,35 @@ def run(model_path: str | Path | None, device: str | None) -> tuple[dict, str]:
     rag_prompt = [*sink, *(t for r in refs[:ATTACHED] for t in r), *question]
     dense = PROFILES["dense"]
 
-    write_s = median(lambda: seconds(lambda: write_memories(model, sink, refs, dense), model.device),
-                     REPEATS["write"])
+    write_s = median(
+        lambda: seconds(lambda: write_memories(model, sink, refs, dense), model.device), REPEATS["write"]
+    )
     ref128 = references(tok, 1, seed=2, lengths=(128, 128))
     kvs = [m.unpack(model.dtype, model.device) for m in write_memories(model, sink, refs[:ATTACHED], dense)]
-    memory = {"retrieve": lambda _query: kvs, "first_query": tok.decode(question), "sink_len": len(sink),
-              "memory_slots": sum(kv.kept for kv in kvs)}
+    memory = {
+        "retrieve": lambda _query: kvs,
+        "first_query": tok.decode(question),
+        "sink_len": len(sink),
+        "memory_slots": sum(kv.kept for kv in kvs),
+    }
     ours = {
         "prefill": PREFILL_TOKENS / median(lambda: prefill_ours(model, prefill_ids), REPEATS["prefill"]),
-        "decode": DECODE_TOKENS / median(lambda: decode_ours(model, decode_prompt, DECODE_TOKENS),
-                                         REPEATS["decode"]),
+        "decode": DECODE_TOKENS
+        / median(lambda: decode_ours(model, decode_prompt, DECODE_TOKENS), REPEATS["decode"]),
         "ttft_memory": median(lambda: ttft_ours(rt, [*sink, *question], **memory), REPEATS["ttft"]),
         "ttft_rag": median(lambda: ttft_ours(rt, rag_prompt), REPEATS["ttft"]),
     }
-    bytes_per_memory = {name: write_memories(model, sink, ref128, profile)[0].nbytes
-                        for name, profile in PROFILES.items()}
+    bytes_per_memory = {
+        name: write_memories(model, sink, ref128, profile)[0].nbytes for name, profile in PROFILES.items()
+    }
 
     threads = torch.get_num_threads()
     lc = open_llamacpp(rt.path, threads)
     theirs = {
-        "prefill": PREFILL_TOKENS / median(lambda: seconds(lambda: lc.next_logits(prefill_ids)),
-                                           REPEATS["prefill"]),
-        "decode": DECODE_TOKENS / median(lambda: decode_llamacpp(lc, decode_prompt, DECODE_TOKENS),
-                                         REPEATS["decode"]),
+        "prefill": PREFILL_TOKENS
+        / median(lambda: seconds(lambda: lc.next_logits(prefill_ids)), REPEATS["prefill"]),
+        "decode": DECODE_TOKENS
+        / median(lambda: decode_llamacpp(lc, decode_prompt, DECODE_TOKENS), REPEATS["decode"]),
         "ttft_rag": median(lambda: seconds(lambda: np.argmax(lc.next_logits(rag_prompt))), REPEATS["ttft"]),
     }
 
@@ -182,11 +203,20 @@ def run(model_path: str | Path | None, device: str | None) -> tuple[dict, str]:
         "decode_tok_s": {"ours": ours["decode"], "llamacpp": theirs["decode"]},
         "write_refs_s": WRITE_REFERENCES / write_s,
         "bytes_per_memory": bytes_per_memory,
-        "ttft_s": {"memory": ours["ttft_memory"], "rag": ours["ttft_rag"],
-                   "rag_llamacpp": theirs["ttft_rag"]},
-        "tokens": {"prefill": len(prefill_ids), "decode_prompt": len(decode_prompt), "decode": DECODE_TOKENS,
-                   "references": WRITE_REFERENCES, "reference_avg": statistics.mean(map(len, refs)),
-                   "memory_prompt": len(sink) + len(question), "rag_prompt": len(rag_prompt)},
+        "ttft_s": {
+            "memory": ours["ttft_memory"],
+            "rag": ours["ttft_rag"],
+            "rag_llamacpp": theirs["ttft_rag"],
+        },
+        "tokens": {
+            "prefill": len(prefill_ids),
+            "decode_prompt": len(decode_prompt),
+            "decode": DECODE_TOKENS,
+            "references": WRITE_REFERENCES,
+            "reference_avg": statistics.mean(map(len, refs)),
+            "memory_prompt": len(sink) + len(question),
+            "rag_prompt": len(rag_prompt),
+        },
         "machine": machine_info(),
         "model": {"file": rt.path.name, "arch": model.config.arch, "layers": model.config.n_layer},
         "device": str(model.device),
@@ -211,16 +241,23 @@ def table(r: dict) -> str:
         (f"decode, {DECODE_TOKENS} greedy tokens", *r["decode_tok_s"].values(), "tok/s"),
         (f"write memories, {WRITE_REFERENCES} refs (dense)", r["write_refs_s"], None, "refs/s"),
         (f"time to first token, {ATTACHED} memories attached", r["ttft_s"]["memory"], None, "s"),
-        (f"time to first token, {ATTACHED} refs as text (RAG)", r["ttft_s"]["rag"],
-         r["ttft_s"]["rag_llamacpp"], "s"),
+        (
+            f"time to first token, {ATTACHED} refs as text (RAG)",
+            r["ttft_s"]["rag"],
+            r["ttft_s"]["rag_llamacpp"],
+            "s",
+        ),
     ]
     lines = ["| metric | ours | llama.cpp | unit |", "|---|---:|---:|---|"]
     lines += [f"| {name} | {_fmt(ours)} | {_fmt(theirs)} | {unit} |" for name, ours, theirs, unit in rows]
     lines += ["", "| profile | bytes per 128-token memory | KiB |", "|---|---:|---:|"]
     lines += [f"| {name} | {n:,} | {n / 1024:,.1f} |" for name, n in r["bytes_per_memory"].items()]
     m = r["machine"]
-    lines += ["", f"Machine: {m['cpu']}, {m['cores']} cores, {r['threads']} threads each, "
-                  f"{m['ram_gib']} GiB RAM, GPU: {m['gpu'] or 'none'}; "
-                  f"{r['model']['file']} on {r['device']} in {r['dtype']}; "
-                  f"torch {m['torch']}, llama-cpp-python {m['llama_cpp_python']}; {r['date']}."]
+    lines += [
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {r['threads']} threads each, "
+        f"{m['ram_gib']} GiB RAM, GPU: {m['gpu'] or 'none'}; "
+        f"{r['model']['file']} on {r['device']} in {r['dtype']}; "
+        f"torch {m['torch']}, llama-cpp-python {m['llama_cpp_python']}; {r['date']}.",
+    ]
     return "\n".join(lines)

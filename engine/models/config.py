@@ -44,8 +44,9 @@ class ModelConfig:
         return self.head_dim**-0.5
 
 
-def config_from_gguf(f: GGUFFile, vocab_size: int, *, rope_base: float, context_length: int,
-                     **family: object) -> ModelConfig:
+def config_from_gguf(
+    f: GGUFFile, vocab_size: int, *, rope_base: float, context_length: int, **family: object
+) -> ModelConfig:
     """The fields every family reads the same way from GGUF metadata; `family` sets the rest.
 
     `rope_base` and `context_length` are the family's defaults for files that omit them.

@@ -15,7 +15,10 @@ def gemma3_config(f: GGUFFile, vocab_size: int) -> ModelConfig:
     n_layer = int(f.require("block_count"))
     pattern = int(f.get("attention.sliding_window_pattern", SLIDING_WINDOW_PATTERN))
     return config_from_gguf(
-        f, vocab_size, rope_base=1_000_000.0, context_length=32768,
+        f,
+        vocab_size,
+        rope_base=1_000_000.0,
+        context_length=32768,
         rope_base_local=LOCAL_ROPE_BASE,
         sliding_window=int(f.require("attention.sliding_window")),
         local_layers=tuple((i + 1) % pattern != 0 for i in range(n_layer)),

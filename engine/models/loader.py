@@ -54,8 +54,10 @@ def load_transformer(f: GGUFFile, dtype: torch.dtype, device: torch.device) -> T
     with torch.device("meta"):
         model = Transformer(config)
     names = f.tensor_names()
-    state: dict[str, torch.Tensor] = {"embed.weight": f.tensor("token_embd.weight", dtype),
-                                      "norm.weight": f.tensor("output_norm.weight", dtype)}
+    state: dict[str, torch.Tensor] = {
+        "embed.weight": f.tensor("token_embd.weight", dtype),
+        "norm.weight": f.tensor("output_norm.weight", dtype),
+    }
     if not config.tied_embeddings:
         state["lm_head.weight"] = f.tensor("output.weight", dtype)
     for i in range(config.n_layer):
@@ -67,9 +69,9 @@ def load_transformer(f: GGUFFile, dtype: torch.dtype, device: torch.device) -> T
     if missing:
         raise ModelLoadError(f"{f.path} lacks tensors the {config.arch} architecture needs: {missing[:3]}.")
     for name, tensor in state.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise ModelLoadError(
-                f"Tensor {name} in {f.path} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}."
-            )
+        want = tuple(expected[name].shape)
+        if tuple(tensor.shape) != want:
+            got = tuple(tensor.shape)
+            raise ModelLoadError(f"Tensor {name} in {f.path} has shape {got}, expected {want}.")
     model.load_state_dict({k: t.to(device) for k, t in state.items()}, assign=True)
     return model.eval()

@@ -21,8 +21,9 @@ from engine.models.config import ModelConfig
 class Capture(Protocol):
     """Receives what the memory writer needs from each layer during a forward pass."""
 
-    def record(self, layer: int, q: torch.Tensor, k_pre: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        ...
+    def record(
+        self, layer: int, q: torch.Tensor, k_pre: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> None: ...
 
 
 class RMSNorm(nn.Module):
@@ -105,8 +106,9 @@ class Attention(nn.Module):
             ok &= (qp - kp) < self.window
         return ok
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
-                key_pos: torch.Tensor) -> torch.Tensor:
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor, key_pos: torch.Tensor
+    ) -> torch.Tensor:
         # Grouped-query attention without copying K/V: fold each group's query heads into the time axis.
         B, H, T, D = q.shape
         G = H // self.n_kv_head
@@ -140,8 +142,9 @@ class Block(nn.Module):
         self.post_attn_norm = RMSNorm(config.d_model, eps) if config.sandwich_norms else nn.Identity()
         self.post_mlp_norm = RMSNorm(config.d_model, eps) if config.sandwich_norms else nn.Identity()
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, cache: KVCache | None,
-                capture: Capture | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, pos: torch.Tensor, cache: KVCache | None, capture: Capture | None
+    ) -> torch.Tensor:
         x = x + self.post_attn_norm(self.attn(self.attn_norm(x), pos, cache, capture))
         return x + self.post_mlp_norm(self.mlp(self.mlp_norm(x)))
 
@@ -159,7 +162,9 @@ class Transformer(nn.Module):
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.norm = RMSNorm(config.d_model, config.norm_eps)
-        self.lm_head = None if config.tied_embeddings else nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head = (
+            None if config.tied_embeddings else nn.Linear(config.d_model, config.vocab_size, bias=False)
+        )
 
     @property
     def device(self) -> torch.device:
@@ -169,8 +174,14 @@ class Transformer(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.embed.weight.dtype
 
-    def forward(self, tokens: torch.Tensor, pos: torch.Tensor, cache: KVCache | None = None,
-                capture: Capture | None = None, logits: str = "last") -> ForwardOut:
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        pos: torch.Tensor,
+        cache: KVCache | None = None,
+        capture: Capture | None = None,
+        logits: str = "last",
+    ) -> ForwardOut:
         """tokens, pos: (B, T). logits: "last", "all" or "none". A cache, if given, advances by T."""
         x = self.embed(tokens)
         if self.config.embed_scale != 1.0:
@@ -188,4 +199,6 @@ class Transformer(nn.Module):
 
     def new_cache(self, max_seq: int, memory_slots: int = 0, batch: int = 1) -> KVCache:
         c = self.config
-        return KVCache(c.n_layer, batch, c.n_kv_head, c.head_dim, max_seq, memory_slots, self.dtype, self.device)
+        return KVCache(
+            c.n_layer, batch, c.n_kv_head, c.head_dim, max_seq, memory_slots, self.dtype, self.device
+        )
