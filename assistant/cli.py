@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from pathlib import Path
 
 import click
 
 from engine import Engine, M3Error
-from ingest.paths import data_dir
-
-
-def _log_file() -> Path:
-    return data_dir() / "logs" / "m3.log"
 
 
 def _setup_logging() -> None:
-    _log_file().parent.mkdir(parents=True, exist_ok=True)
+    Engine.log_file().parent.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
-        filename=_log_file(), level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        filename=Engine.log_file(),
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
 
@@ -37,7 +35,7 @@ def _setup_logging() -> None:
 def cli(ctx: click.Context, model_path: str | None, device: str | None) -> None:
     """memory3: chat with your folders through explicit memories."""
     _setup_logging()
-    ctx.obj = {"model_path": model_path, "device": device}
+    ctx.obj = Engine(model_path, device)
 
 
 @cli.command()
@@ -48,10 +46,9 @@ def cli(ctx: click.Context, model_path: str | None, device: str | None) -> None:
 @click.option("--seed", default=None, type=int)
 @click.pass_obj
 def generate(
-    obj: dict, prompt: str, max_tokens: int, temperature: float, top_p: float, seed: int | None
+    engine: Engine, prompt: str, max_tokens: int, temperature: float, top_p: float, seed: int | None
 ) -> None:
     """Continue PROMPT with the model, streaming the text."""
-    engine = Engine.open(obj["model_path"], obj["device"])
     pieces = engine.generate(prompt, max_tokens, temperature, top_p, seed)
     click.echo(prompt, nl=False)
     try:
@@ -60,6 +57,91 @@ def generate(
     except KeyboardInterrupt:
         engine.stop()
     click.echo()
+
+
+@cli.group()
+def folders() -> None:
+    """The folders memory3 watches."""
+
+
+@folders.command("add")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.pass_obj
+def folders_add(engine: Engine, path: Path) -> None:
+    """Watch PATH (its files are read at the next scan or watch)."""
+    click.echo(f"Watching {engine.add_folder(path).path}")
+
+
+@folders.command("remove")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.pass_obj
+def folders_remove(engine: Engine, path: Path) -> None:
+    """Stop watching PATH and forget its documents (your files are not touched)."""
+    click.echo(f"No longer watching {engine.remove_folder(path).path}")
+
+
+@folders.command("list")
+@click.pass_obj
+def folders_list(engine: Engine) -> None:
+    """The watched folders, one per line."""
+    for folder in engine.folders():
+        click.echo(str(folder.path))
+
+
+@cli.command()
+@click.pass_obj
+def scan(engine: Engine) -> None:
+    """Bring the catalog in step with the watched folders: find new, changed, moved and deleted files."""
+    report = engine.scan()
+    click.echo(
+        f"{report.new} new, {report.changed} changed, {report.moved} moved, {report.deleted} deleted, "
+        f"{report.failed} failed."
+    )
+    for folder in report.missing:
+        click.echo(f"Missing folder (kept; is a drive unplugged?): {folder}", err=True)
+    for folder, reason in report.unreadable:
+        click.echo(f"Could not list {folder}: {reason}", err=True)
+    _echo_status(engine)
+
+
+@cli.command()
+@click.pass_obj
+def status(engine: Engine) -> None:
+    """Folders, documents, chunks, memory work left, and every document that failed with its reason."""
+    _echo_status(engine)
+
+
+@cli.command()
+@click.pass_obj
+def watch(engine: Engine) -> None:
+    """Follow the watched folders until Ctrl-C, keeping the catalog in step."""
+    stop = threading.Event()
+
+    def show(p) -> None:
+        click.echo(
+            f"\r{p.files_parsed}/{p.files_seen} files parsed, {p.files_failed} failed, "
+            f"{p.chunks_pending} chunks waiting for memories",
+            nl=False,
+        )
+
+    try:
+        engine.watch(stop, on_progress=show)
+    except KeyboardInterrupt:
+        stop.set()
+    click.echo()
+
+
+def _echo_status(engine: Engine) -> None:
+    s = engine.status()
+    p = s.progress
+    click.echo(f"Folders: {len(s.folders)}")
+    for folder in s.folders:
+        click.echo(f"  {folder.path}")
+    parsed, pending, failed = p.files_parsed, p.files_pending, p.files_failed
+    click.echo(f"Documents: {p.files_seen} ({parsed} parsed, {pending} pending, {failed} failed)")
+    click.echo(f"Chunks: {p.chunks} ({p.chunks_pending} waiting for memories, {s.memories_to_drop} to drop)")
+    for path, reason in s.failures:
+        click.echo(f"  failed: {path}: {reason}")
 
 
 @cli.group()
@@ -72,9 +154,9 @@ def bench() -> None:
     "--out", "out_dir", type=click.Path(path_type=Path), default=Path("bench/results"), show_default=True
 )
 @click.pass_obj
-def bench_engine(obj: dict, out_dir: Path) -> None:
+def bench_engine(engine: Engine, out_dir: Path) -> None:
     """Prefill/decode speed against llama.cpp, memory writing, bytes per memory, time to first token."""
-    _, table = Engine.benchmark("engine", out_dir, obj["model_path"], obj["device"])
+    _, table = engine.benchmark("engine", out_dir)
     click.echo(table)
 
 
@@ -87,5 +169,7 @@ def main() -> None:
         sys.exit(1)
     except Exception:  # a bug: the user gets one sentence, the log gets the traceback
         logging.getLogger("m3").exception("unexpected error")
-        click.echo(f"Error: something went wrong inside memory3; the details are in {_log_file()}.", err=True)
+        click.echo(
+            f"Error: something went wrong inside memory3; the details are in {Engine.log_file()}.", err=True
+        )
         sys.exit(2)

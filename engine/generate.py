@@ -35,7 +35,8 @@ def sample(logits: torch.Tensor, sampling: Sampling, rng: torch.Generator | None
     """Pick the next token from (vocab,) logits: argmax, or temperature then nucleus (top-p) sampling."""
     if sampling.temperature <= 0:
         return int(logits.argmax())
-    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
+    # on the CPU: the seeded generator lives there, and one vocabulary row per token is cheap to move
+    probs = torch.softmax(logits.float().cpu() / sampling.temperature, dim=-1)
     if sampling.top_p < 1.0:
         sorted_p, order = probs.sort(descending=True)
         outside = sorted_p.cumsum(-1) - sorted_p > sampling.top_p  # keep the smallest set reaching top_p
@@ -69,7 +70,7 @@ class Generation:
 
     @torch.inference_mode()
     def run(self) -> Iterator[str]:
-        model, _device = self.model, self.model.device
+        model = self.model
         rng = torch.Generator().manual_seed(self.sampling.seed) if self.sampling.seed is not None else None
         body = list(self.prompt[self.sink_len :])
         cache = model.new_cache(len(self.prompt) + self.max_new_tokens, self.memory_slots)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,9 @@ from tiny_gguf import write_tiny_gguf
 M3 = Path(sys.executable).with_name("m3")
 
 
-def m3(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(M3), *args], capture_output=True, text=True, timeout=600)
+def m3(*args: str, home: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "M3_HOME": str(home)} if home else None
+    return subprocess.run([str(M3), *args], capture_output=True, text=True, timeout=600, env=env)
 
 
 def assert_one_sentence_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -63,3 +65,38 @@ def test_empty_prompt(tmp_path, prompt):
 def test_unknown_device_is_one_sentence(tmp_path):
     path = write_tiny_gguf(tmp_path / "tiny.gguf", "llama")
     assert_one_sentence_error(m3("--model", str(path), "--device", "quantum", "generate", "hi"), "quantum")
+
+
+def test_folders_scan_and_status(tmp_path, model_path):
+    """A user's session: add a folder, scan it, see a broken file's reason, edit, rescan, remove."""
+    home, notes = tmp_path / "home", tmp_path / "notes"
+    (notes / "sub").mkdir(parents=True)
+    (notes / "a.md").write_text("# Plans\n\nBuy a kite.\n\nFly it on Sunday.\n")
+    (notes / "sub" / "b.txt").write_text("The spare key is under the blue pot.\n")
+    (notes / "broken.pdf").write_bytes(b"%PDF-1.7\n" + bytes(range(256)))
+    (notes / ".git").mkdir()
+    (notes / ".git" / "config").write_text("ignored\n")
+
+    def run(*args: str) -> str:
+        result = m3("--model", str(model_path), *args, home=home)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert "Watching" in run("folders", "add", str(notes))
+    assert run("folders", "list").splitlines() == [str(notes.resolve())]
+    out = run("scan")
+    assert "3 new" in out and "Documents: 3 (2 parsed, 0 pending, 1 failed)" in out
+    assert "broken.pdf" in out and "failed" in out
+    (notes / "sub" / "b.txt").write_text("The spare key is under the red pot now.\n")
+    (notes / "a.md").rename(notes / "sub" / "plans.md")
+    out = run("scan")
+    assert "1 changed" in out and "1 moved" in out
+    assert "broken.pdf" in run("status")
+    assert "No longer watching" in run("folders", "remove", str(notes))
+    assert "Documents: 0" in run("status")
+    assert (notes / "sub" / "plans.md").exists()  # forgetting a folder never touches the files
+
+
+def test_adding_a_missing_folder_is_one_sentence(tmp_path, model_path):
+    result = m3("--model", str(model_path), "folders", "add", str(tmp_path / "nowhere"), home=tmp_path / "h")
+    assert_one_sentence_error(result, "does not exist")
