@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from engine import Engine, M3Error
+from engine import Engine, M3Error, Progress
 
 
 def _setup_logging() -> None:
@@ -59,42 +59,41 @@ def generate(
     click.echo()
 
 
-@cli.group()
-def folders() -> None:
-    """The folders memory3 watches."""
-
-
-@folders.command("add")
+@cli.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.pass_obj
-def folders_add(engine: Engine, path: Path) -> None:
-    """Watch PATH (its files are read at the next scan or watch)."""
+def watch(engine: Engine, path: Path) -> None:
+    """Add PATH to the watched folders (read at the next `m3 ingest`)."""
     click.echo(f"Watching {engine.add_folder(path).path}")
 
 
-@folders.command("remove")
+@cli.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.pass_obj
-def folders_remove(engine: Engine, path: Path) -> None:
+def unwatch(engine: Engine, path: Path) -> None:
     """Stop watching PATH and forget its documents (your files are not touched)."""
     click.echo(f"No longer watching {engine.remove_folder(path).path}")
 
 
-@folders.command("list")
+@cli.command()
 @click.pass_obj
-def folders_list(engine: Engine) -> None:
+def folders(engine: Engine) -> None:
     """The watched folders, one per line."""
     for folder in engine.folders():
         click.echo(str(folder.path))
 
 
 @cli.command()
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--follow", is_flag=True, help="Keep following changes until Ctrl-C.")
 @click.pass_obj
-def scan(engine: Engine) -> None:
-    """Bring the catalog in step with the watched folders: find new, changed, moved and deleted files."""
-    report = engine.scan()
+def ingest(engine: Engine, path: Path | None, follow: bool) -> None:
+    """Bring the catalog in step with the watched folders (or just PATH, watched first if need be)."""
+    if path is not None and path.resolve() not in {f.path for f in engine.folders()}:
+        click.echo(f"Watching {engine.add_folder(path).path}")
+    report = engine.scan(path, on_progress=_show_progress)
     click.echo(
-        f"{report.new} new, {report.changed} changed, {report.moved} moved, {report.deleted} deleted, "
+        f"\n{report.new} new, {report.changed} changed, {report.moved} moved, {report.deleted} deleted, "
         f"{report.failed} failed."
     )
     for folder in report.missing:
@@ -102,6 +101,13 @@ def scan(engine: Engine) -> None:
     for folder, reason in report.unreadable:
         click.echo(f"Could not list {folder}: {reason}", err=True)
     _echo_status(engine)
+    if follow:
+        stop = threading.Event()
+        try:
+            engine.watch(stop, on_progress=_show_progress)
+        except KeyboardInterrupt:
+            stop.set()
+        click.echo()
 
 
 @cli.command()
@@ -111,24 +117,13 @@ def status(engine: Engine) -> None:
     _echo_status(engine)
 
 
-@cli.command()
-@click.pass_obj
-def watch(engine: Engine) -> None:
-    """Follow the watched folders until Ctrl-C, keeping the catalog in step."""
-    stop = threading.Event()
-
-    def show(p) -> None:
-        click.echo(
-            f"\r{p.files_parsed}/{p.files_seen} files parsed, {p.files_failed} failed, "
-            f"{p.chunks_pending} chunks waiting for memories",
-            nl=False,
-        )
-
-    try:
-        engine.watch(stop, on_progress=show)
-    except KeyboardInterrupt:
-        stop.set()
-    click.echo()
+def _show_progress(p: Progress) -> None:
+    click.echo(
+        f"\r{p.files_parsed + p.files_failed}/{p.files_seen} files read, {p.files_failed} failed, "
+        f"{p.chunks} chunks",
+        nl=False,
+        err=True,
+    )
 
 
 def _echo_status(engine: Engine) -> None:

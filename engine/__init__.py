@@ -2,5 +2,6 @@
 
 from engine.errors import M3Error
 from engine.facade import Engine
+from ingest.ingester import Progress
 
-__all__ = ["Engine", "M3Error"]
+__all__ = ["Engine", "M3Error", "Progress"]

@@ -67,10 +67,13 @@ class Engine:
         tok = self.tokenizer
         return Ingester(self.catalog, lambda text: len(tok.encode(text)), on_progress=on_progress)
 
-    def scan(self, on_progress: Callable[[Progress], None] | None = None) -> ScanReport:
-        """Reconcile every watched folder with the disk, then parse and chunk what changed."""
+    def scan(
+        self, path: str | Path | None = None, on_progress: Callable[[Progress], None] | None = None
+    ) -> ScanReport:
+        """Reconcile the watched folders (or the one at `path`) with the disk; parse and chunk the changes."""
         ingester = self.ingester(on_progress)
-        report = ingester.scan()
+        chosen = None if path is None else [f for f in self.folders() if f.path == Path(path).resolve()]
+        report = ingester.scan(chosen)
         ingester.process_pending()
         return report
 

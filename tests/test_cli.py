@@ -82,21 +82,27 @@ def test_folders_scan_and_status(tmp_path, model_path):
         assert result.returncode == 0, result.stderr
         return result.stdout
 
-    assert "Watching" in run("folders", "add", str(notes))
-    assert run("folders", "list").splitlines() == [str(notes.resolve())]
-    out = run("scan")
+    assert "Watching" in run("watch", str(notes))
+    assert run("folders").splitlines() == [str(notes.resolve())]
+    out = run("ingest")
     assert "3 new" in out and "Documents: 3 (2 parsed, 0 pending, 1 failed)" in out
     assert "broken.pdf" in out and "failed" in out
     (notes / "sub" / "b.txt").write_text("The spare key is under the red pot now.\n")
     (notes / "a.md").rename(notes / "sub" / "plans.md")
-    out = run("scan")
+    out = run("ingest", str(notes))
     assert "1 changed" in out and "1 moved" in out
     assert "broken.pdf" in run("status")
-    assert "No longer watching" in run("folders", "remove", str(notes))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "c.txt").write_text("Another note.\n")
+    assert "Watching" in run("ingest", str(other))  # ingesting an unwatched folder watches it first
+    assert len(run("folders").splitlines()) == 2
+    run("unwatch", str(other))
+    assert "No longer watching" in run("unwatch", str(notes))
     assert "Documents: 0" in run("status")
     assert (notes / "sub" / "plans.md").exists()  # forgetting a folder never touches the files
 
 
-def test_adding_a_missing_folder_is_one_sentence(tmp_path, model_path):
-    result = m3("--model", str(model_path), "folders", "add", str(tmp_path / "nowhere"), home=tmp_path / "h")
+def test_watching_a_missing_folder_is_one_sentence(tmp_path, model_path):
+    result = m3("--model", str(model_path), "watch", str(tmp_path / "nowhere"), home=tmp_path / "h")
     assert_one_sentence_error(result, "does not exist")
