@@ -61,12 +61,21 @@ class Generation:
     memory_slots: int = 0  # room for the largest set of memory tokens one chunk may attach
     chunk: int = CHUNK_TOKENS
     cancel: threading.Event | None = None
+    text_sources: Sequence[tuple[str, int, int]] = ()  # (key, start, end): prompt spans read as sources (RAG)
+    cite: bool = False  # measure the attention the generated tokens pay to each source
 
     def __post_init__(self) -> None:
         if len(self.prompt) <= self.sink_len:
             raise EmptyPromptError("The prompt is empty: there is nothing to answer.")
         self.tokens: list[int] = []  # generated ids
         self.attached: list[list[MemoryKV]] = []  # memories attached per chunk, in order
+        self._mass = (
+            SourceMass(self.model.config.n_layer, self.memory_slots, self.text_sources) if self.cite else None
+        )
+
+    def sources(self) -> list[tuple[str, float]]:
+        """(key, share) of each source by the attention the generated tokens paid to it, largest first."""
+        return self._mass.shares() if self._mass is not None else []
 
     @torch.inference_mode()
     def run(self) -> Iterator[str]:
@@ -106,17 +115,17 @@ class Generation:
             if len(self.tokens) == self.max_new_tokens:
                 break
             self._maybe_reattach(cache, history, fed, next_pos)
-            logits = self._feed(cache, [token], next_pos)
+            logits = self._feed(cache, [token], next_pos, self._mass)
             fed, next_pos = fed + 1, next_pos + 1
         tail = stream.flush()
         if tail:
             yield tail
 
-    def _feed(self, cache, ids: list[int], start: int) -> torch.Tensor:
+    def _feed(self, cache, ids: list[int], start: int, probe: SourceMass | None = None) -> torch.Tensor:
         device = self.model.device
         tokens = torch.tensor([ids], device=device)
         pos = torch.arange(start, start + len(ids), device=device)[None]
-        return self.model(tokens, pos, cache=cache).logits[0, -1]
+        return self.model(tokens, pos, cache=cache, probe=probe).logits[0, -1]
 
     def _maybe_reattach(self, cache, history: list[int], fed: int, next_pos: int) -> None:
         if self.retrieve is None or fed == 0 or fed % self.chunk:
@@ -127,3 +136,48 @@ class Generation:
     def _attach(self, cache, memories: list[MemoryKV], end: int) -> None:
         attach(self.model, cache, memories, place(memories, end, self.sink_len))
         self.attached.append(memories)
+        if self._mass is not None:
+            self._mass.place(memories)
+
+
+class SourceMass:
+    """The attention generated tokens pay to each source's keys, summed over layers, heads and tokens.
+
+    Memory sources are slot ranges of the cache's memory region (they change at every re-attachment);
+    text sources are fixed ranges of the context region.
+    """
+
+    def __init__(self, n_layer: int, memory_slots: int, text_sources: Sequence[tuple[str, int, int]]):
+        self.n_layer, self.memory_slots = n_layer, memory_slots
+        self.keys: list[str] = []
+        self.mass: list[float] = []
+        self.text = [(self._id(key), memory_slots + a, memory_slots + b) for key, a, b in text_sources]
+        self.memory: dict[int, list[tuple[int, int, int]]] = {}
+
+    def _id(self, key: str) -> int:
+        if key not in self.keys:
+            self.keys.append(key)
+            self.mass.append(0.0)
+        return self.keys.index(key)
+
+    def place(self, memories: Sequence[MemoryKV]) -> None:
+        """Record where attach() put each memory's keys, layer by layer."""
+        self.memory = {}
+        for layer in range(self.n_layer):
+            at, ranges = 0, []
+            for m in memories:
+                if layer in m.layers:
+                    ranges.append((self._id(m.key), at, at + m.kept))
+                    at += m.kept
+            self.memory[layer] = ranges
+
+    def observe(self, layer: int, weights: torch.Tensor) -> None:
+        per_key = weights.sum(dim=(0, 1, 2, 3)).cpu()  # (N,)
+        for i, a, b in [*self.memory.get(layer, ()), *self.text]:
+            self.mass[i] += float(per_key[a:b].sum())
+
+    def shares(self) -> list[tuple[str, float]]:
+        total = sum(self.mass) or 1.0
+        return sorted(
+            ((k, m / total) for k, m in zip(self.keys, self.mass, strict=True)), key=lambda x: -x[1]
+        )

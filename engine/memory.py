@@ -113,6 +113,7 @@ class MemoryKV:
     k: torch.Tensor  # (n_mem_layers, Hkv, kept, D)
     v: torch.Tensor
     index: torch.Tensor  # (n_mem_layers, Hkv, kept) int64
+    key: str = ""  # what the memory is of (a chunk hash): how citations name it
 
     @property
     def kept(self) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from dataclasses import replace
 
 import torch
 
@@ -32,7 +33,7 @@ class MemoryCache:
             self._items.move_to_end(key)
             return self._items[key]
         self.misses += 1
-        kv = load().unpack(self.dtype, self.device)
+        kv = replace(load().unpack(self.dtype, self.device), key=str(key))
         self._items[key] = kv
         self.nbytes += kv_nbytes(kv)
         while self.nbytes > self.max_bytes and len(self._items) > 1:

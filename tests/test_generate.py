@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
@@ -114,3 +115,50 @@ def test_memories_are_retrieved_every_64_tokens(rt):
     expected = ["the question"] + [tok.decode(seen[a - 64 : a]) for a in (64, 128, 192)]
     assert queries == expected
     assert len(gen.attached) == 4
+
+
+FACT = " The access code for the blue vault is 7391-QX."
+DISTRACTORS = [" Tomatoes grow best in warm soil with full sun.", " The harbour ferry leaves from pier six."]
+QUESTION = "\n\nQuestion: What is the access code for the blue vault?\nAnswer: The access code is"
+
+
+def test_citations_rank_the_source_the_answer_came_from(rt):
+    """The attention of the generated tokens falls mostly on the memory that holds the answer, and the
+    same holds in RAG mode, where the sources are spans of the prompt."""
+    tok, sink = rt.tokenizer, rt.sink
+    texts = [*DISTRACTORS, FACT]
+    memories = write_memories(rt.model, sink, [tok.encode(t) for t in texts], PROFILES["dense"])
+    kvs = [replace(m.unpack(rt.model.dtype, rt.model.device), key=f"m{i}") for i, m in enumerate(memories)]
+    gen = Generation(
+        rt.model,
+        tok,
+        sink + tok.encode(QUESTION),
+        max_new_tokens=8,
+        retrieve=lambda _q: kvs,
+        sink_len=len(sink),
+        memory_slots=3 * 128,
+        cite=True,
+    )
+    assert "7391" in "".join(gen.run())
+    sources = gen.sources()
+    assert sources[0][0] == "m2" and abs(sum(share for _, share in sources) - 1) < 1e-6
+
+    prompt, spans = list(sink), []
+    for i, text in enumerate(texts):
+        ids = tok.encode(text)
+        spans.append((f"t{i}", len(prompt), len(prompt) + len(ids)))
+        prompt += ids
+    rag = Generation(
+        rt.model, tok, prompt + tok.encode(QUESTION), max_new_tokens=8, text_sources=spans, cite=True
+    )
+    assert "7391" in "".join(rag.run())
+    assert rag.sources()[0][0] == "t2"
+
+
+def test_measuring_attention_does_not_change_the_answer(rt32):
+    tok = rt32.tokenizer
+    ids = tok.encode(FACT + QUESTION, bos=True)
+    plain = Generation(rt32.model, tok, ids, max_new_tokens=10)
+    cited = Generation(rt32.model, tok, ids, max_new_tokens=10, text_sources=[("fact", 1, 12)], cite=True)
+    assert "".join(plain.run()) == "".join(cited.run())
+    assert cited.sources()[0][0] == "fact"

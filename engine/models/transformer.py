@@ -26,6 +26,13 @@ class Capture(Protocol):
     ) -> None: ...
 
 
+class Probe(Protocol):
+    """Receives each layer's attention weights, for citing the sources an answer attended to."""
+
+    def observe(self, layer: int, weights: torch.Tensor) -> None:
+        """weights: (B, Hkv, G, T, N) softmax probabilities of T queries (G per KV head) over N keys."""
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -77,7 +84,12 @@ class Attention(nn.Module):
         self.rotary = Rotary(c.head_dim, local_base, c.rope_style)
 
     def forward(
-        self, x: torch.Tensor, pos: torch.Tensor, cache: KVCache | None, capture: Capture | None
+        self,
+        x: torch.Tensor,
+        pos: torch.Tensor,
+        cache: KVCache | None,
+        capture: Capture | None,
+        probe: Probe | None = None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.wq(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
@@ -94,7 +106,7 @@ class Attention(nn.Module):
             keys, values, key_pos = k, v, pos[:, None, :].expand(B, self.n_kv_head, T)
         else:
             keys, values, key_pos = cache.update(self.layer, k, v, pos)
-        y = self._attend(q, keys, values, pos, key_pos)  # (B, H, T, D)
+        y = self._attend(q, keys, values, pos, key_pos, probe)  # (B, H, T, D)
         return self.wo(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
 
     def allowed(self, q_pos: torch.Tensor, key_pos: torch.Tensor) -> torch.Tensor:
@@ -107,7 +119,13 @@ class Attention(nn.Module):
         return ok
 
     def _attend(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor, key_pos: torch.Tensor
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        q_pos: torch.Tensor,
+        key_pos: torch.Tensor,
+        probe: Probe | None,
     ) -> torch.Tensor:
         # Grouped-query attention without copying K/V: fold each group's query heads into the time axis.
         B, H, T, D = q.shape
@@ -115,7 +133,13 @@ class Attention(nn.Module):
         qg = q.reshape(B, self.n_kv_head, G * T, D)
         mask = self.allowed(q_pos, key_pos)  # (B, Hkv, T, N)
         mask = mask[:, :, None].expand(-1, -1, G, -1, -1).reshape(B, self.n_kv_head, G * T, -1)
-        y = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask, scale=self.scale)
+        if probe is None:
+            y = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask, scale=self.scale)
+        else:  # the same attention with its weights in hand (used for decode steps, not prefill)
+            scores = (qg.float() @ k.float().transpose(-1, -2)) * self.scale
+            weights = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+            probe.observe(self.layer, weights.view(B, self.n_kv_head, G, T, -1))
+            y = (weights @ v.float()).to(v.dtype)
         return y.reshape(B, H, T, D)
 
 
@@ -143,9 +167,14 @@ class Block(nn.Module):
         self.post_mlp_norm = RMSNorm(config.d_model, eps) if config.sandwich_norms else nn.Identity()
 
     def forward(
-        self, x: torch.Tensor, pos: torch.Tensor, cache: KVCache | None, capture: Capture | None
+        self,
+        x: torch.Tensor,
+        pos: torch.Tensor,
+        cache: KVCache | None,
+        capture: Capture | None,
+        probe: Probe | None,
     ) -> torch.Tensor:
-        x = x + self.post_attn_norm(self.attn(self.attn_norm(x), pos, cache, capture))
+        x = x + self.post_attn_norm(self.attn(self.attn_norm(x), pos, cache, capture, probe))
         return x + self.post_mlp_norm(self.mlp(self.mlp_norm(x)))
 
 
@@ -181,13 +210,14 @@ class Transformer(nn.Module):
         cache: KVCache | None = None,
         capture: Capture | None = None,
         logits: str = "last",
+        probe: Probe | None = None,
     ) -> ForwardOut:
         """tokens, pos: (B, T). logits: "last", "all" or "none". A cache, if given, advances by T."""
         x = self.embed(tokens)
         if self.config.embed_scale != 1.0:
             x = (x.float() * self.config.embed_scale).to(x.dtype)
         for block in self.blocks:
-            x = block(x, pos, cache, capture)
+            x = block(x, pos, cache, capture, probe)
         if cache is not None:
             cache.advance(tokens.shape[1])
         h = self.norm(x)
