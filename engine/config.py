@@ -1,0 +1,24 @@
+"""Engine settings: the `[engine]` table of config.toml, each key optional."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingest.config import load_section
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    profile: str = "dense"  # the memory profile new memories are written with (engine/memory.py)
+    bank_budget_gb: float = 2.0  # memories beyond it are written when first retrieved (cold start)
+    retrieved: int = 5  # memories (or RAG chunks) per 64-token chunk, as in Memory³
+    max_answer_tokens: int = 128
+
+    @property
+    def bank_budget_bytes(self) -> int:
+        return int(self.bank_budget_gb * 2**30)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> EngineConfig:
+        return load_section(cls, "engine", path)

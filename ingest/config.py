@@ -1,0 +1,58 @@
+"""Ingest settings: the `[ingest]` table of config.toml, each key optional, defaults for the rest."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from ingest.errors import ConfigError
+from ingest.paths import config_dir
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    max_file_mb: float = 50  # larger files are ignored: a reference library, not a disk image
+    max_chunk_tokens: int = 128  # Memory³ references are at most 128 tokens
+    quiet_s: float = 0.5  # the watcher waits for this much calm after the last event...
+    max_latency_s: float = 5.0  # ...but never holds a burst longer than this
+    lease_s: float = 600.0  # a claimed job returns to the queue if not finished by then
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> IngestConfig:
+        return load_section(cls, "ingest", path)
+
+
+_KINDS: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str}
+
+
+def load_section(cls: type[T], section: str, path: Path | None = None) -> T:
+    """Read the `[section]` table of config.toml (config_dir() by default) into the dataclass `cls`:
+    a missing file or key means its default; an unknown key or a wrong type is a clear error."""
+    path = path or config_dir() / "config.toml"
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f).get(section, {})
+    except FileNotFoundError:
+        return cls()
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path} cannot be read ({exc}).") from exc
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in table.items():
+        if key not in fields:
+            raise ConfigError(f"{path}: [{section}] has no setting '{key}' (known: {', '.join(fields)}).")
+        kind = _KINDS[str(fields[key].type)]
+        if kind is str:
+            if not isinstance(value, str):
+                raise ConfigError(f"{path}: [{section}] {key} must be a string, not {value!r}.")
+        elif isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+            raise ConfigError(f"{path}: [{section}] {key} must be a positive number, not {value!r}.")
+    return cls(**table)
