@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
@@ -36,6 +37,7 @@ def cli(ctx: click.Context, model_path: str | None, device: str | None) -> None:
     """memory3: chat with your folders through explicit memories."""
     _setup_logging()
     ctx.obj = Engine(model_path, device)
+    ctx.call_on_close(ctx.obj.close)
 
 
 @cli.command()
@@ -92,6 +94,7 @@ def ingest(engine: Engine, path: Path | None, follow: bool) -> None:
     if path is not None and path.resolve() not in {f.path for f in engine.folders()}:
         click.echo(f"Watching {engine.add_folder(path).path}")
     report = engine.scan(path, on_progress=_show_progress)
+    engine.sync_memories(on_progress=_show_memory_progress)
     click.echo(
         f"\n{report.new} new, {report.changed} changed, {report.moved} moved, {report.deleted} deleted, "
         f"{report.failed} failed."
@@ -117,6 +120,10 @@ def status(engine: Engine) -> None:
     _echo_status(engine)
 
 
+def _show_memory_progress(done: int, total: int) -> None:
+    click.echo(f"\rwriting memories: {done}/{total}", nl=False, err=True)
+
+
 def _show_progress(p: Progress) -> None:
     click.echo(
         f"\r{p.files_parsed + p.files_failed}/{p.files_seen} files read, {p.files_failed} failed, "
@@ -139,19 +146,66 @@ def _echo_status(engine: Engine) -> None:
         click.echo(f"  failed: {path}: {reason}")
 
 
+@cli.command()
+@click.argument("question")
+@click.option("--mode", type=click.Choice(["memory", "rag", "none"]), default="memory", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of streaming.")
+@click.pass_obj
+def ask(engine: Engine, question: str, mode: str, as_json: bool) -> None:
+    """Answer QUESTION from your documents, then list the numbered sources as path:line."""
+    answer = engine.ask(question, mode)
+    try:
+        for piece in answer:
+            if not as_json:
+                click.echo(piece, nl=False)
+    except KeyboardInterrupt:
+        engine.stop()
+    citations = [c.as_dict() for c in answer.citations]
+    if as_json:
+        click.echo(
+            json.dumps({"answer": answer.text, "mode": mode, "citations": citations}, ensure_ascii=False)
+        )
+        return
+    click.echo()
+    for c in citations:
+        page = f" (page {c['page']})" if c["page"] else ""
+        click.echo(f"[{c['n']}] {c['path']}:{c['line_start']}-{c['line_end']}{page}  {c['share']:.0%}")
+
+
 @cli.group()
-def bench() -> None:
-    """Benchmarks; each prints a table and writes bench/results/<name>.json."""
+def bank() -> None:
+    """The memory bank."""
 
 
-@bench.command("engine")
+@bank.command("stats")
+@click.pass_obj
+def bank_stats(engine: Engine) -> None:
+    """Memories stored, bytes on disk, budget, and memories by profile."""
+    for key, value in engine.bank_stats().items():
+        click.echo(f"{key}: {value}")
+
+
+@cli.command()
+@click.pass_obj
+def doctor(engine: Engine) -> None:
+    """Check the model, the embedder, the index and the bank; repair what can be repaired."""
+    problems = 0
+    for check in engine.doctor():
+        click.echo(f"{'ok ' if check.ok else 'FIX'} {check.name}: {check.detail}")
+        problems += not check.ok
+    if problems:
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.argument("name", type=click.Choice(Engine.benchmarks()))
 @click.option(
     "--out", "out_dir", type=click.Path(path_type=Path), default=Path("bench/results"), show_default=True
 )
 @click.pass_obj
-def bench_engine(engine: Engine, out_dir: Path) -> None:
-    """Prefill/decode speed against llama.cpp, memory writing, bytes per memory, time to first token."""
-    _, table = engine.benchmark("engine", out_dir)
+def bench(engine: Engine, name: str, out_dir: Path) -> None:
+    """Run benchmark NAME: print its table and write <out>/NAME.json."""
+    _, table = engine.benchmark(name, out_dir)
     click.echo(table)
 
 

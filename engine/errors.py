@@ -19,3 +19,15 @@ class EmptyPromptError(M3Error):
 
 class DeviceError(M3Error):
     """The device asked for does not exist or is not present on this machine."""
+
+
+class RetrievalError(M3Error):
+    """The retrieval store (its database or vector index) cannot be used as it is."""
+
+
+class BankError(M3Error):
+    """The memory bank cannot be used: its folder or index is unreadable, or written by a newer memory3."""
+
+
+class BankCorruptError(BankError):
+    """A stored memory or bank record is damaged; the memory can be rebuilt from its text."""

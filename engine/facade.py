@@ -6,13 +6,25 @@ Everything loads on first use: listing folders needs neither the weights nor the
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from engine.errors import EmptyPromptError
+from engine.bank import MemoryBank
+from engine.chat import Answer, Chat, Chunk
+from engine.config import EngineConfig
+from engine.embedder import Embedder
+from engine.errors import EmptyPromptError, M3Error
 from engine.generate import Generation, Sampling
+from engine.memory import PROFILES, MemoryKV
+from engine.memory_cache import MemoryCache
+from engine.memory_store import MemoryStore
+from engine.memory_writer import write_memories
+from engine.prompt import prompt_format
+from engine.retriever import Retriever
 from engine.runtime import Runtime, default_model_path
 from engine.tokenizer import Tokenizer
 from ingest.catalog import Catalog, Folder
@@ -22,11 +34,29 @@ from ingest.paths import data_dir
 from ingest.scan import ScanReport
 
 
+class UnknownProfileError(M3Error):
+    """The configured memory profile does not exist."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of `m3 doctor`: what was checked, whether it is (now) fine, and what was found or done."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
 class Engine:
-    def __init__(self, model_path: str | Path | None = None, device: str | None = None):
-        self._model_path = Path(model_path) if model_path is not None else None
+    def __init__(
+        self, model_path: str | Path | None = None, device: str | None = None, runtime: Runtime | None = None
+    ):
+        """`runtime`: an already loaded model to use (benchmarks and tests share one)."""
+        self._model_path = runtime.path if runtime is not None else Path(model_path) if model_path else None
         self._device = device
         self._cancel = threading.Event()
+        if runtime is not None:
+            self.runtime = runtime
 
     @cached_property
     def model_path(self) -> Path:
@@ -52,6 +82,52 @@ class Engine:
     def catalog(self) -> Catalog:
         return Catalog()
 
+    @cached_property
+    def config(self) -> EngineConfig:
+        config = EngineConfig.load()
+        if config.profile not in PROFILES:
+            raise UnknownProfileError(
+                f"config.toml: [engine] profile '{config.profile}' is not one of {', '.join(PROFILES)}."
+            )
+        return config
+
+    @cached_property
+    def retriever(self) -> Retriever:
+        return Retriever(data_dir() / "retrieval", Embedder.load(device=self._device))
+
+    @cached_property
+    def store(self) -> MemoryStore:
+        """The bank (within its budget) and the cold-start path around it, writing with the loaded model."""
+        rt, profile = self.runtime, PROFILES[self.config.profile]
+
+        def write(texts: list[str]):
+            refs = [rt.tokenizer.encode(t)[:128] for t in texts]
+            return write_memories(rt.model, rt.sink, refs, profile)
+
+        return MemoryStore(self.bank, MemoryCache(rt.model.dtype, rt.model.device), write)
+
+    @cached_property
+    def bank(self) -> MemoryBank:
+        """The on-disk memories. Keys that opening had to give up (a crash, a damaged file) go back to the
+        catalog as memories to write."""
+        bank = MemoryBank(data_dir() / "bank", self.config.bank_budget_bytes)
+        if bank.opened.lost:
+            self.catalog.complete_memory_work(dropped=bank.opened.lost)
+        return bank
+
+    def bank_stats(self) -> dict:
+        stats = self.bank.stats()
+        return {
+            "memories": stats["records"],
+            "profile": self.config.profile,
+            "bytes_live": stats["live_bytes"],
+            "bytes_on_disk": stats["file_bytes"],
+            "budget_bytes": stats["budget"],
+            "segments": stats["segments"],
+            "by_profile": stats["by_profile"],
+            "chunks": self.catalog.counts()["chunks"],
+        }
+
     # --- folders and ingest -------------------------------------------------------------------------
 
     def folders(self) -> list[Folder]:
@@ -62,6 +138,25 @@ class Engine:
 
     def remove_folder(self, path: str | Path) -> Folder:
         return remove_folder(self.catalog, path)
+
+    def sync_memories(self, batch: int = 64, on_progress: Callable[[int, int], None] | None = None) -> int:
+        """Write the memories new chunks need and drop those no chunk needs; index them for retrieval.
+        Each batch is recorded in the catalog once stored, so an interruption loses no finished work."""
+        work = self.catalog.pending_memory_work()
+        drops = [w.hash for w in work if w.action == "drop"]
+        writes = [(w.hash, w.text) for w in work if w.action == "write" and w.text is not None]
+        if drops:
+            self.store.drop(drops)
+            self.retriever.delete(drops)
+            self.catalog.complete_memory_work(dropped=drops)
+        for a in range(0, len(writes), batch):
+            part = writes[a : a + batch]
+            self.store.store(part)
+            self.retriever.add(part)
+            self.catalog.complete_memory_work(written=[h for h, _ in part])
+            if on_progress is not None:
+                on_progress(a + len(part), len(writes))
+        return len(writes)
 
     def ingester(self, on_progress: Callable[[Progress], None] | None = None) -> Ingester:
         tok = self.tokenizer
@@ -83,6 +178,104 @@ class Engine:
 
     def status(self) -> Status:
         return self.ingester().status()
+
+    def doctor(self) -> list[Check]:
+        """Check model, embedder, catalog, index and bank, repairing what can be rebuilt from the text."""
+        checks: list[Check] = []
+
+        def check(name: str, run: Callable[[], tuple[bool, str]]) -> None:
+            try:
+                ok, detail = run()
+            except M3Error as exc:
+                ok, detail = False, str(exc)
+            checks.append(Check(name, ok, detail))
+
+        check("model", lambda: (True, self.description))
+        check("embedder", self._check_embedder)
+        check("catalog", self._check_catalog)
+        check("index", self._check_index)
+        check("bank", self._check_bank)
+        return checks
+
+    def _check_embedder(self) -> tuple[bool, str]:
+        embedder = self.retriever.embedder
+        a, b, c = embedder.embed(["a red apple", "a crimson apple", "tax law of 1854"])
+        ok = float(a @ b) > float(a @ c)
+        return ok, f"{embedder.name} on {embedder.device}" + ("" if ok else ": similar texts are not closer")
+
+    def _check_catalog(self) -> tuple[bool, str]:
+        result = self.catalog.db.execute("PRAGMA integrity_check").fetchone()[0]
+        counts = self.catalog.counts()
+        return (
+            result == "ok",
+            f"{counts['documents']} documents, {counts['chunks']} chunks; integrity {result}",
+        )
+
+    def _check_index(self) -> tuple[bool, str]:
+        problems = self.retriever.check()
+        if not problems:
+            return True, f"{len(self.retriever)} chunks indexed"
+        self.retriever.repair()
+        left = self.retriever.check()
+        return not left, "; ".join(problems) + (" — rebuilt" if not left else f" — still: {'; '.join(left)}")
+
+    def _check_bank(self) -> tuple[bool, str]:
+        problems = self.bank.verify()
+        if not problems:
+            return True, f"{len(self.bank.keys())} memories, all checksums valid"
+        report = self.bank.repair()
+        self.catalog.complete_memory_work(dropped=report.lost)  # written again by the next ingest
+        left = self.bank.verify()
+        detail = f"{len(problems)} problems; {len(report.lost)} memories lost and queued to be written again"
+        return not left, detail + ("" if not left else f"; still: {'; '.join(left)}")
+
+    # --- chat ---------------------------------------------------------------------------------------
+
+    @cached_property
+    def chat(self) -> Chat:
+        rt = self.runtime
+        return Chat(
+            rt,
+            self._search,
+            self._recall,
+            prompt_format(rt.model.config.arch, rt.instruct),
+            k=self.config.retrieved,
+        )
+
+    def ask(self, question: str, mode: str = "memory", chat_id: int | None = None) -> Answer:
+        """Answer from the documents, streamed; the question and, once streamed, the answer with its
+        citations are saved in the chat `chat_id` (a new chat when None)."""
+        answer = self.chat.ask(question, mode, self.config.max_answer_tokens, cancel=self._cancel)
+        self._cancel.clear()
+        chat_id = chat_id if chat_id is not None else self.catalog.new_chat(question.strip()[:80])
+        self.catalog.add_message(chat_id, "user", question, mode)
+        pieces = answer.pieces
+
+        def saved() -> Iterator[str]:
+            yield from pieces
+            cited = json.dumps([c.as_dict() for c in answer.citations])
+            self.catalog.add_message(chat_id, "assistant", answer.text, mode, cited)
+
+        answer.pieces = saved()
+        answer.chat_id = chat_id
+        return answer
+
+    def _search(self, query: str, k: int) -> list[Chunk]:
+        hits = self.retriever.search(query, k)
+        texts = self.catalog.chunk_texts(h.hash for h in hits)
+        chunks = []
+        for hit in hits:
+            sources = self.catalog.sources(hit.hash)
+            if hit.hash not in texts or not sources:
+                continue  # deleted since it was indexed
+            src = sources[0]
+            chunks.append(
+                Chunk(hit.hash, texts[hit.hash], str(src.path), src.page, src.line_start, src.line_end)
+            )
+        return chunks
+
+    def _recall(self, chunks: list[Chunk]) -> list[MemoryKV]:
+        return self.store.get_many([(c.hash, c.text) for c in chunks])
 
     # --- generation ---------------------------------------------------------------------------------
 
@@ -116,6 +309,18 @@ class Engine:
     def description(self) -> str:
         c = self.runtime.model.config
         return f"{self.runtime.path.name} ({c.arch}, {c.n_layer} layers) on {self.runtime.model.device}"
+
+    def close(self) -> None:
+        """Save and close what was opened (the vector index is saved here, not on every add)."""
+        for name in ("retriever", "bank", "catalog"):
+            if name in self.__dict__:
+                self.__dict__.pop(name).close()
+
+    @staticmethod
+    def benchmarks() -> list[str]:
+        from engine.bench import BENCHMARKS
+
+        return list(BENCHMARKS)
 
     def benchmark(self, name: str, output_dir: Path) -> tuple[dict, str]:
         """Run a named benchmark; return its results and a Markdown table, and write the JSON file."""

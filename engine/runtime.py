@@ -50,6 +50,7 @@ class Runtime:
     path: Path
     model: Transformer
     tokenizer: Tokenizer
+    instruct: bool  # the file carries a chat template: an instruction-tuned model
 
     @classmethod
     def load(
@@ -64,7 +65,7 @@ class Runtime:
         model = load_transformer(gguf, dtype, device)
         tokenizer = Tokenizer(path)
         log.info("loaded %s (%s) on %s in %s", path.name, model.config.arch, device, dtype)
-        return cls(path, model, tokenizer)
+        return cls(path, model, tokenizer, instruct="tokenizer.chat_template" in gguf.metadata)
 
     @property
     def sink(self) -> list[int]:

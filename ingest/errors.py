@@ -3,3 +3,27 @@
 
 class M3Error(Exception):
     """Base of every error memory3 raises on purpose; the CLI prints its message and exits non-zero."""
+
+
+class ParseError(M3Error):
+    """A document could not be turned into text; the message is the readable reason."""
+
+
+class EncryptedDocumentError(ParseError):
+    """The document is locked with a password we do not have."""
+
+
+class UnsupportedFormatError(ParseError):
+    """No parser handles this kind of file."""
+
+
+class FolderError(M3Error):
+    """A folder cannot be added or removed: missing, not a directory, already watched, or not watched."""
+
+
+class CatalogError(M3Error):
+    """The catalog file cannot be used: unreadable, corrupt, or written by a newer memory3."""
+
+
+class ConfigError(M3Error):
+    """config.toml cannot be read or holds a value of the wrong kind."""

@@ -46,3 +46,22 @@ def oracle(model_path: Path):
     from engine.llamacpp import LlamaCpp
 
     return LlamaCpp(model_path, n_ctx=1024)
+
+
+@pytest.fixture
+def catalog(tmp_path: Path):
+    """A fresh catalog file of its own (not under M3_HOME), closed after the test."""
+    from ingest.catalog import Catalog
+
+    cat = Catalog(tmp_path / "catalog.db")
+    yield cat
+    cat.close()
+
+
+@pytest.fixture(scope="session")
+def count_tokens(model_path: Path):
+    """Model tokens of a text, without BOS: what a chunk's budget is measured in."""
+    from engine.tokenizer import Tokenizer
+
+    tok = Tokenizer(model_path)
+    return lambda s: len(tok.encode(s))

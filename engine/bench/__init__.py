@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine.bench import engine_bench
+from engine.bench import engine_bench, retrieval_bench
 from engine.errors import M3Error
 
-BENCHMARKS = {"engine": engine_bench.run}
+BENCHMARKS = {"engine": engine_bench.run, "retrieval": retrieval_bench.run}
 
 
 class UnknownBenchmarkError(M3Error):

@@ -1,0 +1,182 @@
+"""Answering a question from the user's documents, in one of three modes with otherwise identical prompts.
+
+- `memory`: Memory³. Every 64 tokens the last 64 tokens (the question, at first) retrieve k chunks whose
+  memories are attached to attention; nothing is read as text.
+- `rag`: the chunks the question retrieves, as text between the sink and the question, in the place and
+  order the memories would take (so that with exact memories both modes would see the same thing).
+  While the prompt is read, memory mode retrieves with the question too: a 64-token window of our own
+  prompt template says less about the user's need than the question does.
+- `none`: the same prompt with no sources, to measure what the documents add.
+
+Citations are the sources the answer attended to, ranked by the share of attention its tokens paid to
+each, and mapped to file, page and line span through the catalog.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from engine.errors import EmptyPromptError, M3Error
+from engine.generate import Generation, Sampling
+from engine.memory import MemoryKV
+from engine.prompt import PromptFormat
+from engine.runtime import Runtime
+
+MODES = ("memory", "rag", "none")
+GREEDY = Sampling()
+
+
+class UnknownModeError(M3Error):
+    """A chat mode other than memory, rag or none was asked for."""
+
+
+@dataclass(frozen=True)
+class Citation:
+    n: int  # 1-based rank
+    path: str
+    page: int | None
+    line_start: int
+    line_end: int
+    text: str
+    share: float  # of the attention the answer paid to all its sources
+    hash: str
+
+    def as_dict(self) -> dict:
+        return {
+            "n": self.n,
+            "path": self.path,
+            "page": self.page,
+            "line_start": self.line_start,
+            "line_end": self.line_end,
+            "text": self.text,
+            "share": round(self.share, 4),
+        }
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A retrieved chunk: its hash (the memory's key), text and where it comes from."""
+
+    hash: str
+    text: str
+    path: str
+    page: int | None
+    line_start: int
+    line_end: int
+
+
+Search = Callable[[str, int], list[Chunk]]  # query, k -> chunks, best first
+Recall = Callable[[Sequence[Chunk]], list[MemoryKV]]  # chunks -> their memories (keyed by hash)
+
+
+@dataclass
+class Answer:
+    """A streamed answer: iterate for text pieces; `text` and `citations` are complete afterwards."""
+
+    question: str
+    mode: str
+    pieces: Iterator[str]
+    text: str = ""
+    citations: list[Citation] = field(default_factory=list)
+    chat_id: int | None = None  # where the engine saved it
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.pieces
+
+
+class Chat:
+    def __init__(self, runtime: Runtime, search: Search, recall: Recall, prompt: PromptFormat, k: int = 5):
+        self.runtime, self.search, self.recall, self.prompt, self.k = runtime, search, recall, prompt, k
+
+    def ask(
+        self,
+        question: str,
+        mode: str = "memory",
+        max_new_tokens: int = 128,
+        sampling: Sampling = GREEDY,
+        cancel: threading.Event | None = None,
+    ) -> Answer:
+        if mode not in MODES:
+            raise UnknownModeError(f"There is no chat mode {mode!r}; choose memory, rag or none.")
+        if not question.strip():
+            raise EmptyPromptError("The question is empty.")
+        tok, sink = self.runtime.tokenizer, self.runtime.sink
+        body = tok.encode(self.prompt.body(question), special=self.prompt.special)
+        seen: dict[str, Chunk] = {}
+
+        started: list[Generation] = []
+
+        def retrieve(query: str) -> list[MemoryKV]:
+            if not started or not started[0].tokens:
+                query = question  # a window of our own prompt template says less than the question
+            chunks = self._sources(query)
+            seen.update((c.hash, c) for c in chunks)
+            return self.recall(chunks)
+
+        options = dict(
+            max_new_tokens=max_new_tokens,
+            sampling=sampling,
+            stop_ids=tok.stop_ids,
+            cancel=cancel,
+            sink_len=len(sink),
+            cite=mode != "none",
+        )
+        if mode == "memory":
+            gen = Generation(
+                self.runtime.model,
+                tok,
+                sink + body,
+                retrieve=retrieve,
+                first_query=question,
+                memory_slots=self.k * 128,
+                **options,
+            )
+            started.append(gen)
+        else:
+            prompt, spans = list(sink), []
+            for chunk in self._sources(question) if mode == "rag" else []:
+                seen[chunk.hash] = chunk
+                ids = tok.encode(chunk.text)
+                spans.append((chunk.hash, len(prompt), len(prompt) + len(ids)))
+                prompt += ids
+            gen = Generation(self.runtime.model, tok, prompt + body, text_sources=spans, **options)
+        answer = Answer(question, mode, iter(()))
+        answer.pieces = self._stream(gen, answer, seen)
+        return answer
+
+    def _sources(self, query: str) -> list[Chunk]:
+        """The retrieved chunks in reading order: the best one last, right before the question.
+        (Placed first, right after the sink, a source draws attention for its place rather than its
+        content, which blurred citations in our tests; nearest to the question it is read best.)"""
+        return self.search(query, self.k)[::-1]
+
+    def _stream(self, gen: Generation, answer: Answer, seen: dict[str, Chunk]) -> Iterator[str]:
+        """Yield the answer's text up to the first stop string, then fill in its citations."""
+        text = ""
+        for piece in gen.run():
+            text += piece
+            cut = _stop_at(text, self.prompt.stop)
+            if cut is not None:
+                new = text[len(answer.text) : cut]
+                answer.text = text[:cut]
+                if new:
+                    yield new
+                break
+            yield text[len(answer.text) :]
+            answer.text = text
+        answer.text = answer.text.strip()
+        answer.citations = [
+            Citation(n, c.path, c.page, c.line_start, c.line_end, c.text, share, c.hash)
+            for n, (c, share) in enumerate(((seen[key], share) for key, share in gen.sources()), start=1)
+        ]
+
+
+def _stop_at(text: str, stops: Sequence[str]) -> int | None:
+    """Where the answer ends: the first stop string once the answer has begun (leading space skipped)."""
+    start = len(text) - len(text.lstrip())
+    if start == len(text):
+        return None
+    hits = [i for stop in stops if (i := text.find(stop, start)) != -1]
+    return min(hits) if hits else None

@@ -1,0 +1,77 @@
+"""Where a retrieved memory comes from: the RAM cache, the bank on disk, or the model right now.
+
+Memories are written ahead of time into the bank while its budget allows; the rest are written on demand
+at their first retrieval ("cold start", Memory³) and kept in the LRU cache. The text is always kept, so a
+memory the bank lost or never had is only slower to get, never missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from engine.bank import MemoryBank
+from engine.memory import Memory, MemoryKV
+from engine.memory_cache import MemoryCache
+
+COMPACT_AT = 0.25  # compact once this share of the segment bytes is dropped memories
+
+
+class MemoryStore:
+    """`write(texts)` encodes chunk texts into memories (a closure over the model); items are
+    (chunk hash, chunk text) pairs."""
+
+    def __init__(
+        self,
+        bank: MemoryBank,
+        cache: MemoryCache,
+        write: Callable[[list[str]], list[Memory]],
+        batch_size: int = 16,
+    ):
+        self.bank, self.cache, self.write, self.batch_size = bank, cache, write, batch_size
+        self.bank_reads = self.cold_writes = 0
+
+    def store(self, items: Sequence[tuple[str, str]]) -> int:
+        """Write memories into the bank, batch by batch, until its budget is full; how many were stored.
+        Those left out are written at their first retrieval."""
+        todo = list({h: t for h, t in items if h not in self.bank}.items())
+        stored = 0
+        for a in range(0, len(todo), self.batch_size):
+            batch = todo[a : a + self.batch_size]
+            memories = self.write([t for _, t in batch])
+            for (h, _), memory in zip(batch, memories, strict=True):
+                if not self.bank.put(h, memory):
+                    return stored
+                stored += 1
+        return stored
+
+    def drop(self, hashes: Sequence[str]) -> None:
+        """Forget these memories; compact the bank once enough of it is dead."""
+        self.bank.drop(hashes)
+        stats = self.bank.stats()
+        if stats["dead_bytes"] > COMPACT_AT * stats["file_bytes"]:
+            self.bank.compact()
+
+    def get_many(self, items: Sequence[tuple[str, str]]) -> list[MemoryKV]:
+        """The memories of these chunks, ready for attention, in order. Those neither cached nor in the
+        bank (over budget, or damaged) are written now, in one batch."""
+        out: dict[str, MemoryKV] = {}
+        cold: dict[str, str] = {}
+        for h, text in items:
+            if h in out or h in cold:
+                continue
+            if h in self.cache:
+                out[h] = self.cache.get(h, lambda: None)
+            elif (memory := self.bank.get(h)) is not None:
+                self.bank_reads += 1
+                out[h] = self.cache.get(h, lambda m=memory: m)
+            else:
+                cold[h] = text
+        if cold:
+            self.cold_writes += len(cold)
+            for h, memory in zip(cold, self.write(list(cold.values())), strict=True):
+                self.bank.put(h, memory)  # kept on disk too if the budget allows
+                out[h] = self.cache.get(h, lambda m=memory: m)
+        return [out[h] for h, _ in items]
+
+    def stats(self) -> dict:
+        return {"cache_hits": self.cache.hits, "bank_reads": self.bank_reads, "cold_writes": self.cold_writes}

@@ -1,0 +1,475 @@
+"""The catalog: one SQLite file (WAL) that mirrors the watched folders as documents and chunks.
+
+It also holds the memory work: one row per chunk hash, `wanted` while some chunk has that text and
+`written` once the engine has stored its memory. A hash shared by two documents is one row, so one memory;
+the engine writes where wanted and not written, and drops where written and no longer wanted.
+Every verb that changes chunks keeps those rows in step inside the same transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from sqlite_utils import Database
+
+from ingest.errors import CatalogError
+from ingest.paths import data_dir
+
+if TYPE_CHECKING:
+    from ingest.chunker import Chunk
+
+DocStatus = Literal["pending", "ok", "failed"]
+
+
+@dataclass(frozen=True)
+class Folder:
+    id: int
+    path: Path
+    added_at: float
+
+
+@dataclass(frozen=True)
+class Document:
+    id: int
+    folder_id: int
+    rel_path: str
+    size: int
+    mtime_ns: int
+    sha256: str | None  # None until the file's bytes were read once
+    status: DocStatus
+    error: str | None
+
+
+@dataclass(frozen=True)
+class MemoryWork:
+    hash: str
+    action: Literal["write", "drop"]
+    text: str | None  # the chunk text to encode, for writes
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a chunk's text comes from, for citations."""
+
+    path: Path
+    line_start: int
+    line_end: int
+    page: int | None
+
+
+def _v1(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE folders (
+            id INTEGER PRIMARY KEY,
+            path TEXT NOT NULL UNIQUE,
+            added_at REAL NOT NULL
+        );
+        CREATE TABLE documents (
+            id INTEGER PRIMARY KEY,
+            folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+            rel_path TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            sha256 TEXT,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'ok', 'failed')),
+            error TEXT,
+            updated_at REAL NOT NULL,
+            parsed_at REAL,
+            UNIQUE (folder_id, rel_path)
+        );
+        CREATE INDEX documents_sha256 ON documents(sha256);
+        CREATE TABLE chunks (
+            id INTEGER PRIMARY KEY,
+            document_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+            ord INTEGER NOT NULL,
+            hash TEXT NOT NULL,
+            char_start INTEGER NOT NULL,
+            char_end INTEGER NOT NULL,
+            line_start INTEGER NOT NULL,
+            line_end INTEGER NOT NULL,
+            page INTEGER,
+            text TEXT NOT NULL,
+            UNIQUE (document_id, ord)
+        );
+        CREATE INDEX chunks_hash ON chunks(hash);
+        CREATE TABLE memory_work (
+            hash TEXT PRIMARY KEY,
+            wanted INTEGER NOT NULL,
+            written INTEGER NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX memory_work_pending ON memory_work(written) WHERE wanted != written;
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY,
+            document_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+            kind TEXT NOT NULL,
+            gen INTEGER NOT NULL DEFAULT 1,
+            lease_pid INTEGER,
+            lease_until REAL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            enqueued_at REAL NOT NULL,
+            UNIQUE (document_id, kind)
+        );
+        CREATE INDEX jobs_free ON jobs(id) WHERE lease_until IS NULL;
+        """
+    )
+
+
+def _v2(db: Database) -> None:
+    """Chats and their messages; an answer's citations are kept as JSON beside it."""
+    db.executescript(
+        """
+        CREATE TABLE chats (
+            id INTEGER PRIMARY KEY,
+            title TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            chat_id INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
+            role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+            text TEXT NOT NULL,
+            mode TEXT,
+            citations TEXT NOT NULL DEFAULT '[]',
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX messages_chat ON messages(chat_id, id);
+        """
+    )
+
+
+# The schema's history, oldest first: version N is reached by applying the first N steps. Append only.
+MIGRATIONS: tuple[Callable[[Database], None], ...] = (_v1, _v2)
+
+
+def migrate(db: Database, migrations: Sequence[Callable[[Database], None]] = MIGRATIONS) -> int:
+    """Bring the file to the newest version, one transaction per step, so a crash leaves a valid version."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(migrations):
+        raise CatalogError(
+            f"The catalog was written by a newer memory3 (schema {version}, this one knows "
+            f"{len(migrations)}); upgrade memory3 to use it."
+        )
+    for number, step in enumerate(migrations[version:], start=version + 1):
+        db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            step(db)
+            db.conn.execute(f"PRAGMA user_version = {number}")
+        except BaseException:
+            db.conn.execute("ROLLBACK")
+            raise
+        db.conn.execute("COMMIT")
+    return len(migrations)
+
+
+def _placeholders(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class Catalog:
+    """One connection to the catalog file. Safe to share between threads (a lock serialises use); a second
+    process may open the same file, WAL lets its reads run beside our writes."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = path or data_dir() / "catalog.db"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+        try:
+            self.db = Database(conn)
+            self.db.enable_wal()
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self.db.execute("PRAGMA synchronous = NORMAL")  # in WAL: durable against crashes, not power loss
+            migrate(self.db)
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise CatalogError(f"The catalog {self.path} cannot be opened ({exc}).") from exc
+            raise
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """One write transaction; nested calls join the outer one. IMMEDIATE takes the write lock up front,
+        so two processes never deadlock upgrading a read lock."""
+        with self._lock:
+            if self.db.conn.in_transaction:
+                yield
+                return
+            self.db.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.db.conn.execute("ROLLBACK")
+                raise
+            self.db.conn.execute("COMMIT")
+
+    def _rows(self, sql: str, params: Sequence = ()) -> list[dict]:
+        with self._lock:
+            return list(self.db.query(sql, params))
+
+    def _one(self, sql: str, params: Sequence = ()) -> int:
+        with self._lock:
+            return self.db.execute(sql, params).fetchone()[0]
+
+    # Folders
+
+    def add_folder(self, path: Path) -> Folder:
+        now = time.time()
+        with self.atomic():
+            cur = self.db.execute("INSERT INTO folders (path, added_at) VALUES (?, ?)", (str(path), now))
+        return Folder(cur.lastrowid, path, now)
+
+    def folders(self) -> list[Folder]:
+        rows = self._rows("SELECT id, path, added_at FROM folders ORDER BY path")
+        return [Folder(r["id"], Path(r["path"]), r["added_at"]) for r in rows]
+
+    def remove_folder(self, folder_id: int) -> None:
+        """Forget the folder, its documents and chunks; memories no other document uses become drops."""
+        with self.atomic():
+            ids = [r["id"] for r in self._rows("SELECT id FROM documents WHERE folder_id = ?", (folder_id,))]
+            self.delete_documents(ids)
+            self.db.execute("DELETE FROM folders WHERE id = ?", (folder_id,))
+
+    # Documents
+
+    def documents(self, folder_id: int, under: str = "") -> dict[str, Document]:
+        """Documents of a folder by relative path; `under` narrows to one file or one subfolder."""
+        sql = "SELECT * FROM documents WHERE folder_id = ?"
+        params: tuple = (folder_id,)
+        if under:
+            # '/' < '0' in code points: the range holds exactly the paths below `under/`.
+            sql += " AND (rel_path = ? OR (rel_path > ? AND rel_path < ?))"
+            params += (under, under + "/", under + "0")
+        return {r["rel_path"]: _document(r) for r in self._rows(sql, params)}
+
+    def document(self, doc_id: int) -> Document | None:
+        rows = self._rows("SELECT * FROM documents WHERE id = ?", (doc_id,))
+        return _document(rows[0]) if rows else None
+
+    def document_path(self, doc: Document) -> Path:
+        folder = self._rows("SELECT path FROM folders WHERE id = ?", (doc.folder_id,))[0]
+        return Path(folder["path"]) / doc.rel_path
+
+    def insert_document(
+        self,
+        folder_id: int,
+        rel_path: str,
+        size: int,
+        mtime_ns: int,
+        sha256: str | None,
+        status: DocStatus = "pending",
+        error: str | None = None,
+    ) -> int:
+        with self.atomic():
+            cur = self.db.execute(
+                "INSERT INTO documents (folder_id, rel_path, size, mtime_ns, sha256, status, error,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (folder_id, rel_path, size, mtime_ns, sha256, status, error, time.time()),
+            )
+        return cur.lastrowid
+
+    _UPDATABLE = frozenset(
+        {"folder_id", "rel_path", "size", "mtime_ns", "sha256", "status", "error", "parsed_at"}
+    )
+
+    def update_document(self, doc_id: int, **fields: object) -> None:
+        unknown = set(fields) - self._UPDATABLE
+        if unknown:
+            raise ValueError(f"not document fields: {sorted(unknown)}")
+        fields["updated_at"] = time.time()
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        with self.atomic():
+            self.db.execute(f"UPDATE documents SET {assignments} WHERE id = ?", (*fields.values(), doc_id))
+
+    def delete_documents(self, doc_ids: Iterable[int]) -> None:
+        """Remove documents with their chunks and jobs; their memories become drops unless still used."""
+        ids = list(doc_ids)
+        with self.atomic():
+            for start in range(0, len(ids), 500):
+                part = ids[start : start + 500]
+                marks = _placeholders(len(part))
+                hashes = [
+                    r["hash"]
+                    for r in self._rows(
+                        f"SELECT DISTINCT hash FROM chunks WHERE document_id IN ({marks})", part
+                    )
+                ]
+                self.db.execute(f"DELETE FROM documents WHERE id IN ({marks})", part)
+                self._release(hashes)
+
+    # Chunks and the memory work that follows them
+
+    def replace_chunks(self, doc_id: int, chunks: Sequence[Chunk]) -> None:
+        """Make `chunks` the document's chunks. Unchanged texts keep their hash, so their memory stays;
+        new hashes become writes and hashes no document uses any more become drops."""
+        with self.atomic():
+            old = [
+                r["hash"]
+                for r in self._rows("SELECT DISTINCT hash FROM chunks WHERE document_id = ?", (doc_id,))
+            ]
+            self.db.execute("DELETE FROM chunks WHERE document_id = ?", (doc_id,))
+            self.db.conn.executemany(
+                "INSERT INTO chunks (document_id, ord, hash, char_start, char_end, line_start, line_end,"
+                " page, text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (doc_id, i, c.hash, c.start, c.end, c.line_start, c.line_end, c.page, c.text)
+                    for i, c in enumerate(chunks)
+                ],
+            )
+            now = time.time()
+            self.db.conn.executemany(
+                "INSERT INTO memory_work (hash, wanted, written, updated_at) VALUES (?, 1, 0, ?) ON CONFLICT"
+                " (hash) DO UPDATE SET wanted = 1, updated_at = excluded.updated_at WHERE wanted = 0",
+                [(h, now) for h in {c.hash for c in chunks}],
+            )
+            self._release(old)
+
+    def _release(self, hashes: Iterable[str]) -> None:
+        """Mark hashes no chunk uses any more as unwanted; forget those whose memory was never written."""
+        now = time.time()
+        unused = "NOT EXISTS (SELECT 1 FROM chunks WHERE chunks.hash = memory_work.hash)"
+        hashes = list(hashes)
+        self.db.conn.executemany(
+            f"DELETE FROM memory_work WHERE hash = ? AND written = 0 AND {unused}", [(h,) for h in hashes]
+        )
+        self.db.conn.executemany(
+            f"UPDATE memory_work SET wanted = 0, updated_at = ? WHERE hash = ? AND wanted = 1 AND {unused}",
+            [(now, h) for h in hashes],
+        )
+
+    def chunk_hashes(self, doc_id: int) -> list[str]:
+        return [
+            r["hash"]
+            for r in self._rows("SELECT hash FROM chunks WHERE document_id = ? ORDER BY ord", (doc_id,))
+        ]
+
+    def sources(self, chunk_hash: str) -> list[Source]:
+        rows = self._rows(
+            "SELECT f.path, d.rel_path, c.line_start, c.line_end, c.page FROM chunks c"
+            " JOIN documents d ON d.id = c.document_id JOIN folders f ON f.id = d.folder_id"
+            " WHERE c.hash = ? ORDER BY f.path, d.rel_path, c.ord",
+            (chunk_hash,),
+        )
+        return [
+            Source(Path(r["path"]) / r["rel_path"], r["line_start"], r["line_end"], r["page"]) for r in rows
+        ]
+
+    def pending_memory_work(self, limit: int | None = None) -> list[MemoryWork]:
+        """Memories to drop (first: they free room) and to write, oldest first."""
+        rows = self._rows(
+            "SELECT m.hash, m.wanted, (SELECT text FROM chunks c WHERE c.hash = m.hash LIMIT 1) AS text"
+            " FROM memory_work m WHERE m.wanted != m.written ORDER BY m.wanted, m.updated_at, m.hash LIMIT ?",
+            (-1 if limit is None else limit,),
+        )
+        return [MemoryWork(r["hash"], "write" if r["wanted"] else "drop", r["text"]) for r in rows]
+
+    def complete_memory_work(self, written: Iterable[str] = (), dropped: Iterable[str] = ()) -> None:
+        """Record what the engine stored or removed. Safe against races: a memory written after its chunks
+        went away becomes a drop; one dropped after its text came back becomes a write again."""
+        now = time.time()
+        with self.atomic():
+            self.db.conn.executemany(
+                "INSERT INTO memory_work (hash, wanted, written, updated_at) VALUES (?, 0, 1, ?)"
+                " ON CONFLICT (hash) DO UPDATE SET written = 1, updated_at = excluded.updated_at",
+                [(h, now) for h in written],
+            )
+            dropped = list(dropped)
+            self.db.conn.executemany(
+                "UPDATE memory_work SET written = 0, updated_at = ? WHERE hash = ?",
+                [(now, h) for h in dropped],
+            )
+            self.db.conn.executemany(
+                "DELETE FROM memory_work WHERE hash = ? AND wanted = 0 AND written = 0",
+                [(h,) for h in dropped],
+            )
+
+    def chunk_texts(self, hashes: Iterable[str]) -> dict[str, str]:
+        """The text of each chunk hash still in the catalog."""
+        hashes = list(dict.fromkeys(hashes))
+        found: dict[str, str] = {}
+        for a in range(0, len(hashes), 500):
+            part = hashes[a : a + 500]
+            found.update(
+                (r["hash"], r["text"])
+                for r in self._rows(
+                    f"SELECT hash, text FROM chunks WHERE hash IN ({_placeholders(len(part))})", part
+                )
+            )
+        return found
+
+    # Chats
+
+    def new_chat(self, title: str) -> int:
+        with self.atomic():
+            return self.db.execute(
+                "INSERT INTO chats (title, created_at) VALUES (?, ?)", (title, time.time())
+            ).lastrowid
+
+    def add_message(
+        self, chat_id: int, role: str, text: str, mode: str | None = None, citations: str = "[]"
+    ) -> int:
+        """Append a message; `citations` is the answer's citation list as JSON."""
+        with self.atomic():
+            return self.db.execute(
+                "INSERT INTO messages (chat_id, role, text, mode, citations, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (chat_id, role, text, mode, citations, time.time()),
+            ).lastrowid
+
+    def chats(self) -> list[dict]:
+        return self._rows("SELECT id, title, created_at FROM chats ORDER BY id")
+
+    def messages(self, chat_id: int) -> list[dict]:
+        return self._rows(
+            "SELECT id, role, text, mode, citations, created_at FROM messages WHERE chat_id = ? ORDER BY id",
+            (chat_id,),
+        )
+
+    # Status
+
+    def counts(self) -> dict[str, int]:
+        """Documents by status, chunks, and memory work left: what the UI shows as progress."""
+        with self._lock:
+            by_status = dict(
+                self.db.execute("SELECT status, COUNT(*) FROM documents GROUP BY status").fetchall()
+            )
+            work = dict(
+                self.db.execute(
+                    "SELECT wanted, COUNT(*) FROM memory_work WHERE wanted != written GROUP BY wanted"
+                ).fetchall()
+            )
+            return {
+                "folders": self._one("SELECT COUNT(*) FROM folders"),
+                "documents": sum(by_status.values()),
+                "ok": by_status.get("ok", 0),
+                "pending": by_status.get("pending", 0),
+                "failed": by_status.get("failed", 0),
+                "chunks": self._one("SELECT COUNT(*) FROM chunks"),
+                "jobs": self._one("SELECT COUNT(*) FROM jobs"),
+                "memories_to_write": work.get(1, 0),
+                "memories_to_drop": work.get(0, 0),
+            }
+
+    def failures(self) -> list[tuple[Path, str]]:
+        rows = self._rows(
+            "SELECT f.path, d.rel_path, d.error FROM documents d JOIN folders f ON f.id = d.folder_id"
+            " WHERE d.status = 'failed' ORDER BY f.path, d.rel_path"
+        )
+        return [(Path(r["path"]) / r["rel_path"], r["error"]) for r in rows]
+
+
+def _document(r: dict) -> Document:
+    return Document(
+        r["id"], r["folder_id"], r["rel_path"], r["size"], r["mtime_ns"], r["sha256"], r["status"], r["error"]
+    )

@@ -1,0 +1,150 @@
+"""The ingester: scan, follow the watcher, and turn queued documents into chunks, one transaction each.
+
+No model here: the caller passes the tokenizer's count, so chunks are cut in the model's own tokens.
+A document's new chunks, the memory work they cause and the completion of its job are committed
+together, so a kill -9 anywhere either keeps all of it or none of it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingest.catalog import Catalog, Folder
+from ingest.chunker import chunk_text
+from ingest.config import IngestConfig
+from ingest.errors import ParseError
+from ingest.parsers import parse
+from ingest.queue import Job, JobQueue
+from ingest.scan import Reconciler, ScanReport, describe, sha256_file
+from ingest.watcher import Batch, Watcher
+
+PROGRESS_EVERY_S = 0.25  # counting rows for every file would cost more than parsing small files
+
+
+@dataclass(frozen=True)
+class Progress:
+    files_seen: int  # documents in the catalog
+    files_parsed: int
+    files_failed: int
+    files_pending: int  # waiting to be (re)parsed
+    chunks: int
+    chunks_pending: int  # chunks whose memory is still to be written
+    current: Path | None = None  # the file just handled
+
+
+@dataclass(frozen=True)
+class Status:
+    folders: list[Folder]
+    progress: Progress
+    memories_to_drop: int
+    failures: list[tuple[Path, str]]  # (file, readable reason)
+
+
+class Ingester:
+    def __init__(self, catalog: Catalog, count_tokens: Callable[[str], int],
+                 config: IngestConfig | None = None, on_progress: Callable[[Progress], None] | None = None):
+        self.catalog = catalog
+        self.count_tokens = count_tokens
+        self.config = config or IngestConfig.load()
+        self.on_progress = on_progress
+        self.queue = JobQueue(catalog, self.config.lease_s)
+        self.reconciler = Reconciler(catalog, self.queue, self.config)
+        self.queue.reclaim()  # jobs of a process that died mid-way run again
+        self._emitted_at = 0.0
+
+    def scan(self, folders: list[Folder] | None = None) -> ScanReport:
+        """Reconcile the watched folders (all by default) with the disk; parsing is left to
+        `process_pending`."""
+        report = self.reconciler.scan(folders)
+        self._emit(force=True)
+        return report
+
+    def apply(self, batch: Batch) -> ScanReport:
+        """Reconcile what a watcher batch touched."""
+        report = self.reconciler.reconcile_paths(batch.paths, batch.moves)
+        self._emit(force=True)
+        return report
+
+    def watcher(self) -> Watcher:
+        roots = [f.path for f in self.catalog.folders()]
+        return Watcher(roots, self.config.quiet_s, self.config.max_latency_s)
+
+    def process_pending(self, limit: int | None = None, stop: threading.Event | None = None) -> int:
+        """Parse and chunk queued documents until none is left (or `limit`, or `stop`); returns how many."""
+        done = 0
+        while (limit is None or done < limit) and not (stop and stop.is_set()):
+            job = self.queue.claim()
+            if job is None:
+                break
+            try:
+                self._process(job)
+            except BaseException:
+                self.queue.release(job)
+                raise
+            done += 1
+        if done:
+            self._emit(force=True)
+        return done
+
+    def run(self, stop: threading.Event) -> None:
+        """Keep the catalog in step with the folders until `stop` is set: watch, scan, then parse while
+        following the watcher. A folder added or removed meanwhile restarts the watch."""
+        while not stop.is_set():
+            folders = self.catalog.folders()
+            with self.watcher() as watcher:  # started before the scan, so no change falls in between
+                self.scan()
+                while not stop.is_set() and self.catalog.folders() == folders:
+                    busy = self.process_pending(limit=16, stop=stop) > 0
+                    if (batch := watcher.next_batch(timeout=0 if busy else 0.5)) is not None:
+                        self.apply(batch)
+
+    def status(self) -> Status:
+        counts = self.catalog.counts()
+        return Status(self.catalog.folders(), self._progress(counts), counts["memories_to_drop"],
+                      self.catalog.failures())
+
+    def _process(self, job: Job) -> None:
+        doc = self.catalog.document(job.document_id)
+        if doc is None:
+            return  # deleted since it was queued (its job went with it)
+        path = self.catalog.document_path(doc)
+        error: str | None = None
+        try:
+            st = os.stat(path)  # before reading: a change during the read leaves a newer mtime than ours
+            sha = sha256_file(path)
+            chunks = chunk_text(parse(path), self.count_tokens, self.config.max_chunk_tokens)
+            for chunk in chunks:
+                chunk.text.encode()  # SQLite keeps UTF-8: a lone surrogate would fail the transaction below
+        except ParseError as exc:
+            error, chunks = str(exc), []
+        except OSError as exc:
+            error, chunks = describe(exc), []
+        except UnicodeEncodeError:
+            error, chunks = "the text holds characters that are not valid Unicode", []
+        except Exception as exc:  # a tokenizer or chunker failing on this one text: the others go on
+            error, chunks = f"could not chunk the text ({type(exc).__name__}: {exc})", []
+        with self.catalog.atomic():
+            if self.catalog.document(doc.id) is not None:
+                self.catalog.replace_chunks(doc.id, chunks)
+                if error is None:
+                    self.catalog.update_document(doc.id, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha,
+                                                 status="ok", error=None, parsed_at=time.time())
+                else:
+                    self.catalog.update_document(doc.id, status="failed", error=error, parsed_at=time.time())
+            self.queue.complete(job)
+        self._emit(current=path)
+
+    def _progress(self, counts: dict[str, int], current: Path | None = None) -> Progress:
+        return Progress(counts["documents"], counts["ok"], counts["failed"], counts["pending"],
+                        counts["chunks"], counts["memories_to_write"], current)
+
+    def _emit(self, current: Path | None = None, force: bool = False) -> None:
+        if self.on_progress is None or not (force or time.monotonic() - self._emitted_at >= PROGRESS_EVERY_S):
+            return
+        self._emitted_at = time.monotonic()
+        self.on_progress(self._progress(self.catalog.counts(), current))

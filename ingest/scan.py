@@ -1,0 +1,268 @@
+"""The reconciling scan: make the catalog match the disk, whatever happened while nobody was watching.
+
+A file whose size and mtime match its document is taken as unchanged without reading it. Otherwise its
+content hash decides: same hash, only the stat is updated; new hash, the document is queued for parsing.
+A document whose file vanished while a new file with the same bytes appeared is a move: the document
+keeps its id, chunks and memories. Everything else that vanished is deleted. Reading and hashing happen
+outside the write transaction; the catalog changes of one reconcile are one transaction.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ingest.catalog import Catalog, Document, Folder
+from ingest.config import IngestConfig
+from ingest.ignore import IGNORE_FILE, IgnoreRules
+from ingest.queue import JobQueue
+
+_REASONS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ENOENT: "the file vanished while it was being read",
+    errno.ELOOP: "symbolic link loop",
+    errno.EIO: "input/output error (a failing disk or network share?)",
+}
+
+
+def describe(exc: OSError) -> str:
+    """A readable reason for a failed file operation, for the document's status line."""
+    return _REASONS.get(exc.errno, exc.strerror or str(exc))
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+@dataclass(frozen=True)
+class Found:
+    """A document file on disk, or one that is there but cannot be read (`error`)."""
+
+    rel: str
+    size: int
+    mtime_ns: int
+    error: str | None = None
+
+
+@dataclass
+class ScanReport:
+    new: int = 0
+    changed: int = 0
+    moved: int = 0
+    deleted: int = 0
+    failed: int = 0
+    missing: list[Path] = field(default_factory=list)  # watched folders not there (an unplugged drive?): kept
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)  # subfolders that could not be listed
+
+
+def probe(rules: IgnoreRules, rel: str) -> Found | None:
+    """The document at `rel`, or None if there is no file there or it is not a document."""
+    try:
+        st = os.stat(rules.root / rel)  # follows a link to a file; a link to a folder is not followed
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and rules.accepts_file(rel, 0):
+            return Found(rel, 0, 0, describe(exc))
+        return None  # gone, or a dangling link
+    if stat.S_ISREG(st.st_mode) and rules.accepts_file(rel, st.st_size):
+        return Found(rel, st.st_size, st.st_mtime_ns)
+    return None
+
+
+def walk(rules: IgnoreRules, under: str, report: ScanReport) -> list[Found]:
+    """Every document below `under` (a relative folder, "" for the root). Links to folders are not followed,
+    so a link loop cannot trap the walk."""
+    found: list[Found] = []
+    stack = [under]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            with os.scandir(rules.root / rel_dir) as entries:
+                names = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+        except OSError as exc:
+            report.unreadable.append((rules.root / rel_dir, describe(exc)))
+            continue
+        for name, is_dir in names:
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            if is_dir:
+                if not rules.skips_dir(rel):
+                    stack.append(rel)
+            elif (doc := probe(rules, rel)) is not None:
+                found.append(doc)
+    return found
+
+
+class Reconciler:
+    def __init__(self, catalog: Catalog, queue: JobQueue, config: IngestConfig):
+        self.catalog = catalog
+        self.queue = queue
+        self.config = config
+        self._rules: dict[int, IgnoreRules] = {}
+
+    def rules(self, folder: Folder) -> IgnoreRules:
+        if folder.id not in self._rules:
+            self._rules[folder.id] = IgnoreRules(folder.path, self.config.max_file_bytes)
+        return self._rules[folder.id]
+
+    def scan(self, folders: Iterable[Folder] | None = None) -> ScanReport:
+        """Reconcile whole folders (all watched ones by default)."""
+        report = ScanReport()
+        items = []
+        for folder in self.catalog.folders() if folders is None else folders:
+            if not folder.path.is_dir():
+                report.missing.append(folder.path)
+                continue
+            self._rules.pop(folder.id, None)  # re-read every .m3ignore
+            items.append((folder, walk(self.rules(folder), "", report), self.catalog.documents(folder.id)))
+        self._reconcile(items, report)
+        return report
+
+    def reconcile_paths(self, paths: Iterable[Path], moves: Iterable[tuple[Path, Path]] = ()) -> ScanReport:
+        """Reconcile just the files and folders at `paths`, after following `moves` (src, dst) in order:
+        what the watcher saw. A path that is a folder is walked; one that is gone deletes what was there."""
+        report = ScanReport()
+        folders = self.catalog.folders()
+        for src, dst in moves:
+            report.moved += self._move(folders, src, dst)
+        by_folder: dict[int, tuple[Folder, list[str]]] = {}
+        for path in paths:
+            if (where := _locate(folders, path)) is not None:
+                folder, rel = where
+                parent, _, name = rel.rpartition("/")
+                if name == IGNORE_FILE:  # new rules for everything below: forget the old ones, walk it all
+                    self.rules(folder).forget(parent)
+                    rel = parent
+                by_folder.setdefault(folder.id, (folder, []))[1].append(rel)
+        items = []
+        for folder, rels in by_folder.values():
+            if not folder.path.is_dir():
+                report.missing.append(folder.path)
+                continue
+            rules = self.rules(folder)
+            found: list[Found] = []
+            scope: dict[str, Document] = {}
+            for rel in _outermost(rels):
+                path = folder.path / rel
+                if path.is_dir() and not path.is_symlink():
+                    found += [] if rules.skips_dir(rel) else walk(rules, rel, report)
+                elif (doc := probe(rules, rel)) is not None:
+                    found.append(doc)
+                scope.update(self.catalog.documents(folder.id, under=rel))
+            items.append((folder, found, scope))
+        self._reconcile(items, report)
+        return report
+
+    def _move(self, folders: list[Folder], src: Path, dst: Path) -> int:
+        """Follow a file or folder rename: its documents keep their ids, chunks and memories. What ends
+        up wrong (a move onto an ignored name, a file changed on the way) is fixed by the reconcile."""
+        here, there = _locate(folders, src), _locate(folders, dst)
+        if here is None or there is None:
+            return 0  # into or out of the watched folders: a create or a delete, seen by the reconcile
+        (src_folder, src_rel), (dst_folder, dst_rel) = here, there
+        docs = self.catalog.documents(src_folder.id, under=src_rel)
+        with self.catalog.atomic():
+            for rel, doc in docs.items():
+                new_rel = dst_rel + rel[len(src_rel):]
+                replaced = self.catalog.documents(dst_folder.id, under=new_rel).get(new_rel)
+                if replaced is not None:
+                    self.catalog.delete_documents([replaced.id])
+                self.catalog.update_document(doc.id, folder_id=dst_folder.id, rel_path=new_rel)
+        return len(docs)
+
+    def _reconcile(self, items: list[tuple[Folder, list[Found], dict[str, Document]]],
+                   report: ScanReport) -> None:
+        """Apply what the disk says (`found`) to the documents that were in the same place (`scope`)."""
+        new: list[tuple[Folder, Found]] = []
+        changed: list[tuple[Folder, Document, Found]] = []
+        vanished: dict[int, Document] = {}
+        for folder, found, scope in items:
+            on_disk = {f.rel for f in found}
+            vanished.update((doc.id, doc) for rel, doc in scope.items() if rel not in on_disk)
+            for f in found:
+                doc = scope.get(f.rel)
+                if doc is None:
+                    new.append((folder, f))
+                elif _differs(doc, f):
+                    changed.append((folder, doc, f))
+        # Hash outside the transaction; a new file only when it may be a vanished document moved there.
+        moved_from = {(d.size, d.sha256): d for d in vanished.values() if d.sha256}
+        sizes = {size for size, _ in moved_from}
+        new_read = [_read(folder, f) if f.size in sizes else (f, None) for folder, f in new]
+        changed_read = [_read(folder, f) for folder, _, f in changed]
+        with self.catalog.atomic():
+            for (folder, _), (f, sha) in zip(new, new_read, strict=True):
+                if f is None:
+                    continue  # gone before it could be read
+                if (doc := moved_from.pop((f.size, sha), None)) is not None:
+                    del vanished[doc.id]
+                    self.catalog.update_document(doc.id, folder_id=folder.id, rel_path=f.rel,
+                                                 mtime_ns=f.mtime_ns)
+                    report.moved += 1
+                    continue
+                doc_id = self.catalog.insert_document(folder.id, f.rel, f.size, f.mtime_ns, sha,
+                                                      "failed" if f.error else "pending", f.error)
+                report.new += 1
+                if f.error:
+                    report.failed += 1
+                else:
+                    self.queue.enqueue(doc_id)
+            for (_, doc, _), (f, sha) in zip(changed, changed_read, strict=True):
+                if f is None:
+                    vanished[doc.id] = doc
+                elif f.error:
+                    self.catalog.replace_chunks(doc.id, [])
+                    self.catalog.update_document(doc.id, status="failed", error=f.error)
+                    report.failed += 1
+                elif sha == doc.sha256 and doc.status != "failed":
+                    self.catalog.update_document(doc.id, size=f.size, mtime_ns=f.mtime_ns)  # touched only
+                else:  # new content, or a failed document touched: parse it (again)
+                    self.catalog.update_document(doc.id, size=f.size, mtime_ns=f.mtime_ns, sha256=sha,
+                                                 status="pending", error=None)
+                    self.queue.enqueue(doc.id)
+                    report.changed += 1
+            self.catalog.delete_documents(vanished)
+            report.deleted += len(vanished)
+
+
+def _differs(doc: Document, f: Found) -> bool:
+    if f.error:
+        return doc.status != "failed" or doc.error != f.error
+    return (doc.size, doc.mtime_ns) != (f.size, f.mtime_ns)
+
+
+def _read(folder: Folder, f: Found) -> tuple[Found | None, str | None]:
+    """Hash a file: (f, sha256); (f with a reason, None) if it cannot be read; (None, None) if it is gone."""
+    if f.error:
+        return f, None
+    try:
+        return f, sha256_file(folder.path / f.rel)
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return Found(f.rel, f.size, f.mtime_ns, describe(exc)), None
+
+
+def _locate(folders: list[Folder], path: Path) -> tuple[Folder, str] | None:
+    """The watched folder holding `path`, and the path relative to it ("" for the folder itself)."""
+    for folder in folders:
+        if path == folder.path:
+            return folder, ""
+        if path.is_relative_to(folder.path):
+            return folder, path.relative_to(folder.path).as_posix()
+    return None
+
+
+def _outermost(rels: list[str]) -> list[str]:
+    """Drop paths inside another of the paths: reconciling a folder covers everything below it. Sorting by
+    parts puts every path right after its ancestors, so comparing with the last kept path is enough."""
+    kept: list[str] = []
+    for rel in sorted(set(rels), key=lambda r: r.split("/")):
+        if not kept or not (kept[-1] == "" or rel.startswith(kept[-1] + "/")):
+            kept.append(rel)
+    return kept

@@ -1,0 +1,82 @@
+"""The assistant end to end on a real folder: ingest, ask, edit, delete — in memory and RAG modes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from engine import Engine
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "sample"
+VAULT = (
+    "# Security notes\n\nThe kitchen door sticks in winter.\n\n"
+    "The access code for the blue vault is {code}.\n"
+)
+QUESTION = "What is the access code for the blue vault?"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("docs")
+    shutil.copytree(ASSETS, root / "sample")
+    (root / "vault.md").write_text(VAULT.format(code="7391-QX"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def engine(rt, folder) -> Engine:
+    engine = Engine(runtime=rt)
+    engine.add_folder(folder)
+    engine.scan()
+    assert engine.sync_memories() > 0
+    return engine
+
+
+def ask(engine: Engine, mode: str):
+    answer = engine.ask(QUESTION, mode)
+    streamed = "".join(answer)
+    assert streamed.strip() == answer.text
+    return answer
+
+
+@pytest.mark.parametrize("mode", ["memory", "rag"])
+def test_answer_and_top_citation_come_from_the_file(engine, folder, mode):
+    answer = ask(engine, mode)
+    assert "7391" in answer.text
+    top = answer.citations[0]
+    assert Path(top.path) == folder / "vault.md"
+    assert top.line_start <= 5 <= top.line_end  # the fact is on line 5
+    assert "7391-QX" in top.text
+    assert sum(c.share for c in answer.citations) == pytest.approx(1.0)
+
+
+def test_without_documents_the_model_does_not_know(engine):
+    answer = ask(engine, "none")
+    assert "7391" not in answer.text and answer.citations == []
+
+
+def test_chat_is_saved_with_its_citations(engine):
+    answer = ask(engine, "memory")
+    messages = engine.catalog.messages(answer.chat_id)
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert messages[1]["text"] == answer.text
+    assert json.loads(messages[1]["citations"])[0]["path"] == answer.citations[0].path
+
+
+def test_an_edit_changes_the_answer_and_a_deletion_removes_the_source(engine, folder):
+    (folder / "vault.md").write_text(VAULT.format(code="4420-ZK"))
+    engine.scan()
+    engine.sync_memories()
+    for mode in ("memory", "rag"):
+        answer = ask(engine, mode)
+        assert "4420" in answer.text and "7391" not in answer.text, mode
+        assert Path(answer.citations[0].path) == folder / "vault.md"
+    (folder / "vault.md").unlink()
+    engine.scan()
+    engine.sync_memories()
+    answer = ask(engine, "memory")
+    assert all(Path(c.path) != folder / "vault.md" for c in answer.citations)
+    assert "4420" not in answer.text

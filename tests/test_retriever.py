@@ -1,0 +1,301 @@
+"""Hybrid retrieval on the real embedder, real SQLite FTS5 and real hnswlib, including damage and repair."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.embedder import Embedder
+from engine.errors import RetrievalError
+from engine.retriever import Retriever, fts_query, fuse, query_pieces, tokens
+from engine.vector_index import IndexDamagedError, IndexMismatchError, VectorIndex
+
+CORPUS = {
+    "cat": "The cat slept all afternoon on the warm windowsill.",
+    "revenue": "Quarterly revenue grew by twelve percent thanks to strong sales in Europe.",
+    "dentist": "My dentist appointment was moved to Thursday morning at nine.",
+    "volcano": "The volcano erupted, covering the village in a thick layer of ash.",
+    "recipe": "Whisk the eggs with sugar, then fold in the flour and bake for forty minutes.",
+    "python": "Python lists are mutable sequences; tuples cannot be changed after creation.",
+    "football": "The striker scored twice in the final minutes to win the championship.",
+    "piano": "She practised the piano sonata every evening before the recital.",
+}
+QUERIES = {
+    "cat": "Where did the kitten nap?",
+    "volcano": "eruption buried the town under ash",
+    "recipe": "how long does the cake bake",
+    "football": "who won the soccer final",
+}
+HOSTILE = [
+    'he said "hello',
+    "*",
+    "-",
+    "AND",
+    "cat AND",
+    "(volcano OR",
+    "NOT NEAR(a b, 3)",
+    "col:value ^start",
+    '"""',
+    "a + b - c * d / e",
+    "",
+    "   ",
+    "\x00\x01",
+    "émoji 🐍 👍🏽",
+]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return Embedder.load()
+
+
+def items(names: Sequence[str] = tuple(CORPUS)) -> list[tuple[str, str]]:
+    return [(name, CORPUS[name]) for name in names]
+
+
+@pytest.fixture
+def folder(tmp_path: Path, embedder: Embedder) -> Path:
+    """A retrieval folder holding the corpus, saved and closed."""
+    with Retriever(tmp_path / "retrieval", embedder) as r:
+        r.add(items())
+    return tmp_path / "retrieval"
+
+
+def assert_finds_corpus(r: Retriever) -> None:
+    for name, query in QUERIES.items():
+        assert r.search(query, k=3)[0].hash == name, query
+
+
+def test_add_search_delete(tmp_path: Path, embedder: Embedder) -> None:
+    with Retriever(tmp_path, embedder) as r:
+        assert r.search("anything") == []
+        assert r.add(items()) == len(CORPUS)
+        assert r.add([("cat", "ignored: same hash"), ("cat", "twice in one call")]) == 0
+        assert len(r) == len(r.index) == len(CORPUS)
+        assert_finds_corpus(r)
+        hits = r.search(QUERIES["cat"], k=len(CORPUS))
+        assert len(hits) == len(CORPUS) and len({h.hash for h in hits}) == len(CORPUS)
+        assert hits == sorted(hits, key=lambda h: -h.score)
+
+        assert r.delete(["cat", "volcano", "no-such-hash"]) == 2
+        assert len(r) == len(r.index) == len(CORPUS) - 2
+        for query in (QUERIES["cat"], CORPUS["cat"], QUERIES["volcano"], "volcano ash cat windowsill"):
+            assert {"cat", "volcano"}.isdisjoint(h.hash for h in r.search(query, k=10))
+        assert r.search(QUERIES["recipe"])[0].hash == "recipe"
+
+        assert r.add(items(["cat"])) == 1  # back under a fresh id
+        assert r.search(QUERIES["cat"])[0].hash == "cat"
+        assert r.check() == []
+
+
+def test_persists_across_reopen_without_rebuilding(
+    folder: Path, embedder: Embedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING), Retriever(folder, embedder) as r:
+        assert len(r) == len(CORPUS)
+        assert_finds_corpus(r)
+        r.delete(["piano"])
+    with caplog.at_level(logging.WARNING), Retriever(folder, embedder) as r:
+        assert len(r) == len(r.index) == len(CORPUS) - 1
+        assert "piano" not in {h.hash for h in r.search(CORPUS["piano"], k=10)}
+        assert r.check() == []
+    assert not caplog.records
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _random_bytes(path: Path) -> None:
+    path.write_bytes(os.urandom(path.stat().st_size))
+
+
+def _other_embedder(path: Path) -> None:
+    meta = json.loads(path.read_text())
+    path.write_text(json.dumps(meta | {"embedder": "other-model", "dim": 768}))
+
+
+def _garbage(path: Path) -> None:
+    path.write_text("{not json")
+
+
+@pytest.mark.parametrize(
+    ("file", "damage"),
+    [
+        ("index.bin", _truncate),
+        ("index.bin", _random_bytes),
+        ("index.bin", Path.unlink),
+        ("meta.json", _other_embedder),
+        ("meta.json", _garbage),
+        ("meta.json", Path.unlink),
+        (".", shutil.rmtree),
+    ],
+    ids=["truncated", "random", "no-index", "other-embedder", "bad-meta", "no-meta", "no-folder"],
+)
+def test_damaged_index_is_rebuilt(
+    folder: Path, embedder: Embedder, file: str, damage, caplog: pytest.LogCaptureFixture
+) -> None:
+    damage(folder / "hnsw" / file)
+    with caplog.at_level(logging.WARNING), Retriever(folder, embedder) as r:
+        assert len(r.index) == len(CORPUS)
+        assert_finds_corpus(r)
+    assert "rebuilding the vector index" in caplog.text
+    with Retriever(folder, embedder) as r:
+        assert r.check() == []
+
+
+def test_vector_index_refuses_damage_and_foreign_folders(folder: Path) -> None:
+    hnsw = folder / "hnsw"
+    with pytest.raises(IndexMismatchError):
+        VectorIndex.open(hnsw, "other-model", 384)
+    with pytest.raises(IndexMismatchError):
+        VectorIndex.open(hnsw, "all-MiniLM-L6-v2", 768)
+    _truncate(hnsw / "index.bin")
+    with pytest.raises(IndexDamagedError):
+        VectorIndex.open(hnsw, "all-MiniLM-L6-v2", 384)
+
+
+def test_unsaved_changes_are_recovered_from_the_database(
+    folder: Path, embedder: Embedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    crashed = Retriever(folder, embedder)  # as if the process died: never closed, index never saved
+    crashed.delete(["cat"])
+    crashed.add([("harbour", "Fishing boats returned to the harbour at dawn with full nets.")])
+    with caplog.at_level(logging.WARNING), Retriever(folder, embedder) as r:
+        assert len(r.index) == len(CORPUS)
+        assert r.search("fishing boats coming home")[0].hash == "harbour"
+        assert "cat" not in {h.hash for h in r.search(CORPUS["cat"], k=10)}
+    assert "rebuilding the vector index" in caplog.text
+    crashed._db.close()
+
+
+class _OtherEmbedder:
+    """Stands in for a previous embedder: same dimension, unrelated vectors."""
+
+    name, dim = "other-model", 384
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        rng = np.random.default_rng(len(texts))
+        v = rng.standard_normal((len(texts), self.dim)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_vectors_of_another_embedder_are_recomputed(
+    tmp_path: Path, embedder: Embedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Retriever(tmp_path, _OtherEmbedder()) as r:
+        r.add(items())
+    with caplog.at_level(logging.WARNING), Retriever(tmp_path, embedder) as r:
+        assert_finds_corpus(r)
+        assert r.check() == []
+    assert "re-embedding 8 chunks" in caplog.text
+
+
+def test_check_finds_problems_and_repair_fixes_them(folder: Path, embedder: Embedder) -> None:
+    with Retriever(folder, embedder) as r:
+        r.index.delete(r.keyword_search("volcano", 1))  # the vector index loses a chunk
+        with r._db:
+            r._db.execute("INSERT INTO items_fts(items_fts) VALUES ('delete-all')")  # and FTS loses all
+        problems = r.check()
+        assert any("keyword index" in p for p in problems)
+        assert any("vector index holds 7 vectors for 8 chunks" in p for p in problems)
+        r.repair()
+        assert r.check() == []
+        assert r.keyword_search("volcano", 5) != []
+        assert_finds_corpus(r)
+
+
+def test_a_damaged_database_is_a_clear_error(tmp_path: Path, embedder: Embedder) -> None:
+    (tmp_path / "retrieval.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(RetrievalError, match="not a usable retrieval database"):
+        Retriever(tmp_path, embedder)
+
+
+@pytest.mark.parametrize("query", HOSTILE)
+def test_fts_hostile_queries_do_not_raise(folder: Path, embedder: Embedder, query: str) -> None:
+    with Retriever(folder, embedder) as r:
+        r.search(query)
+        assert r.keyword_search("volcano", 1)[0] in r.keyword_search(f"{query} volcano", 5)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder):
+    with Retriever(tmp_path_factory.mktemp("shared"), embedder) as r:
+        r.add(items())
+        yield r
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_any_text_is_a_valid_keyword_query(shared: Retriever, text: str) -> None:
+    assert isinstance(shared.keyword_search(text, 5), list)
+
+
+def test_keyword_queries_are_quoted_pieces() -> None:
+    pieces = query_pieces('Part "XJ-4471" AND (valve*) * - ^ : _ part')
+    assert pieces == ["part", '"xj-4471"', "and", "(valve*)"]
+    assert fts_query(pieces) == '"part" OR """xj-4471""" OR "and" OR "(valve*)"'
+    assert tokens("Crème-BRÛLÉE_2") == ["creme", "brulee", "2"]
+
+
+def test_keyword_search_skips_words_in_most_chunks(folder: Path, embedder: Embedder) -> None:
+    with Retriever(folder, embedder) as r:
+        assert r.keyword_search("the", 10) == []  # in 6 of the 8 chunks: no weight, only cost
+        assert r.keyword_search("the volcano", 10) == r.keyword_search("volcano", 10) != []
+        assert r.keyword_search("volcano word1 word2", 10) == r.keyword_search("volcano", 10)
+
+
+def test_a_keyword_only_match_is_found_through_fusion(tmp_path: Path, embedder: Embedder) -> None:
+    """A part number buried in unrelated prose: the embedder ranks it last, keywords find it first."""
+    codes = [f"ZK-9917{d}-{letter}" for d in range(10) for letter in "ABC" if (d, letter) != (2, "B")]
+    target = (
+        "The spring fair drew large crowds to the harbour, where bakers sold bread, musicians played "
+        "until dusk, and a crate labelled ZK-99172-B waited by the gate."
+    )
+    with Retriever(tmp_path, embedder) as r:
+        r.add([(code, f"{code} spare") for code in codes] + [("target", target)])
+        vector_ids = r.vector_search(embedder.embed(["Where is ZK-99172-B?"])[0], 50)
+        target_id = r.keyword_search("ZK-99172-B", 1)[0]
+        assert vector_ids.index(target_id) >= 5  # the embedder alone would miss it
+        top = r.search("Where is ZK-99172-B?", k=5)[0]
+        assert (top.hash, top.keyword_rank) == ("target", 1)
+        assert top.vector_rank > 5
+
+
+def test_fuse_is_reciprocal_rank_fusion() -> None:
+    fused = fuse([1, 2, 3], [3, 4], k=3)
+    assert [i for i, *_ in fused] == [3, 1, 2]
+    assert fused[0] == (3, pytest.approx(1 / 63 + 1 / 61), 3, 1)
+    assert fused[1] == (1, pytest.approx(1 / 61), 1, None)
+
+
+def test_vector_index_grows_reuses_deleted_slots_and_round_trips(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((1500, 16)).astype(np.float32)
+    index = VectorIndex(tmp_path, "test", 16)
+    index.add(np.arange(1000), vectors[:1000])
+    index.add(np.arange(1000, 1500), vectors[1000:])  # past the initial capacity of 1024
+    index.delete([*range(100), 99999])
+    index.delete(range(50))  # already deleted: ignored
+    assert len(index) == 1400
+    index.add(np.arange(2000, 2050), vectors[:50])  # fills deleted slots
+    assert len(index) == 1450
+    index.generation = 7
+    index.save()
+
+    again = VectorIndex.open(tmp_path, "test", 16)
+    assert (len(again), again.generation) == (1450, 7)
+    assert again.search(vectors[500], 1)[0] == (500, pytest.approx(1.0, abs=1e-5))
+    assert again.search(vectors[10], 1)[0][0] == 2010
+    assert all(i >= 100 for i, _ in again.search(vectors[60], 20))
+    assert len(again.search(vectors[0], 5000)) == 1450

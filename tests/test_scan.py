@@ -1,0 +1,286 @@
+"""The reconciling scan on real folders: whatever happened while nothing was running is found at the next
+scan, moves keep their chunks, ignore rules and the size limit hold, and bad files fail alone."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+import ingest.ingester
+import ingest.scan
+from ingest.catalog import Catalog, Document
+from ingest.config import IngestConfig
+from ingest.folders import add_folder, remove_folder
+from ingest.ingester import Ingester
+
+PARAGRAPHS = [f"Paragraph {i} is about the topic number {i} and nothing else at all." for i in range(6)]
+TEXT = "\n\n".join(PARAGRAPHS) + "\n"
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def write(path: Path, text: str = TEXT) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def documents(catalog: Catalog) -> dict[str, Document]:
+    return {rel: doc for folder in catalog.folders() for rel, doc in catalog.documents(folder.id).items()}
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "docs").mkdir()
+    return tmp_path / "docs"
+
+
+@pytest.fixture
+def ingester(catalog: Catalog, root: Path) -> Ingester:
+    add_folder(catalog, root)
+    return Ingester(catalog, words, IngestConfig(max_chunk_tokens=16))  # one paragraph per chunk
+
+
+def synced(ingester: Ingester):
+    report = ingester.scan()
+    ingester.process_pending()
+    return report
+
+
+def test_new_files_are_catalogued_queued_and_chunked(ingester: Ingester, root: Path):
+    write(root / "a.txt")
+    write(root / "sub" / "b.md", "# Title\n\nSome words.\n")
+    report = synced(ingester)
+    assert (report.new, report.changed, report.deleted) == (2, 0, 0)
+    docs = documents(ingester.catalog)
+    assert sorted(docs) == ["a.txt", "sub/b.md"]
+    assert {d.status for d in docs.values()} == {"ok"}
+    assert len(ingester.catalog.chunk_hashes(docs["a.txt"].id)) == len(PARAGRAPHS)
+    assert ingester.status().progress.chunks_pending == ingester.catalog.counts()["chunks"]
+
+
+def test_an_edit_reparses_and_keeps_the_unchanged_chunks(ingester: Ingester, root: Path):
+    path = write(root / "a.txt")
+    synced(ingester)
+    doc = documents(ingester.catalog)["a.txt"]
+    before = ingester.catalog.chunk_hashes(doc.id)
+    ingester.catalog.complete_memory_work(written=before)
+    write(path, TEXT.replace("topic number 3", "topic number three, edited"))
+    report = synced(ingester)
+    after = ingester.catalog.chunk_hashes(doc.id)
+    assert report.changed == 1 and documents(ingester.catalog)["a.txt"].id == doc.id
+    assert len(set(before) & set(after)) == len(PARAGRAPHS) - 1
+    assert sorted(w.action for w in ingester.catalog.pending_memory_work()) == ["drop", "write"]
+
+
+def test_renames_and_moves_keep_the_document_and_its_chunks(ingester: Ingester, root: Path):
+    write(root / "a.txt")
+    write(root / "x" / "b.txt", "Another document entirely.\n")
+    synced(ingester)
+    ids = {rel: d.id for rel, d in documents(ingester.catalog).items()}
+    hashes = ingester.catalog.chunk_hashes(ids["a.txt"])
+    (root / "a.txt").rename(root / "renamed.txt")
+    (root / "y").mkdir()
+    (root / "x" / "b.txt").rename(root / "y" / "b.txt")
+    report = ingester.scan()
+    assert (report.moved, report.new, report.deleted) == (2, 0, 0)
+    assert ingester.catalog.counts()["jobs"] == 0  # nothing to parse again
+    after = documents(ingester.catalog)
+    assert {rel: d.id for rel, d in after.items()} == {"renamed.txt": ids["a.txt"], "y/b.txt": ids["x/b.txt"]}
+    assert ingester.catalog.chunk_hashes(ids["a.txt"]) == hashes
+
+
+def test_a_move_between_watched_folders_keeps_the_document(ingester: Ingester, root: Path, tmp_path: Path):
+    other = tmp_path / "other"
+    other.mkdir()
+    add_folder(ingester.catalog, other)
+    write(root / "a.txt")
+    synced(ingester)
+    doc_id = documents(ingester.catalog)["a.txt"].id
+    (root / "a.txt").rename(other / "a.txt")
+    assert ingester.scan().moved == 1
+    (doc,) = ingester.catalog.documents(ingester.catalog.folders()[1].id).values()
+    assert doc.id == doc_id and ingester.catalog.document_path(doc) == other / "a.txt"
+
+
+def test_deleted_files_are_removed_and_their_memories_dropped(ingester: Ingester, root: Path):
+    write(root / "a.txt")
+    write(root / "b.txt", PARAGRAPHS[0] + "\n\nA paragraph found in this second file and in no other one.\n")
+    synced(ingester)
+    ingester.catalog.complete_memory_work(written=[w.hash for w in ingester.catalog.pending_memory_work()])
+    (root / "a.txt").unlink()
+    assert ingester.scan().deleted == 1
+    assert list(documents(ingester.catalog)) == ["b.txt"]
+    drops = [w for w in ingester.catalog.pending_memory_work() if w.action == "drop"]
+    assert len(drops) == len(PARAGRAPHS) - 1  # the first paragraph is still used by b.txt
+
+
+def test_a_touched_file_is_hashed_but_not_parsed_again(ingester: Ingester, root: Path):
+    path = write(root / "a.txt")
+    synced(ingester)
+    os.utime(path, ns=(1, 10**18))
+    report = ingester.scan()
+    assert (report.changed, ingester.catalog.counts()["jobs"]) == (0, 0)
+    assert documents(ingester.catalog)["a.txt"].mtime_ns == 10**18
+
+
+def test_unchanged_size_and_mtime_skip_reading(ingester: Ingester, root: Path, monkeypatch):
+    for i in range(5):
+        write(root / f"{i}.txt")
+    synced(ingester)
+    reads: list[Path] = []
+    monkeypatch.setattr(ingest.scan, "sha256_file", lambda p: reads.append(p) or "x")
+    report = ingester.scan()
+    assert (report.new, report.changed, report.deleted, reads) == (0, 0, 0, [])
+
+
+def test_ignore_rules(ingester: Ingester, root: Path):
+    kept = ["a.txt", "notes/b.md", "deep/er/c.txt", "keep.log.txt"]
+    ignored = [
+        ".hidden.txt",
+        ".git/config.txt",
+        "node_modules/x/readme.md",
+        "__pycache__/m.txt",
+        ".venv/lib/doc.txt",
+        "sub/.cache/c.txt",
+        "a.txt~",
+        "a.txt.swp",
+        "~$report.docx",
+        "#draft.txt#",
+        "photo.png",
+        "tool.exe",
+        "drafts/d.txt",
+        "x.log.txt",
+        "notes/secret.md",
+        "deep/private/p.txt",
+    ]
+    for rel in kept + ignored:
+        write(root / rel, "some words\n")
+    write(root / ".m3ignore", "drafts/\n*.log.txt\n!keep.log.txt\n")
+    write(root / "notes" / ".m3ignore", "secret.md\n")
+    write(root / "deep" / ".m3ignore", "private/\n")
+    synced(ingester)
+    assert sorted(documents(ingester.catalog)) == sorted(kept)
+
+
+def test_a_new_m3ignore_removes_what_it_now_excludes(ingester: Ingester, root: Path):
+    write(root / "a.txt")
+    write(root / "b.txt", "other\n")
+    synced(ingester)
+    write(root / ".m3ignore", "b.txt\n")
+    assert ingester.scan().deleted == 1
+    assert list(documents(ingester.catalog)) == ["a.txt"]
+
+
+def test_files_over_the_size_limit_are_ignored(catalog: Catalog, root: Path):
+    add_folder(catalog, root)
+    write(root / "small.txt", "x" * 1000)
+    write(root / "large.txt", "x" * 3000)
+    ingester = Ingester(catalog, words, IngestConfig(max_file_mb=2000 / 2**20))
+    synced(ingester)
+    assert list(documents(catalog)) == ["small.txt"]
+
+
+def test_bad_files_fail_alone_with_a_reason(ingester: Ingester, root: Path):
+    write(root / "good.txt")
+    write(root / "broken.pdf", "%PDF-1.7 this is not really a PDF")
+    (root / "loop1.txt").symlink_to(root / "loop2.txt")
+    (root / "loop2.txt").symlink_to(root / "loop1.txt")
+    (root / "dangling.txt").symlink_to(root / "nowhere.txt")
+    synced(ingester)
+    status = ingester.status()
+    reasons = {path.name: reason for path, reason in status.failures}
+    assert set(reasons) == {"broken.pdf", "loop1.txt", "loop2.txt"}
+    assert reasons["loop1.txt"] == "symbolic link loop"
+    assert reasons["broken.pdf"]  # the parser's words, whatever they are
+    assert status.progress.files_parsed == 1
+
+
+def test_an_unreadable_file_fails_with_permission_denied(ingester: Ingester, root: Path, monkeypatch):
+    path = write(root / "secret.txt")
+    write(root / "open.txt")
+    path.chmod(0)
+    if os.geteuid() == 0:  # root reads every file: fail the read as it fails for anyone else
+        real = ingest.ingester.sha256_file
+
+        def deny(p: Path) -> str:
+            if p == path:
+                raise PermissionError(errno.EACCES, "Permission denied", str(p))
+            return real(p)
+
+        monkeypatch.setattr(ingest.ingester, "sha256_file", deny)
+    try:
+        synced(ingester)
+        assert ingester.status().failures == [(path, "permission denied")]
+        assert ingester.status().progress.files_parsed == 1
+    finally:
+        path.chmod(0o600)
+
+
+def test_a_folder_link_loop_does_not_trap_the_scan(ingester: Ingester, root: Path):
+    write(root / "sub" / "a.txt")
+    (root / "sub" / "back").symlink_to(root)
+    synced(ingester)
+    assert list(documents(ingester.catalog)) == ["sub/a.txt"]
+
+
+def test_a_missing_folder_keeps_its_documents(ingester: Ingester, root: Path, tmp_path: Path):
+    write(root / "a.txt")
+    synced(ingester)
+    root.rename(tmp_path / "unplugged")
+    report = ingester.scan()
+    assert report.missing == [root] and report.deleted == 0
+    assert list(documents(ingester.catalog)) == ["a.txt"]
+
+
+def test_removing_a_folder_forgets_its_documents(ingester: Ingester, root: Path):
+    write(root / "a.txt")
+    synced(ingester)
+    remove_folder(ingester.catalog, root)
+    counts = ingester.catalog.counts()
+    assert (counts["documents"], counts["chunks"], counts["memories_to_write"]) == (0, 0, 0)
+
+
+def test_progress_is_reported_as_files_are_parsed(catalog: Catalog, root: Path):
+    add_folder(catalog, root)
+    for i in range(3):
+        write(root / f"{i}.txt")
+    events = []
+    synced(Ingester(catalog, words, IngestConfig(max_chunk_tokens=16), on_progress=events.append))
+    assert (events[0].files_seen, events[0].files_pending, events[0].files_parsed) == (3, 3, 0)
+    last = events[-1]
+    assert (last.files_seen, last.files_pending, last.files_parsed, last.files_failed) == (3, 0, 3, 0)
+    assert (last.chunks, last.chunks_pending) == (3 * len(PARAGRAPHS), len(PARAGRAPHS))  # same texts thrice
+
+
+def test_a_tokenizer_failing_on_one_text_fails_that_document_only(catalog: Catalog, root: Path):
+    def fussy(text: str) -> int:
+        if "poison" in text:
+            raise ValueError("cannot count this")
+        return words(text)
+
+    add_folder(catalog, root)
+    write(root / "good.txt")
+    write(root / "bad.txt", "a poison pill\n")
+    ingester = Ingester(catalog, fussy, IngestConfig())
+    synced(ingester)
+    reason = "could not chunk the text (ValueError: cannot count this)"
+    assert ingester.status().failures == [(root / "bad.txt", reason)]
+    assert ingester.status().progress.files_parsed == 1
+
+
+def test_chunks_fit_the_models_token_budget(catalog: Catalog, root: Path, model_path: Path):
+    from engine.tokenizer import Tokenizer
+
+    tok = Tokenizer(model_path)
+    add_folder(catalog, root)
+    write(root / "long.md", "# A long document\n\n" + " ".join(PARAGRAPHS * 40) + "\n")
+    synced(Ingester(catalog, lambda s: len(tok.encode(s)), IngestConfig()))
+    texts = [r["text"] for r in catalog.db.query("SELECT text FROM chunks ORDER BY ord")]
+    assert len(texts) > 5
+    assert max(len(tok.encode(t)) for t in texts) <= 128

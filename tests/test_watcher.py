@@ -1,0 +1,233 @@
+"""The live watcher with the real watchdog observer on real folders: edits show up in the catalog, renames
+stay renames, and bursts arrive as a few batches. Every wait polls with a deadline (no fixed sleeps that a
+loaded machine could outrun)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import ingest.ingester
+from ingest.catalog import Catalog
+from ingest.config import IngestConfig
+from ingest.folders import add_folder
+from ingest.ingester import Ingester
+from ingest.watcher import Batch, Watcher
+
+DEADLINE_S = 60.0
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "docs").mkdir()
+    return tmp_path / "docs"
+
+
+@pytest.fixture
+def parses(monkeypatch) -> Counter:
+    """How many times each file was parsed."""
+    counter: Counter = Counter()
+    real = ingest.ingester.parse
+
+    def counting(path: Path):
+        counter[path] += 1
+        return real(path)
+
+    monkeypatch.setattr(ingest.ingester, "parse", counting)
+    return counter
+
+
+def watching(catalog: Catalog, root: Path, config: IngestConfig) -> Iterator[tuple[Ingester, Watcher]]:
+    add_folder(catalog, root)
+    ingester = Ingester(catalog, words, config)
+    with ingester.watcher() as watcher:
+        ingester.scan()
+        ingester.process_pending()
+        yield ingester, watcher
+
+
+@pytest.fixture
+def live(catalog: Catalog, root: Path) -> Iterator[tuple[Ingester, Watcher]]:
+    yield from watching(catalog, root, IngestConfig(quiet_s=0.3, max_latency_s=5.0))
+
+
+def follow(ingester: Ingester, watcher: Watcher, done: Callable[[], bool], parse: bool = True) -> list[Batch]:
+    """Apply the watcher's batches (and parse what they queue) until `done()` holds; the batches seen."""
+    batches = []
+    deadline = time.monotonic() + DEADLINE_S
+    while not done():
+        assert time.monotonic() < deadline, "the catalog did not catch up with the folder"
+        if (batch := watcher.next_batch(timeout=0.2)) is not None:
+            batches.append(batch)
+            ingester.apply(batch)
+        if parse:
+            ingester.process_pending()
+    return batches
+
+
+def settle(ingester: Ingester, watcher: Watcher, quiet_s: float = 1.5) -> list[Batch]:
+    """Apply batches until none comes for `quiet_s`: whatever the folder still had to say."""
+    batches = []
+    while (batch := watcher.next_batch(timeout=quiet_s)) is not None:
+        batches.append(batch)
+        ingester.apply(batch)
+        ingester.process_pending()
+    return batches
+
+
+def texts(catalog: Catalog) -> dict[str, str]:
+    """Relative path -> text of its chunks, for every parsed document."""
+    out = {}
+    for folder in catalog.folders():
+        for rel, doc in catalog.documents(folder.id).items():
+            if doc.status == "ok":
+                rows = catalog.db.query(
+                    "SELECT text FROM chunks WHERE document_id = ? ORDER BY ord", [doc.id]
+                )
+                out[rel] = "".join(r["text"] for r in rows)
+    return out
+
+
+def test_create_edit_rename_delete(live, root: Path, parses: Counter):
+    ingester, watcher = live
+    catalog = ingester.catalog
+    (root / "a.txt").write_text("first words\n")
+    follow(ingester, watcher, lambda: texts(catalog) == {"a.txt": "first words\n"})
+
+    (root / "a.txt").write_text("second words, longer\n")
+    follow(ingester, watcher, lambda: texts(catalog) == {"a.txt": "second words, longer\n"})
+
+    (doc_id,) = (d.id for d in catalog.documents(catalog.folders()[0].id).values())
+    parsed = sum(parses.values())
+    (root / "sub").mkdir()
+    (root / "a.txt").rename(root / "sub" / "b.txt")
+    follow(ingester, watcher, lambda: list(texts(catalog)) == ["sub/b.txt"])
+    assert catalog.documents(catalog.folders()[0].id)["sub/b.txt"].id == doc_id
+    assert sum(parses.values()) == parsed  # a rename is not parsed again
+
+    (root / "sub" / "b.txt").unlink()
+    follow(ingester, watcher, lambda: catalog.counts()["documents"] == 0)
+    assert catalog.counts()["chunks"] == 0
+
+
+def test_a_renamed_folder_keeps_its_documents(live, root: Path, parses: Counter):
+    ingester, watcher = live
+    for i in range(20):
+        (root / "old" / "deep").mkdir(parents=True, exist_ok=True)
+        (root / "old" / "deep" / f"{i}.txt").write_text(f"file {i}\n")
+    follow(ingester, watcher, lambda: len(texts(ingester.catalog)) == 20)
+    folder_id = ingester.catalog.folders()[0].id
+    ids = {rel.split("/")[-1]: d.id for rel, d in ingester.catalog.documents(folder_id).items()}
+    parses.clear()
+    (root / "old").rename(root / "new")
+    follow(ingester, watcher, lambda: all(rel.startswith("new/deep/") for rel in texts(ingester.catalog)))
+    settle(ingester, watcher)
+    after = ingester.catalog.documents(folder_id)
+    assert {rel.split("/")[-1]: d.id for rel, d in after.items()} == ids
+    assert not parses
+
+
+def test_a_safe_save_through_a_temporary_file(live, root: Path):
+    """Editors write a temporary file and rename it over the original."""
+    ingester, watcher = live
+    (root / "a.txt").write_text("original\n")
+    follow(ingester, watcher, lambda: texts(ingester.catalog) == {"a.txt": "original\n"})
+    (root / ".a.txt.tmp").write_text("saved safely\n")
+    (root / ".a.txt.tmp").replace(root / "a.txt")
+    follow(ingester, watcher, lambda: texts(ingester.catalog) == {"a.txt": "saved safely\n"})
+
+
+def test_an_editor_saving_five_times_a_second_is_parsed_once(catalog: Catalog, root: Path, parses: Counter):
+    # quiet_s above the save interval with room for a loaded machine's scheduling delays
+    for ingester, watcher in watching(catalog, root, IngestConfig(quiet_s=1.0, max_latency_s=10.0)):
+        path = root / "note.txt"
+        for i in range(10):
+            path.write_text(f"draft number {i}\n")
+            time.sleep(0.2)
+        follow(ingester, watcher, lambda: texts(catalog) == {"note.txt": "draft number 9\n"})
+        settle(ingester, watcher)
+        assert parses[path] == 1
+
+
+def test_a_new_m3ignore_applies_at_once(live, root: Path):
+    ingester, watcher = live
+    (root / "a.txt").write_text("kept\n")
+    (root / "b.txt").write_text("to be ignored\n")
+    follow(ingester, watcher, lambda: len(texts(ingester.catalog)) == 2)
+    (root / ".m3ignore").write_text("b.txt\n")
+    follow(ingester, watcher, lambda: list(texts(ingester.catalog)) == ["a.txt"])
+
+
+def test_a_burst_of_5000_files_comes_in_a_few_batches(live, root: Path):
+    ingester, watcher = live
+    catalog = ingester.catalog
+    names = [f"f{i:04}.txt" for i in range(5000)]
+    for i, name in enumerate(names):
+        (root / name).write_text(f"file {i}\n")
+    batches = follow(ingester, watcher, lambda: catalog.counts()["documents"] == len(names), parse=False)
+    batches += settle(ingester, watcher)
+    assert 1 <= len(batches) <= 6
+    assert sorted(catalog.documents(catalog.folders()[0].id)) == names
+    assert catalog.counts()["jobs"] == len(names)  # one job per document
+
+    # a `git checkout` touching them all: a few batches again, and still one job per document
+    now = time.time_ns()
+    for name in names:
+        os.utime(root / name, ns=(now, now))
+    batches = follow(
+        ingester,
+        watcher,
+        lambda: all(d.mtime_ns == now for d in catalog.documents(catalog.folders()[0].id).values()),
+        parse=False,
+    )
+    batches += settle(ingester, watcher)
+    assert 1 <= len(batches) <= 6
+    assert catalog.counts()["jobs"] == len(names)
+
+
+def test_lost_events_make_the_next_batch_check_everything(root: Path):
+    import logging
+
+    with Watcher([root], quiet_s=0.1) as watcher:
+        logging.getLogger("watchdog.observers.inotify_c").warning("Inotify queue overflowed; events lost")
+        batch = watcher.next_batch(timeout=DEADLINE_S)
+    assert batch is not None and batch.paths == {root}
+
+
+def test_run_follows_the_folders_until_stopped(catalog: Catalog, root: Path, tmp_path: Path):
+    import threading
+
+    add_folder(catalog, root)
+    (root / "before.txt").write_text("there before the start\n")
+    ingester = Ingester(catalog, words, IngestConfig(quiet_s=0.2))
+    stop = threading.Event()
+    worker = threading.Thread(target=ingester.run, args=(stop,))
+    worker.start()
+    try:
+        wait_for(lambda: list(texts(catalog)) == ["before.txt"])
+        (root / "during.txt").write_text("written while running\n")
+        wait_for(lambda: sorted(texts(catalog)) == ["before.txt", "during.txt"])
+        (tmp_path / "more").mkdir()
+        add_folder(catalog, tmp_path / "more")  # the watch restarts with the new folder
+        (tmp_path / "more" / "new.txt").write_text("in a folder added while running\n")
+        wait_for(lambda: len(texts(catalog)) == 3)
+    finally:
+        stop.set()
+        worker.join(timeout=DEADLINE_S)
+    assert not worker.is_alive()
+
+
+def wait_for(done: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not done():
+        assert time.monotonic() < deadline, "the catalog did not catch up with the folder"
+        time.sleep(0.05)
