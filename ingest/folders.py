@@ -27,7 +27,8 @@ def add_folder(catalog: Catalog, path: str | Path) -> Folder:
             raise FolderError(f"{resolved} is inside {folder.path}, which is already watched.")
         if folder.path.is_relative_to(resolved):
             raise FolderError(
-                f"{resolved} contains {folder.path}, which is already watched; remove that one first.")
+                f"{resolved} contains {folder.path}, which is already watched; remove that one first."
+            )
     return catalog.add_folder(resolved)
 
 

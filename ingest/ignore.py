@@ -16,8 +16,20 @@ IGNORE_FILE = ".m3ignore"
 SKIPPED_DIRS = frozenset({"node_modules", "__pycache__", "venv", "site-packages", "bower_components"})
 
 # Editor and office leftovers: backups, swap and lock files, partial downloads; "4913" is vim's probe file.
-TEMP_PATTERNS = ("*~", "#*#", "~$*", "*.swp", "*.swo", "*.swx", "*.tmp", "*.temp", "*.part", "*.crdownload",
-                 "*.lock", "4913")
+TEMP_PATTERNS = (
+    "*~",
+    "#*#",
+    "~$*",
+    "*.swp",
+    "*.swo",
+    "*.swx",
+    "*.tmp",
+    "*.temp",
+    "*.part",
+    "*.crdownload",
+    "*.lock",
+    "4913",
+)
 
 
 def _split(rel: str) -> tuple[str, str]:
@@ -46,17 +58,23 @@ class IgnoreRules:
         if rel not in self._skipped_dirs:
             parent, name = _split(rel)
             self._skipped_dirs[rel] = (
-                name.startswith(".") or name in SKIPPED_DIRS or name.endswith(".egg-info")
-                or self.skips_dir(parent) or self._excluded(rel, is_dir=True)
+                name.startswith(".")
+                or name in SKIPPED_DIRS
+                or name.endswith(".egg-info")
+                or self.skips_dir(parent)
+                or self._excluded(rel, is_dir=True)
             )
         return self._skipped_dirs[rel]
 
     def accepts_file(self, rel: str, size: int) -> bool:
         parent, name = _split(rel)
         return not (
-            name.startswith(".") or any(fnmatch.fnmatchcase(name, p) for p in TEMP_PATTERNS)
-            or size > self.max_file_bytes or not is_supported(self.root / rel)
-            or self.skips_dir(parent) or self._excluded(rel, is_dir=False)
+            name.startswith(".")
+            or any(fnmatch.fnmatchcase(name, p) for p in TEMP_PATTERNS)
+            or size > self.max_file_bytes
+            or not is_supported(self.root / rel)
+            or self.skips_dir(parent)
+            or self._excluded(rel, is_dir=False)
         )
 
     def _excluded(self, rel: str, is_dir: bool) -> bool:

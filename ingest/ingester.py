@@ -46,8 +46,13 @@ class Status:
 
 
 class Ingester:
-    def __init__(self, catalog: Catalog, count_tokens: Callable[[str], int],
-                 config: IngestConfig | None = None, on_progress: Callable[[Progress], None] | None = None):
+    def __init__(
+        self,
+        catalog: Catalog,
+        count_tokens: Callable[[str], int],
+        config: IngestConfig | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ):
         self.catalog = catalog
         self.count_tokens = count_tokens
         self.config = config or IngestConfig.load()
@@ -105,8 +110,12 @@ class Ingester:
 
     def status(self) -> Status:
         counts = self.catalog.counts()
-        return Status(self.catalog.folders(), self._progress(counts), counts["memories_to_drop"],
-                      self.catalog.failures())
+        return Status(
+            self.catalog.folders(),
+            self._progress(counts),
+            counts["memories_to_drop"],
+            self.catalog.failures(),
+        )
 
     def _process(self, job: Job) -> None:
         doc = self.catalog.document(job.document_id)
@@ -132,16 +141,30 @@ class Ingester:
             if self.catalog.document(doc.id) is not None:
                 self.catalog.replace_chunks(doc.id, chunks)
                 if error is None:
-                    self.catalog.update_document(doc.id, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha,
-                                                 status="ok", error=None, parsed_at=time.time())
+                    self.catalog.update_document(
+                        doc.id,
+                        size=st.st_size,
+                        mtime_ns=st.st_mtime_ns,
+                        sha256=sha,
+                        status="ok",
+                        error=None,
+                        parsed_at=time.time(),
+                    )
                 else:
                     self.catalog.update_document(doc.id, status="failed", error=error, parsed_at=time.time())
             self.queue.complete(job)
         self._emit(current=path)
 
     def _progress(self, counts: dict[str, int], current: Path | None = None) -> Progress:
-        return Progress(counts["documents"], counts["ok"], counts["failed"], counts["pending"],
-                        counts["chunks"], counts["memories_to_write"], current)
+        return Progress(
+            counts["documents"],
+            counts["ok"],
+            counts["failed"],
+            counts["pending"],
+            counts["chunks"],
+            counts["memories_to_write"],
+            current,
+        )
 
     def _emit(self, current: Path | None = None, force: bool = False) -> None:
         if self.on_progress is None or not (force or time.monotonic() - self._emitted_at >= PROGRESS_EVERY_S):

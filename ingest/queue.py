@@ -74,16 +74,19 @@ class JobQueue:
     def release(self, job: Job) -> None:
         """Give a claimed job back unfinished, for another try."""
         with self.catalog.atomic():
-            self.catalog.db.execute("UPDATE jobs SET lease_pid = NULL, lease_until = NULL WHERE id = ?",
-                                    (job.id,))
+            self.catalog.db.execute(
+                "UPDATE jobs SET lease_pid = NULL, lease_until = NULL WHERE id = ?", (job.id,)
+            )
 
     def reclaim(self) -> int:
         """Free the jobs whose lease ran out or whose process is gone; returns how many."""
         with self.catalog.atomic():
             leases = self.catalog.db.execute(
-                "SELECT id, lease_pid, lease_until FROM jobs WHERE lease_until IS NOT NULL").fetchall()
+                "SELECT id, lease_pid, lease_until FROM jobs WHERE lease_until IS NOT NULL"
+            ).fetchall()
             now = time.time()
             stale = [(job_id,) for job_id, pid, until in leases if until < now or not _alive(pid)]
             self.catalog.db.conn.executemany(
-                "UPDATE jobs SET lease_pid = NULL, lease_until = NULL WHERE id = ?", stale)
+                "UPDATE jobs SET lease_pid = NULL, lease_until = NULL WHERE id = ?", stale
+            )
         return len(stale)

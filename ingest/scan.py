@@ -168,15 +168,16 @@ class Reconciler:
         docs = self.catalog.documents(src_folder.id, under=src_rel)
         with self.catalog.atomic():
             for rel, doc in docs.items():
-                new_rel = dst_rel + rel[len(src_rel):]
+                new_rel = dst_rel + rel[len(src_rel) :]
                 replaced = self.catalog.documents(dst_folder.id, under=new_rel).get(new_rel)
                 if replaced is not None:
                     self.catalog.delete_documents([replaced.id])
                 self.catalog.update_document(doc.id, folder_id=dst_folder.id, rel_path=new_rel)
         return len(docs)
 
-    def _reconcile(self, items: list[tuple[Folder, list[Found], dict[str, Document]]],
-                   report: ScanReport) -> None:
+    def _reconcile(
+        self, items: list[tuple[Folder, list[Found], dict[str, Document]]], report: ScanReport
+    ) -> None:
         """Apply what the disk says (`found`) to the documents that were in the same place (`scope`)."""
         new: list[tuple[Folder, Found]] = []
         changed: list[tuple[Folder, Document, Found]] = []
@@ -201,12 +202,14 @@ class Reconciler:
                     continue  # gone before it could be read
                 if (doc := moved_from.pop((f.size, sha), None)) is not None:
                     del vanished[doc.id]
-                    self.catalog.update_document(doc.id, folder_id=folder.id, rel_path=f.rel,
-                                                 mtime_ns=f.mtime_ns)
+                    self.catalog.update_document(
+                        doc.id, folder_id=folder.id, rel_path=f.rel, mtime_ns=f.mtime_ns
+                    )
                     report.moved += 1
                     continue
-                doc_id = self.catalog.insert_document(folder.id, f.rel, f.size, f.mtime_ns, sha,
-                                                      "failed" if f.error else "pending", f.error)
+                doc_id = self.catalog.insert_document(
+                    folder.id, f.rel, f.size, f.mtime_ns, sha, "failed" if f.error else "pending", f.error
+                )
                 report.new += 1
                 if f.error:
                     report.failed += 1
@@ -222,8 +225,9 @@ class Reconciler:
                 elif sha == doc.sha256 and doc.status != "failed":
                     self.catalog.update_document(doc.id, size=f.size, mtime_ns=f.mtime_ns)  # touched only
                 else:  # new content, or a failed document touched: parse it (again)
-                    self.catalog.update_document(doc.id, size=f.size, mtime_ns=f.mtime_ns, sha256=sha,
-                                                 status="pending", error=None)
+                    self.catalog.update_document(
+                        doc.id, size=f.size, mtime_ns=f.mtime_ns, sha256=sha, status="pending", error=None
+                    )
                     self.queue.enqueue(doc.id)
                     report.changed += 1
             self.catalog.delete_documents(vanished)

@@ -1,0 +1,212 @@
+"""Text to chunks of at most 128 model tokens (one memory each), cut where the text cuts itself.
+
+Cuts go at blank lines first, then sentence ends, then line ends, then between words, and only as a last
+resort inside a word. Pieces are packed into chunks up to the budget, but a piece whose own text says so
+(a heading, or a hash that falls on 0 mod ANCHOR_EVERY) always opens a new chunk. Those content-defined
+boundaries resynchronise the chunking right after an edit, so editing one paragraph of a long document
+changes the chunk holding it and a few neighbours, and every other chunk (and its memory) is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zlib
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+
+from ingest.document import ParsedText
+
+MAX_TOKENS = 128
+ANCHOR_EVERY = 6  # about one piece in this many opens a chunk whatever came before it
+ANCHOR_WORDS = 8  # the words of a piece that decide whether it does
+MAX_CHARS_PER_TOKEN = 32  # a chunk is never longer than max_tokens times this: bounds every count_tokens call
+
+_PARAGRAPH = re.compile(r"\n[^\S\n]*\n\s*")
+_SENTENCE = re.compile(r"[.!?…]+[\"'”’)\]]*\s+|[。！？]+\s*")
+_LINE = re.compile(r"\n\s*")
+_SPACE = re.compile(r"\s+")
+_CONTENT = re.compile(r"\S")
+_HEADING = re.compile(r"#{1,6}\s.*|[^\n]+\n[=\-~^*+#]{3,}", re.DOTALL)
+# Every separator ends by eating all the whitespace after it, so each piece after a cut starts with content.
+_LEVELS = (_PARAGRAPH, _SENTENCE, _LINE)
+
+CountTokens = Callable[[str], int]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A span of the document: text == doc.text[start:end]. Lines and page are those of its content, so
+    leading or trailing whitespace it carries does not move its citation onto a blank line."""
+
+    text: str
+    start: int
+    end: int
+    line_start: int  # 1-based, of the first non-space character
+    line_end: int  # 1-based, inclusive, of the last non-space character
+    page: int | None  # page of the first non-space character; None when the document is unpaged
+
+    @property
+    def hash(self) -> str:
+        """The chunk's identity: unchanged text keeps its hash, so its memory is kept."""
+        return hashlib.sha256(self.text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Piece:
+    start: int
+    end: int
+    tokens: int
+
+
+def chunk_text(doc: ParsedText, count_tokens: CountTokens, max_tokens: int = MAX_TOKENS) -> list[Chunk]:
+    """Chunks that partition doc.text in order, each of at most max_tokens tokens by count_tokens.
+
+    No chunk is whitespace only, except where a run of whitespace alone exceeds the budget."""
+    if max_tokens < 1:
+        raise ValueError("max_tokens must be at least 1")
+    if not doc.text.strip():
+        return []
+    splitter = _Splitter(doc.text, count_tokens, max_tokens)
+    spans = _pack(doc.text, splitter.split(0, len(doc.text)), splitter)
+    return [_chunk(doc, start, end) for start, end in spans]
+
+
+def opens_chunk(piece: str) -> bool:
+    """Whether a piece starts a new chunk by its content alone: a heading, or one piece in ANCHOR_EVERY by
+    the hash of its first words (not all of it: an edit further in does not move the boundary)."""
+    body = piece.strip()
+    if _HEADING.fullmatch(body):
+        return True
+    opening = " ".join(body.split(maxsplit=ANCHOR_WORDS)[:ANCHOR_WORDS])
+    return zlib.crc32(opening.encode("utf-8", "surrogatepass")) % ANCHOR_EVERY == 0
+
+
+class _Splitter:
+    """Cuts a span into pieces that each fit the budget, at the coarsest separator that makes them fit."""
+
+    def __init__(self, text: str, count_tokens: CountTokens, max_tokens: int):
+        self.text = text
+        self.count_tokens = count_tokens
+        self.max_tokens = max_tokens
+        self.min_full = max_tokens - max_tokens // 8  # a greedy cut this full is good enough
+        self.aim = (self.min_full + max_tokens + 1) // 2  # what a greedy probe aims for
+        self.max_chars = max_tokens * MAX_CHARS_PER_TOKEN
+        self.chars_hint = max_tokens * 4  # chars that gave `aim` tokens in the last greedy piece
+
+    def count(self, start: int, end: int) -> int:
+        return self.count_tokens(self.text[start:end])
+
+    def split(self, start: int, end: int, level: int = 0) -> list[_Piece]:
+        if end - start <= self.max_chars:  # longer spans cannot fit: not worth counting
+            tokens = self.count(start, end)
+            if tokens <= self.max_tokens:
+                return [_Piece(start, end, tokens)]
+        for depth in range(level, len(_LEVELS)):
+            cuts = self._cuts(start, end, _LEVELS[depth])
+            if cuts:
+                spans = pairwise([start, *cuts, end])
+                return [piece for a, b in spans for piece in self.split(a, b, depth + 1)]
+        return self._greedy_words(start, end)
+
+    def _cuts(self, start: int, end: int, separator: re.Pattern[str]) -> list[int]:
+        """Ends of separators inside the span; leading whitespace is not one: it stays in the first piece."""
+        first = _CONTENT.search(self.text, start, end)
+        begin = first.start() if first else end
+        return [m.end() for m in separator.finditer(self.text, begin, end) if m.end() < end]
+
+    def _greedy_words(self, start: int, end: int) -> list[_Piece]:
+        """A sentence too long for the budget: the longest runs of whole words that fit, a word cut only if it
+        alone is over the budget."""
+        word_ends = [*self._cuts(start, end, _SPACE), end]
+        pieces: list[_Piece] = []
+        pos, lo = start, 0
+        while pos < end:
+            lo = bisect_right(word_ends, pos, lo)
+            found = self._fit(pos, word_ends, lo)
+            if found is None:  # the next word alone is over the budget
+                pieces += self._greedy_chars(pos, word_ends[lo])
+                pos = word_ends[lo]
+            else:
+                pieces.append(found)
+                pos = found.end
+        return pieces
+
+    def _greedy_chars(self, start: int, end: int) -> list[_Piece]:
+        """A word over the budget, cut anywhere but inside its trailing whitespace, which would then be a
+        piece of its own: it goes with the word's last piece, unless whitespace alone is over the budget."""
+        content_end = start + len(self.text[start:end].rstrip())
+        pieces: list[_Piece] = []
+        pos = start
+        while pos < end:
+            if end - pos <= self.max_chars and (tokens := self.count(pos, end)) <= self.max_tokens:
+                pieces.append(_Piece(pos, end, tokens))
+                break
+            cuts = range(pos + 1, content_end if pos + 1 < content_end else end)
+            found = self._fit(pos, cuts, 0)
+            if found is None:  # not even one character fits a tiny budget: take it anyway, to move on
+                found = _Piece(pos, pos + 1, self.count(pos, pos + 1))
+            pieces.append(found)
+            pos = found.end
+        return pieces
+
+    def _fit(self, start: int, ends: Sequence[int], lo: int) -> _Piece | None:
+        """The longest piece from start to one of ends[lo:] that fits, or near enough (min_full tokens).
+
+        Probes where the chars-per-token rate says the budget ends, then bisects: one or two count_tokens
+        calls per piece on uniform text, so a 10 MB line is chunked in seconds."""
+        hi = bisect_right(ends, start + self.max_chars, lo) - 1
+        good: _Piece | None = None
+        below, above = lo - 1, hi + 1  # ends[below] fits (or none), ends[above] does not (or none)
+        target = start + self.chars_hint
+        for step in range(64):
+            if above - below <= 1:
+                break
+            probe = min(max(bisect_right(ends, target, lo, hi + 1) - 1, below + 1), above - 1)
+            if step > 2:  # the rate guesses stall on uneven text: halve instead
+                probe = (below + above) // 2
+            tokens = self.count(start, ends[probe])
+            if tokens <= self.max_tokens:
+                below, good = probe, _Piece(start, ends[probe], tokens)
+                if tokens >= self.min_full:
+                    break
+            else:
+                above = probe
+            target = start + (ends[probe] - start) * self.aim // max(tokens, 1)
+        if good is not None:
+            self.chars_hint = max(1, (good.end - good.start) * self.aim // max(good.tokens, 1))
+        return good
+
+
+def _pack(text: str, pieces: list[_Piece], splitter: _Splitter) -> list[tuple[int, int]]:
+    """Spans of consecutive pieces: filled up to the budget, closed early before a piece that opens a chunk.
+
+    The sum of the pieces' counts is an estimate (tokens can merge across a cut); the joined text is counted,
+    and the last pieces go to the next chunk while it is over."""
+    opens = [opens_chunk(text[p.start : p.end]) for p in pieces]
+    spans = []
+    i = 0
+    while i < len(pieces):
+        j, tokens = i + 1, pieces[i].tokens
+        while (
+            j < len(pieces)
+            and not opens[j]
+            and tokens + pieces[j].tokens <= splitter.max_tokens
+            and pieces[j].end - pieces[i].start <= splitter.max_chars
+        ):
+            tokens += pieces[j].tokens
+            j += 1
+        while j - i > 1 and splitter.count(pieces[i].start, pieces[j - 1].end) > splitter.max_tokens:
+            j -= 1
+        spans.append((pieces[i].start, pieces[j - 1].end))
+        i = j
+    return spans
+
+
+def _chunk(doc: ParsedText, start: int, end: int) -> Chunk:
+    text = doc.text[start:end]
+    first = start + len(text) - len(text.lstrip()) if text.strip() else start
+    last = start + len(text.rstrip()) - 1 if text.strip() else end - 1
+    return Chunk(text, start, end, doc.line_at(first), doc.line_at(last), doc.page_at(first))

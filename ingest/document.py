@@ -1,0 +1,40 @@
+"""The text of a parsed document, with what is needed to map a character offset back to a page and a line."""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
+from functools import cached_property
+
+
+@dataclass(frozen=True)
+class ParsedText:
+    """A document as one string. Paged formats (PDF) record where pages begin, so citations can name one."""
+
+    text: str = field(repr=False)
+    page_starts: tuple[int, ...] = ()  # char offset where each page begins (page 1 first); () when unpaged
+
+    @classmethod
+    def from_pages(cls, pages: list[str], separator: str = "\n\n") -> ParsedText:
+        """Pages joined by a blank line (a paragraph break for the chunker), each page's start recorded."""
+        starts, offset = [], 0
+        for page in pages:
+            starts.append(offset)
+            offset += len(page) + len(separator)
+        return cls(separator.join(pages), tuple(starts))
+
+    def page_at(self, offset: int) -> int | None:
+        """1-based page of a char offset, None when the document has no pages."""
+        if not self.page_starts:
+            return None
+        return max(1, bisect_right(self.page_starts, offset))
+
+    def line_at(self, offset: int) -> int:
+        """1-based line of a char offset; a newline belongs to the line it ends."""
+        return bisect_left(self._newlines, offset) + 1
+
+    @cached_property
+    def _newlines(self) -> list[int]:
+        # computed once per document: chunking asks for two lines per chunk
+        return [m.start() for m in re.finditer("\n", self.text)]

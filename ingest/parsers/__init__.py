@@ -1,0 +1,87 @@
+"""Files to text, by suffix. Whatever a file holds, parse() returns text or raises ParseError saying why."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+from ingest.document import ParsedText
+from ingest.errors import ParseError, UnsupportedFormatError
+from ingest.parsers.epub import parse_epub
+from ingest.parsers.html import parse_html
+from ingest.parsers.mail import parse_email
+from ingest.parsers.pdf import parse_pdf
+from ingest.parsers.text import TEXT_SUFFIXES, parse_text
+from ingest.parsers.word import parse_docx
+
+MAX_FILE_BYTES = 256 * 1024 * 1024
+
+_PARSERS: dict[str, Callable[[bytes], ParsedText]] = {
+    **dict.fromkeys(TEXT_SUFFIXES, parse_text),
+    **dict.fromkeys((".html", ".htm", ".xhtml"), parse_html),
+    ".pdf": parse_pdf,
+    ".docx": parse_docx,
+    ".epub": parse_epub,
+    ".eml": parse_email,
+}
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset(_PARSERS)
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_OS_REASONS = {
+    errno.ENOENT: "file vanished while reading",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ELOOP: "symbolic link loop",
+    errno.EISDIR: "not a regular file",
+}
+
+
+def is_supported(path: Path) -> bool:
+    return path.suffix.lower() in SUPPORTED_SUFFIXES
+
+
+def parse(path: Path) -> ParsedText:
+    """The document's text. An empty file is an empty text, not an error: there is simply nothing in it."""
+    parser = _PARSERS.get(path.suffix.lower())
+    if parser is None:
+        raise UnsupportedFormatError(f"unsupported file type {path.suffix or '(no suffix)'}")
+    try:
+        data = _read(path)
+        return _valid_unicode(parser(data)) if data else ParsedText("")
+    except ParseError:
+        raise
+    except OSError as exc:
+        reason = _OS_REASONS.get(exc.errno or 0, f"could not read the file ({exc.strerror or exc})")
+        raise ParseError(reason) from exc
+    except RecursionError as exc:
+        raise ParseError("the document is nested too deeply") from exc
+    except MemoryError as exc:
+        raise ParseError("the document is too large to parse") from exc
+    except Exception as exc:  # a parser library failing in a way we did not foresee is still a bad document
+        raise ParseError(f"could not parse the file ({type(exc).__name__}: {exc})") from exc
+
+
+def _valid_unicode(doc: ParsedText) -> ParsedText:
+    """Lone surrogates (pypdf makes them from broken font maps) cannot be encoded for the tokenizer or the
+    catalog; each becomes U+FFFD, one character for one, so offsets and pages stay put."""
+    if _SURROGATE.search(doc.text) is None:
+        return doc
+    return ParsedText(_SURROGATE.sub("\ufffd", doc.text), doc.page_starts)
+
+
+def _read(path: Path) -> bytes:
+    """The file's bytes, opened non-blocking: a named pipe that has a document's name must not hang us."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ParseError("not a regular file")
+        data = b"" if info.st_size > MAX_FILE_BYTES else file.read(MAX_FILE_BYTES + 1)  # it may be growing
+    size = max(info.st_size, len(data))
+    if size > MAX_FILE_BYTES:
+        raise ParseError(f"file too large ({size >> 20} MB; the limit is {MAX_FILE_BYTES >> 20} MB)")
+    return data

@@ -1,0 +1,152 @@
+"""The chunker's contract as properties: a partition of the text, within budget, mapped back, and stable."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from ingest.chunk_stability import measure_edit_stability
+from ingest.chunker import MAX_CHARS_PER_TOKEN, Chunk, chunk_text, opens_chunk
+from ingest.document import ParsedText
+
+
+def count_words(text: str) -> int:
+    """A fast stand-in for the model's count: whitespace costs nothing, a huge word costs one."""
+    return len(text.split())
+
+
+_words = st.text("abcdéfg日本😀", min_size=1, max_size=12)
+_long_words = st.text("xyz", min_size=40, max_size=400)
+_separators = st.sampled_from([" ", " ", " ", "  ", "\n", "\n\n", "\n \n\t", ". ", "! ", "? ", "\r\n", "。"])
+texts = st.lists(st.one_of(_words, _words, _separators, _long_words), max_size=120).map("".join)
+paged = texts.flatmap(
+    lambda t: st.lists(st.integers(0, len(t)), max_size=4).map(lambda cuts: ParsedText(t, (0, *sorted(cuts))))
+)
+
+
+def check_contract(doc: ParsedText, chunks: list[Chunk], count, budget: int) -> None:
+    text = doc.text
+    if not text.strip():
+        assert chunks == []
+        return
+    assert chunks[0].start == 0 and chunks[-1].end == len(text)
+    for before, after in zip(chunks, chunks[1:], strict=False):
+        assert before.end == after.start
+    for chunk in chunks:
+        assert chunk.start < chunk.end and chunk.text == text[chunk.start : chunk.end]
+        assert count(chunk.text) <= budget
+        assert chunk.hash == hashlib.sha256(chunk.text.encode()).hexdigest()
+        if not chunk.text.strip():
+            assert whitespace_over_budget(text, chunk, count, budget)
+            continue
+        first = chunk.start + len(chunk.text) - len(chunk.text.lstrip())
+        last = chunk.start + len(chunk.text.rstrip()) - 1
+        assert chunk.line_start == text.count("\n", 0, first) + 1
+        assert chunk.line_end == text.count("\n", 0, last) + 1
+        assert chunk.page == (sum(start <= first for start in doc.page_starts) or None)
+
+
+def whitespace_over_budget(text: str, chunk: Chunk, count, budget: int) -> bool:
+    """Whether the whitespace run holding a chunk, with the character before it, is over the budget."""
+    run_start = len(text[: chunk.start].rstrip())
+    run_end = len(text) - len(text[chunk.start :].lstrip())
+    span = text[max(0, run_start - 1) : run_end]
+    return count(span) > budget or len(span) > budget * MAX_CHARS_PER_TOKEN
+
+
+@settings(max_examples=400, deadline=None)
+@given(paged, st.integers(1, 40))
+def test_contract_with_a_word_counter(doc, budget):
+    chunks = chunk_text(doc, count_words, budget)
+    check_contract(doc, chunks, count_words, budget)
+    assert chunk_text(doc, count_words, budget) == chunks  # deterministic
+
+
+@settings(max_examples=200, deadline=None)
+@given(paged, st.sampled_from([8, 32, 128]))
+def test_contract_with_the_model_tokenizer(count_tokens, doc, budget):
+    check_contract(doc, chunk_text(doc, count_tokens, budget), count_tokens, budget)
+
+
+def test_whitespace_gives_no_chunks(count_tokens):
+    assert chunk_text(ParsedText(""), count_tokens) == []
+    assert chunk_text(ParsedText(" \n\n\t \r\n"), count_tokens) == []
+
+
+def test_cuts_prefer_paragraphs_then_sentences():
+    paragraphs = [" ".join(["w"] * n) for n in (5, 7, 6, 3, 8, 4)]
+    text = "\n\n".join(paragraphs)
+    chunks = chunk_text(ParsedText(text), count_words, 10)
+    assert all(c.text.endswith("\n\n") for c in chunks[:-1])  # every paragraph fits: cuts only between them
+    sentences = "First one here. Then a second sentence! And a third? Yes, four sentences in all."
+    chunks = chunk_text(ParsedText(sentences), count_words, 5)
+    assert [c.text for c in chunks] == [
+        "First one here. ",
+        "Then a second sentence! ",
+        "And a third? ",
+        "Yes, four sentences in all.",
+    ]
+
+
+def test_a_huge_word_is_cut_quickly(count_tokens):
+    rnd = random.Random(0)
+    line = "".join(
+        rnd.choices("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/", k=1_000_000)
+    )
+    began = time.perf_counter()
+    chunks = chunk_text(ParsedText(line + "\n"), count_tokens)
+    elapsed = time.perf_counter() - began
+    assert elapsed < 10, elapsed
+    assert "".join(c.text for c in chunks) == line + "\n"
+    sample = chunks[: len(chunks) - 1 : 50]
+    assert all(112 <= count_tokens(c.text) <= 128 for c in sample)  # near full, not crumbs
+
+
+def test_a_huge_word_without_a_model_count_still_respects_the_char_cap():
+    chunks = chunk_text(ParsedText("y" * 100_000), count_words, 4)
+    assert max(len(c.text) for c in chunks) <= 4 * MAX_CHARS_PER_TOKEN
+
+
+_paragraph = st.lists(
+    st.sampled_from(["alpha", "beta", "gamma", "delta", "eps", "zeta"]), min_size=1, max_size=6
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_paragraph.map(" ".join), min_size=2, max_size=40), st.data())
+def test_an_edit_keeps_the_chunks_far_from_it(paragraphs, data):
+    """Chunks that end before the edited paragraph are kept as they were; so is everything from the first
+    paragraph after it that opens a chunk by its content (shifted by the change in length). Paragraphs are
+    the pieces here: each fits the budget, and the whole text does not."""
+    k = data.draw(st.integers(0, len(paragraphs) - 1))
+    edited = [*paragraphs[:k], data.draw(_paragraph.map(" ".join)), *paragraphs[k + 1 :]]
+    old_text, new_text = "\n\n".join(paragraphs), "\n\n".join(edited)
+    assume(count_words(old_text) > 8 and count_words(new_text) > 8)
+    old = chunk_text(ParsedText(old_text), count_words, 8)
+    new = {(c.start, c.text) for c in chunk_text(ParsedText(new_text), count_words, 8)}
+    edit_at = len("\n\n".join(paragraphs[:k]))
+    kept_before = [c for c in old if c.end < edit_at]
+    assert all((c.start, c.text) in new for c in kept_before)
+    anchor = next((i for i in range(k + 1, len(paragraphs)) if opens_chunk(paragraphs[i])), None)
+    if anchor is not None:
+        resync_at = len("\n\n".join(paragraphs[:anchor])) + 2
+        shift = len(new_text) - len(old_text)
+        assert all((c.start + shift, c.text) in new for c in old if c.start >= resync_at)
+
+
+def test_editing_a_paragraph_of_100_pages_rewrites_few_chunks(count_tokens):
+    result = measure_edit_stability(count_tokens)
+    assert result["pages"] == 100 and result["chunks_total"] > 500
+    assert 1 <= result["chunks_changed"] + result["chunks_added"] <= 4
+
+
+def test_edits_anywhere_rewrite_few_chunks_on_average():
+    rewritten = []
+    for paragraph in range(0, 2000, 97):
+        result = measure_edit_stability(count_words, paragraph)
+        rewritten.append(result["chunks_changed"] + result["chunks_added"])
+    assert max(rewritten) <= 6 and sum(rewritten) / len(rewritten) <= 2.5

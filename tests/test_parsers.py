@@ -1,0 +1,279 @@
+"""Parsers on real files of every format, and on broken ones: text or ParseError, never another exception."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from malformed_files import (
+    OPF,
+    docx_bytes,
+    eml_bytes,
+    encrypted_pdf_bytes,
+    epub_bytes,
+    pdf_bytes,
+    zip_bomb_bytes,
+)
+
+from ingest.document import ParsedText
+from ingest.errors import EncryptedDocumentError, ParseError, UnsupportedFormatError
+from ingest.parsers import SUPPORTED_SUFFIXES, is_supported, parse
+
+PAGES = [["First page, first line.", "Second line (with parentheses)."], [], ["Third page here."]]
+
+
+def write(tmp_path: Path, name: str, data: bytes | str) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+# --- the document model ---------------------------------------------------------------------------------
+
+
+def test_line_and_page_of_an_offset():
+    doc = ParsedText.from_pages(["a\nb", "", "c"])
+    assert doc.text == "a\nb\n\n\n\nc" and doc.page_starts == (0, 5, 7)
+    assert [doc.line_at(i) for i in range(len(doc.text))] == [1, 1, 2, 2, 3, 4, 5, 6]
+    assert [doc.page_at(i) for i in (0, 3, 4, 5, 6, 7)] == [1, 1, 1, 2, 2, 3]
+    assert ParsedText("x").page_at(0) is None
+
+
+# --- text and source code -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, encoding",
+    [
+        ("Héllo wörld\nline 2 日本語\n", "utf-16"),
+        ("Héllo wörld\nline 2 日本語\n", "utf-8-sig"),
+        ("Ceci est un texte en français: le garçon a mangé une crème brûlée à midi. " * 3, "latin-1"),
+        ("“Smart quotes” cost €5 — a naïve café. " * 3, "cp1252"),
+        ("Это текст на русском языке, проверка кодировки.", "cp1251"),
+        ("def f():\r\n    return 1\r\n", "ascii"),
+    ],
+)
+def test_text_is_decoded_exactly(tmp_path, text, encoding):
+    assert parse(write(tmp_path, "doc.txt", text.encode(encoding))).text == text
+
+
+def test_lines_map_back_to_the_file(tmp_path):
+    source = "import os\n\n\ndef main():\n    print(os.getcwd())\n"
+    doc = parse(write(tmp_path, "main.py", source))
+    assert doc.text == source and doc.page_starts == ()
+    assert doc.line_at(source.index("print")) == 5
+
+
+def test_a_10_mb_single_line_parses_quickly(tmp_path):
+    path = write(tmp_path, "big.txt", b"x" * 10_000_000)
+    began = time.perf_counter()
+    assert len(parse(path).text) == 10_000_000
+    assert time.perf_counter() - began < 2
+
+
+@pytest.mark.parametrize("data", [b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4, bytes(64)])
+def test_binary_content_is_refused(tmp_path, data):
+    with pytest.raises(ParseError, match="binary content"):
+        parse(write(tmp_path, "image.txt", data))
+
+
+# --- markup and documents -------------------------------------------------------------------------------
+
+
+def test_html_blocks_title_first_furniture_dropped(tmp_path):
+    page = """<html><head><title>The  Page</title><style>p {}</style></head><body>
+      <nav><a href="/">Home</a></nav><h1>Heading</h1>
+      <p>Some <b>bold</b>
+         text<br>on two lines</p><script>alert(1)</script><!-- a comment -->
+      <table><tr><th>Name</th><th>Age</th></tr><tr><td>Ann</td><td>31</td></tr></table>
+      <pre>  indented
+    code</pre></body></html>"""
+    text = parse(write(tmp_path, "page.html", page)).text
+    blocks = [
+        "The Page",
+        "Heading",
+        "Some bold text\non two lines",
+        "Name | Age",
+        "Ann | 31",
+        "  indented\n    code",
+    ]
+    assert text == "\n\n".join(blocks)
+
+
+def test_html_honours_its_declared_charset(tmp_path):
+    page = '<html><head><meta charset="windows-1252"></head><body><p>caf\xe9</p></body></html>'
+    assert parse(write(tmp_path, "old.htm", page.encode("latin-1"))).text == "café"
+
+
+def test_pdf_text_and_pages(tmp_path):
+    doc = parse(write(tmp_path, "doc.pdf", pdf_bytes(PAGES)))
+    assert len(doc.page_starts) == 3
+    assert doc.page_at(doc.text.index("Second line (with parentheses).")) == 1
+    assert doc.page_at(doc.text.index("Third page here.")) == 3
+    assert doc.text.index("First page") < doc.text.index("Third page")
+
+
+def test_pdf_with_a_broken_font_map_gives_valid_unicode(tmp_path):
+    doc = parse(write(tmp_path, "odd.pdf", pdf_bytes([["ABA"]], unicode_of={"A": "D800"})))
+    assert doc.text.startswith("\ufffdB\ufffd")
+
+
+def test_encrypted_pdf(tmp_path):
+    with pytest.raises(EncryptedDocumentError, match="encrypted"):
+        parse(write(tmp_path, "locked.pdf", encrypted_pdf_bytes(PAGES, user_password="secret")))
+
+
+def test_pdf_locked_only_against_editing_opens(tmp_path):
+    doc = parse(write(tmp_path, "owner.pdf", encrypted_pdf_bytes(PAGES, user_password="")))
+    assert "Third page here." in doc.text
+
+
+def test_docx_paragraphs_and_tables_in_order(tmp_path):
+    text = parse(write(tmp_path, "report.docx", docx_bytes())).text
+    blocks = [
+        "Quarterly report",
+        "Revenue grew in every region.",
+        "Region | Growth\nNorth | 12%",
+        "The outlook is stable.",
+    ]
+    assert text == "\n\n".join(blocks)
+
+
+def test_epub_follows_the_spine(tmp_path):
+    text = parse(write(tmp_path, "book.epub", epub_bytes())).text
+    assert text == "Chapter One\n\nIt begins.\n\nChapter Two\n\nThe end."
+
+
+def test_email_headers_body_and_attachments(tmp_path):
+    text = parse(write(tmp_path, "mail.eml", eml_bytes())).text
+    assert text == (
+        "Subject: Lunch on Friday?\nFrom: Ana Lima <ana@example.org>\nTo: bo@example.org\n"
+        "Date: Fri, 01 Mar 2024 10:00:00 +0000\n\nShall we meet at noon?\n\nAttachments: menu.pdf"
+    )
+
+
+def test_email_with_only_html(tmp_path):
+    text = parse(write(tmp_path, "mail.eml", eml_bytes(html_only=True))).text
+    assert text.endswith("\n\nShall we meet at noon?")
+
+
+# --- broken files ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", sorted(SUPPORTED_SUFFIXES))
+def test_empty_file_is_empty_text(tmp_path, suffix):
+    assert parse(write(tmp_path, "empty" + suffix, b"")).text == ""
+
+
+@pytest.mark.parametrize("suffix", [".pdf", ".docx", ".epub", ".txt"])
+def test_random_bytes_are_a_parse_error(tmp_path, suffix):
+    with pytest.raises(ParseError):
+        parse(write(tmp_path, "noise" + suffix, random.Random(1).randbytes(4096)))
+
+
+@pytest.mark.parametrize("suffix", [".html", ".eml"])
+def test_random_bytes_in_lenient_formats_give_text_or_error(tmp_path, suffix):
+    outcome(write(tmp_path, "noise" + suffix, random.Random(2).randbytes(4096)))
+
+
+def test_truncated_pdf(tmp_path):
+    data = pdf_bytes([["A line of text on the page."] * 30] * 3)
+    with pytest.raises(ParseError, match="not a valid PDF"):
+        parse(write(tmp_path, "cut.pdf", data[: len(data) // 2]))
+
+
+def test_zip_bomb_is_refused_unopened(tmp_path):
+    with pytest.raises(ParseError, match="zip bomb"):
+        parse(write(tmp_path, "bomb.docx", zip_bomb_bytes()))
+
+
+def test_epub_without_its_package_document(tmp_path):
+    with pytest.raises(ParseError, match="not a valid EPUB"):
+        parse(write(tmp_path, "book.epub", epub_bytes(container=None)))
+
+
+def test_epub_entities_are_not_expanded(tmp_path):
+    laughs = "".join(f'<!ENTITY e{i} "{f"&e{i - 1};" * 10 if i else "ha"}">' for i in range(9))
+    hostile = OPF.replace("<package", f"<!DOCTYPE package [{laughs}]>\n<package").replace("A Book", "&e8;")
+    text = outcome(write(tmp_path, "book.epub", epub_bytes(opf=hostile)))
+    assert text is None or len(text) < 1000
+
+
+def test_docx_that_is_another_zip(tmp_path):
+    with pytest.raises(ParseError, match="not a valid DOCX"):
+        parse(write(tmp_path, "fake.docx", epub_bytes()))
+
+
+def test_unsupported_suffix(tmp_path):
+    assert not is_supported(Path("x.exe")) and is_supported(Path("notes.MD"))
+    with pytest.raises(UnsupportedFormatError):
+        parse(write(tmp_path, "x.exe", b"MZ"))
+
+
+def test_file_removed_before_parse(tmp_path):
+    path = write(tmp_path, "gone.md", "# hello")
+    path.unlink()
+    with pytest.raises(ParseError, match="vanished"):
+        parse(path)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_permission_denied(tmp_path):
+    path = write(tmp_path, "secret.txt", "hidden")
+    path.chmod(0)
+    with pytest.raises(ParseError, match="permission denied"):
+        parse(path)
+
+
+def test_symlink_loop(tmp_path):
+    (tmp_path / "a.txt").symlink_to(tmp_path / "b.txt")
+    (tmp_path / "b.txt").symlink_to(tmp_path / "a.txt")
+    with pytest.raises(ParseError, match="link loop"):
+        parse(tmp_path / "a.txt")
+
+
+def test_directory_and_named_pipe_are_not_read(tmp_path):
+    (tmp_path / "folder.md").mkdir()
+    os.mkfifo(tmp_path / "pipe.txt")  # opening it for reading would block forever
+    for name in ("folder.md", "pipe.txt"):
+        with pytest.raises(ParseError, match="not a regular file"):
+            parse(tmp_path / name)
+
+
+VALID = {
+    ".pdf": pdf_bytes(PAGES),
+    ".docx": docx_bytes(),
+    ".epub": epub_bytes(),
+    ".eml": eml_bytes(),
+    ".html": b"<html><body><p>hi</p></body></html>",
+    ".txt": "plain text, ünïcode".encode(),
+}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    suffix=st.sampled_from(sorted(VALID)),
+    flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), max_size=8),
+    cut=st.floats(0, 1),
+)
+def test_damaged_files_never_raise_anything_else(tmp_path, suffix, flips, cut):
+    data = bytearray(VALID[suffix])
+    for where, value in flips:
+        data[int(where * len(data))] = value
+    outcome(write(tmp_path, "fuzz" + suffix, bytes(data[: max(1, int(cut * len(data)))])))
+
+
+def outcome(path: Path) -> str | None:
+    """Parsing gives text or a ParseError with a reason (then None); anything else fails the test."""
+    try:
+        text = parse(path).text
+        text.encode("utf-8")  # valid Unicode: the tokenizer and the catalog take it as it is
+        return text
+    except ParseError as exc:
+        assert str(exc)
+        return None
