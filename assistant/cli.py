@@ -107,7 +107,7 @@ def ingest(engine: Engine, path: Path | None, follow: bool) -> None:
     if follow:
         stop = threading.Event()
         try:
-            engine.watch(stop, on_progress=_show_progress)
+            engine.watch(stop, on_progress=_show_progress, on_memories=_show_memory_progress)
         except KeyboardInterrupt:
             stop.set()
         click.echo()
@@ -191,7 +191,7 @@ def doctor(engine: Engine) -> None:
     """Check the model, the embedder, the index and the bank; repair what can be repaired."""
     problems = 0
     for check in engine.doctor():
-        click.echo(f"{'ok ' if check.ok else 'FIX'} {check.name}: {check.detail}")
+        click.echo(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
         problems += not check.ok
     if problems:
         raise SystemExit(1)

@@ -7,6 +7,7 @@ Everything loads on first use: listing folders needs neither the weights nor the
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from ingest.folders import add_folder, remove_folder
 from ingest.ingester import Ingester, Progress, Status
 from ingest.paths import data_dir
 from ingest.scan import ScanReport
+
+log = logging.getLogger(__name__)
 
 
 class UnknownProfileError(M3Error):
@@ -172,9 +175,31 @@ class Engine:
         ingester.process_pending()
         return report
 
-    def watch(self, stop: threading.Event, on_progress: Callable[[Progress], None] | None = None) -> None:
-        """Keep the catalog in step with the folders until `stop` is set."""
-        self.ingester(on_progress).run(stop)
+    def watch(
+        self,
+        stop: threading.Event,
+        on_progress: Callable[[Progress], None] | None = None,
+        on_memories: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Keep the catalog and the memories in step with the folders until `stop` is set: files are
+        followed and parsed in a background thread while this one writes the memories they need."""
+        worker = threading.Thread(
+            target=self._follow, args=(stop, on_progress), name="m3-ingest", daemon=True
+        )
+        worker.start()
+        try:
+            while not stop.wait(1.0):
+                self.sync_memories(on_progress=on_memories)
+        finally:
+            stop.set()
+            worker.join()
+
+    def _follow(self, stop: threading.Event, on_progress: Callable[[Progress], None] | None) -> None:
+        try:
+            self.ingester(on_progress).run(stop)
+        except Exception:  # logged, and the writer loop is told to end: nothing is lost, the queue persists
+            log.exception("following the folders failed")
+            stop.set()
 
     def status(self) -> Status:
         return self.ingester().status()

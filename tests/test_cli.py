@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -106,3 +107,39 @@ def test_folders_scan_and_status(tmp_path, model_path):
 def test_watching_a_missing_folder_is_one_sentence(tmp_path, model_path):
     result = m3("--model", str(model_path), "watch", str(tmp_path / "nowhere"), home=tmp_path / "h")
     assert_one_sentence_error(result, "does not exist")
+
+
+def test_ask_json_and_doctor_repairs_a_damaged_bank_and_index(tmp_path, model_path):
+    """`m3 ask --json` keeps its contract; `m3 doctor` finds a flipped byte in the bank and a damaged
+    vector index, rebuilds both, and the next ingest writes the lost memory again from its text."""
+    home, notes = tmp_path / "home", tmp_path / "notes"
+    notes.mkdir()
+    (notes / "boat.md").write_text("# Boat\n\nThe boat is called the Silver Heron.\n")
+    (notes / "tea.txt").write_text("Green tea is steeped for two minutes.\n")
+
+    def run(*args: str, ok: bool = True) -> str:
+        result = m3("--model", str(model_path), *args, home=home)
+        assert (result.returncode == 0) == ok, result.stderr
+        assert "Traceback" not in result.stderr
+        return result.stdout
+
+    run("ingest", str(notes))
+    out = json.loads(run("ask", "What is the boat called?", "--json"))
+    assert set(out) == {"answer", "mode", "citations"} and out["mode"] == "memory"
+    assert "Heron" in out["answer"]
+    first = out["citations"][0]
+    assert set(first) == {"n", "path", "page", "line_start", "line_end", "text", "share"}
+    assert first["n"] == 1 and first["path"] == str(notes.resolve() / "boat.md") and first["line_start"] == 1
+
+    segment = next((home / "data" / "bank").glob("seg-*.m3s"))
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    (home / "data" / "retrieval" / "hnsw" / "index.bin").write_bytes(b"garbage")
+    report = run("doctor")
+    assert "bank:" in report and "1 memories lost" in report
+    assert "index:" in report
+    assert "FAIL" not in report
+    run("doctor")  # now clean
+    assert "0 waiting for memories" in run("ingest")  # the lost memory was written again
+    assert "Heron" in json.loads(run("ask", "What is the boat called?", "--json"))["answer"]
