@@ -157,7 +157,7 @@ class Chat:
         text = ""
         for piece in gen.run():
             text += piece
-            cut = _stop_at(text, self.prompt.stop)
+            cut = stop_index(text, self.prompt.stop)
             if cut is not None:
                 new = text[len(answer.text) : cut]
                 answer.text = text[:cut]
@@ -173,7 +173,7 @@ class Chat:
         ]
 
 
-def _stop_at(text: str, stops: Sequence[str]) -> int | None:
+def stop_index(text: str, stops: Sequence[str]) -> int | None:
     """Where the answer ends: the first stop string once the answer has begun (leading space skipped)."""
     start = len(text) - len(text.lstrip())
     if start == len(text):
