@@ -153,11 +153,13 @@ class Chat:
         return self.search(query, self.k)[::-1]
 
     def _stream(self, gen: Generation, answer: Answer, seen: dict[str, Chunk]) -> Iterator[str]:
-        """Yield the answer's text up to the first stop string, then fill in its citations."""
+        """Yield the answer's text up to the first stop string (or a loop), then fill in its citations."""
         text = ""
         for piece in gen.run():
             text += piece
             cut = stop_index(text, self.prompt.stop)
+            if cut is None:
+                cut = loop_start(text)
             if cut is not None:
                 new = text[len(answer.text) : cut]
                 answer.text = text[:cut]
@@ -180,3 +182,22 @@ def stop_index(text: str, stops: Sequence[str]) -> int | None:
         return None
     hits = [i for stop in stops if (i := text.find(stop, start)) != -1]
     return min(hits) if hits else None
+
+
+LOOP_REPEATS = 8  # a unit of text this many times in a row is a loop, not an answer ("0000000000...")
+
+
+def loop_start(text: str, longest_unit: int = 12) -> int | None:
+    """Where a degenerate loop at the end of `text` begins (after its first unit), if there is one.
+
+    Small base models sometimes repeat one token or phrase until the length limit; nothing after the
+    first copy carries information.
+    """
+    for unit in range(1, longest_unit + 1):
+        n = unit * LOOP_REPEATS
+        if len(text) >= n and text[-n:] == text[-unit:] * LOOP_REPEATS and text[-unit:].strip():
+            start = len(text) - n
+            while start >= unit and text[start - unit : start] == text[-unit:]:
+                start -= unit
+            return start + unit
+    return None

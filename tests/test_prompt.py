@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.chat import stop_index
+from engine.chat import loop_start, stop_index
 from engine.prompt import BASE, prompt_format
 
 
@@ -32,3 +32,20 @@ def test_stop_index_is_inside_the_text_and_after_the_leading_space(text, lead):
     if cut is not None:
         assert len(lead) <= cut < len(lead + text) and (lead + text)[cut] == "\n"
         assert (lead + text)[:cut].strip()
+
+
+def test_a_degenerate_loop_ends_the_answer_after_its_first_copy():
+    assert loop_start("$230, is 1" + "0" * 30) == len("$230, is 10")
+    assert loop_start("yes " * 10) == len("yes ")
+    assert loop_start("The year was 1900.") is None
+    assert loop_start("     " * 10) is None  # whitespace alone is left to the stop strings
+
+
+@given(st.text(max_size=40), st.text(min_size=1, max_size=12), st.integers(8, 20))
+def test_loop_start_keeps_one_copy(prefix, unit, times):
+    text = prefix + unit * times
+    start = loop_start(text)
+    if unit.strip():
+        assert start is not None and start <= len(prefix) + len(unit)
+    if start is not None:
+        assert text[:start].strip()
