@@ -153,13 +153,15 @@ class Chat:
         return self.search(query, self.k)[::-1]
 
     def _stream(self, gen: Generation, answer: Answer, seen: dict[str, Chunk]) -> Iterator[str]:
-        """Yield the answer's text up to the first stop string (or a loop), then fill in its citations."""
+        """Yield the answer's text up to the first stop string or loop, then fill in its citations."""
         text = ""
         for piece in gen.run():
             text += piece
+            if loop_start(text) is not None:  # already shown, so kept; only the rest of the loop is spared
+                yield text[len(answer.text) :]
+                answer.text = text
+                break
             cut = stop_index(text, self.prompt.stop)
-            if cut is None:
-                cut = loop_start(text)
             if cut is not None:
                 new = text[len(answer.text) : cut]
                 answer.text = text[:cut]
@@ -191,7 +193,7 @@ def loop_start(text: str, longest_unit: int = 12) -> int | None:
     """Where a degenerate loop at the end of `text` begins (after its first unit), if there is one.
 
     Small base models sometimes repeat one token or phrase until the length limit; nothing after the
-    first copy carries information.
+    first copy carries information, so generation stops there (what was streamed stays shown).
     """
     for unit in range(1, longest_unit + 1):
         n = unit * LOOP_REPEATS
