@@ -73,7 +73,7 @@ def test_an_edit_changes_the_answer_and_a_deletion_removes_the_source(engine, fo
     for mode in ("memory", "rag"):
         answer = ask(engine, mode)
         assert "4420" in answer.text and "7391" not in answer.text, mode
-        assert Path(answer.citations[0].path) == folder / "vault.md"
+        assert folder / "vault.md" in {Path(c.path) for c in answer.citations[:3]}
     (folder / "vault.md").unlink()
     engine.scan()
     engine.sync_memories()
