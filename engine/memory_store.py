@@ -29,24 +29,27 @@ class MemoryStore:
     ):
         self.bank, self.cache, self.write, self.batch_size = bank, cache, write, batch_size
         self.bank_reads = self.cold_writes = 0
+        self._full = False  # the bank refused a put: writing more ahead of time would only be thrown away
 
     def store(self, items: Sequence[tuple[str, str]]) -> int:
         """Write memories into the bank, batch by batch, until its budget is full; how many were stored.
         Those left out are written at their first retrieval."""
         todo = list({h: t for h, t in items if h not in self.bank}.items())
         stored = 0
-        for a in range(0, len(todo), self.batch_size):
+        for a in range(0, len(todo) if not self._full else 0, self.batch_size):
             batch = todo[a : a + self.batch_size]
             memories = self.write([t for _, t in batch])
             for (h, _), memory in zip(batch, memories, strict=True):
                 if not self.bank.put(h, memory):
+                    self._full = True
                     return stored
                 stored += 1
         return stored
 
     def drop(self, hashes: Sequence[str]) -> None:
         """Forget these memories; compact the bank once enough of it is dead."""
-        self.bank.drop(hashes)
+        if self.bank.drop(hashes):
+            self._full = False
         stats = self.bank.stats()
         if stats["dead_bytes"] > COMPACT_AT * stats["file_bytes"]:
             self.bank.compact()

@@ -90,6 +90,8 @@ def test_tiny_budget_stores_some_and_the_rest_cold_start(rt, written, tmp_path: 
     assert stored == 3
     assert set(bank.keys()) == {h for h, _ in items[:stored]}
     assert bank.stats()["live_bytes"] <= budget
+    encoded = len(made)
+    assert store.store(items) == 0 and len(made) == encoded  # a full bank: nothing is written in vain
 
     kvs = store.get_many(items[::-1])
     assert store.stats() == {"cache_hits": 0, "bank_reads": stored, "cold_writes": len(items) - stored}
