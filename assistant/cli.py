@@ -202,10 +202,16 @@ def doctor(engine: Engine) -> None:
 @click.option(
     "--out", "out_dir", type=click.Path(path_type=Path), default=Path("bench/results"), show_default=True
 )
+@click.option("--quick", is_flag=True, help="A small slice: minutes instead of hours (qa: 50 questions).")
+@click.option(
+    "--sample", type=click.IntRange(min=1), help="qa only: ask a seeded sample of N questions per split."
+)
 @click.pass_obj
-def bench(engine: Engine, name: str, out_dir: Path) -> None:
-    """Run benchmark NAME: print its table and write <out>/NAME.json."""
-    _, table = engine.benchmark(name, out_dir)
+def bench(engine: Engine, name: str, out_dir: Path, quick: bool, sample: int | None) -> None:
+    """Run benchmark NAME: print its table and write <out>/NAME.json and NAME.md (qa adds PNG plots)."""
+    if sample is not None and name != "qa":
+        raise click.UsageError("--sample applies to the qa benchmark only.")
+    _, table = engine.benchmark(name, out_dir, quick, **({"sample": sample} if sample else {}))
     click.echo(table)
 
 

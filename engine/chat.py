@@ -8,8 +8,9 @@
   prompt template says less about the user's need than the question does.
 - `none`: the same prompt with no sources, to measure what the documents add.
 
-Citations are the sources the answer attended to, ranked by the share of attention its tokens paid to
-each, and mapped to file, page and line span through the catalog.
+Citations are the sources the answer attended to, ranked by the attention its tokens paid to each per
+key token (a long passage otherwise collects attention by its length alone), and mapped to file, page and
+line span through the catalog.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from engine.errors import EmptyPromptError, M3Error
-from engine.generate import Generation, Sampling
-from engine.memory import MemoryKV
+from engine.generate import CHUNK_TOKENS, Generation, Sampling
+from engine.memory import MAX_REFERENCE_TOKENS, MemoryKV
 from engine.prompt import PromptFormat
 from engine.runtime import Runtime
 
@@ -40,7 +41,7 @@ class Citation:
     line_start: int
     line_end: int
     text: str
-    share: float  # of the attention the answer paid to all its sources
+    share: float  # of the attention per key token the answer paid to its sources (they sum to 1)
     hash: str
 
     def as_dict(self) -> dict:
@@ -81,14 +82,33 @@ class Answer:
     text: str = ""
     citations: list[Citation] = field(default_factory=list)
     chat_id: int | None = None  # where the engine saved it
+    tokens: int = 0  # generated, stop token excluded
+    _gen: Generation | None = field(default=None, repr=False)
+    _lead: str = ""
 
     def __iter__(self) -> Iterator[str]:
         yield from self.pieces
 
+    def logprob(self, reply: str) -> tuple[float, int]:
+        """(summed log-probability, tokens) of `reply` given instead of this answer, in the very context
+        this answer was read in (once streamed): how close the model came to another answer."""
+        ids = self._gen.tokenizer.encode(self._lead + reply.strip())
+        return self._gen.score(ids), len(ids)
+
 
 class Chat:
-    def __init__(self, runtime: Runtime, search: Search, recall: Recall, prompt: PromptFormat, k: int = 5):
-        self.runtime, self.search, self.recall, self.prompt, self.k = runtime, search, recall, prompt, k
+    def __init__(
+        self,
+        runtime: Runtime,
+        search: Search,
+        recall: Recall,
+        prompt: PromptFormat,
+        k: int = 5,
+        interval: int = CHUNK_TOKENS,
+    ):
+        """k: chunks retrieved per reading; interval: tokens between memory re-readings."""
+        self.runtime, self.search, self.recall, self.prompt = runtime, search, recall, prompt
+        self.k, self.interval = k, interval
 
     def ask(
         self,
@@ -98,6 +118,22 @@ class Chat:
         sampling: Sampling = GREEDY,
         cancel: threading.Event | None = None,
     ) -> Answer:
+        gen, seen = self.generation(question, mode, max_new_tokens, sampling=sampling, cancel=cancel)
+        answer = Answer(question, mode, iter(()), _gen=gen, _lead=self.prompt.lead)
+        answer.pieces = self._stream(gen, answer, seen)
+        return answer
+
+    def generation(
+        self,
+        question: str,
+        mode: str,
+        max_new_tokens: int = 128,
+        sampling: Sampling = GREEDY,
+        cancel: threading.Event | None = None,
+        stop: bool = True,
+    ) -> tuple[Generation, dict[str, Chunk]]:
+        """The generation that answers `question` in `mode`, and the chunks it reads (filled as it runs).
+        stop=False runs on through stop tokens (for timing a fixed number of tokens)."""
         if mode not in MODES:
             raise UnknownModeError(f"There is no chat mode {mode!r}; choose memory, rag or none.")
         if not question.strip():
@@ -118,7 +154,7 @@ class Chat:
         options = dict(
             max_new_tokens=max_new_tokens,
             sampling=sampling,
-            stop_ids=tok.stop_ids,
+            stop_ids=tok.stop_ids if stop else frozenset(),
             cancel=cancel,
             sink_len=len(sink),
             cite=mode != "none",
@@ -130,7 +166,8 @@ class Chat:
                 sink + body,
                 retrieve=retrieve,
                 first_query=question,
-                memory_slots=self.k * 128,
+                memory_slots=self.k * MAX_REFERENCE_TOKENS,
+                chunk=self.interval,
                 **options,
             )
             started.append(gen)
@@ -142,9 +179,7 @@ class Chat:
                 spans.append((chunk.hash, len(prompt), len(prompt) + len(ids)))
                 prompt += ids
             gen = Generation(self.runtime.model, tok, prompt + body, text_sources=spans, **options)
-        answer = Answer(question, mode, iter(()))
-        answer.pieces = self._stream(gen, answer, seen)
-        return answer
+        return gen, seen
 
     def _sources(self, query: str) -> list[Chunk]:
         """The retrieved chunks in reading order: the best one last, right before the question.
@@ -171,6 +206,7 @@ class Chat:
             yield text[len(answer.text) :]
             answer.text = text
         answer.text = answer.text.strip()
+        answer.tokens = len(gen.tokens)
         answer.citations = [
             Citation(n, c.path, c.page, c.line_start, c.line_end, c.text, share, c.hash)
             for n, (c, share) in enumerate(((seen[key], share) for key, share in gen.sources()), start=1)

@@ -20,7 +20,7 @@ from engine.config import EngineConfig
 from engine.embedder import Embedder
 from engine.errors import EmptyPromptError, M3Error
 from engine.generate import Generation, Sampling
-from engine.memory import PROFILES, MemoryKV
+from engine.memory import MAX_REFERENCE_TOKENS, PROFILES, MemoryKV, MemoryProfile
 from engine.memory_cache import MemoryCache
 from engine.memory_store import MemoryStore
 from engine.memory_writer import write_memories
@@ -52,12 +52,17 @@ class Check:
 
 class Engine:
     def __init__(
-        self, model_path: str | Path | None = None, device: str | None = None, runtime: Runtime | None = None
+        self,
+        model_path: str | Path | None = None,
+        device: str | None = None,
+        runtime: Runtime | None = None,
+        embedder: Embedder | None = None,
     ):
-        """`runtime`: an already loaded model to use (benchmarks and tests share one)."""
+        """`runtime`, `embedder`: already loaded models to use (benchmarks and tests share them)."""
         self._model_path = runtime.path if runtime is not None else Path(model_path) if model_path else None
         self._device = device
         self._cancel = threading.Event()
+        self._embedder = embedder
         if runtime is not None:
             self.runtime = runtime
 
@@ -96,18 +101,22 @@ class Engine:
 
     @cached_property
     def retriever(self) -> Retriever:
-        return Retriever(data_dir() / "retrieval", Embedder.load(device=self._device))
+        return Retriever(data_dir() / "retrieval", self._embedder or Embedder.load(device=self._device))
 
     @cached_property
     def store(self) -> MemoryStore:
         """The bank (within its budget) and the cold-start path around it, writing with the loaded model."""
-        rt, profile = self.runtime, PROFILES[self.config.profile]
+        return self.memory_store(self.bank, PROFILES[self.config.profile])
+
+    def memory_store(self, bank: MemoryBank, profile: MemoryProfile) -> MemoryStore:
+        """A store writing `profile` memories into `bank` with the loaded model (benchmarks use several)."""
+        rt = self.runtime
 
         def write(texts: list[str]):
-            refs = [rt.tokenizer.encode(t)[:128] for t in texts]
+            refs = [rt.tokenizer.encode(t)[:MAX_REFERENCE_TOKENS] for t in texts]
             return write_memories(rt.model, rt.sink, refs, profile)
 
-        return MemoryStore(self.bank, MemoryCache(rt.model.dtype, rt.model.device), write)
+        return MemoryStore(bank, MemoryCache(rt.model.dtype, rt.model.device), write)
 
     @cached_property
     def bank(self) -> MemoryBank:
@@ -261,7 +270,7 @@ class Engine:
         rt = self.runtime
         return Chat(
             rt,
-            self._search,
+            self.search,
             self._recall,
             prompt_format(rt.model.config.arch, rt.instruct),
             k=self.config.retrieved,
@@ -285,7 +294,8 @@ class Engine:
         answer.chat_id = chat_id
         return answer
 
-    def _search(self, query: str, k: int) -> list[Chunk]:
+    def search(self, query: str, k: int) -> list[Chunk]:
+        """The k chunks that best match `query` (vectors and keywords fused), best first."""
         hits = self.retriever.search(query, k)
         texts = self.catalog.chunk_texts(h.hash for h in hits)
         chunks = []
@@ -347,8 +357,9 @@ class Engine:
 
         return list(BENCHMARKS)
 
-    def benchmark(self, name: str, output_dir: Path) -> tuple[dict, str]:
-        """Run a named benchmark; return its results and a Markdown table, and write the JSON file."""
+    def benchmark(self, name: str, output_dir: Path, quick: bool = False, **options) -> tuple[dict, str]:
+        """Run a named benchmark (quick: a small slice; options: its own); return its results and a
+        Markdown table, and write both into `output_dir`."""
         from engine.bench import run_benchmark
 
-        return run_benchmark(name, output_dir, self.model_path, self._device)
+        return run_benchmark(name, output_dir, self.model_path, self._device, quick, **options)

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+ABSTAIN = "unknown"  # what the model is taught to answer when the references do not say
+# Chosen on XQuAD's tuning articles among four formats (m3 bench qa, README "Evaluation"): the best mean F1
+# of rag and memory modes, and the only one that teaches the model to abstain.
 FEW_SHOT = (
-    "\n\nAnswer each question in a few words, using the references above."
+    "\n\nAnswer each question in a few words, using the references above. "
+    f"If they do not say, answer {ABSTAIN}."
     "\n\nQuestion: Which city is the Louvre museum in?\nAnswer: Paris"
     "\n\nQuestion: How many legs does a spider have?\nAnswer: eight"
+    f"\n\nQuestion: What was the name of the first dog on the Moon?\nAnswer: {ABSTAIN}"
 )
 
 # chat turns per family, for instruct models: (before the question, after it)
@@ -35,12 +40,13 @@ class PromptFormat:
     after: str  # text between the question and the answer
     stop: tuple[str, ...]  # the answer ends at the first of these
     special: bool  # whether control tokens in before/after are parsed as such
+    lead: str = ""  # what an answer starts with after `after` (a space after "Answer:")
 
     def body(self, question: str) -> str:
         return f"{self.before}{question.strip()}{self.after}"
 
 
-BASE = PromptFormat("base", FEW_SHOT + "\n\nQuestion: ", "\nAnswer:", stop=("\n",), special=False)
+BASE = PromptFormat("base", FEW_SHOT + "\n\nQuestion: ", "\nAnswer:", stop=("\n",), special=False, lead=" ")
 
 
 def prompt_format(arch: str, instruct: bool) -> PromptFormat:

@@ -162,3 +162,40 @@ def test_measuring_attention_does_not_change_the_answer(rt32):
     cited = Generation(rt32.model, tok, ids, max_new_tokens=10, text_sources=[("fact", 1, 12)], cite=True)
     assert "".join(plain.run()) == "".join(cited.run())
     assert cited.sources()[0][0] == "fact"
+
+
+def test_score_is_the_log_probability_of_a_reply_in_the_same_context(rt32):
+    """Scoring rewinds the cache to the end of the prompt: it sums exactly the log-probabilities one
+    forward pass over prompt + reply gives, whatever was generated before; and a fact held in a memory
+    makes its answer far more likely than no memory does."""
+    tok, sink = rt32.tokenizer, rt32.sink
+    prompt, reply = tok.encode(FACT + QUESTION, bos=True), tok.encode(" 7391-QX")
+    gen = Generation(rt32.model, tok, prompt, max_new_tokens=12)
+    list(gen.run())
+    with torch.inference_mode():
+        ids = torch.tensor([prompt + reply])
+        logits = rt32.model(ids, torch.arange(ids.shape[1])[None], logits="all").logits[0]
+    steps = torch.log_softmax(logits[len(prompt) - 1 : -1], dim=-1)
+    expected = float(steps[torch.arange(len(reply)), torch.tensor(reply)].sum())
+    assert gen.score(reply) == pytest.approx(expected, abs=1e-3)
+    assert gen.score(reply) == pytest.approx(expected, abs=1e-3)  # scoring leaves the context as it was
+    with pytest.raises(ValueError):
+        gen.score(reply * 10)
+
+    memory = write_memories(rt32.model, sink, [tok.encode(FACT)], PROFILES["dense"])[0]
+    kv = memory.unpack(rt32.model.dtype, rt32.model.device)
+
+    def score(memories) -> float:
+        g = Generation(
+            rt32.model,
+            tok,
+            sink + tok.encode(QUESTION),
+            max_new_tokens=8,
+            retrieve=lambda _q: memories,
+            sink_len=len(sink),
+            memory_slots=128,
+        )
+        list(g.run())
+        return g.score(reply)
+
+    assert score([kv]) > score([]) + 5

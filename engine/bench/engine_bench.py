@@ -28,6 +28,7 @@ from engine.runtime import Runtime
 from engine.tokenizer import Tokenizer
 
 REPEATS = {"prefill": 3, "decode": 3, "write": 3, "ttft": 5}
+QUICK_REPEATS = dict.fromkeys(REPEATS, 1)
 PREFILL_TOKENS = 512
 DECODE_TOKENS = 64
 WRITE_REFERENCES = 64
@@ -154,8 +155,11 @@ def open_llamacpp(path: Path, threads: int) -> LlamaCpp:
     return lc
 
 
-def run(model_path: str | Path | None, device: str | None) -> tuple[dict, str]:
-    """Measure everything; return the results and their Markdown tables."""
+def run(
+    model_path: str | Path | None, device: str | None, output_dir: Path, quick: bool = False
+) -> tuple[dict, str]:
+    """Measure everything (quick: one timed repeat each); return the results and their Markdown tables."""
+    repeats = QUICK_REPEATS if quick else REPEATS
     rt = Runtime.load(model_path, device=device)
     model, tok, sink = rt.model, rt.tokenizer, rt.sink
     rng = random.Random(0)
@@ -167,7 +171,7 @@ def run(model_path: str | Path | None, device: str | None) -> tuple[dict, str]:
     dense = PROFILES["dense"]
 
     write_s = median(
-        lambda: seconds(lambda: write_memories(model, sink, refs, dense), model.device), REPEATS["write"]
+        lambda: seconds(lambda: write_memories(model, sink, refs, dense), model.device), repeats["write"]
     )
     ref128 = references(tok, 1, seed=2, lengths=(128, 128))
     kvs = [m.unpack(model.dtype, model.device) for m in write_memories(model, sink, refs[:ATTACHED], dense)]
@@ -178,11 +182,11 @@ def run(model_path: str | Path | None, device: str | None) -> tuple[dict, str]:
         "memory_slots": sum(kv.kept for kv in kvs),
     }
     ours = {
-        "prefill": PREFILL_TOKENS / median(lambda: prefill_ours(model, prefill_ids), REPEATS["prefill"]),
+        "prefill": PREFILL_TOKENS / median(lambda: prefill_ours(model, prefill_ids), repeats["prefill"]),
         "decode": DECODE_TOKENS
-        / median(lambda: decode_ours(model, decode_prompt, DECODE_TOKENS), REPEATS["decode"]),
-        "ttft_memory": median(lambda: ttft_ours(rt, [*sink, *question], **memory), REPEATS["ttft"]),
-        "ttft_rag": median(lambda: ttft_ours(rt, rag_prompt), REPEATS["ttft"]),
+        / median(lambda: decode_ours(model, decode_prompt, DECODE_TOKENS), repeats["decode"]),
+        "ttft_memory": median(lambda: ttft_ours(rt, [*sink, *question], **memory), repeats["ttft"]),
+        "ttft_rag": median(lambda: ttft_ours(rt, rag_prompt), repeats["ttft"]),
     }
     bytes_per_memory = {
         name: write_memories(model, sink, ref128, profile)[0].nbytes for name, profile in PROFILES.items()
@@ -192,10 +196,10 @@ def run(model_path: str | Path | None, device: str | None) -> tuple[dict, str]:
     lc = open_llamacpp(rt.path, threads)
     theirs = {
         "prefill": PREFILL_TOKENS
-        / median(lambda: seconds(lambda: lc.next_logits(prefill_ids)), REPEATS["prefill"]),
+        / median(lambda: seconds(lambda: lc.next_logits(prefill_ids)), repeats["prefill"]),
         "decode": DECODE_TOKENS
-        / median(lambda: decode_llamacpp(lc, decode_prompt, DECODE_TOKENS), REPEATS["decode"]),
-        "ttft_rag": median(lambda: seconds(lambda: np.argmax(lc.next_logits(rag_prompt))), REPEATS["ttft"]),
+        / median(lambda: decode_llamacpp(lc, decode_prompt, DECODE_TOKENS), repeats["decode"]),
+        "ttft_rag": median(lambda: seconds(lambda: np.argmax(lc.next_logits(rag_prompt))), repeats["ttft"]),
     }
 
     results = {
@@ -222,7 +226,7 @@ def run(model_path: str | Path | None, device: str | None) -> tuple[dict, str]:
         "device": str(model.device),
         "dtype": str(model.dtype).removeprefix("torch."),
         "threads": threads,
-        "repeats": REPEATS,
+        "repeats": repeats,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return results, table(results)

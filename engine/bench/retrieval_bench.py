@@ -93,22 +93,25 @@ def _latency(r: Retriever, embedder: Embedder, queries: list[str], vectors: np.n
     return {part: statistics.median(ts) for part, ts in times.items()}, statistics.mean(recall)
 
 
-def run(model_path: str | Path | None, device: str | None) -> tuple[dict, str]:
-    """Measure everything; `model_path` is unused (retrieval does not need the chat model)."""
+def run(
+    model_path: str | Path | None, device: str | None, output_dir: Path, quick: bool = False
+) -> tuple[dict, str]:
+    """Measure everything (quick: 10k chunks only); `model_path` is unused (retrieval needs no chat model)."""
+    sizes = SIZES[:1] if quick else SIZES
     embedder = Embedder.load(device=device)
     rng = np.random.default_rng(0)
-    texts = _texts(embedder, rng, max(SIZES), CHUNK_WORDS)
+    texts = _texts(embedder, rng, max(sizes), CHUNK_WORDS)
     queries = _texts(embedder, rng, QUERIES, QUERY_WORDS)
 
     embedder.embed(texts[:16])  # warm-up
     start = time.perf_counter()
     sample = embedder.embed(texts[:EMBEDDED])
     embed_s = time.perf_counter() - start
-    vectors = _vectors(sample, max(SIZES), rng)
+    vectors = _vectors(sample, max(sizes), rng)
     pieces = statistics.mean(len(e.ids) for e in embedder.tokenizer.encode_batch(texts[:EMBEDDED]))
 
     build_s, latency, recall = {}, {}, {}
-    for size in SIZES:
+    for size in sizes:
         with tempfile.TemporaryDirectory(prefix="m3-retrieval-bench-") as tmp:
             replay = _Replay(embedder, dict(zip(texts[:size], vectors[:size], strict=True)))
             start = time.perf_counter()

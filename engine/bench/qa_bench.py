@@ -1,0 +1,511 @@
+"""`m3 bench qa`: memory against RAG against no sources, on real QA data, through the real pipeline.
+
+The XQuAD articles (SQuAD v1.1 dev) are written as Markdown files, one per article, and go through the
+same ingest, retrieval and memory writing as a user's folder. Every question is asked in each setting:
+`none`, `rag`, and `memory` with several memory profiles; the sweep then varies one knob of the default
+memory at a time (layers, tokens kept, bits, positions, memories per reading, re-reading interval).
+All settings share the prompt, the greedy decoding and, for a question, the retrieved chunks.
+
+The first half of the articles (XQuAD: 0-23) tunes prompt and profile; the second half (24-47) is held
+out and reported apart. SQuAD v2's unanswerable
+questions, over their own two articles, measure how often the assistant abstains. The speed part times
+`memory` and `rag` on our runtime and `rag` on llama.cpp with 1, 5 and 10 retrieved chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from engine.bank import MemoryBank
+from engine.bench import qa_plots, squad
+from engine.bench.engine_bench import decode_llamacpp, open_llamacpp
+from engine.bench.machine import machine_info
+from engine.bench.qa_corpus import holds_gold, write_articles
+from engine.bench.qa_eval import Outcome, ask_all, quality, speed
+from engine.chat import Chat
+from engine.embedder import Embedder
+from engine.errors import M3Error
+from engine.facade import Engine
+from engine.generate import CHUNK_TOKENS
+from engine.memory import PROFILES, MemoryProfile
+from engine.memory_store import MemoryStore
+from engine.prompt import BASE, PromptFormat
+from engine.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+DATA_ENV = "M3_QA_DATA"  # where xquad-en/ and squad-v2-dev-subset/ are; default: ../shared/data/qa
+K = 5  # retrieved chunks (memories) per reading: the engine's default
+MAIN_PROFILES = ("dense", "dense-int4", "top75", "top50", "first-half", "paper")
+WITHIN = 0.02  # the default profile: the smallest memory whose held-out F1 is within 2% of the best
+SPEED_K = (1, 5, 10)
+SPEED_TOKENS = 32  # decoded without stopping, to time decoding
+SPEED_QUESTIONS = 5
+
+
+class QADataMissingError(M3Error):
+    """The QA data set is not where the benchmark looks for it."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run covers. None: every question of that kind."""
+
+    articles: int | None  # XQuAD articles ingested per split, the first ones of each half
+    tune: int | None  # questions per split
+    heldout: int | None
+    unanswerable: int | None
+    v2_articles: int | None  # SQuAD v2 articles ingested, the first ones
+    sweep: bool
+    prompts: bool
+    speed_questions: int
+
+
+FULL = Plan(None, None, None, None, None, sweep=True, prompts=True, speed_questions=SPEED_QUESTIONS)
+QUICK = Plan(2, 25, 25, 10, 1, sweep=False, prompts=False, speed_questions=1)
+
+
+def sampled(questions: int) -> Plan:
+    """The full run on a seeded sample of `questions` per split (and as many unanswerable ones)."""
+    return replace(FULL, tune=questions, heldout=questions, unanswerable=questions)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One way of answering: mode, memory profile, chunks per reading, re-reading interval, prompt."""
+
+    mode: str
+    profile: MemoryProfile | None = None
+    k: int = K
+    interval: int = CHUNK_TOKENS
+    prompt: PromptFormat = BASE
+    knob: str = ""  # what the sweep varies here, and to what
+    value: str = ""
+
+    @property
+    def label(self) -> str:
+        name = self.profile.name if self.profile else self.mode
+        return f"{self.mode}/{name} k={self.k} every {self.interval} prompt={self.prompt.name}"
+
+
+# --- prompts compared on the tuning split ----------------------------------------------------------
+
+_TWO_SHOT = (  # the format before the evaluation: no abstention
+    "\n\nAnswer each question in a few words, using the references above."
+    "\n\nQuestion: Which city is the Louvre museum in?\nAnswer: Paris"
+    "\n\nQuestion: How many legs does a spider have?\nAnswer: eight"
+)
+_SPAN_SHOT = (
+    "\n\nAnswer each question with the shortest words from the references above."
+    "\n\nQuestion: In what year did the bridge open?\nAnswer: 1932"
+    "\n\nQuestion: Who designed the first steam locomotive?\nAnswer: Richard Trevithick"
+    "\n\nQuestion: What does the museum keep in its basement?\nAnswer: the city archive"
+)
+PROMPTS = (  # the engine's own first
+    BASE,
+    replace(BASE, name="two-shot", before=_TWO_SHOT + "\n\nQuestion: "),
+    replace(BASE, name="bare", before="\n\nQuestion: "),
+    replace(BASE, name="spans", before=_SPAN_SHOT + "\n\nQuestion: "),
+)
+
+
+# --- the sweep: one knob of the default memory at a time -------------------------------------------
+
+
+def sweep_settings(default: MemoryProfile, n_layer: int) -> list[Setting]:
+    def vary(knob: str, value: str, name: str, **change) -> Setting:
+        profile = replace(default, **change)
+        known = [n for n, p in PROFILES.items() if _shape(p) == _shape(profile)]
+        return Setting("memory", replace(profile, name=known[0] if known else name), knob=knob, value=value)
+
+    return [
+        vary("layers", "first half", "first-half", layers="first_half"),
+        vary("layers", "second half", "second-half", layers=tuple(range(n_layer // 2, n_layer))),
+        vary("tokens", "75%", "top75", tokens=0.75),
+        vary("tokens", "50%", "top50", tokens=0.5),
+        vary("tokens", "25%", "top25", tokens=0.25),
+        vary("bits", "16", "dense-fp16", bits=16),
+        vary("bits", "8", "dense", bits=8),
+        vary("bits", "4", "dense-int4", bits=4),
+        vary("positions", "parallel", "dense-parallel", positions="parallel"),
+        vary("combined", "75% tokens, 4 bits", "top75-int4", tokens=0.75, bits=4),
+        vary("combined", "50% tokens, 4 bits", "top50-int4", tokens=0.5, bits=4),
+        Setting("memory", default, k=3, knob="memories", value="3"),
+        Setting("memory", default, k=8, knob="memories", value="8"),
+        Setting("memory", default, interval=32, knob="interval", value="32"),
+        Setting("memory", default, interval=128, knob="interval", value="128"),
+    ]
+
+
+def _shape(profile: MemoryProfile) -> MemoryProfile:
+    """A profile without its name: two profiles of one shape write the same memories."""
+    return replace(profile, name="")
+
+
+# --- a corpus ingested through the real pipeline, with one bank per memory profile -------------------
+
+
+@contextmanager
+def _home(path: Path) -> Iterator[None]:
+    """Point memory3's data folder at `path` for the duration, leaving the user's own untouched."""
+    old = os.environ.get("M3_HOME")
+    os.environ["M3_HOME"] = str(path)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("M3_HOME", None)
+        else:
+            os.environ["M3_HOME"] = old
+
+
+class Lab:
+    """A data set's articles as files in their own memory3 home: catalog, retrieval and memory banks."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        embedder: Embedder,
+        home: Path,
+        dataset: squad.Dataset,
+        articles: Sequence[int],
+    ):
+        self.home, self.dataset = home, dataset
+        self.paths = write_articles(dataset, articles, home / "documents")
+        self.engine = Engine(runtime=runtime, embedder=embedder)
+        self.engine.add_folder(home / "documents")
+        self.engine.scan()
+        work = self.engine.catalog.pending_memory_work()
+        self.chunks = [(w.hash, w.text) for w in work if w.action == "write" and w.text is not None]
+        self.engine.sync_memories()  # retrieval index, and the configured profile's memories
+        self.stores: dict[str, MemoryStore] = {self.engine.config.profile: self.engine.store}
+
+    def store(self, profile: MemoryProfile) -> MemoryStore:
+        """The profile's bank, every chunk's memory written ahead as an ingest would."""
+        if profile.name not in self.stores:
+            bank = MemoryBank(self.home / "banks" / profile.name, self.engine.config.bank_budget_bytes)
+            self.stores[profile.name] = self.engine.memory_store(bank, profile)
+            self.stores[profile.name].store(self.chunks)
+        return self.stores[profile.name]
+
+    def chat(self, s: Setting) -> Chat:
+        store = self.store(s.profile) if s.mode == "memory" and s.profile else None
+
+        def recall(chunks):
+            return store.get_many([(c.hash, c.text) for c in chunks]) if store else []
+
+        return Chat(self.engine.runtime, self.engine.search, recall, s.prompt, k=s.k, interval=s.interval)
+
+    def bank_size(self, profile: MemoryProfile) -> tuple[float, int]:
+        """(bytes per memory, bank bytes on disk) of the profile's bank."""
+        stats = self.store(profile).bank.stats()
+        return stats["live_bytes"] / max(stats["records"], 1), stats["file_bytes"]
+
+    def recall_at(self, questions: Sequence[squad.Question], k: int = K) -> float:
+        """Share of questions whose gold passage is among the k chunks retrieved for them."""
+        hits = [any(holds_gold(c, q, self.paths) for c in self.engine.search(q.text, k)) for q in questions]
+        return statistics.fmean(hits) if hits else 0.0
+
+    def close(self) -> None:
+        for store in self.stores.values():
+            if store is not self.engine.__dict__.get("store"):
+                store.bank.close()
+        self.engine.close()
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+
+def data_folder() -> Path:
+    folder = Path(os.environ.get(DATA_ENV) or Path(__file__).resolve().parents[3] / "shared" / "data" / "qa")
+    if not (folder / "xquad-en" / "xquad.en.json").is_file():
+        raise QADataMissingError(
+            f"The QA data (xquad-en/, squad-v2-dev-subset/) is not in {folder}; set {DATA_ENV} to its folder."
+        )
+    return folder
+
+
+def pick(questions: Sequence[squad.Question], articles: Sequence[int], n: int | None, seed: int) -> list:
+    """The questions of these articles: all, or a seeded sample of n in file order."""
+    chosen = [q for q in questions if q.article in set(articles)]
+    if n is None or n >= len(chosen):
+        return chosen
+    keep = set(random.Random(seed).sample(range(len(chosen)), n))
+    return [q for i, q in enumerate(chosen) if i in keep]
+
+
+def run(
+    model_path: str | Path | None,
+    device: str | None,
+    output_dir: Path,
+    quick: bool = False,
+    sample: int | None = None,
+    plan: Plan | None = None,
+) -> tuple[dict, str]:
+    """quick: a 50-question slice; sample: a seeded sample of that many questions per split (and as many
+    unanswerable ones) from all articles; otherwise every question."""
+    plan = plan or (QUICK if quick else sampled(sample) if sample else FULL)
+    started = time.perf_counter()
+    data = data_folder()
+    xquad = squad.load(data / "xquad-en" / "xquad.en.json")
+    v2 = squad.load(data / "squad-v2-dev-subset" / "dev-v2.0-subset.json")
+    rt = Runtime.load(model_path, device=device)
+    embedder = Embedder.load(device=device)
+    half = len(xquad.articles) // 2
+    tune_articles, heldout_articles = range(half)[: plan.articles], range(half, 2 * half)[: plan.articles]
+    articles = (*tune_articles, *heldout_articles)
+    tune = pick(xquad.questions, tune_articles, plan.tune, seed=1)
+    heldout = pick(xquad.questions, heldout_articles, plan.heldout, seed=2)
+    v2_articles = range(len(v2.articles))[: plan.v2_articles]
+    unanswerable = pick([q for q in v2.questions if not q.answers], v2_articles, plan.unanswerable, seed=3)
+    with tempfile.TemporaryDirectory(prefix="m3-qa-") as tmp, _home(Path(tmp) / "xquad"):
+        lab = Lab(rt, embedder, Path(tmp) / "xquad", xquad, articles)
+        with _home(Path(tmp) / "v2"):
+            lab_v2 = Lab(rt, embedder, Path(tmp) / "v2", v2, v2_articles)
+        try:
+            results = _measure(rt, plan, lab, lab_v2, tune, heldout, unanswerable)
+        finally:
+            lab.close()
+            lab_v2.close()
+    results["questions"] = {"tune": len(tune), "heldout": len(heldout), "unanswerable": len(unanswerable)}
+    results["corpus"] = {
+        "articles": len(articles),
+        "chunks": len(lab.chunks),
+        "v2_chunks": len(lab_v2.chunks),
+    }
+    results["plan"] = {
+        "name": "quick" if plan == QUICK else "full" if plan == FULL else "sample",
+        **asdict(plan),
+    }
+    results["duration_s"] = time.perf_counter() - started
+    results["machine"] = machine_info()
+    results["model"] = {"file": rt.path.name, "arch": rt.model.config.arch, "layers": rt.model.config.n_layer}
+    results["device"] = str(rt.model.device)
+    results["threads"] = torch.get_num_threads()
+    results["date"] = datetime.now(UTC).isoformat(timespec="seconds")
+    qa_plots.save(results, output_dir)
+    return results, table(results)
+
+
+def _measure(
+    rt: Runtime,
+    plan: Plan,
+    lab: Lab,
+    lab_v2: Lab,
+    tune: list[squad.Question],
+    heldout: list[squad.Question],
+    unanswerable: list[squad.Question],
+) -> dict:
+    recall = lab.recall_at(tune + heldout)
+    default = PROFILES[lab.engine.config.profile]
+    main = [Setting("none"), Setting("rag")] + [Setting("memory", PROFILES[p]) for p in MAIN_PROFILES]
+    records = [_record(s, lab, lab_v2, tune, heldout, unanswerable, recall) for s in main]
+    if plan.sweep:
+        measured = {
+            (_shape(s.profile), s.k, s.interval): r for s, r in zip(main, records, strict=True) if s.profile
+        }
+        for s in sweep_settings(default, rt.model.config.n_layer):
+            same = measured.get((_shape(s.profile), s.k, s.interval))
+            if same is not None:  # already in the main table: label it, do not ask again
+                same["knob"], same["value"] = s.knob, s.value
+            else:
+                records.append(_record(s, lab, lab_v2, tune, heldout, [], recall))
+    prompts = []
+    if plan.prompts:
+        for prompt in PROMPTS:
+            for s in (Setting("rag", prompt=prompt), Setting("memory", default, prompt=prompt)):
+                outcomes = _ask(lab, s, tune)
+                prompts.append({"prompt": prompt.name, "mode": s.mode, **quality(outcomes)})
+    return {
+        "records": records,
+        "prompts": prompts,
+        "speed": _speed(rt, lab, default, heldout[: plan.speed_questions]),
+        "default": choose_default(records),
+    }
+
+
+def _ask(lab: Lab, s: Setting, questions: list[squad.Question], score: bool = True) -> list[Outcome]:
+    t = time.perf_counter()
+    outcomes = ask_all(lab.chat(s), questions, s.mode, score, lambda c, q: holds_gold(c, q, lab.paths))
+    log.info("%s: %d questions in %.0f s", s.label, len(questions), time.perf_counter() - t)
+    return outcomes
+
+
+def _record(
+    s: Setting,
+    lab: Lab,
+    lab_v2: Lab,
+    tune: list[squad.Question],
+    heldout: list[squad.Question],
+    unanswerable: list[squad.Question],
+    recall: float,
+) -> dict:
+    answered = _ask(lab, s, tune + heldout)
+    t, h = quality(answered[: len(tune)]), quality(answered[len(tune) :])
+    abstained = quality(_ask(lab_v2, s, unanswerable, score=False))["abstain"] if unanswerable else None
+    per_memory, bank = lab.bank_size(s.profile) if s.mode == "memory" else (None, None)
+    return {
+        "mode": s.mode,
+        "profile": s.profile.name if s.profile else None,
+        "retrieved": s.k if s.mode != "none" else 0,
+        "interval": s.interval if s.mode == "memory" else None,
+        "knob": s.knob or None,
+        "value": s.value or None,
+        "f1": t["f1"],
+        "em": t["em"],
+        "f1_heldout": h["f1"],
+        "em_heldout": h["em"],
+        "gold_logprob": quality(answered)["gold_logprob"],
+        "recall_at_5": recall if s.mode != "none" else None,
+        "citation_at_1": quality(answered)["citation_at_1"],
+        **speed(answered),
+        "bytes_per_memory": per_memory,
+        "bank_bytes": bank,
+        "abstain_unanswerable": abstained,
+        "abstain_answerable": quality(answered)["abstain"],
+    }
+
+
+def choose_default(records: list[dict]) -> dict:
+    """The smallest memory profile whose held-out F1 is within WITHIN of the best profile's."""
+    profiles = [
+        r for r in records if r["mode"] == "memory" and r["retrieved"] == K and r["interval"] == CHUNK_TOKENS
+    ]
+    best = max(profiles, key=lambda r: r["f1_heldout"])
+    close = [r for r in profiles if r["f1_heldout"] >= (1 - WITHIN) * best["f1_heldout"]]
+    chosen = min(close, key=lambda r: r["bytes_per_memory"])
+    return {
+        "profile": chosen["profile"],
+        "f1_heldout": chosen["f1_heldout"],
+        "bytes_per_memory": chosen["bytes_per_memory"],
+        "best_profile": best["profile"],
+        "best_f1_heldout": best["f1_heldout"],
+        "rule": f"smallest bytes per memory with held-out F1 >= {1 - WITHIN:.2f} x the best",
+    }
+
+
+def _speed(rt: Runtime, lab: Lab, profile: MemoryProfile, questions: list[squad.Question]) -> list[dict]:
+    """Time to first token and decode rate, memory vs RAG (ours) vs RAG (llama.cpp), by chunks read."""
+    lc = open_llamacpp(rt.path, torch.get_num_threads())
+    rows = []
+    for k in SPEED_K:
+        for mode, engine in (("memory", "ours"), ("rag", "ours"), ("rag", "llama.cpp")):
+            chat = lab.chat(Setting(mode, profile if mode == "memory" else None, k=k))
+            measure = _time_llamacpp if engine == "llama.cpp" else _time_ours
+            measure(chat, mode, lc, questions[0])  # warm-up
+            times = [measure(chat, mode, lc, q) for q in questions]
+            rows.append(
+                {
+                    "retrieved": k,
+                    "mode": mode,
+                    "engine": engine,
+                    "ttft_s": statistics.median(t for t, _ in times),
+                    "decode_tok_s": statistics.median(d for _, d in times),
+                }
+            )
+            log.info("speed %s", rows[-1])
+    return rows
+
+
+def _time_ours(chat: Chat, mode: str, lc, q: squad.Question) -> tuple[float, float]:
+    start = time.perf_counter()
+    gen, _ = chat.generation(q.text, mode, SPEED_TOKENS, stop=False)
+    pieces = gen.run()
+    next(pieces)
+    first = time.perf_counter()
+    for _ in pieces:
+        pass
+    return first - start, (len(gen.tokens) - 1) / (time.perf_counter() - first)
+
+
+def _time_llamacpp(chat: Chat, mode: str, lc, q: squad.Question) -> tuple[float, float]:
+    start = time.perf_counter()
+    gen, _ = chat.generation(q.text, mode, SPEED_TOKENS, stop=False)  # the same retrieval and prompt
+    lc.next_logits(gen.prompt)
+    ttft = time.perf_counter() - start
+    return ttft, SPEED_TOKENS / decode_llamacpp(lc, gen.prompt, SPEED_TOKENS)
+
+
+# --- the report ------------------------------------------------------------------------------------
+
+
+def _f(x: float | None, digits: int = 3) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def _bytes(x: float | None) -> str:
+    return "—" if x is None else f"{x:,.0f}"
+
+
+def _mib(x: float | None) -> str:
+    return "—" if x is None else f"{x / 2**20:.1f}"
+
+
+def table(r: dict) -> str:
+    q = r["questions"]
+    lines = [
+        f"Questions: {q['tune']} tuning, {q['heldout']} held out, {q['unanswerable']} unanswerable "
+        f"({r['plan']['name']} run, {r['corpus']['chunks']} chunks, {r['duration_s'] / 60:.0f} min).",
+        "",
+        "| mode | profile | F1 | EM | F1 held-out | EM held-out | gold log-prob | recall@5 | cited@1 "
+        "| TTFT s | decode tok/s | bytes/memory | bank MiB | abstains (unanswerable) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for x in r["records"]:
+        if x["knob"] and x["profile"] not in MAIN_PROFILES:
+            continue
+        lines.append(
+            f"| {x['mode']} | {x['profile'] or '—'} | {_f(x['f1'])} | {_f(x['em'])} | {_f(x['f1_heldout'])} "
+            f"| {_f(x['em_heldout'])} | {_f(x['gold_logprob'], 2)} | {_f(x['recall_at_5'], 2)} "
+            f"| {_f(x['citation_at_1'], 2)} "
+            f"| {_f(x['ttft_s'])} | {_f(x['decode_tok_s'], 1)} "
+            f"| {_bytes(x['bytes_per_memory'])} | {_mib(x['bank_bytes'])} "
+            f"| {_f(x['abstain_unanswerable'], 2)} |"
+        )
+    sweep = [x for x in r["records"] if x["knob"]]
+    if sweep:
+        lines += [
+            "",
+            "| knob | value | profile | F1 | F1 held-out | gold log-prob | bytes/memory |",
+            "|---|---|---|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {x['knob']} | {x['value']} | {x['profile']} | {_f(x['f1'])} | {_f(x['f1_heldout'])} "
+            f"| {_f(x['gold_logprob'], 2)} | {_bytes(x['bytes_per_memory'])} |"
+            for x in sweep
+        ]
+    if r["prompts"]:
+        lines += ["", "| prompt | mode | F1 (tuning) | EM (tuning) | abstains |", "|---|---|---:|---:|---:|"]
+        lines += [
+            f"| {p['prompt']} | {p['mode']} | {_f(p['f1'])} | {_f(p['em'])} | {_f(p['abstain'], 2)} |"
+            for p in r["prompts"]
+        ]
+    lines += ["", "| chunks | mode | engine | TTFT s | decode tok/s |", "|---:|---|---|---:|---:|"]
+    lines += [
+        f"| {s['retrieved']} | {s['mode']} | {s['engine']} | {_f(s['ttft_s'])} | {_f(s['decode_tok_s'], 1)} |"
+        for s in r["speed"]
+    ]
+    d = r["default"]
+    m = r["machine"]
+    lines += [
+        "",
+        f"Default profile: **{d['profile']}** (held-out F1 {_f(d['f1_heldout'])}, "
+        f"{d['bytes_per_memory']:,.0f} bytes per memory); best: {d['best_profile']} "
+        f"({_f(d['best_f1_heldout'])}); rule: {d['rule']}.",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {r['threads']} threads, GPU: {m['gpu'] or 'none'}; "
+        f"{r['model']['file']} on {r['device']}; {r['date']}.",
+    ]
+    return "\n".join(lines)

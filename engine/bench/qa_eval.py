@@ -1,0 +1,113 @@
+"""Asking a set of questions through one chat configuration and scoring the answers.
+
+Every answer is timed as a user sees it (from the call to the first streamed piece, then the rest), and
+scored with SQuAD's EM and F1. The gold answer's log-probability is measured separately, by feeding it
+as the reply to the same context (teacher forcing), which says how close a wrong answer came.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from engine.bench.squad import Question, abstains, exact_match, f1
+from engine.chat import Chat, Citation
+
+MAX_ANSWER_TOKENS = 32  # SQuAD answers are a few words; the prompt ends an answer at the newline
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One question answered in one configuration."""
+
+    question: Question
+    answer: str
+    f1: float
+    em: float
+    abstained: bool
+    logprob: float | None  # the gold answer's mean log-probability per token; None when unanswerable
+    ttft_s: float | None  # None when the answer was empty
+    decode_tok_s: float | None  # forward passes per second after the first token
+    cites_gold: bool | None  # whether the top citation is the gold passage; None without citations
+
+
+Gold = Callable[[Citation, Question], bool]  # whether a citation points into the question's passage
+
+
+def ask(chat: Chat, question: Question, mode: str, score: bool = True, gold: Gold | None = None) -> Outcome:
+    start = time.perf_counter()
+    answer = chat.ask(question.text, mode, MAX_ANSWER_TOKENS)
+    first = None
+    for _ in answer:
+        first = first or time.perf_counter()
+    end = time.perf_counter()
+    logprob = None
+    if score and question.answers:
+        total, n = answer.logprob(_fitting(chat, question.answers[0]))
+        logprob = total / n
+    return Outcome(
+        question,
+        answer.text,
+        f1(answer.text, question.answers),
+        exact_match(answer.text, question.answers),
+        abstains(answer.text),
+        logprob,
+        None if first is None else first - start,
+        answer.tokens / (end - first) if first is not None and end > first and answer.tokens else None,
+        gold(answer.citations[0], question) if gold and answer.citations and question.answers else None,
+    )
+
+
+def _fitting(chat: Chat, answer: str) -> str:
+    """The gold answer cut to the reply length the benchmark allows (a handful of SQuAD answers are
+    longer than 32 tokens; their first 32 are scored)."""
+    tok = chat.runtime.tokenizer
+    ids = tok.encode(chat.prompt.lead + answer.strip())
+    return answer if len(ids) <= MAX_ANSWER_TOKENS else tok.decode(ids[:MAX_ANSWER_TOKENS])
+
+
+def ask_all(
+    chat: Chat,
+    questions: Sequence[Question],
+    mode: str,
+    score: bool = True,
+    gold: Gold | None = None,
+    on_answer: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
+    outcomes = []
+    for q in questions:
+        outcomes.append(ask(chat, q, mode, score, gold))
+        if on_answer is not None:
+            on_answer(outcomes[-1])
+    return outcomes
+
+
+def _mean(xs: Sequence[float | None]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return statistics.fmean(xs) if xs else None
+
+
+def _median(xs: Sequence[float | None]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def quality(outcomes: Sequence[Outcome]) -> dict:
+    """Mean F1 and EM (SQuAD), gold log-probability and abstention share of a set of answers."""
+    return {
+        "f1": _mean([o.f1 for o in outcomes]),
+        "em": _mean([o.em for o in outcomes]),
+        "gold_logprob": _mean([o.logprob for o in outcomes]),
+        "abstain": _mean([float(o.abstained) for o in outcomes]),
+        "citation_at_1": _mean([None if o.cites_gold is None else float(o.cites_gold) for o in outcomes]),
+    }
+
+
+def speed(outcomes: Sequence[Outcome]) -> dict:
+    """Median time to first token and decode rate over the answers."""
+    return {
+        "ttft_s": _median([o.ttft_s for o in outcomes]),
+        "decode_tok_s": _median([o.decode_tok_s for o in outcomes]),
+    }
