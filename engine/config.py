@@ -10,7 +10,7 @@ from ingest.config import load_section
 
 @dataclass(frozen=True)
 class EngineConfig:
-    profile: str = "dense"  # the memory profile new memories are written with (engine/memory.py)
+    profile: str = "dense-parallel"  # new memories' profile (engine/memory.py), chosen by m3 bench qa
     bank_budget_gb: float = 2.0  # memories beyond it are written when first retrieved (cold start)
     retrieved: int = 5  # memories (or RAG chunks) per 64-token chunk, as in Memory³
     max_answer_tokens: int = 128

@@ -67,13 +67,13 @@ PROFILES: dict[str, MemoryProfile] = {
         MemoryProfile("dense"),  # all layers, all tokens, int8, sequential: reads well untrained
         MemoryProfile("dense-int4", bits=4),
         MemoryProfile("dense-fp16", bits=16),
+        MemoryProfile("dense-parallel", positions="parallel"),  # the default: README "Evaluation"
         MemoryProfile("top75", tokens=0.75),
         MemoryProfile("top50", tokens=0.5),
         MemoryProfile("first-half", layers="first_half"),
         MemoryProfile("paper", layers="first_half", tokens=8, positions="parallel"),
     )
 }
-DEFAULT_PROFILE = PROFILES["dense"]
 
 
 @dataclass

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from engine.bench import run_benchmark
-from engine.bench.qa_bench import MAIN_PROFILES, choose_default
+from engine.bench.qa_bench import MAIN_PROFILES, _shape, choose_default, sweep_settings
+from engine.config import EngineConfig
+from engine.memory import PROFILES
 
 FIXTURE = Path(__file__).parent / "data" / "qa"
 KEYS = {
@@ -43,11 +45,13 @@ def monkeypatch_module():
 def test_every_mode_and_profile_has_a_record_with_the_contract_keys(quick):
     results, out = quick
     records = results["records"]
+    profiles = dict.fromkeys((EngineConfig().profile, *MAIN_PROFILES))  # the default first
     assert [(r["mode"], r["profile"]) for r in records] == [
         ("none", None),
         ("rag", None),
-        *(("memory", p) for p in MAIN_PROFILES),
+        *(("memory", p) for p in profiles),
     ]
+    assert all(r["table"] == "main" for r in records)
     for r in records:
         assert r.keys() >= KEYS
         assert 0 <= r["f1"] <= 1 and 0 <= r["em_heldout"] <= r["f1_heldout"] <= 1
@@ -105,3 +109,23 @@ def test_default_is_the_smallest_memory_within_two_percent_of_the_best():
     ]
     chosen = choose_default(records)
     assert (chosen["profile"], chosen["best_profile"]) == ("mid", "big")
+
+
+@pytest.mark.parametrize("default", ["dense", "dense-parallel", "dense-int4"])
+def test_each_sweep_name_stands_for_one_memory_shape(default):
+    """Banks are kept by profile name: two shapes under one name would read each other's memories."""
+    shapes: dict[str, set] = {}
+    for s in sweep_settings(PROFILES[default], n_layer=18):
+        shapes.setdefault(s.profile.name, set()).add(_shape(s.profile))
+        if s.profile.name in PROFILES:
+            assert _shape(PROFILES[s.profile.name]) == _shape(s.profile)
+    assert all(len(v) == 1 for v in shapes.values())
+    assert {s.knob for s in sweep_settings(PROFILES[default], 18)} == {
+        "layers",
+        "tokens",
+        "bits",
+        "positions",
+        "combined",
+        "memories",
+        "interval",
+    }

@@ -128,7 +128,11 @@ def sweep_settings(default: MemoryProfile, n_layer: int) -> list[Setting]:
     def vary(knob: str, value: str, name: str, **change) -> Setting:
         profile = replace(default, **change)
         known = [n for n, p in PROFILES.items() if _shape(p) == _shape(profile)]
+        if not known and name in PROFILES:  # a named profile's change on another default: a name of its own
+            name = f"{name}-{profile.positions}"
         return Setting("memory", replace(profile, name=known[0] if known else name), knob=knob, value=value)
+
+    other = "sequential" if default.positions == "parallel" else "parallel"
 
     return [
         vary("layers", "first half", "first-half", layers="first_half"),
@@ -139,7 +143,7 @@ def sweep_settings(default: MemoryProfile, n_layer: int) -> list[Setting]:
         vary("bits", "16", "dense-fp16", bits=16),
         vary("bits", "8", "dense", bits=8),
         vary("bits", "4", "dense-int4", bits=4),
-        vary("positions", "parallel", "dense-parallel", positions="parallel"),
+        vary("positions", other, f"dense-{other}", positions=other),
         vary("combined", "75% tokens, 4 bits", "top75-int4", tokens=0.75, bits=4),
         vary("combined", "50% tokens, 4 bits", "top50-int4", tokens=0.5, bits=4),
         Setting("memory", default, k=3, knob="memories", value="3"),
@@ -275,7 +279,7 @@ def run(
         with _home(Path(tmp) / "v2"):
             lab_v2 = Lab(rt, embedder, Path(tmp) / "v2", v2, v2_articles)
         try:
-            results = _measure(rt, plan, lab, lab_v2, tune, heldout, unanswerable)
+            results = _measure(rt, plan, lab, lab_v2, Questions(tune, heldout, unanswerable))
         finally:
             lab.close()
             lab_v2.close()
@@ -299,19 +303,19 @@ def run(
     return results, table(results)
 
 
-def _measure(
-    rt: Runtime,
-    plan: Plan,
-    lab: Lab,
-    lab_v2: Lab,
-    tune: list[squad.Question],
-    heldout: list[squad.Question],
-    unanswerable: list[squad.Question],
-) -> dict:
-    recall = lab.recall_at(tune + heldout)
+@dataclass(frozen=True)
+class Questions:
+    tune: list[squad.Question]
+    heldout: list[squad.Question]
+    unanswerable: list[squad.Question]  # SQuAD v2, asked over their own articles
+
+
+def _measure(rt: Runtime, plan: Plan, lab: Lab, lab_v2: Lab, qs: Questions) -> dict:
+    recall = lab.recall_at(qs.tune + qs.heldout)
     default = PROFILES[lab.engine.config.profile]
-    main = [Setting("none"), Setting("rag")] + [Setting("memory", PROFILES[p]) for p in MAIN_PROFILES]
-    records = [_record(s, lab, lab_v2, tune, heldout, unanswerable, recall) for s in main]
+    profiles = dict.fromkeys((default.name, *MAIN_PROFILES))  # the default first
+    main = [Setting("none"), Setting("rag")] + [Setting("memory", PROFILES[p]) for p in profiles]
+    records = [{**_record(s, lab, lab_v2, qs, recall), "table": "main"} for s in main]
     if plan.sweep:
         measured = {
             (_shape(s.profile), s.k, s.interval): r for s, r in zip(main, records, strict=True) if s.profile
@@ -321,17 +325,19 @@ def _measure(
             if same is not None:  # already in the main table: label it, do not ask again
                 same["knob"], same["value"] = s.knob, s.value
             else:
-                records.append(_record(s, lab, lab_v2, tune, heldout, [], recall))
+                records.append(
+                    {**_record(s, lab, lab_v2, replace(qs, unanswerable=[]), recall), "table": "sweep"}
+                )
     prompts = []
     if plan.prompts:
         for prompt in PROMPTS:
             for s in (Setting("rag", prompt=prompt), Setting("memory", default, prompt=prompt)):
-                outcomes = _ask(lab, s, tune)
+                outcomes = _ask(lab, s, qs.tune)
                 prompts.append({"prompt": prompt.name, "mode": s.mode, **quality(outcomes)})
     return {
         "records": records,
         "prompts": prompts,
-        "speed": _speed(rt, lab, default, heldout[: plan.speed_questions]),
+        "speed": _speed(rt, lab, default, qs.heldout[: plan.speed_questions]),
         "default": choose_default(records),
     }
 
@@ -343,18 +349,10 @@ def _ask(lab: Lab, s: Setting, questions: list[squad.Question], score: bool = Tr
     return outcomes
 
 
-def _record(
-    s: Setting,
-    lab: Lab,
-    lab_v2: Lab,
-    tune: list[squad.Question],
-    heldout: list[squad.Question],
-    unanswerable: list[squad.Question],
-    recall: float,
-) -> dict:
-    answered = _ask(lab, s, tune + heldout)
-    t, h = quality(answered[: len(tune)]), quality(answered[len(tune) :])
-    abstained = quality(_ask(lab_v2, s, unanswerable, score=False))["abstain"] if unanswerable else None
+def _record(s: Setting, lab: Lab, lab_v2: Lab, qs: Questions, recall: float) -> dict:
+    answered = _ask(lab, s, qs.tune + qs.heldout)
+    t, h = quality(answered[: len(qs.tune)]), quality(answered[len(qs.tune) :])
+    abstained = quality(_ask(lab_v2, s, qs.unanswerable, score=False))["abstain"] if qs.unanswerable else None
     per_memory, bank = lab.bank_size(s.profile) if s.mode == "memory" else (None, None)
     return {
         "mode": s.mode,
@@ -464,7 +462,7 @@ def table(r: dict) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for x in r["records"]:
-        if x["knob"] and x["profile"] not in MAIN_PROFILES:
+        if x["table"] != "main":
             continue
         lines.append(
             f"| {x['mode']} | {x['profile'] or '—'} | {_f(x['f1'])} | {_f(x['em'])} | {_f(x['f1_heldout'])} "
