@@ -8,6 +8,7 @@ parent knows what must have survived a kill and what must not have."""
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -69,20 +70,25 @@ def _identical(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and a.numpy().tobytes() == b.numpy().tobytes()
 
 
+def say(*words: object) -> None:
+    """One line in one write(2) call: a kill can cut it only before or after, never inside."""
+    os.write(1, (" ".join(map(str, words)) + "\n").encode())
+
+
 def append_forever(bank: MemoryBank, start: int) -> None:
     for i in range(start, sys.maxsize):
         if i % 9 == 8:
             victims = [j for j in range(max(0, i - 20), i) if j % 4 == 1]
-            print("drop", *victims, flush=True)
+            say("drop", *victims)
             bank.drop([key(j) for j in victims])
-            print("dropped", flush=True)
+            say("dropped")
         if i % 25 == 24:
             bank.compact()
         bank.put(key(i), synthetic(i))
-        print("put", i, flush=True)
+        say("put", i)
 
 
 if __name__ == "__main__":
     bank = MemoryBank(Path(sys.argv[1]), segment_bytes=SEGMENT_BYTES)
-    print("ready", flush=True)
+    say("ready")
     append_forever(bank, int(sys.argv[2]))
