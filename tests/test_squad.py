@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -59,3 +60,15 @@ def test_load_reads_passages_questions_and_unanswerables():
     v2 = squad.load(FIXTURE / "squad-v2-dev-subset" / "dev-v2.0-subset.json")
     assert sum(not q.answers for q in v2.questions) == 2
     assert sum(bool(q.answers) for q in v2.questions) == 1
+
+
+@pytest.mark.parametrize(
+    "text", ['{"data": [{"title": 1', '{"version": "1.1"}', '{"data": [{"title": "t"}]}', "\udcff", ""]
+)
+def test_a_damaged_file_is_one_clear_error(tmp_path, text):
+    path = tmp_path / "xquad.en.json"
+    path.write_text(text, errors="surrogateescape")
+    with pytest.raises(squad.QADataError, match="not a readable SQuAD JSON file"):
+        squad.load(path)
+    with pytest.raises(squad.QADataError):
+        squad.load(tmp_path / "missing.json")

@@ -14,6 +14,7 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.errors import M3Error
 from engine.prompt import ABSTAIN
 
 _PUNCTUATION = set(string.punctuation)
@@ -41,9 +42,19 @@ class Dataset:
     questions: tuple[Question, ...]
 
 
+class QADataError(M3Error):
+    """A QA data file is missing, unreadable or not in the SQuAD format."""
+
+
 def load(path: str | Path) -> Dataset:
     """Read a SQuAD v1.1 or v2.0 JSON file."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))["data"]
+    try:
+        return _parse(json.loads(Path(path).read_text(encoding="utf-8"))["data"])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, IndexError) as exc:
+        raise QADataError(f"{path} is not a readable SQuAD JSON file ({type(exc).__name__}: {exc}).") from exc
+
+
+def _parse(data: list) -> Dataset:
     articles, questions = [], []
     for a, article in enumerate(data):
         passages = []
