@@ -10,13 +10,15 @@ from pathlib import Path
 
 import click
 
-from engine import Engine, M3Error, Progress
+from engine import Engine, M3Error
+from ingest.ingester import Progress
+from ingest.paths import Home
 
 
-def _setup_logging() -> None:
-    Engine.log_file().parent.mkdir(parents=True, exist_ok=True)
+def _setup_logging(home: Home) -> None:
+    home.log_file.parent.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
-        filename=Engine.log_file(),
+        filename=home.log_file,
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
@@ -35,8 +37,9 @@ def _setup_logging() -> None:
 @click.pass_context
 def cli(ctx: click.Context, model_path: str | None, device: str | None) -> None:
     """memory3: chat with your folders through explicit memories."""
-    _setup_logging()
-    ctx.obj = Engine(model_path, device)
+    home = Home.from_env()
+    _setup_logging(home)
+    ctx.obj = Engine.open(home, model_path, device)
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -198,7 +201,7 @@ def doctor(engine: Engine) -> None:
 
 
 @cli.command()
-@click.argument("name", type=click.Choice(Engine.benchmarks()))
+@click.argument("name", type=click.Choice(["engine", "retrieval", "qa"]))
 @click.option(
     "--out", "out_dir", type=click.Path(path_type=Path), default=Path("bench/results"), show_default=True
 )
@@ -211,7 +214,10 @@ def bench(engine: Engine, name: str, out_dir: Path, quick: bool, sample: int | N
     """Run benchmark NAME: print its table and write <out>/NAME.json and NAME.md (qa adds PNG plots)."""
     if sample is not None and name != "qa":
         raise click.UsageError("--sample applies to the qa benchmark only.")
-    _, table = engine.benchmark(name, out_dir, quick, **({"sample": sample} if sample else {}))
+    from bench import run_benchmark  # benchmarks sit above the engine: loaded only when asked for
+
+    options = {"sample": sample} if sample else {}
+    _, table = run_benchmark(name, out_dir, engine.home, engine._model_path, engine._device, quick, **options)
     click.echo(table)
 
 
@@ -225,6 +231,7 @@ def main() -> None:
     except Exception:  # a bug: the user gets one sentence, the log gets the traceback
         logging.getLogger("m3").exception("unexpected error")
         click.echo(
-            f"Error: something went wrong inside memory3; the details are in {Engine.log_file()}.", err=True
+            f"Error: something went wrong inside memory3; the details are in {Home.from_env().log_file}.",
+            err=True,
         )
         sys.exit(2)

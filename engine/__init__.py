@@ -1,7 +1,24 @@
-"""memory3's engine: everything that needs a model. The assistant uses only what is exported here."""
+"""memory3's engine: everything that needs a model. The assistant uses only what is exported here.
+
+`Engine` is imported on first use, so that a client importing `engine.service.client` (no torch, no
+model) does not pull in the model runtime.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from engine.errors import M3Error
-from engine.facade import Engine
-from ingest.ingester import Progress
 
-__all__ = ["Engine", "M3Error", "Progress"]
+if TYPE_CHECKING:
+    from engine.facade import Engine
+
+__all__ = ["Engine", "M3Error"]
+
+
+def __getattr__(name: str) -> object:
+    if name == "Engine":
+        from engine.facade import Engine
+
+        return Engine
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")

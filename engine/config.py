@@ -20,5 +20,5 @@ class EngineConfig:
         return int(self.bank_budget_gb * 2**30)
 
     @classmethod
-    def load(cls, path: Path | None = None) -> EngineConfig:
+    def load(cls, path: Path) -> EngineConfig:
         return load_section(cls, "engine", path)

@@ -1,7 +1,9 @@
 """Engine: the one object the assistant talks to. It owns the model, the catalog and the memory pipeline.
 
-Everything loads on first use: listing folders needs neither the weights nor the catalog's model, and a
-`m3 status` should not wait 15 seconds for a model it never runs.
+`Engine.open(home, model, device)` takes values: the environment and the command line are read by the
+caller (the CLI, the service's entry point), never in here. Everything loads on first use: listing
+folders needs neither the weights nor the catalog's model, and a status should not wait 15 seconds for a
+model it never runs.
 """
 
 from __future__ import annotations
@@ -10,28 +12,30 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from engine.bank import MemoryBank
-from engine.chat import Answer, Chat, Chunk
+from engine import doctor
+from engine.chat.chat import Answer, Chat, Chunk
+from engine.chat.generation import Generation, Sampling
+from engine.chat.prompt import prompt_format
 from engine.config import EngineConfig
-from engine.embedder import Embedder
+from engine.doctor import Check
 from engine.errors import EmptyPromptError, M3Error
-from engine.generate import Generation, Sampling
-from engine.memory import MAX_REFERENCE_TOKENS, PROFILES, MemoryKV, MemoryProfile
-from engine.memory_cache import MemoryCache
-from engine.memory_store import MemoryStore
-from engine.memory_writer import write_memories
-from engine.prompt import prompt_format
-from engine.retriever import Retriever
-from engine.runtime import Runtime, default_model_path
-from engine.tokenizer import Tokenizer
+from engine.memory.bank import MemoryBank
+from engine.memory.cache import MemoryCache
+from engine.memory.profiles import MAX_REFERENCE_TOKENS, PROFILES, MemoryKV, MemoryProfile
+from engine.memory.store import MemoryStore
+from engine.memory.writer import write_memories
+from engine.models.runtime import Runtime, default_model_path
+from engine.models.tokenizer import Tokenizer
+from engine.retrieval.embedder import Embedder
+from engine.retrieval.retriever import Retriever
 from ingest.catalog import Catalog, Folder
+from ingest.config import IngestConfig
 from ingest.folders import add_folder, remove_folder
 from ingest.ingester import Ingester, Progress, Status
-from ingest.paths import data_dir
+from ingest.paths import Home
 from ingest.scan import ScanReport
 
 log = logging.getLogger(__name__)
@@ -41,34 +45,42 @@ class UnknownProfileError(M3Error):
     """The configured memory profile does not exist."""
 
 
-@dataclass(frozen=True)
-class Check:
-    """One line of `m3 doctor`: what was checked, whether it is (now) fine, and what was found or done."""
-
-    name: str
-    ok: bool
-    detail: str
-
-
 class Engine:
     def __init__(
         self,
-        model_path: str | Path | None = None,
-        device: str | None = None,
-        runtime: Runtime | None = None,
-        embedder: Embedder | None = None,
+        home: Home,
+        model: Path | None,
+        device: str | None,
+        runtime: Runtime | None,
+        embedder: Embedder | None,
     ):
-        """`runtime`, `embedder`: already loaded models to use (benchmarks and tests share them)."""
-        self._model_path = runtime.path if runtime is not None else Path(model_path) if model_path else None
+        self.home = home
+        self._model_path = runtime.path if runtime is not None else model
         self._device = device
         self._cancel = threading.Event()
         self._embedder = embedder
         if runtime is not None:
             self.runtime = runtime
 
+    @classmethod
+    def open(
+        cls,
+        home: Home | str | Path,
+        model: str | Path | None = None,
+        device: str | None = None,
+        runtime: Runtime | None = None,
+        embedder: Embedder | None = None,
+    ) -> Engine:
+        """The engine over one memory3 home (a `Home`, or a root folder holding config/, data/, cache/).
+
+        model: a GGUF file (default: the bundled Gemma 3 270M); device: cpu or cuda (default: CUDA when
+        present); runtime, embedder: already loaded models to share (benchmarks and tests)."""
+        home = home if isinstance(home, Home) else Home.at(home)
+        return cls(home, Path(model) if model else None, device, runtime, embedder)
+
     @cached_property
     def model_path(self) -> Path:
-        return self._model_path or default_model_path()
+        return self._model_path or default_model_path(self.home.cache)
 
     @cached_property
     def runtime(self) -> Runtime:
@@ -81,18 +93,13 @@ class Engine:
             return self.runtime.tokenizer
         return Tokenizer(self.model_path)
 
-    @staticmethod
-    def log_file() -> Path:
-        """Where every part of memory3 logs (never the screen)."""
-        return data_dir() / "logs" / "m3.log"
-
     @cached_property
     def catalog(self) -> Catalog:
-        return Catalog()
+        return Catalog(self.home.catalog)
 
     @cached_property
     def config(self) -> EngineConfig:
-        config = EngineConfig.load()
+        config = EngineConfig.load(self.home.config_file)
         if config.profile not in PROFILES:
             raise UnknownProfileError(
                 f"config.toml: [engine] profile '{config.profile}' is not one of {', '.join(PROFILES)}."
@@ -101,7 +108,10 @@ class Engine:
 
     @cached_property
     def retriever(self) -> Retriever:
-        return Retriever(data_dir() / "retrieval", self._embedder or Embedder.load(device=self._device))
+        return Retriever(
+            self.home.data / "retrieval",
+            self._embedder or Embedder.load(self.home.cache / "embedder", device=self._device),
+        )
 
     @cached_property
     def store(self) -> MemoryStore:
@@ -122,7 +132,7 @@ class Engine:
     def bank(self) -> MemoryBank:
         """The on-disk memories. Keys that opening had to give up (a crash, a damaged file) go back to the
         catalog as memories to write."""
-        bank = MemoryBank(data_dir() / "bank", self.config.bank_budget_bytes)
+        bank = MemoryBank(self.home.data / "bank", self.config.bank_budget_bytes)
         if bank.opened.lost:
             self.catalog.complete_memory_work(dropped=bank.opened.lost)
         return bank
@@ -172,7 +182,8 @@ class Engine:
 
     def ingester(self, on_progress: Callable[[Progress], None] | None = None) -> Ingester:
         tok = self.tokenizer
-        return Ingester(self.catalog, lambda text: len(tok.encode(text)), on_progress=on_progress)
+        config = IngestConfig.load(self.home.config_file)
+        return Ingester(self.catalog, lambda text: len(tok.encode(text)), config, on_progress=on_progress)
 
     def scan(
         self, path: str | Path | None = None, on_progress: Callable[[Progress], None] | None = None
@@ -215,53 +226,7 @@ class Engine:
 
     def doctor(self) -> list[Check]:
         """Check model, embedder, catalog, index and bank, repairing what can be rebuilt from the text."""
-        checks: list[Check] = []
-
-        def check(name: str, run: Callable[[], tuple[bool, str]]) -> None:
-            try:
-                ok, detail = run()
-            except M3Error as exc:
-                ok, detail = False, str(exc)
-            checks.append(Check(name, ok, detail))
-
-        check("model", lambda: (True, self.description))
-        check("embedder", self._check_embedder)
-        check("catalog", self._check_catalog)
-        check("index", self._check_index)
-        check("bank", self._check_bank)
-        return checks
-
-    def _check_embedder(self) -> tuple[bool, str]:
-        embedder = self.retriever.embedder
-        a, b, c = embedder.embed(["a red apple", "a crimson apple", "tax law of 1854"])
-        ok = float(a @ b) > float(a @ c)
-        return ok, f"{embedder.name} on {embedder.device}" + ("" if ok else ": similar texts are not closer")
-
-    def _check_catalog(self) -> tuple[bool, str]:
-        result = self.catalog.db.execute("PRAGMA integrity_check").fetchone()[0]
-        counts = self.catalog.counts()
-        return (
-            result == "ok",
-            f"{counts['documents']} documents, {counts['chunks']} chunks; integrity {result}",
-        )
-
-    def _check_index(self) -> tuple[bool, str]:
-        problems = self.retriever.check()
-        if not problems:
-            return True, f"{len(self.retriever)} chunks indexed"
-        self.retriever.repair()
-        left = self.retriever.check()
-        return not left, "; ".join(problems) + (" — rebuilt" if not left else f" — still: {'; '.join(left)}")
-
-    def _check_bank(self) -> tuple[bool, str]:
-        problems = self.bank.verify()
-        if not problems:
-            return True, f"{len(self.bank.keys())} memories, all checksums valid"
-        report = self.bank.repair()
-        self.catalog.complete_memory_work(dropped=report.lost)  # written again by the next ingest
-        left = self.bank.verify()
-        detail = f"{len(problems)} problems; {len(report.lost)} memories lost and queued to be written again"
-        return not left, detail + ("" if not left else f"; still: {'; '.join(left)}")
+        return doctor.run(self)
 
     # --- chat ---------------------------------------------------------------------------------------
 
@@ -350,16 +315,3 @@ class Engine:
         for name in ("retriever", "bank", "catalog"):
             if name in self.__dict__:
                 self.__dict__.pop(name).close()
-
-    @staticmethod
-    def benchmarks() -> list[str]:
-        from engine.bench import BENCHMARKS
-
-        return list(BENCHMARKS)
-
-    def benchmark(self, name: str, output_dir: Path, quick: bool = False, **options) -> tuple[dict, str]:
-        """Run a named benchmark (quick: a small slice; options: its own); return its results and a
-        Markdown table, and write both into `output_dir`."""
-        from engine.bench import run_benchmark
-
-        return run_benchmark(name, output_dir, self.model_path, self._device, quick, **options)

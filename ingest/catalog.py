@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Literal
 from sqlite_utils import Database
 
 from ingest.errors import CatalogError
-from ingest.paths import data_dir
 
 if TYPE_CHECKING:
     from ingest.chunker import Chunk
@@ -178,8 +177,8 @@ class Catalog:
     """One connection to the catalog file. Safe to share between threads (a lock serialises use); a second
     process may open the same file, WAL lets its reads run beside our writes."""
 
-    def __init__(self, path: Path | None = None):
-        self.path = path or data_dir() / "catalog.db"
+    def __init__(self, path: Path):
+        self.path = path
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)

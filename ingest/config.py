@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TypeVar
 
 from ingest.errors import ConfigError
-from ingest.paths import config_dir
 
 T = TypeVar("T")
 
@@ -27,17 +26,16 @@ class IngestConfig:
         return int(self.max_file_mb * 1024 * 1024)
 
     @classmethod
-    def load(cls, path: Path | None = None) -> IngestConfig:
+    def load(cls, path: Path) -> IngestConfig:
         return load_section(cls, "ingest", path)
 
 
 _KINDS: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str}
 
 
-def load_section(cls: type[T], section: str, path: Path | None = None) -> T:
-    """Read the `[section]` table of config.toml (config_dir() by default) into the dataclass `cls`:
+def load_section(cls: type[T], section: str, path: Path) -> T:
+    """Read the `[section]` table of the config.toml at `path` into the dataclass `cls`:
     a missing file or key means its default; an unknown key or a wrong type is a clear error."""
-    path = path or config_dir() / "config.toml"
     try:
         with open(path, "rb") as f:
             table = tomllib.load(f).get(section, {})

@@ -55,7 +55,7 @@ class Ingester:
     ):
         self.catalog = catalog
         self.count_tokens = count_tokens
-        self.config = config or IngestConfig.load()
+        self.config = config or IngestConfig()
         self.on_progress = on_progress
         self.queue = JobQueue(catalog, self.config.lease_s)
         self.reconciler = Reconciler(catalog, self.queue, self.config)

@@ -1,30 +1,58 @@
-"""Where memory3 keeps its files: XDG folders via platformdirs, all three under M3_HOME when it is set."""
+"""Where memory3 keeps its files: XDG folders via platformdirs, all three under M3_HOME when it is set.
+
+The environment is read once, at the edge (`Home.from_env` in the CLI and the service's entry point);
+everything below takes a `Home` or the paths it names, so a benchmark or a test opens its own home
+without touching `os.environ`.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
 
 APP = "memory3"
+HOME_ENV = "M3_HOME"
 
 
-def _home() -> Path | None:
-    home = os.environ.get("M3_HOME")
-    return Path(home).expanduser() if home else None
+@dataclass(frozen=True)
+class Home:
+    """memory3's three folders: settings, data (catalog, bank, index, logs, the service's socket) and
+    cache (the assembled model, the exported embedder)."""
 
+    config: Path
+    data: Path
+    cache: Path
 
-def config_dir() -> Path:
-    home = _home()
-    return home / "config" if home else Path(platformdirs.user_config_dir(APP))
+    @classmethod
+    def at(cls, root: str | Path) -> Home:
+        """All three folders under one root (what M3_HOME selects)."""
+        root = Path(root).expanduser().resolve()
+        return cls(root / "config", root / "data", root / "cache")
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Home:
+        """`M3_HOME` when set, else the platform's user folders."""
+        root = environ.get(HOME_ENV)
+        if root:
+            return cls.at(root)
+        return cls(
+            Path(platformdirs.user_config_dir(APP)),
+            Path(platformdirs.user_data_dir(APP)),
+            Path(platformdirs.user_cache_dir(APP)),
+        )
 
-def data_dir() -> Path:
-    home = _home()
-    return home / "data" if home else Path(platformdirs.user_data_dir(APP))
+    @property
+    def config_file(self) -> Path:
+        return self.config / "config.toml"
 
+    @property
+    def catalog(self) -> Path:
+        return self.data / "catalog.db"
 
-def cache_dir() -> Path:
-    home = _home()
-    return home / "cache" if home else Path(platformdirs.user_cache_dir(APP))
+    @property
+    def log_file(self) -> Path:
+        return self.data / "logs" / "m3.log"

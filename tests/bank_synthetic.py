@@ -17,9 +17,9 @@ import torch
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.bank import MemoryBank
-from engine.memory import PROFILES, Memory
-from engine.quant import QTensor
+from engine.memory.bank import MemoryBank
+from engine.memory.profiles import PROFILES, Memory
+from engine.memory.quantization import QTensor
 
 SEGMENT_BYTES = 600_000  # a few records per segment, so rolling and multi-segment compaction happen
 

@@ -19,16 +19,30 @@ def m3_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def model_path(m3_home: Path) -> Path:
-    from engine.runtime import default_model_path
+def home(m3_home: Path):
+    """The same private home as a value, for code that takes one (engines, benchmarks, the cache)."""
+    from ingest.paths import Home
 
-    return default_model_path()
+    return Home.at(m3_home)
+
+
+@pytest.fixture(scope="session")
+def model_path(home) -> Path:
+    from engine.models.runtime import default_model_path
+
+    return default_model_path(home.cache)
+
+
+@pytest.fixture(scope="session")
+def embedder_cache(home) -> Path:
+    """Where the embedder's ONNX graph is exported once for the whole run."""
+    return home.cache / "embedder"
 
 
 @pytest.fixture(scope="session")
 def rt32(model_path: Path):
     """The default model in float32 on the CPU: for comparisons that need float tolerance."""
-    from engine.runtime import Runtime
+    from engine.models.runtime import Runtime
 
     return Runtime.load(model_path, device="cpu", dtype=torch.float32)
 
@@ -36,14 +50,14 @@ def rt32(model_path: Path):
 @pytest.fixture(scope="session")
 def rt(model_path: Path):
     """The default model as users run it (bfloat16, CUDA when present)."""
-    from engine.runtime import Runtime
+    from engine.models.runtime import Runtime
 
     return Runtime.load(model_path)
 
 
 @pytest.fixture(scope="session")
 def oracle(model_path: Path):
-    from engine.llamacpp import LlamaCpp
+    from bench.llamacpp import LlamaCpp
 
     return LlamaCpp(model_path, n_ctx=1024)
 
@@ -61,7 +75,7 @@ def catalog(tmp_path: Path):
 @pytest.fixture(scope="session")
 def count_tokens(model_path: Path):
     """Model tokens of a text, without BOS: what a chunk's budget is measured in."""
-    from engine.tokenizer import Tokenizer
+    from engine.models.tokenizer import Tokenizer
 
     tok = Tokenizer(model_path)
     return lambda s: len(tok.encode(s))

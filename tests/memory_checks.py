@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from engine.attach import attach, place
-from engine.memory import MemoryKV, MemoryProfile
-from engine.memory_writer import write_memories
+from engine.memory.attach import attach, place
+from engine.memory.profiles import MemoryKV, MemoryProfile
+from engine.memory.writer import write_memories
 
 
 @torch.inference_mode()

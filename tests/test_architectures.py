@@ -19,13 +19,13 @@ import torch
 from memory_checks import memory_logits, plain_logits
 from tiny_gguf import ARCHS, N_WORDS, vocab_size, write_tiny_gguf
 
+from bench.llamacpp import LlamaCpp
 from engine.errors import ModelLoadError, UnsupportedModelError
-from engine.gguf_file import GGUFFile
-from engine.llamacpp import LlamaCpp
-from engine.memory import MemoryProfile
-from engine.memory_writer import write_memories
+from engine.memory.profiles import MemoryProfile
+from engine.memory.writer import write_memories
+from engine.models.gguf_file import GGUFFile
 from engine.models.loader import load_transformer
-from engine.runtime import Runtime
+from engine.models.runtime import Runtime
 
 LOGIT_TOLERANCE = {"F32": 0.05, "Q8_0": 0.5}
 

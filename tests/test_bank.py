@@ -16,14 +16,14 @@ from bank_synthetic import SEGMENT_BYTES, key, same, synthetic
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.bank import HEADER, MemoryBank
 from engine.errors import BankCorruptError, BankError
-from engine.memory import PROFILES, Memory, MemoryProfile
-from engine.memory_cache import MemoryCache
-from engine.memory_codec import decode, encode
-from engine.memory_store import MemoryStore
-from engine.memory_writer import write_memories
-from engine.quant import quantize
+from engine.memory.bank import HEADER, MemoryBank
+from engine.memory.cache import MemoryCache
+from engine.memory.codec import decode, encode
+from engine.memory.profiles import PROFILES, Memory, MemoryProfile
+from engine.memory.quantization import quantize
+from engine.memory.store import MemoryStore
+from engine.memory.writer import write_memories
 
 WORDS = ["red", "tall", "empty", "glass", "round", "old"]
 TEXTS = [f" Item {i}: the {w} jar on shelf {i} holds {i * 3 + 2} buttons." for i, w in enumerate(WORDS)]

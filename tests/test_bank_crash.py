@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 from bank_synthetic import SEGMENT_BYTES, key, same, synthetic
 
-from engine.bank import HEADER, MemoryBank, pack_record, segment_name
-from engine.memory import PROFILES
-from engine.memory_cache import MemoryCache
-from engine.memory_codec import encode
-from engine.memory_store import MemoryStore
-from engine.memory_writer import write_memories
+from engine.memory.bank import HEADER, MemoryBank, pack_record, segment_name
+from engine.memory.cache import MemoryCache
+from engine.memory.codec import encode
+from engine.memory.profiles import PROFILES
+from engine.memory.store import MemoryStore
+from engine.memory.writer import write_memories
 
 CHILD = Path(__file__).with_name("bank_synthetic.py")
 INDEX_OF = {key(i): i for i in range(5000)}  # more than a child can write before it is killed

@@ -11,6 +11,7 @@ from sqlite_utils import Database
 from ingest.catalog import MIGRATIONS, Catalog, migrate
 from ingest.chunker import Chunk
 from ingest.errors import CatalogError
+from ingest.paths import Home
 
 
 def chunks(*texts: str) -> list[Chunk]:
@@ -171,6 +172,6 @@ def test_removing_a_folder_drops_its_documents_and_their_memories(catalog: Catal
 
 
 def test_the_catalog_lives_in_the_data_folder(m3_home: Path):
-    cat = Catalog()
+    cat = Catalog(Home.from_env().catalog)
     assert cat.path == m3_home / "data" / "catalog.db" and cat.path.exists()
     cat.close()

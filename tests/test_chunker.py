@@ -9,7 +9,7 @@ import time
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from ingest.chunk_stability import measure_edit_stability
+from bench.chunk_stability import measure_edit_stability
 from ingest.chunker import MAX_CHARS_PER_TOKEN, Chunk, chunk_text, opens_chunk
 from ingest.document import ParsedText
 

@@ -11,9 +11,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from engine.embedder import Embedder, weights_dir
 from engine.errors import DeviceError
-from ingest.paths import cache_dir
+from engine.retrieval.embedder import Embedder, weights_dir
 
 TEXTS = [
     "A man is eating food.",
@@ -26,8 +25,8 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def embedder() -> Embedder:
-    return Embedder.load()
+def embedder(embedder_cache: Path) -> Embedder:
+    return Embedder.load(embedder_cache)
 
 
 def reference(weights: dict[str, torch.Tensor], ids: list[int]) -> np.ndarray:
@@ -88,9 +87,11 @@ def test_similar_sentences_are_closer(embedder: Embedder) -> None:
     assert bread @ food > bread @ music
 
 
-def test_export_is_cached_and_redone_when_damaged(embedder: Embedder, tmp_path: Path) -> None:
+def test_export_is_cached_and_redone_when_damaged(
+    embedder: Embedder, embedder_cache: Path, tmp_path: Path
+) -> None:
     path = tmp_path / "all-MiniLM-L6-v2.onnx"
-    shutil.copy(cache_dir() / "embedder" / path.name, path)  # where Embedder.load() exported it
+    shutil.copy(embedder_cache / path.name, path)  # where the fixture's Embedder.load exported it
     before = path.stat().st_mtime_ns
     Embedder.load(cache_dir=tmp_path)
     assert path.stat().st_mtime_ns == before  # reused, not exported again
@@ -103,6 +104,6 @@ def test_export_is_cached_and_redone_when_damaged(embedder: Embedder, tmp_path: 
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
-def test_cuda_without_a_gpu_is_a_clear_error() -> None:
+def test_cuda_without_a_gpu_is_a_clear_error(embedder_cache: Path) -> None:
     with pytest.raises(DeviceError):
-        Embedder.load(device="cuda")
+        Embedder.load(embedder_cache, device="cuda")

@@ -27,8 +27,8 @@ def folder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def engine(rt, folder) -> Engine:
-    engine = Engine(runtime=rt)
+def engine(rt, folder, tmp_path_factory) -> Engine:
+    engine = Engine.open(tmp_path_factory.mktemp("e2e-home"), runtime=rt)
     engine.add_folder(folder)
     engine.scan()
     assert engine.sync_memories() > 0

@@ -8,10 +8,10 @@ from dataclasses import replace
 import pytest
 import torch
 
+from engine.chat.generation import Generation, Sampling, sample
 from engine.errors import EmptyPromptError
-from engine.generate import Generation, Sampling, sample
-from engine.memory import PROFILES
-from engine.memory_writer import write_memories
+from engine.memory.profiles import PROFILES
+from engine.memory.writer import write_memories
 
 
 def test_greedy_picks_the_argmax():

@@ -6,10 +6,10 @@ import pytest
 import torch
 from memory_checks import memory_logits, one_memory, plain_logits
 
-from engine.attach import place
-from engine.generate import Generation
-from engine.memory import PROFILES, MemoryKV, MemoryProfile
-from engine.memory_writer import write_memories
+from engine.chat.generation import Generation
+from engine.memory.attach import place
+from engine.memory.profiles import PROFILES, MemoryKV, MemoryProfile
+from engine.memory.writer import write_memories
 
 FACT = " The access code for the blue vault is 7391-QX. It was set by Mara Lind in 2019."
 DISTRACTORS = [

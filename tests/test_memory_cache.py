@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from engine.memory import PROFILES
-from engine.memory_cache import MemoryCache, kv_nbytes
-from engine.memory_writer import write_memories
+from engine.memory.cache import MemoryCache, kv_nbytes
+from engine.memory.profiles import PROFILES
+from engine.memory.writer import write_memories
 
 
 def test_cache_hits_evicts_least_recent_and_stays_in_budget(rt):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.generate import Generation
+from engine.chat.generation import Generation
 
 PROMPTS = [
     "The capital of France is",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.chat import loop_start, stop_index
-from engine.prompt import BASE, prompt_format
+from engine.chat.chat import loop_start, stop_index
+from engine.chat.prompt import BASE, prompt_format
 
 
 def test_base_models_get_the_few_shot_body_and_instruct_models_their_turns():

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.bench import run_benchmark
-from engine.bench.qa_bench import MAIN_PROFILES, _shape, choose_default, sweep_settings
+from bench import run_benchmark
+from bench.qa_bench import MAIN_PROFILES, _shape, choose_default, sweep_settings
 from engine.config import EngineConfig
-from engine.memory import PROFILES
+from engine.memory.profiles import PROFILES
 
 FIXTURE = Path(__file__).parent / "data" / "qa"
 KEYS = {
@@ -29,10 +29,10 @@ KEYS = {
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory, model_path, monkeypatch_module) -> tuple[dict, Path]:
+def quick(tmp_path_factory, home, model_path, monkeypatch_module) -> tuple[dict, Path]:
     monkeypatch_module.setenv("M3_QA_DATA", str(FIXTURE))
     out = tmp_path_factory.mktemp("results")
-    results, _ = run_benchmark("qa", out, model_path, quick=True)
+    results, _ = run_benchmark("qa", out, home, model_path, quick=True)
     return results, out
 
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from engine.quant import dequantize, quantize
+from engine.memory.quantization import dequantize, quantize
 
 GROUP = 32
 

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.embedder import Embedder
 from engine.errors import RetrievalError
-from engine.retriever import Retriever, fts_query, fuse, query_pieces, tokens
-from engine.vector_index import IndexDamagedError, IndexMismatchError, VectorIndex
+from engine.retrieval.embedder import Embedder
+from engine.retrieval.retriever import Retriever, fts_query, fuse, query_pieces, tokens
+from engine.retrieval.vector_index import IndexDamagedError, IndexMismatchError, VectorIndex
 
 CORPUS = {
     "cat": "The cat slept all afternoon on the warm windowsill.",
@@ -54,8 +54,8 @@ HOSTILE = [
 
 
 @pytest.fixture(scope="module")
-def embedder() -> Embedder:
-    return Embedder.load()
+def embedder(embedder_cache: Path) -> Embedder:
+    return Embedder.load(embedder_cache)
 
 
 def items(names: Sequence[str] = tuple(CORPUS)) -> list[tuple[str, str]]:

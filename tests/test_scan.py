@@ -275,7 +275,7 @@ def test_a_tokenizer_failing_on_one_text_fails_that_document_only(catalog: Catal
 
 
 def test_chunks_fit_the_models_token_budget(catalog: Catalog, root: Path, model_path: Path):
-    from engine.tokenizer import Tokenizer
+    from engine.models.tokenizer import Tokenizer
 
     tok = Tokenizer(model_path)
     add_folder(catalog, root)

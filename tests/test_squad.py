@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.bench import squad
+from bench import squad
 
 FIXTURE = Path(__file__).parent / "data" / "qa"
 words = st.lists(st.text(alphabet="abcdefghij XYZ,.!'", min_size=1, max_size=8), min_size=1, max_size=6)

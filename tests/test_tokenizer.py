@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.tokenizer import Tokenizer
+from engine.models.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.gguf_file import GGUFFile
+from engine.models.gguf_file import GGUFFile
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from engine.gguf_file import GGUFFile
 from engine.models.config import ModelConfig, config_from_gguf
+from engine.models.gguf_file import GGUFFile
 
 SLIDING_WINDOW_PATTERN = 6  # every sixth layer is global; llama.cpp hard-codes the same for gemma3
 LOCAL_ROPE_BASE = 10_000.0

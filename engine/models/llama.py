@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from engine.gguf_file import GGUFFile
 from engine.models.config import ModelConfig, config_from_gguf
+from engine.models.gguf_file import GGUFFile
 
 
 def llama_config(f: GGUFFile, vocab_size: int) -> ModelConfig:

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import torch
 
 from engine.errors import ModelLoadError, UnsupportedModelError
-from engine.gguf_file import GGUFFile
 from engine.models import gemma3, llama, qwen
 from engine.models.config import ModelConfig
+from engine.models.gguf_file import GGUFFile
 from engine.models.transformer import Transformer
 
 ARCHITECTURES: dict[str, Callable[[GGUFFile, int], ModelConfig]] = {

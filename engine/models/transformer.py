@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.kv_cache import KVCache
 from engine.models.config import ModelConfig
+from engine.models.kv_cache import KVCache
 
 
 class Capture(Protocol):

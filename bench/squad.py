@@ -14,8 +14,8 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.chat.prompt import ABSTAIN
 from engine.errors import M3Error
-from engine.prompt import ABSTAIN
 
 _PUNCTUATION = set(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from engine.bench.squad import Question, abstains, exact_match, f1
-from engine.chat import Chat, Citation
+from bench.squad import Question, abstains, exact_match, f1
+from engine.chat.chat import Chat, Citation
 
 MAX_ANSWER_TOKENS = 32  # SQuAD answers are a few words; the prompt ends an answer at the newline
 

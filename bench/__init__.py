@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine.bench import engine_bench, qa_bench, retrieval_bench
+from bench import engine_bench, qa_bench, retrieval_bench
 from engine.errors import M3Error
+from engine.models.runtime import default_model_path
+from ingest.paths import Home
 
 BENCHMARKS = {"engine": engine_bench.run, "retrieval": retrieval_bench.run, "qa": qa_bench.run}
 
@@ -19,18 +21,21 @@ class UnknownBenchmarkError(M3Error):
 def run_benchmark(
     name: str,
     output_dir: str | Path,
-    model_path: str | Path | None = None,
+    home: Home,
+    model: str | Path | None = None,
     device: str | None = None,
     quick: bool = False,
     **options: object,
 ) -> tuple[dict, str]:
     """Run benchmark `name` (quick: a small slice; options: the benchmark's own, such as qa's `sample`),
-    write its results into `output_dir`, return (results, table)."""
+    write its results into `output_dir`, return (results, table). `home` lends its cache (the assembled
+    model, the exported embedder); each benchmark keeps its data in a temporary home of its own."""
     if name not in BENCHMARKS:
         raise UnknownBenchmarkError(f"There is no benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}.")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    results, table = BENCHMARKS[name](model_path, device, output_dir, quick, **options)
+    model_path = Path(model) if model else default_model_path(home.cache)
+    results, table = BENCHMARKS[name](home, model_path, device, output_dir, quick, **options)
     (output_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     (output_dir / f"{name}.md").write_text(table + "\n")
     return results, table

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.attach import attach, place, span
 from engine.errors import EmptyPromptError
-from engine.memory import MemoryKV
+from engine.memory.attach import attach, place, span
+from engine.memory.profiles import MemoryKV
+from engine.models.tokenizer import Tokenizer
 from engine.models.transformer import Transformer
-from engine.tokenizer import Tokenizer
 
 CHUNK_TOKENS = 64
 

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from engine.errors import BankCorruptError
-from engine.memory import Memory, MemoryProfile
-from engine.quant import FLOAT_BITS, QTensor
+from engine.memory.profiles import Memory, MemoryProfile
+from engine.memory.quantization import FLOAT_BITS, QTensor
 
 MAGIC = b"MEMC"
 VERSION = 1

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
-from engine.memory import MAX_REFERENCE_TOKENS, Memory, MemoryProfile
+from engine.memory.profiles import MAX_REFERENCE_TOKENS, Memory, MemoryProfile
+from engine.memory.quantization import quantize
 from engine.models.transformer import Transformer
-from engine.quant import quantize
 
 
 class _Collector:

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.bench.machine import machine_info
-from engine.embedder import Embedder
-from engine.retriever import Retriever, fuse
+from bench.machine import machine_info
+from engine.retrieval.embedder import Embedder
+from engine.retrieval.retriever import Retriever, fuse
+from ingest.paths import Home
 
 SIZES = (10_000, 100_000)
 EMBEDDED = 512  # chunks embedded for real
@@ -94,11 +95,11 @@ def _latency(r: Retriever, embedder: Embedder, queries: list[str], vectors: np.n
 
 
 def run(
-    model_path: str | Path | None, device: str | None, output_dir: Path, quick: bool = False
+    home: Home, model_path: Path, device: str | None, output_dir: Path, quick: bool = False
 ) -> tuple[dict, str]:
     """Measure everything (quick: 10k chunks only); `model_path` is unused (retrieval needs no chat model)."""
     sizes = SIZES[:1] if quick else SIZES
-    embedder = Embedder.load(device=device)
+    embedder = Embedder.load(home.cache / "embedder", device=device)
     rng = np.random.default_rng(0)
     texts = _texts(embedder, rng, max(sizes), CHUNK_WORDS)
     queries = _texts(embedder, rng, QUERIES, QUERY_WORDS)

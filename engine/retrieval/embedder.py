@@ -27,8 +27,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from engine.errors import DeviceError, ModelLoadError
-from engine.runtime import resolve_device
-from ingest import paths
+from engine.models.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -234,10 +233,11 @@ class Embedder:
         return "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
 
     @classmethod
-    def load(cls, cache_dir: Path | None = None, device: str | None = None) -> Embedder:
-        """The embedder; its ONNX graph is exported into `cache_dir` first if missing, stale or damaged."""
+    def load(cls, cache_dir: Path, device: str | None = None) -> Embedder:
+        """The embedder; its ONNX graph is exported into `cache_dir` (memory3's cache folder plus
+        `embedder/`) first if missing, stale or damaged."""
         model_dir = weights_dir()
-        path = (cache_dir or paths.cache_dir() / "embedder") / f"{cls.name}.onnx"
+        path = cache_dir / f"{cls.name}.onnx"
         providers = _providers(device)
         session = None
         if path.exists():

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from engine.bench.squad import Dataset, Question
-from engine.chat import Chunk, Citation
+from bench.squad import Dataset, Question
+from engine.chat.chat import Chunk, Citation
 
 
 def passage_line(passage: int) -> int:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from engine.bank import MemoryBank
-from engine.memory import Memory, MemoryKV
-from engine.memory_cache import MemoryCache
+from engine.memory.bank import MemoryBank
+from engine.memory.cache import MemoryCache
+from engine.memory.profiles import Memory, MemoryKV
 
 COMPACT_AT = 0.25  # compact once this share of the segment bytes is dropped memories
 

@@ -20,29 +20,29 @@ import random
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
-from engine.bank import MemoryBank
-from engine.bench import qa_plots, squad
-from engine.bench.engine_bench import decode_llamacpp, open_llamacpp
-from engine.bench.machine import machine_info
-from engine.bench.qa_corpus import holds_gold, write_articles
-from engine.bench.qa_eval import Outcome, ask_all, quality, speed
-from engine.chat import Chat
-from engine.embedder import Embedder
+from bench import qa_plots, squad
+from bench.engine_bench import decode_llamacpp, open_llamacpp
+from bench.machine import machine_info
+from bench.qa_corpus import holds_gold, write_articles
+from bench.qa_eval import Outcome, ask_all, quality, speed
+from engine.chat.chat import Chat
+from engine.chat.generation import CHUNK_TOKENS
+from engine.chat.prompt import BASE, PromptFormat
 from engine.errors import M3Error
 from engine.facade import Engine
-from engine.generate import CHUNK_TOKENS
-from engine.memory import PROFILES, MemoryProfile
-from engine.memory_store import MemoryStore
-from engine.prompt import BASE, PromptFormat
-from engine.runtime import Runtime
+from engine.memory.bank import MemoryBank
+from engine.memory.profiles import PROFILES, MemoryProfile
+from engine.memory.store import MemoryStore
+from engine.models.runtime import Runtime
+from engine.retrieval.embedder import Embedder
+from ingest.paths import Home
 
 log = logging.getLogger(__name__)
 
@@ -161,20 +161,6 @@ def _shape(profile: MemoryProfile) -> MemoryProfile:
 # --- a corpus ingested through the real pipeline, with one bank per memory profile -------------------
 
 
-@contextmanager
-def _home(path: Path) -> Iterator[None]:
-    """Point memory3's data folder at `path` for the duration, leaving the user's own untouched."""
-    old = os.environ.get("M3_HOME")
-    os.environ["M3_HOME"] = str(path)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("M3_HOME", None)
-        else:
-            os.environ["M3_HOME"] = old
-
-
 class Lab:
     """A data set's articles as files in their own memory3 home: catalog, retrieval and memory banks."""
 
@@ -188,7 +174,7 @@ class Lab:
     ):
         self.home, self.dataset = home, dataset
         self.paths = write_articles(dataset, articles, home / "documents")
-        self.engine = Engine(runtime=runtime, embedder=embedder)
+        self.engine = Engine.open(home, runtime=runtime, embedder=embedder)
         self.engine.add_folder(home / "documents")
         self.engine.scan()
         work = self.engine.catalog.pending_memory_work()
@@ -233,7 +219,7 @@ class Lab:
 
 
 def data_folder() -> Path:
-    folder = Path(os.environ.get(DATA_ENV) or Path(__file__).resolve().parents[3] / "shared" / "data" / "qa")
+    folder = Path(os.environ.get(DATA_ENV) or Path(__file__).resolve().parents[2] / "shared" / "data" / "qa")
     if not (folder / "xquad-en" / "xquad.en.json").is_file():
         raise QADataMissingError(
             f"The QA data (xquad-en/, squad-v2-dev-subset/) is not in {folder}; set {DATA_ENV} to its folder."
@@ -251,7 +237,8 @@ def pick(questions: Sequence[squad.Question], articles: Sequence[int], n: int | 
 
 
 def run(
-    model_path: str | Path | None,
+    home: Home,
+    model_path: Path,
     device: str | None,
     output_dir: Path,
     quick: bool = False,
@@ -266,7 +253,7 @@ def run(
     xquad = squad.load(data / "xquad-en" / "xquad.en.json")
     v2 = squad.load(data / "squad-v2-dev-subset" / "dev-v2.0-subset.json")
     rt = Runtime.load(model_path, device=device)
-    embedder = Embedder.load(device=device)
+    embedder = Embedder.load(home.cache / "embedder", device=device)
     half = len(xquad.articles) // 2
     tune_articles, heldout_articles = range(half)[: plan.articles], range(half, 2 * half)[: plan.articles]
     articles = (*tune_articles, *heldout_articles)
@@ -274,10 +261,9 @@ def run(
     heldout = pick(xquad.questions, heldout_articles, plan.heldout, seed=2)
     v2_articles = range(len(v2.articles))[: plan.v2_articles]
     unanswerable = pick([q for q in v2.questions if not q.answers], v2_articles, plan.unanswerable, seed=3)
-    with tempfile.TemporaryDirectory(prefix="m3-qa-") as tmp, _home(Path(tmp) / "xquad"):
+    with tempfile.TemporaryDirectory(prefix="m3-qa-") as tmp:
         lab = Lab(rt, embedder, Path(tmp) / "xquad", xquad, articles)
-        with _home(Path(tmp) / "v2"):
-            lab_v2 = Lab(rt, embedder, Path(tmp) / "v2", v2, v2_articles)
+        lab_v2 = Lab(rt, embedder, Path(tmp) / "v2", v2, v2_articles)
         try:
             results = _measure(rt, plan, lab, lab_v2, Questions(tune, heldout, unanswerable))
         finally:

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
-from engine.kv_cache import KVCache
-from engine.memory import MemoryKV
+from engine.memory.profiles import MemoryKV
+from engine.models.kv_cache import KVCache
 from engine.models.transformer import Transformer
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.quant import QTensor, dequantize
+from engine.memory.quantization import QTensor, dequantize
 
 MAX_REFERENCE_TOKENS = 128  # Memory³: a reference is at most 128 tokens, encoded alone
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import ModelLoadError
-from engine.tokenizer import _redirect_stderr
+from engine.models.tokenizer import _redirect_stderr
 
 
 class LlamaCpp:

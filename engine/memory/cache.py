@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import torch
 
-from engine.memory import Memory, MemoryKV
+from engine.memory.profiles import Memory, MemoryKV
 
 
 def kv_nbytes(kv: MemoryKV) -> int:

@@ -18,14 +18,15 @@ import llama_cpp
 import numpy as np
 import torch
 
-from engine.bench.machine import machine_info
-from engine.generate import Generation
-from engine.llamacpp import LlamaCpp
-from engine.memory import PROFILES
-from engine.memory_writer import write_memories
+from bench.llamacpp import LlamaCpp
+from bench.machine import machine_info
+from engine.chat.generation import Generation
+from engine.memory.profiles import PROFILES
+from engine.memory.writer import write_memories
+from engine.models.runtime import Runtime
+from engine.models.tokenizer import Tokenizer
 from engine.models.transformer import Transformer
-from engine.runtime import Runtime
-from engine.tokenizer import Tokenizer
+from ingest.paths import Home
 
 REPEATS = {"prefill": 3, "decode": 3, "write": 3, "ttft": 5}
 QUICK_REPEATS = dict.fromkeys(REPEATS, 1)
@@ -156,7 +157,7 @@ def open_llamacpp(path: Path, threads: int) -> LlamaCpp:
 
 
 def run(
-    model_path: str | Path | None, device: str | None, output_dir: Path, quick: bool = False
+    home: Home, model_path: Path, device: str | None, output_dir: Path, quick: bool = False
 ) -> tuple[dict, str]:
     """Measure everything (quick: one timed repeat each); return the results and their Markdown tables."""
     repeats = QUICK_REPEATS if quick else REPEATS

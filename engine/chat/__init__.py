@@ -1,0 +1,1 @@
+"""Answering from the documents: the prompt, chunkwise generation with memories, citations, the chat."""
