@@ -7,15 +7,12 @@ import json
 from pathlib import Path
 
 from bench import engine_bench, qa_bench, retrieval_bench
-from engine.errors import M3Error
+from bench.errors import UnknownBenchmarkError
 from engine.models.runtime import default_model_path
+from ingest.atomic import write_atomic
 from ingest.paths import Home
 
 BENCHMARKS = {"engine": engine_bench.run, "retrieval": retrieval_bench.run, "qa": qa_bench.run}
-
-
-class UnknownBenchmarkError(M3Error):
-    """No benchmark has the name asked for."""
 
 
 def run_benchmark(
@@ -36,6 +33,6 @@ def run_benchmark(
     output_dir.mkdir(parents=True, exist_ok=True)
     model_path = Path(model) if model else default_model_path(home.cache)
     results, table = BENCHMARKS[name](home, model_path, device, output_dir, quick, **options)
-    (output_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
-    (output_dir / f"{name}.md").write_text(table + "\n")
+    write_atomic(output_dir / f"{name}.json", json.dumps(results, indent=2) + "\n")
+    write_atomic(output_dir / f"{name}.md", table + "\n")
     return results, table

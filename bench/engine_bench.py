@@ -18,6 +18,7 @@ import llama_cpp
 import numpy as np
 import torch
 
+from bench import ask_wall
 from bench.llamacpp import LlamaCpp
 from bench.machine import machine_info
 from engine.chat.generation import Generation
@@ -28,7 +29,7 @@ from engine.models.tokenizer import Tokenizer
 from engine.models.transformer import Transformer
 from ingest.paths import Home
 
-REPEATS = {"prefill": 3, "decode": 3, "write": 3, "ttft": 5}
+REPEATS = {"prefill": 3, "decode": 3, "write": 3, "ttft": 5, "ask_cold": 3, "ask_warm": 5}
 QUICK_REPEATS = dict.fromkeys(REPEATS, 1)
 PREFILL_TOKENS = 512
 DECODE_TOKENS = 64
@@ -163,6 +164,7 @@ def run(
     repeats = QUICK_REPEATS if quick else REPEATS
     rt = Runtime.load(model_path, device=device)
     model, tok, sink = rt.model, rt.tokenizer, rt.sink
+    config, run_device, run_dtype = model.config, str(model.device), str(model.dtype).removeprefix("torch.")
     rng = random.Random(0)
     prefill_ids = [tok.bos_id, *tok.encode(text(rng, 60))][:PREFILL_TOKENS]
     decode_prompt = [tok.bos_id, *tok.encode(sentence(rng))]
@@ -178,7 +180,7 @@ def run(
     kvs = [m.unpack(model.dtype, model.device) for m in write_memories(model, sink, refs[:ATTACHED], dense)]
     memory = {
         "retrieve": lambda _query: kvs,
-        "first_query": tok.decode(question),
+        "question": tok.decode(question),
         "sink_len": len(sink),
         "memory_slots": sum(kv.kept for kv in kvs),
     }
@@ -203,6 +205,8 @@ def run(
         "ttft_rag": median(lambda: seconds(lambda: np.argmax(lc.next_logits(rag_prompt))), repeats["ttft"]),
     }
 
+    ask_s = ask_wall.measure(model_path, device, repeats["ask_cold"], repeats["ask_warm"])
+
     results = {
         "prefill_tok_s": {"ours": ours["prefill"], "llamacpp": theirs["prefill"]},
         "decode_tok_s": {"ours": ours["decode"], "llamacpp": theirs["decode"]},
@@ -213,6 +217,8 @@ def run(
             "rag": ours["ttft_rag"],
             "rag_llamacpp": theirs["ttft_rag"],
         },
+        "ask_wall_s": {"cold": ask_s["cold"], "warm": ask_s["warm"]},
+        "ask_first_output_s": ask_s["first_output"],
         "tokens": {
             "prefill": len(prefill_ids),
             "decode_prompt": len(decode_prompt),
@@ -223,9 +229,9 @@ def run(
             "rag_prompt": len(rag_prompt),
         },
         "machine": machine_info(),
-        "model": {"file": rt.path.name, "arch": model.config.arch, "layers": model.config.n_layer},
-        "device": str(model.device),
-        "dtype": str(model.dtype).removeprefix("torch."),
+        "model": {"file": model_path.name, "arch": config.arch, "layers": config.n_layer},
+        "device": run_device,
+        "dtype": run_dtype,
         "threads": threads,
         "repeats": repeats,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -252,6 +258,9 @@ def table(r: dict) -> str:
             r["ttft_s"]["rag_llamacpp"],
             "s",
         ),
+        ("`m3 ask` wall time, cold (starts the service)", r["ask_wall_s"]["cold"], None, "s"),
+        ("`m3 ask` wall time, warm (service running)", r["ask_wall_s"]["warm"], None, "s"),
+        ("`m3 ask` first output, warm", r["ask_first_output_s"]["warm"], None, "s"),
     ]
     lines = ["| metric | ours | llama.cpp | unit |", "|---|---:|---:|---|"]
     lines += [f"| {name} | {_fmt(ours)} | {_fmt(theirs)} | {unit} |" for name, ours, theirs, unit in rows]

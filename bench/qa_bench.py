@@ -29,13 +29,13 @@ import torch
 
 from bench import qa_plots, squad
 from bench.engine_bench import decode_llamacpp, open_llamacpp
+from bench.errors import QADataMissingError
 from bench.machine import machine_info
 from bench.qa_corpus import holds_gold, write_articles
 from bench.qa_eval import Outcome, ask_all, quality, speed
 from engine.chat.chat import Chat
 from engine.chat.generation import CHUNK_TOKENS
 from engine.chat.prompt import BASE, PromptFormat
-from engine.errors import M3Error
 from engine.facade import Engine
 from engine.memory.bank import MemoryBank
 from engine.memory.profiles import PROFILES, MemoryProfile
@@ -53,10 +53,6 @@ WITHIN = 0.02  # the default profile: the smallest memory whose held-out F1 is w
 SPEED_K = (1, 5, 10)
 SPEED_TOKENS = 32  # decoded without stopping, to time decoding
 SPEED_QUESTIONS = 5
-
-
-class QADataMissingError(M3Error):
-    """The QA data set is not where the benchmark looks for it."""
 
 
 @dataclass(frozen=True)
@@ -192,11 +188,8 @@ class Lab:
 
     def chat(self, s: Setting) -> Chat:
         store = self.store(s.profile) if s.mode == "memory" and s.profile else None
-
-        def recall(chunks):
-            return store.get_many([(c.hash, c.text) for c in chunks]) if store else []
-
-        return Chat(self.engine.runtime, self.engine.search, recall, s.prompt, k=s.k, interval=s.interval)
+        sources = self.engine.sources.with_store(store)
+        return Chat(self.engine.runtime, sources, s.prompt, k=s.k, interval=s.interval)
 
     def bank_size(self, profile: MemoryProfile) -> tuple[float, int]:
         """(bytes per memory, bank bytes on disk) of the profile's bank."""
@@ -205,7 +198,8 @@ class Lab:
 
     def recall_at(self, questions: Sequence[squad.Question], k: int = K) -> float:
         """Share of questions whose gold passage is among the k chunks retrieved for them."""
-        hits = [any(holds_gold(c, q, self.paths) for c in self.engine.search(q.text, k)) for q in questions]
+        search = self.engine.sources.search
+        hits = [any(holds_gold(c, q, self.paths) for c in search(q.text, k)) for q in questions]
         return statistics.fmean(hits) if hits else 0.0
 
     def close(self) -> None:

@@ -10,7 +10,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from bench.squad import Dataset, Question
-from engine.chat.chat import Chunk, Citation
+from engine.chat.citations import Citation
+from engine.chat.sources import Chunk
 
 
 def passage_line(passage: int) -> int:

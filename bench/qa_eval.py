@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bench.squad import Question, abstains, exact_match, f1
-from engine.chat.chat import Chat, Citation
+from engine.chat.chat import Chat
+from engine.chat.citations import Citation
 
 MAX_ANSWER_TOKENS = 32  # SQuAD answers are a few words; the prompt ends an answer at the newline
 

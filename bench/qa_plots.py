@@ -6,6 +6,8 @@ from pathlib import Path
 
 import matplotlib
 
+from ingest.atomic import replacing
+
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -45,8 +47,7 @@ def _quality(results: dict, path: Path) -> Path:
     ax.set_ylabel("F1, held-out articles")
     ax.set_title("Answer quality against memory size")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -68,6 +69,12 @@ def _speed(results: dict, path: Path) -> Path:
     axes[0].legend(fontsize=8)
     fig.suptitle("Speed by mode and retrieved chunks")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
     return path
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    """Write the figure as a PNG, replacing `path` whole, and free it."""
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)

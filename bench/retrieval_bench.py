@@ -22,7 +22,8 @@ import numpy as np
 
 from bench.machine import machine_info
 from engine.retrieval.embedder import Embedder
-from engine.retrieval.retriever import Retriever, fuse
+from engine.retrieval.fusion import fuse
+from engine.retrieval.retriever import Retriever
 from ingest.paths import Home
 
 SIZES = (10_000, 100_000)

@@ -14,8 +14,8 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.errors import QADataError
 from engine.chat.prompt import ABSTAIN
-from engine.errors import M3Error
 
 _PUNCTUATION = set(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -40,10 +40,6 @@ class Article:
 class Dataset:
     articles: tuple[Article, ...]
     questions: tuple[Question, ...]
-
-
-class QADataError(M3Error):
-    """A QA data file is missing, unreadable or not in the SQuAD format."""
 
 
 def load(path: str | Path) -> Dataset:

@@ -8,10 +8,16 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
-from ingest.catalog import MIGRATIONS, Catalog, migrate
+from ingest import sqlite
+from ingest.catalog import MIGRATIONS, Catalog, newer_catalog
 from ingest.chunker import Chunk
 from ingest.errors import CatalogError
 from ingest.paths import Home
+
+
+def migrate(db: Database, migrations: tuple[sqlite.Migration, ...] = MIGRATIONS) -> int:
+    """The catalog's migrations applied to a bare file, as Catalog applies them."""
+    return sqlite.migrate(db, migrations, newer_catalog)
 
 
 def chunks(*texts: str) -> list[Chunk]:

@@ -14,10 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.errors import RetrievalError
+from engine.errors import IndexDamagedError, IndexMismatchError, RetrievalError
 from engine.retrieval.embedder import Embedder
-from engine.retrieval.retriever import Retriever, fts_query, fuse, query_pieces, tokens
-from engine.retrieval.vector_index import IndexDamagedError, IndexMismatchError, VectorIndex
+from engine.retrieval.fusion import fuse
+from engine.retrieval.keyword import fts_query, query_pieces, tokens
+from engine.retrieval.retriever import Retriever
+from engine.retrieval.vector_index import VectorIndex
 
 CORPUS = {
     "cat": "The cat slept all afternoon on the warm windowsill.",

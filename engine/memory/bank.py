@@ -22,19 +22,23 @@ import logging
 import mmap
 import os
 import re
-import sqlite3
 import struct
-import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.errors import BankCorruptError, BankError
 from engine.memory.codec import decode, encode
 from engine.memory.profiles import Memory
+from ingest.atomic import fsync_dir
+from ingest.sqlite import SQLite, placeholders
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,6 @@ MAGIC = b"M3RB"
 VERSION = 1
 HEADER = struct.Struct("<4sHI64sII")  # magic, version, record length, key, payload length, crc
 _CRC_AT = HEADER.size - 4  # the CRC covers the header up to itself, then the payload
-SCHEMA_VERSION = 1
 _KEY = re.compile(r"[0-9a-f]{64}")
 _SEGMENT = re.compile(r"seg-(\d{6})\.m3s")
 _SCHEMA = """
@@ -116,14 +119,20 @@ class MemoryBank:
     def __init__(self, folder: Path, budget_bytes: int = 2 * 2**30, segment_bytes: int = 256 * 2**20):
         self.folder, self.budget_bytes, self.segment_bytes = Path(folder), budget_bytes, segment_bytes
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
         self._maps: dict[int, mmap.mmap] = {}
-        self._db = sqlite3.connect(self.folder / "bank.db", isolation_level=None, check_same_thread=False)
-        try:
-            self._open_schema()
-        except BankError:
-            self._db.close()
-            raise
+        index = self.folder / "bank.db"
+        self._sql = SQLite(
+            index,
+            (self._v1,),  # the index's history, oldest first; append only
+            newer=lambda version, known: BankError(
+                f"the bank in {self.folder} was written by a newer memory3; upgrade memory3 to use it"
+            ),
+            unreadable=lambda e: BankError(
+                f"the bank index {index} is unreadable ({e}); delete it to rebuild it"
+            ),
+            synchronous="FULL",
+        )
+        self._db, self._lock = self._sql.conn, self._sql.lock
         self.opened = self._repair_tails()  # what opening had to fix; `lost` keys need rewriting
 
     # Reading
@@ -193,7 +202,7 @@ class MemoryBank:
                 segment, end = segment + 1, 0
             self._append(segment, end, record)
             crc = struct.unpack_from("<I", record, _CRC_AT)[0]
-            with self._transaction():
+            with self._sql.atomic():
                 self._set_end(segment, end + len(record))
                 self._index(_Row(key, segment, end, len(record), crc), memory.profile.name, memory.nbytes)
             return True
@@ -210,9 +219,7 @@ class MemoryBank:
             if not victims:
                 return 0
             before = self.stats()["file_bytes"]
-            rows = self._rows(
-                f"segment IN ({','.join('?' * len(victims))}) ORDER BY segment, offset", victims
-            )
+            rows = self._rows(f"segment IN ({placeholders(len(victims))}) ORDER BY segment, offset", victims)
             moved, ends = self._write_compacted(rows)
             self._swap(victims, moved, ends)
             self._remove_segments(victims)
@@ -252,7 +259,7 @@ class MemoryBank:
             for m in self._maps.values():
                 m.close()
             self._maps.clear()
-            self._db.close()
+            self._sql.close()
 
     def __enter__(self) -> MemoryBank:
         return self
@@ -262,40 +269,13 @@ class MemoryBank:
 
     # The index
 
-    def _open_schema(self) -> None:
-        """Set up the index. A new one beside existing segments (the old one was lost) lists them all, in
+    def _v1(self, db: Database) -> None:
+        """The first index. A new one beside existing segments (the old one was lost) lists them all, in
         the same transaction, so that the tail scan indexes their records instead of deleting strays."""
-        try:
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = FULL")
-            (version,) = self._db.execute("PRAGMA user_version").fetchone()
-        except sqlite3.DatabaseError as e:
-            index = self.folder / "bank.db"
-            raise BankError(f"the bank index {index} is unreadable ({e}); delete it to rebuild it") from e
-        if version > SCHEMA_VERSION:
-            raise BankError(
-                f"the bank in {self.folder} was written by a newer memory3; upgrade memory3 to use it"
-            )
-        if version == SCHEMA_VERSION:
-            return
-        files = sorted(self._files())
-        with self._transaction():
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
-            for segment in files:
-                self._set_end(segment, 0)
-            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        db.executescript(_SCHEMA)
+        db.conn.executemany(
+            "INSERT INTO segments (id, end) VALUES (?, 0)", [(s,) for s in sorted(self._files())]
+        )
 
     def _row(self, key: str) -> _Row | None:
         rows = self._rows("key = ?", (key,))
@@ -334,7 +314,7 @@ class MemoryBank:
         )
 
     def _forget(self, keys: list[str]) -> int:
-        with self._transaction():
+        with self._sql.atomic():
             return sum(self._db.execute("DELETE FROM records WHERE key = ?", (k,)).rowcount for k in keys)
 
     # Segment files
@@ -400,7 +380,7 @@ class MemoryBank:
                 f.truncate(end)
                 raise
         if not end:
-            _fsync_dir(self.folder)
+            fsync_dir(self.folder)
 
     def _write_compacted(self, rows: list[_Row]) -> tuple[list[_Row], dict[int, int]]:
         """Copy intact records into fresh segments numbered past the last; damaged ones are left behind.
@@ -425,7 +405,7 @@ class MemoryBank:
                             out.write(buf)
                     out.flush()
                     os.fsync(out.fileno())
-            _fsync_dir(self.folder)
+            fsync_dir(self.folder)
         except BaseException:
             for segment in plan:
                 self._path(segment).unlink(missing_ok=True)
@@ -435,7 +415,7 @@ class MemoryBank:
 
     def _swap(self, victims: list[int], moved: list[_Row], ends: dict[int, int]) -> None:
         """Point the index at the new segments and retire the old ones, all in one transaction."""
-        with self._transaction():
+        with self._sql.atomic():
             for segment, end in ends.items():
                 self._set_end(segment, end)
             self._db.executemany(
@@ -449,7 +429,7 @@ class MemoryBank:
         for segment in segments:
             self._drop_map(segment)
             self._path(segment).unlink(missing_ok=True)
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
 
     # Repair
 
@@ -479,7 +459,7 @@ class MemoryBank:
         if size is not None:
             os.truncate(self._path(segment), keep)
             report.truncated_bytes += size - keep
-        with self._transaction():
+        with self._sql.atomic():
             self._db.executemany("DELETE FROM records WHERE key = ?", [(k,) for k in lost])
             if size is None:
                 self._db.execute("DELETE FROM segments WHERE id = ?", (segment,))
@@ -518,7 +498,7 @@ class MemoryBank:
             self._drop_map(segment)
             os.truncate(self._path(segment), pos)
             report.truncated_bytes += size - pos
-        with self._transaction():
+        with self._sql.atomic():
             for row, profile, nbytes in found.values():
                 self._index(row, profile, nbytes)
             self._set_end(segment, pos)
@@ -528,11 +508,3 @@ class MemoryBank:
         m = self._maps.pop(segment, None)
         if m is not None:
             m.close()
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -9,48 +9,47 @@ kept so that FTS can be rebuilt and vectors recomputed if the embedder changes.
 from __future__ import annotations
 
 import logging
-import re
-import sqlite3
-import threading
 import time
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.errors import RetrievalError
+from engine.retrieval import keyword
 from engine.retrieval.embedder import Embedder
+from engine.retrieval.fusion import fuse
 from engine.retrieval.vector_index import VectorIndex
+from ingest.sqlite import SQLite, batches, placeholders
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-K_RRF = 60
-MAX_TERMS = 16  # keyword search uses only the rarest words of a query: its cost grows with their chunks
 AUTOSAVE_S = 60.0  # save the vector index at most this often while adding; close() always saves
-_BATCH = 500  # ids per `IN (...)` query
 
-_SCHEMA = """
+# IF NOT EXISTS: before there were migrations, a crash could leave these tables in a file at version 0.
+_ITEMS = """
 CREATE TABLE IF NOT EXISTS items (
     id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, so hnswlib labels are never reused either
     hash TEXT NOT NULL UNIQUE,
     text TEXT NOT NULL,
     vector BLOB NOT NULL                   -- float32, the embedder's dimension
 );
-CREATE VIRTUAL TABLE IF NOT EXISTS items_fts USING fts5(
-    text, content='items', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
-);
-CREATE VIRTUAL TABLE IF NOT EXISTS items_vocab USING fts5vocab(items_fts, 'row');
-CREATE TRIGGER IF NOT EXISTS items_fts_insert AFTER INSERT ON items BEGIN
-    INSERT INTO items_fts(rowid, text) VALUES (new.id, new.text);
-END;
-CREATE TRIGGER IF NOT EXISTS items_fts_delete AFTER DELETE ON items BEGIN
-    INSERT INTO items_fts(items_fts, rowid, text) VALUES ('delete', old.id, old.text);
-END;
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 """
+
+
+def _v1(db: Database) -> None:
+    """Chunks (hash, text, vector), the keyword index over their texts, the state (generation, embedder)."""
+    db.executescript(_ITEMS + keyword.SCHEMA)
+
+
+# The database's history, oldest first: version N is reached by applying the first N steps. Append only.
+MIGRATIONS = (_v1,)
 
 
 @dataclass(frozen=True)
@@ -63,47 +62,6 @@ class Hit:
     keyword_rank: int | None
 
 
-def query_pieces(text: str) -> list[str]:
-    """The distinct whitespace-separated pieces of `text` that hold a word, lower-cased."""
-    pieces = (piece.lower() for piece in re.split(r"[\s\x00]+", text))
-    return list(dict.fromkeys(piece for piece in pieces if tokens(piece)))
-
-
-def tokens(piece: str) -> list[str]:
-    """The words FTS5's unicode61 tokenizer makes of `piece`, near enough: folded, no diacritics."""
-    folded = "".join(c for c in unicodedata.normalize("NFKD", piece.lower()) if not unicodedata.combining(c))
-    return re.findall(r"[^\W_]+", folded)
-
-
-def fts_query(pieces: Iterable[str]) -> str:
-    """An FTS5 query that cannot fail to parse: each piece a quoted phrase, joined by OR.
-
-    Pieces stay phrases, so "XJ-4471" matches those two tokens side by side.
-    """
-    return " OR ".join('"' + piece.replace('"', '""') + '"' for piece in pieces)
-
-
-def fuse(
-    vector_ids: Sequence[int], keyword_ids: Sequence[int], k: int
-) -> list[tuple[int, float, int | None, int | None]]:
-    """Reciprocal rank fusion: (id, score, vector rank, keyword rank) of the top `k`, best first."""
-    ranks: dict[int, list[int | None]] = {}
-    for which, ids in enumerate((vector_ids, keyword_ids)):
-        for rank, i in enumerate(ids, start=1):
-            ranks.setdefault(i, [None, None])[which] = rank
-    scored = [
-        (i, sum(1.0 / (K_RRF + r) for r in (vr, kr) if r is not None), vr, kr)
-        for i, (vr, kr) in ranks.items()
-    ]
-    scored.sort(key=lambda t: (-t[1], min(r for r in t[2:] if r is not None), t[0]))
-    return scored[:k]
-
-
-def _chunks(seq: Sequence, size: int = _BATCH) -> Iterable[Sequence]:
-    for start in range(0, len(seq), size):
-        yield seq[start : start + size]
-
-
 class Retriever:
     """Chunks by content hash, searchable by meaning and by keyword. Safe to share between threads."""
 
@@ -111,29 +69,24 @@ class Retriever:
         self.folder = Path(folder)
         self.embedder = embedder
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        self._db = self._connect(self.folder / "retrieval.db")
+        path = self.folder / "retrieval.db"
+        self._sql = SQLite(
+            path,
+            MIGRATIONS,
+            newer=lambda version, known: RetrievalError(
+                f"{path} was written by a newer memory3 (schema {version})."
+            ),
+            unreadable=lambda exc: RetrievalError(
+                f"{path} is not a usable retrieval database ({exc}); delete it to re-index."
+            ),
+            synchronous="FULL",
+        )
+        self._db, self._lock = self._sql.conn, self._sql.lock
+        self.keywords = keyword.KeywordIndex(self._db)
         self._dirty = False
         self._saved_at = time.monotonic()
-        self._doc_count: dict[str, int] = {}
         self._ensure_embedder()
         self.index = self._open_index()
-
-    def _connect(self, path: Path) -> sqlite3.Connection:
-        try:
-            db = sqlite3.connect(path, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise RetrievalError(f"{path} was written by a newer memory3 (schema {version}).")
-            with db:
-                db.executescript(_SCHEMA)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as exc:
-            raise RetrievalError(
-                f"{path} is not a usable retrieval database ({exc}); delete it to re-index."
-            ) from exc
-        return db
 
     def _state(self, key: str, default: object = None) -> object:
         row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
@@ -161,7 +114,7 @@ class Retriever:
         if rows:
             log.warning("re-embedding %d chunks made by %s with %s", len(rows), name, self.embedder.name)
         vectors = self.embedder.embed([text for _, text in rows])
-        with self._db:
+        with self._sql.atomic():
             self._db.executemany(
                 "UPDATE items SET vector = ? WHERE id = ?",
                 [(v.tobytes(), i) for (i, _), v in zip(rows, vectors, strict=True)],
@@ -216,14 +169,14 @@ class Retriever:
             new: dict[str, str] = {}
             for h, text in items:
                 new.setdefault(h, text)
-            for part in _chunks(list(new)):
-                marks = ",".join("?" * len(part))
+            for part in batches(list(new)):
+                marks = placeholders(len(part))
                 for (h,) in self._db.execute(f"SELECT hash FROM items WHERE hash IN ({marks})", part):
                     del new[h]
             if not new:
                 return 0
             vectors = self.embedder.embed(list(new.values()), batch_size=batch_size)
-            with self._db:
+            with self._sql.atomic():
                 ids = [
                     self._db.execute(
                         "INSERT INTO items(hash, text, vector) VALUES (?, ?, ?)", (h, text, v.tobytes())
@@ -240,9 +193,9 @@ class Retriever:
         with self._lock:
             wanted = list(dict.fromkeys(hashes))
             ids: list[int] = []
-            with self._db:
-                for part in _chunks(wanted):
-                    marks = ",".join("?" * len(part))
+            with self._sql.atomic():
+                for part in batches(wanted):
+                    marks = placeholders(len(part))
                     ids += [
                         i for (i,) in self._db.execute(f"SELECT id FROM items WHERE hash IN ({marks})", part)
                     ]
@@ -255,7 +208,7 @@ class Retriever:
 
     def _changed(self, generation: int) -> None:
         self.index.generation = generation
-        self._doc_count.clear()
+        self.keywords.changed()
         self._dirty = True
         if time.monotonic() - self._saved_at > AUTOSAVE_S:
             self.save()
@@ -271,7 +224,7 @@ class Retriever:
     def close(self) -> None:
         with self._lock:
             self.save()
-            self._db.close()
+            self._sql.close()
 
     def __enter__(self) -> Retriever:
         return self
@@ -285,41 +238,13 @@ class Retriever:
             return [i for i, _ in self.index.search(vector, n)]
 
     def keyword_search(self, query: str, n: int) -> list[int]:
-        """Ids of the `n` chunks that best match the informative words of `query` (BM25).
-
-        A word in half the chunks or more gets no weight from FTS5's BM25 (its IDF is clamped to 1e-6)
-        but costs a pass over all those chunks, so such words are left out, as are words in no chunk;
-        of the rest only the MAX_TERMS rarest are kept.
-        """
+        """Ids of the `n` chunks that best match the informative words of `query` (BM25)."""
         with self._lock:
-            pieces = query_pieces(query)
-            counts = self._doc_counts({t for piece in pieces for t in tokens(piece)})
-            total = len(self.index)  # the row count, kept in memory
-
-            def count(piece: str) -> int:  # a phrase is in no more chunks than its rarest word
-                return min(counts.get(t, 0) for t in tokens(piece))
-
-            kept = sorted((p for p in pieces if 0 < 2 * count(p) < total), key=count)[:MAX_TERMS]
-            if not kept:
-                return []
-            rows = self._db.execute(
-                "SELECT rowid FROM items_fts WHERE items_fts MATCH ? ORDER BY rank LIMIT ?",
-                (fts_query(kept), n),
-            )
-            return [i for (i,) in rows]
-
-    def _doc_counts(self, words: set[str]) -> dict[str, int]:
-        """How many chunks hold each of `words` (absent: none); cached until the items change."""
-        missing = sorted(words - self._doc_count.keys())
-        for part in _chunks(missing):
-            marks = ",".join("?" * len(part))
-            found = dict(self._db.execute(f"SELECT term, doc FROM items_vocab WHERE term IN ({marks})", part))
-            self._doc_count.update((w, found.get(w, 0)) for w in part)
-        return {w: self._doc_count[w] for w in words}
+            return self.keywords.search(query, n, total=len(self.index))  # the row count, kept in memory
 
     def hashes(self, ids: Sequence[int]) -> dict[int, str]:
         with self._lock:
-            marks = ",".join("?" * len(ids))
+            marks = placeholders(len(ids))
             return dict(self._db.execute(f"SELECT id, hash FROM items WHERE id IN ({marks})", list(ids)))
 
     def search(self, query: str, k: int = 5) -> list[Hit]:
@@ -337,10 +262,8 @@ class Retriever:
             result = self._db.execute("PRAGMA integrity_check").fetchone()[0]
             if result != "ok":
                 problems.append(f"database integrity check: {result}")
-            try:
-                self._db.execute("INSERT INTO items_fts(items_fts, rank) VALUES ('integrity-check', 1)")
-            except sqlite3.DatabaseError as exc:
-                problems.append(f"keyword index: {exc}")
+            if keyword_problem := self.keywords.check():
+                problems.append(f"keyword index: {keyword_problem}")
             bad = self._db.execute(
                 "SELECT count(*) FROM items WHERE length(vector) != ?", (4 * self.embedder.dim,)
             ).fetchone()[0]
@@ -361,7 +284,6 @@ class Retriever:
     def repair(self) -> None:
         """Rebuild the keyword index from the texts and the vector index from the stored vectors."""
         with self._lock:
-            with self._db:
-                self._db.execute("INSERT INTO items_fts(items_fts) VALUES ('rebuild')")
-            self._doc_count.clear()
+            with self._sql.atomic():
+                self.keywords.rebuild()
             self._rebuild(self.index)
