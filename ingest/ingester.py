@@ -36,6 +36,19 @@ class Progress:
     chunks_pending: int  # chunks whose memory is still to be written
     current: Path | None = None  # the file just handled
 
+    @classmethod
+    def of(cls, counts: dict[str, int], current: Path | None = None) -> Progress:
+        """From the catalog's `counts()`."""
+        return cls(
+            counts["documents"],
+            counts["ok"],
+            counts["failed"],
+            counts["pending"],
+            counts["chunks"],
+            counts["memories_to_write"],
+            current,
+        )
+
 
 @dataclass(frozen=True)
 class Status:
@@ -43,6 +56,12 @@ class Status:
     progress: Progress
     memories_to_drop: int
     failures: list[tuple[Path, str]]  # (file, readable reason)
+
+    @classmethod
+    def read(cls, catalog: Catalog) -> Status:
+        """The catalog's folders, progress and failures; reads only."""
+        counts = catalog.counts()
+        return cls(catalog.folders(), Progress.of(counts), counts["memories_to_drop"], catalog.failures())
 
 
 class Ingester:
@@ -59,7 +78,6 @@ class Ingester:
         self.on_progress = on_progress
         self.queue = JobQueue(catalog, self.config.lease_s)
         self.reconciler = Reconciler(catalog, self.queue, self.config)
-        self.queue.reclaim()  # jobs of a process that died mid-way run again
         self._emitted_at = 0.0
 
     def scan(self, folders: list[Folder] | None = None) -> ScanReport:
@@ -96,26 +114,23 @@ class Ingester:
             self._emit(force=True)
         return done
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event, between: Callable[[], bool] | None = None) -> None:
         """Keep the catalog in step with the folders until `stop` is set: watch, scan, then parse while
-        following the watcher. A folder added or removed meanwhile restarts the watch."""
+        following the watcher. A folder added or removed meanwhile restarts the watch. `between` runs after
+        each batch of parsed files (the engine writes their memories there) and says whether it did work."""
         while not stop.is_set():
             folders = self.catalog.folders()
             with self.watcher() as watcher:  # started before the scan, so no change falls in between
                 self.scan()
                 while not stop.is_set() and self.catalog.folders() == folders:
                     busy = self.process_pending(limit=16, stop=stop) > 0
+                    if between is not None:
+                        busy = between() or busy
                     if (batch := watcher.next_batch(timeout=0 if busy else 0.5)) is not None:
                         self.apply(batch)
 
     def status(self) -> Status:
-        counts = self.catalog.counts()
-        return Status(
-            self.catalog.folders(),
-            self._progress(counts),
-            counts["memories_to_drop"],
-            self.catalog.failures(),
-        )
+        return Status.read(self.catalog)
 
     def _process(self, job: Job) -> None:
         doc = self.catalog.document(job.document_id)
@@ -155,19 +170,8 @@ class Ingester:
             self.queue.complete(job)
         self._emit(current=path)
 
-    def _progress(self, counts: dict[str, int], current: Path | None = None) -> Progress:
-        return Progress(
-            counts["documents"],
-            counts["ok"],
-            counts["failed"],
-            counts["pending"],
-            counts["chunks"],
-            counts["memories_to_write"],
-            current,
-        )
-
     def _emit(self, current: Path | None = None, force: bool = False) -> None:
         if self.on_progress is None or not (force or time.monotonic() - self._emitted_at >= PROGRESS_EVERY_S):
             return
         self._emitted_at = time.monotonic()
-        self.on_progress(self._progress(self.catalog.counts(), current))
+        self.on_progress(Progress.of(self.catalog.counts(), current))

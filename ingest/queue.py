@@ -50,8 +50,10 @@ class JobQueue:
             )
 
     def claim(self) -> Job | None:
-        """Lease the oldest free job to this process, or None when there is nothing to do."""
+        """Lease the oldest free job to this process, or None when there is nothing to do. Leases that ran
+        out or whose process is gone are freed first, so the job of a worker killed mid-way runs again."""
         with self.catalog.atomic():
+            self.reclaim()
             row = self.catalog.db.execute(
                 "SELECT id, document_id, kind, gen, attempts FROM jobs"
                 " WHERE lease_until IS NULL ORDER BY id LIMIT 1"

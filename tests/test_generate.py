@@ -87,7 +87,7 @@ def test_empty_prompt_is_refused(rt):
 
 
 def test_memories_are_retrieved_every_64_tokens(rt):
-    """The first query is the question; then each 64 tokens of prompt or output are the next query."""
+    """The question is the query while the prompt is read; then every 64 tokens the last 64 are."""
     tok = rt.tokenizer
     memory = write_memories(
         rt.model, rt.sink, [tok.encode(" Bees make honey from nectar.")], PROFILES["dense"]
@@ -105,14 +105,14 @@ def test_memories_are_retrieved_every_64_tokens(rt):
         rt.sink + body,
         max_new_tokens=60,
         retrieve=retrieve,
-        first_query="the question",
+        question="the question",
         sink_len=len(rt.sink),
         memory_slots=128,
     )
     list(gen.run())
     seen = body + gen.tokens
     # chunks start at 0, 64, 128 (prompt) and 192 (generated); the last fed token is number 209
-    expected = ["the question"] + [tok.decode(seen[a - 64 : a]) for a in (64, 128, 192)]
+    expected = ["the question"] * 3 + [tok.decode(seen[128:192])]
     assert queries == expected
     assert len(gen.attached) == 4
 

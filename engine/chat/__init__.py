@@ -1,1 +1,2 @@
-"""Answering from the documents: the prompt, chunkwise generation with memories, citations, the chat."""
+"""Answering from the documents: the sources (retrieved chunks and their memories), the prompt, chunkwise
+generation with memories, citations, the chat."""

@@ -1,75 +1,31 @@
 """Answering a question from the user's documents, in one of three modes with otherwise identical prompts.
 
-- `memory`: Memory³. Every 64 tokens the last 64 tokens (the question, at first) retrieve k chunks whose
-  memories are attached to attention; nothing is read as text.
+- `memory`: Memory³. Every 64 tokens the last 64 tokens (the question, while the prompt is read: see
+  `Generation.query`) retrieve k chunks whose memories are attached to attention; nothing is read as text.
 - `rag`: the chunks the question retrieves, as text between the sink and the question, in the place and
   order the memories would take (so that with exact memories both modes would see the same thing).
-  While the prompt is read, memory mode retrieves with the question too: a 64-token window of our own
-  prompt template says less about the user's need than the question does.
 - `none`: the same prompt with no sources, to measure what the documents add.
 
-Citations are the sources the answer attended to, ranked by the attention its tokens paid to each per
-key token (a long passage otherwise collects attention by its length alone), and mapped to file, page and
-line span through the catalog.
+Chunks and their memories come from `Sources`; citations (engine/chat/citations.py) are the sources the
+answer attended to, ranked by the attention its tokens paid to each per key token.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from engine.chat.citations import Citation, cite
 from engine.chat.generation import CHUNK_TOKENS, Generation, Sampling
 from engine.chat.prompt import PromptFormat
-from engine.errors import EmptyPromptError, M3Error
+from engine.chat.sources import Chunk, Sources
+from engine.errors import EmptyPromptError, UnknownModeError
 from engine.memory.profiles import MAX_REFERENCE_TOKENS, MemoryKV
 from engine.models.runtime import Runtime
 
 MODES = ("memory", "rag", "none")
 GREEDY = Sampling()
-
-
-class UnknownModeError(M3Error):
-    """A chat mode other than memory, rag or none was asked for."""
-
-
-@dataclass(frozen=True)
-class Citation:
-    n: int  # 1-based rank
-    path: str
-    page: int | None
-    line_start: int
-    line_end: int
-    text: str
-    share: float  # of the attention per key token the answer paid to its sources (they sum to 1)
-    hash: str
-
-    def as_dict(self) -> dict:
-        return {
-            "n": self.n,
-            "path": self.path,
-            "page": self.page,
-            "line_start": self.line_start,
-            "line_end": self.line_end,
-            "text": self.text,
-            "share": round(self.share, 4),
-        }
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """A retrieved chunk: its hash (the memory's key), text and where it comes from."""
-
-    hash: str
-    text: str
-    path: str
-    page: int | None
-    line_start: int
-    line_end: int
-
-
-Search = Callable[[str, int], list[Chunk]]  # query, k -> chunks, best first
-Recall = Callable[[Sequence[Chunk]], list[MemoryKV]]  # chunks -> their memories (keyed by hash)
 
 
 @dataclass
@@ -100,14 +56,13 @@ class Chat:
     def __init__(
         self,
         runtime: Runtime,
-        search: Search,
-        recall: Recall,
+        sources: Sources,
         prompt: PromptFormat,
         k: int = 5,
         interval: int = CHUNK_TOKENS,
     ):
         """k: chunks retrieved per reading; interval: tokens between memory re-readings."""
-        self.runtime, self.search, self.recall, self.prompt = runtime, search, recall, prompt
+        self.runtime, self.sources, self.prompt = runtime, sources, prompt
         self.k, self.interval = k, interval
 
     def ask(
@@ -142,14 +97,10 @@ class Chat:
         body = tok.encode(self.prompt.body(question), special=self.prompt.special)
         seen: dict[str, Chunk] = {}
 
-        started: list[Generation] = []
-
         def retrieve(query: str) -> list[MemoryKV]:
-            if not started or not started[0].tokens:
-                query = question  # a window of our own prompt template says less than the question
-            chunks = self._sources(query)
+            chunks = self._search(query)
             seen.update((c.hash, c) for c in chunks)
-            return self.recall(chunks)
+            return self.sources.recall(chunks)
 
         options = dict(
             max_new_tokens=max_new_tokens,
@@ -165,15 +116,14 @@ class Chat:
                 tok,
                 sink + body,
                 retrieve=retrieve,
-                first_query=question,
+                question=question,
                 memory_slots=self.k * MAX_REFERENCE_TOKENS,
                 chunk=self.interval,
                 **options,
             )
-            started.append(gen)
         else:
             prompt, spans = list(sink), []
-            for chunk in self._sources(question) if mode == "rag" else []:
+            for chunk in self._search(question) if mode == "rag" else []:
                 seen[chunk.hash] = chunk
                 ids = tok.encode(chunk.text)
                 spans.append((chunk.hash, len(prompt), len(prompt) + len(ids)))
@@ -181,11 +131,11 @@ class Chat:
             gen = Generation(self.runtime.model, tok, prompt + body, text_sources=spans, **options)
         return gen, seen
 
-    def _sources(self, query: str) -> list[Chunk]:
+    def _search(self, query: str) -> list[Chunk]:
         """The retrieved chunks in reading order: the best one last, right before the question.
         (Placed first, right after the sink, a source draws attention for its place rather than its
         content, which blurred citations in our tests; nearest to the question it is read best.)"""
-        return self.search(query, self.k)[::-1]
+        return self.sources.search(query, self.k)[::-1]
 
     def _stream(self, gen: Generation, answer: Answer, seen: dict[str, Chunk]) -> Iterator[str]:
         """Yield the answer's text up to the first stop string or loop, then fill in its citations."""
@@ -207,10 +157,7 @@ class Chat:
             answer.text = text
         answer.text = answer.text.strip()
         answer.tokens = len(gen.tokens)
-        answer.citations = [
-            Citation(n, c.path, c.page, c.line_start, c.line_end, c.text, share, c.hash)
-            for n, (c, share) in enumerate(((seen[key], share) for key, share in gen.sources()), start=1)
-        ]
+        answer.citations = cite(gen.sources(), seen)
 
 
 def stop_index(text: str, stops: Sequence[str]) -> int | None:

@@ -1,8 +1,8 @@
 """Generation with a KV cache, streamed as text, re-reading explicit memories every 64 tokens.
 
 Memory³'s schedule: the context after the sink is processed in chunks of 64 tokens (prompt and
-generated alike). Before each chunk a retrieval callback gets a query — the user's question for the
-first chunk, then the text of the last 64 tokens — and returns the memories to attach for that chunk.
+generated alike). Before each chunk a retrieval callback gets a query (`Generation.query`: the question
+while the prompt is read, then the text of the last 64 tokens) and returns the memories to attach for it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.chat.citations import SourceMass
 from engine.errors import EmptyPromptError
 from engine.memory.attach import attach, place, span
 from engine.memory.profiles import MemoryKV
@@ -56,7 +57,7 @@ class Generation:
     sampling: Sampling = Sampling()
     stop_ids: frozenset[int] = frozenset()
     retrieve: Retrieve | None = None
-    first_query: str = ""
+    question: str = ""  # what memories are retrieved with while the prompt is read
     sink_len: int = 0
     memory_slots: int = 0  # room for the largest set of memory tokens one chunk may attach
     chunk: int = CHUNK_TOKENS
@@ -69,9 +70,7 @@ class Generation:
             raise EmptyPromptError("The prompt is empty: there is nothing to answer.")
         self.tokens: list[int] = []  # generated ids
         self.attached: list[list[MemoryKV]] = []  # memories attached per chunk, in order
-        self._mass = (
-            SourceMass(self.model.config.n_layer, self.memory_slots, self.text_sources) if self.cite else None
-        )
+        self._mass = SourceMass(self.memory_slots, self.text_sources) if self.cite else None
         self._placed: tuple[list[MemoryKV], list[int]] | None = None  # memories attached last, where
         self._after_prompt: tuple | None = None  # what score() rewinds to
 
@@ -84,16 +83,16 @@ class Generation:
         model = self.model
         rng = torch.Generator().manual_seed(self.sampling.seed) if self.sampling.seed is not None else None
         body = list(self.prompt[self.sink_len :])
+        history = list(body)  # body and generated tokens: what later retrieval queries are cut from
         cache = model.new_cache(len(self.prompt) + self.max_new_tokens, self.memory_slots)
         if self.sink_len:
             self._feed(cache, list(self.prompt[: self.sink_len]), 0)
         next_pos = self.sink_len
         if self.retrieve is not None:
-            first = list(self.retrieve(self.first_query))
+            first = list(self.retrieve(self.query(history, 0)))
             next_pos += span(first)  # the first chunk sits right after its memories, as text would
             self._attach(cache, first, next_pos)
 
-        history = list(body)  # body and generated tokens: what later retrieval queries are cut from
         fed, logits = 0, None
         while fed < len(body):  # prefill, one chunk at a time when reading memories
             n = self.chunk - fed % self.chunk if self.retrieve else len(body)
@@ -145,6 +144,16 @@ class Generation:
                 fed, next_pos = fed + 1, next_pos + 1
         return total
 
+    def query(self, history: list[int], fed: int) -> str:
+        """What the reading before body token `fed` retrieves with. history: the body, then the reply.
+
+        The question while the prompt is read: a window of our own prompt template says less about the
+        user's need than the question does. From the reply on, the text of the last `chunk` tokens.
+        """
+        if fed < len(self.prompt) - self.sink_len:
+            return self.question
+        return self.tokenizer.decode(history[fed - self.chunk : fed])
+
     def _advance(self, cache, history: list[int], token: int, fed: int, next_pos: int, probe=None):
         """Feed one reply token (re-reading memories first when a chunk boundary is reached)."""
         history.append(token)
@@ -160,60 +169,11 @@ class Generation:
     def _maybe_reattach(self, cache, history: list[int], fed: int, next_pos: int) -> None:
         if self.retrieve is None or fed == 0 or fed % self.chunk:
             return
-        query = self.tokenizer.decode(history[fed - self.chunk : fed])
-        self._attach(cache, list(self.retrieve(query)), next_pos)
+        self._attach(cache, list(self.retrieve(self.query(history, fed))), next_pos)
 
     def _attach(self, cache, memories: list[MemoryKV], end: int) -> None:
         self._placed = (memories, place(memories, end, self.sink_len))
-        attach(self.model, cache, *self._placed)
+        layout = attach(self.model, cache, *self._placed)
         self.attached.append(memories)
         if self._mass is not None:
-            self._mass.place(memories)
-
-
-class SourceMass:
-    """The attention generated tokens pay to each source's keys, summed over layers, heads and tokens.
-
-    Memory sources are slot ranges of the cache's memory region (they change at every re-attachment);
-    text sources are fixed ranges of the context region. Sources are ranked by attention per key token:
-    attention spread without aim lands on every token alike, so a long passage collects a large total
-    without being read (the e2e test's 124-token neighbour outweighed the 29-token fact by total, not
-    per token).
-    """
-
-    def __init__(self, n_layer: int, memory_slots: int, text_sources: Sequence[tuple[str, int, int]]):
-        self.n_layer, self.memory_slots = n_layer, memory_slots
-        self.keys: list[str] = []
-        self.mass: list[float] = []
-        self.size: list[int] = []  # key tokens per source
-        self.text = [(self._id(key, b - a), memory_slots + a, memory_slots + b) for key, a, b in text_sources]
-        self.memory: dict[int, list[tuple[int, int, int]]] = {}
-
-    def _id(self, key: str, size: int) -> int:
-        if key not in self.keys:
-            self.keys.append(key)
-            self.mass.append(0.0)
-            self.size.append(size)
-        return self.keys.index(key)
-
-    def place(self, memories: Sequence[MemoryKV]) -> None:
-        """Record where attach() put each memory's keys, layer by layer."""
-        self.memory = {}
-        for layer in range(self.n_layer):
-            at, ranges = 0, []
-            for m in memories:
-                if layer in m.layers:
-                    ranges.append((self._id(m.key, m.kept), at, at + m.kept))
-                    at += m.kept
-            self.memory[layer] = ranges
-
-    def observe(self, layer: int, weights: torch.Tensor) -> None:
-        per_key = weights.sum(dim=(0, 1, 2, 3)).cpu()  # (N,)
-        for i, a, b in [*self.memory.get(layer, ()), *self.text]:
-            self.mass[i] += float(per_key[a:b].sum())
-
-    def shares(self) -> list[tuple[str, float]]:
-        """(key, share of the attention per key token), largest first; the shares sum to 1."""
-        density = [m / max(n, 1) for m, n in zip(self.mass, self.size, strict=True)]
-        total = sum(density) or 1.0
-        return sorted(((k, d / total) for k, d in zip(self.keys, density, strict=True)), key=lambda x: -x[1])
+            self._mass.read(layout)

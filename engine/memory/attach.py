@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from engine.memory.profiles import MemoryKV
 from engine.models.kv_cache import KVCache
 from engine.models.transformer import Transformer
+
+
+@dataclass(frozen=True)
+class Slots:
+    """One memory's keys in one layer's memory region of the cache: slots [start, end)."""
+
+    key: str  # the memory's key (a chunk hash)
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What attach() wrote: layers[l] lists, in attach order, the slots each memory present in layer l fills
+    (a memory outside the layers of its profile has none there)."""
+
+    layers: tuple[tuple[Slots, ...], ...]
 
 
 def span(memories: Sequence[MemoryKV]) -> int:
@@ -32,12 +50,19 @@ def place(memories: Sequence[MemoryKV], end: int, floor: int) -> list[int]:
     return starts
 
 
-def attach(model: Transformer, cache: KVCache, memories: Sequence[MemoryKV], starts: Sequence[int]) -> None:
-    """Rope each memory layer's keys at their placed positions and load them into the cache."""
+def attach(model: Transformer, cache: KVCache, memories: Sequence[MemoryKV], starts: Sequence[int]) -> Layout:
+    """Rope each memory layer's keys at their placed positions and load them into the cache, packed in the
+    order given; returns where each memory's keys went."""
     B = cache.k.shape[1]
+    layers = []
     for layer, block in enumerate(model.blocks):
         placed = zip(memories, starts, strict=True)
         parts = [(m, s, m.layers.index(layer)) for m, s in placed if layer in m.layers]
+        slots, at = [], 0
+        for m, _, _ in parts:
+            slots.append(Slots(m.key, at, at + m.kept))
+            at += m.kept
+        layers.append(tuple(slots))
         if not parts:
             cache.set_memory(layer, *_empty(cache))
             continue
@@ -46,6 +71,7 @@ def attach(model: Transformer, cache: KVCache, memories: Sequence[MemoryKV], sta
         pos = torch.cat([s + m.index[i] for m, s, i in parts], dim=1)  # (Hkv, M)
         k = block.attn.rotary(k, pos)
         cache.set_memory(layer, k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1), pos.expand(B, -1, -1))
+    return Layout(tuple(layers))
 
 
 def _empty(cache: KVCache):

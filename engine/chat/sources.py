@@ -1,0 +1,60 @@
+"""What a chat reads: the chunks a query retrieves, named through the catalog, and the memories of them.
+
+One object owns the three stores behind an answer's sources — the retriever (vectors and keywords), the
+catalog (chunk texts and where they come from) and the memory store — so that a chat asks it for chunks
+and memories instead of calling back into whoever built it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from engine.memory.profiles import MemoryKV
+from engine.memory.store import MemoryStore
+from engine.retrieval.retriever import Retriever
+from ingest.catalog import Catalog
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A retrieved chunk: its hash (the memory's key), text and where it comes from."""
+
+    hash: str
+    text: str
+    path: str
+    page: int | None
+    line_start: int
+    line_end: int
+
+
+class Sources:
+    def __init__(self, retriever: Retriever, catalog: Catalog, store: MemoryStore | None):
+        """store: where the chunks' memories come from; None: a chat that reads no memories."""
+        self.retriever, self.catalog, self.store = retriever, catalog, store
+
+    def with_store(self, store: MemoryStore | None) -> Sources:
+        """The same chunks, their memories from another store (benchmarks compare memory profiles)."""
+        return Sources(self.retriever, self.catalog, store)
+
+    def search(self, query: str, k: int) -> list[Chunk]:
+        """The k chunks that best match `query` (vectors and keywords fused), best first; chunks deleted
+        since they were indexed are left out, so fewer may come back."""
+        hits = self.retriever.search(query, k)
+        texts = self.catalog.chunk_texts(h.hash for h in hits)
+        chunks = []
+        for hit in hits:
+            found = self.catalog.sources(hit.hash)
+            if hit.hash not in texts or not found:
+                continue  # deleted since it was indexed
+            src = found[0]
+            chunks.append(
+                Chunk(hit.hash, texts[hit.hash], str(src.path), src.page, src.line_start, src.line_end)
+            )
+        return chunks
+
+    def recall(self, chunks: Sequence[Chunk]) -> list[MemoryKV]:
+        """The chunks' memories, in order, each keyed by its chunk's hash; none without a store."""
+        if self.store is None:
+            return []
+        return self.store.get_many([(c.hash, c.text) for c in chunks])
