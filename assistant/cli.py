@@ -1,27 +1,74 @@
-"""The `m3` command. Errors reach the user as one sentence and a non-zero exit; logs go to a file."""
+"""The `m3` command: a thin client of the engine service, which it starts when none runs.
+
+Errors reach the user as one sentence and a non-zero exit; logs go to a file. Nothing here loads a model:
+the service keeps it loaded between commands (`m3 serve --foreground` and `m3 bench` are the two
+commands that run the engine in this process, and import it only when run).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import sys
-import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
-from engine import Engine, M3Error
-from ingest.ingester import Progress
+from assistant.spinner import Spinner
+from engine.service import client as service
+from engine.service.client import (
+    Citation,
+    Citations,
+    Client,
+    Done,
+    MemoryProgress,
+    ScanDone,
+    ScanProgress,
+    Stream,
+    Text,
+)
+from ingest.errors import M3Error
 from ingest.paths import Home
 
+FOLLOW_POLL_S = 1.0
+INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C
 
-def _setup_logging(home: Home) -> None:
-    home.log_file.parent.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        filename=home.log_file,
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+
+@dataclass
+class Session:
+    """What every command shares: the home, the model and device asked for, and, once a command needs
+    it, a client of the ready service."""
+
+    home: Home
+    model: str | None
+    device: str | None
+    _client: Client | None = None
+
+    def client(self) -> Client:
+        if self._client is None:
+            with Spinner() as spinner:
+                self._client = service.connect_or_start(self.home, self.model, self.device, spinner.show)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def pass_client(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Hand the command a client of the running service (started first if need be)."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return command(click.get_current_context().find_object(Session).client(), *args, **kwargs)
+
+    return run
 
 
 @click.group()
@@ -37,9 +84,7 @@ def _setup_logging(home: Home) -> None:
 @click.pass_context
 def cli(ctx: click.Context, model_path: str | None, device: str | None) -> None:
     """memory3: chat with your folders through explicit memories."""
-    home = Home.from_env()
-    _setup_logging(home)
-    ctx.obj = Engine.open(home, model_path, device)
+    ctx.obj = Session(Home.from_env(), model_path, device)
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -49,55 +94,52 @@ def cli(ctx: click.Context, model_path: str | None, device: str | None) -> None:
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0, 5))
 @click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(0, 1, min_open=True))
 @click.option("--seed", default=None, type=int)
-@click.pass_obj
+@pass_client
 def generate(
-    engine: Engine, prompt: str, max_tokens: int, temperature: float, top_p: float, seed: int | None
+    client: Client, prompt: str, max_tokens: int, temperature: float, top_p: float, seed: int | None
 ) -> None:
     """Continue PROMPT with the model, streaming the text."""
-    pieces = engine.generate(prompt, max_tokens, temperature, top_p, seed)
+    stream = client.generate(prompt, max_tokens, temperature, top_p, seed)
     click.echo(prompt, nl=False)
-    try:
-        for piece in pieces:
-            click.echo(piece, nl=False)
-    except KeyboardInterrupt:
-        engine.stop()
+    _, _, finished = _relay(stream, echo=True)
     click.echo()
+    if not finished:
+        raise click.exceptions.Exit(INTERRUPTED)
 
 
 @cli.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.pass_obj
-def watch(engine: Engine, path: Path) -> None:
-    """Add PATH to the watched folders (read at the next `m3 ingest`)."""
-    click.echo(f"Watching {engine.add_folder(path).path}")
+@pass_client
+def watch(client: Client, path: Path) -> None:
+    """Add PATH to the watched folders (the service reads it at once and follows its changes)."""
+    click.echo(f"Watching {client.add_folder(path).path}")
 
 
 @cli.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.pass_obj
-def unwatch(engine: Engine, path: Path) -> None:
+@pass_client
+def unwatch(client: Client, path: Path) -> None:
     """Stop watching PATH and forget its documents (your files are not touched)."""
-    click.echo(f"No longer watching {engine.remove_folder(path).path}")
+    click.echo(f"No longer watching {client.remove_folder(path).path}")
 
 
 @cli.command()
-@click.pass_obj
-def folders(engine: Engine) -> None:
+@pass_client
+def folders(client: Client) -> None:
     """The watched folders, one per line."""
-    for folder in engine.folders():
-        click.echo(str(folder.path))
+    for folder in client.folders():
+        click.echo(folder.path)
 
 
 @cli.command()
 @click.argument("path", required=False, type=click.Path(path_type=Path))
-@click.option("--follow", is_flag=True, help="Keep following changes until Ctrl-C.")
-@click.pass_obj
-def ingest(engine: Engine, path: Path | None, follow: bool) -> None:
+@click.option("--follow", is_flag=True, help="Keep showing the service's progress until Ctrl-C.")
+@pass_client
+def ingest(client: Client, path: Path | None, follow: bool) -> None:
     """Bring the catalog in step with the watched folders (or just PATH, watched first if need be)."""
-    if path is not None and path.resolve() not in {f.path for f in engine.folders()}:
-        click.echo(f"Watching {engine.add_folder(path).path}")
-    report = engine.scan(path, on_progress=_show_progress)
-    engine.sync_memories(on_progress=_show_memory_progress)
+    if path is not None and str(path.resolve()) not in {f.path for f in client.folders()}:
+        click.echo(f"Watching {client.add_folder(path).path}")
+    report = _scan(client, path)
     click.echo(
         f"\n{report.new} new, {report.changed} changed, {report.moved} moved, {report.deleted} deleted, "
         f"{report.failed} failed."
@@ -106,73 +148,108 @@ def ingest(engine: Engine, path: Path | None, follow: bool) -> None:
         click.echo(f"Missing folder (kept; is a drive unplugged?): {folder}", err=True)
     for folder, reason in report.unreadable:
         click.echo(f"Could not list {folder}: {reason}", err=True)
-    _echo_status(engine)
+    _echo_status(client)
     if follow:
-        stop = threading.Event()
-        try:
-            engine.watch(stop, on_progress=_show_progress, on_memories=_show_memory_progress)
-        except KeyboardInterrupt:
-            stop.set()
-        click.echo()
+        _follow(client)
 
 
-@cli.command()
-@click.pass_obj
-def status(engine: Engine) -> None:
-    """Folders, documents, chunks, memory work left, and every document that failed with its reason."""
-    _echo_status(engine)
+def _scan(client: Client, path: Path | None) -> ScanDone:
+    """Scan on the service, showing its progress on stderr; its report."""
+    with client.scan(path) as stream:
+        for event in stream:
+            if isinstance(event, ScanProgress):
+                e = event
+                _show_progress(e.files_parsed, e.files_failed, e.files_seen, e.chunks, e.chunks_pending)
+            elif isinstance(event, MemoryProgress):
+                click.echo(f"\rwriting memories: {event.done}/{event.total}", nl=False, err=True)
+            elif isinstance(event, ScanDone):
+                return event
+    raise service.ServiceError("The engine service ended the scan without its report.")
 
 
-def _show_memory_progress(done: int, total: int) -> None:
-    click.echo(f"\rwriting memories: {done}/{total}", nl=False, err=True)
+def _follow(client: Client) -> None:
+    """The service follows the folders anyway; this shows its progress as it goes, until Ctrl-C."""
+    try:
+        while True:
+            s = client.status()
+            d = s.documents
+            _show_progress(d.parsed, d.failed, d.seen, s.chunks, s.chunks_pending)
+            time.sleep(FOLLOW_POLL_S)
+    except KeyboardInterrupt:
+        click.echo(err=True)
 
 
-def _show_progress(p: Progress) -> None:
+def _show_progress(parsed: int, failed: int, seen: int, chunks: int, chunks_pending: int) -> None:
     click.echo(
-        f"\r{p.files_parsed + p.files_failed}/{p.files_seen} files read, {p.files_failed} failed, "
-        f"{p.chunks} chunks",
+        f"\r{parsed + failed}/{seen} files read, {failed} failed, {chunks} chunks, "
+        f"{chunks_pending} waiting for memories",
         nl=False,
         err=True,
     )
 
 
-def _echo_status(engine: Engine) -> None:
-    s = engine.status()
-    p = s.progress
+@cli.command()
+@pass_client
+def status(client: Client) -> None:
+    """Folders, documents, chunks, memory work left, and every document that failed with its reason."""
+    _echo_status(client)
+
+
+def _echo_status(client: Client) -> None:
+    s = client.status()
+    d = s.documents
     click.echo(f"Folders: {len(s.folders)}")
     for folder in s.folders:
-        click.echo(f"  {folder.path}")
-    parsed, pending, failed = p.files_parsed, p.files_pending, p.files_failed
-    click.echo(f"Documents: {p.files_seen} ({parsed} parsed, {pending} pending, {failed} failed)")
-    click.echo(f"Chunks: {p.chunks} ({p.chunks_pending} waiting for memories, {s.memories_to_drop} to drop)")
-    for path, reason in s.failures:
-        click.echo(f"  failed: {path}: {reason}")
+        click.echo(f"  {folder}")
+    click.echo(f"Documents: {d.seen} ({d.parsed} parsed, {d.pending} pending, {d.failed} failed)")
+    click.echo(f"Chunks: {s.chunks} ({s.chunks_pending} waiting for memories, {s.memories_to_drop} to drop)")
+    for failure in s.failures:
+        click.echo(f"  failed: {failure.path}: {failure.reason}")
 
 
 @cli.command()
 @click.argument("question")
 @click.option("--mode", type=click.Choice(["memory", "rag", "none"]), default="memory", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of streaming.")
-@click.pass_obj
-def ask(engine: Engine, question: str, mode: str, as_json: bool) -> None:
-    """Answer QUESTION from your documents, then list the numbered sources as path:line."""
-    answer = engine.ask(question, mode)
-    try:
-        for piece in answer:
-            if not as_json:
-                click.echo(piece, nl=False)
-    except KeyboardInterrupt:
-        engine.stop()
-    citations = [c.as_dict() for c in answer.citations]
+@pass_client
+def ask(client: Client, question: str, mode: str, as_json: bool) -> None:
+    """Answer QUESTION from your documents, then list the numbered sources as path:line.
+
+    Ctrl-C stops the answer; what was said is kept (saved, marked stopped) and the exit status is 130."""
+    answer, citations, finished = _relay(client.ask(question, mode), echo=not as_json)
+    cited = [c.as_dict() for c in citations]
     if as_json:
-        click.echo(
-            json.dumps({"answer": answer.text, "mode": mode, "citations": citations}, ensure_ascii=False)
-        )
-        return
-    click.echo()
-    for c in citations:
-        page = f" (page {c['page']})" if c["page"] else ""
-        click.echo(f"[{c['n']}] {c['path']}:{c['line_start']}-{c['line_end']}{page}  {c['share']:.0%}")
+        click.echo(json.dumps({"answer": answer, "mode": mode, "citations": cited}, ensure_ascii=False))
+    else:
+        click.echo()
+        for c in cited:
+            page = f" (page {c['page']})" if c["page"] else ""
+            click.echo(f"[{c['n']}] {c['path']}:{c['line_start']}-{c['line_end']}{page}  {c['share']:.0%}")
+    if not finished:
+        raise click.exceptions.Exit(INTERRUPTED)
+
+
+def _relay(stream: Stream, echo: bool) -> tuple[str, list[Citation], bool]:
+    """Print a stream's text as it comes: (its text, its citations, whether it finished). Ctrl-C stops
+    it on the service, which keeps what was said."""
+    pieces: list[str] = []
+    citations: list[Citation] = []
+    with stream:
+        try:
+            for event in stream:
+                if isinstance(event, Text):
+                    pieces.append(event.text)
+                    if echo:
+                        click.echo(event.text, nl=False)
+                elif isinstance(event, Citations):
+                    citations = event.citations
+                elif isinstance(event, Done):
+                    return event.text, citations, True
+        except KeyboardInterrupt:
+            with contextlib.suppress(M3Error):  # the service is gone: nothing left to stop
+                stream.cancel()
+            return "".join(pieces), citations, False
+    raise service.ServiceError("The engine service ended the answer without finishing it.")
 
 
 @cli.group()
@@ -181,23 +258,48 @@ def bank() -> None:
 
 
 @bank.command("stats")
-@click.pass_obj
-def bank_stats(engine: Engine) -> None:
+@pass_client
+def bank_stats(client: Client) -> None:
     """Memories stored, bytes on disk, budget, and memories by profile."""
-    for key, value in engine.bank_stats().items():
+    for key, value in client.bank_stats().items():
         click.echo(f"{key}: {value}")
 
 
 @cli.command()
-@click.pass_obj
-def doctor(engine: Engine) -> None:
+@pass_client
+def doctor(client: Client) -> None:
     """Check the model, the embedder, the index and the bank; repair what can be repaired."""
     problems = 0
-    for check in engine.doctor():
+    for check in client.doctor():
         click.echo(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
         problems += not check.ok
     if problems:
         raise SystemExit(1)
+
+
+@cli.command()
+@click.option("--foreground", is_flag=True, help="Run the service in this process (for systemd or launchd).")
+@click.pass_obj
+def serve(session: Session, foreground: bool) -> None:
+    """Run the engine service: in the background (unless it runs already), or here with --foreground."""
+    if foreground:
+        from engine.service.__main__ import main as run_service  # the engine loads here, not in a client
+
+        raise click.exceptions.Exit(run_service(service.service_flags(session.model, session.device)))
+    health, socket = service.running(session.home), session.home.data / service.SOCKET
+    if health is not None:
+        click.echo(f"The engine service is already running (pid {health.pid}) on {socket}.")
+        return
+    client = session.client()
+    click.echo(f"The engine service (pid {client.health().pid}) listens on {client.socket}.")
+
+
+@cli.command()
+@click.pass_obj
+def stop(session: Session) -> None:
+    """Stop the engine service (it saves its work first)."""
+    pid = service.stop(session.home)
+    click.echo(f"Stopped the engine service (pid {pid})." if pid else "The engine service is not running.")
 
 
 @cli.command()
@@ -210,14 +312,16 @@ def doctor(engine: Engine) -> None:
     "--sample", type=click.IntRange(min=1), help="qa only: ask a seeded sample of N questions per split."
 )
 @click.pass_obj
-def bench(engine: Engine, name: str, out_dir: Path, quick: bool, sample: int | None) -> None:
-    """Run benchmark NAME: print its table and write <out>/NAME.json and NAME.md (qa adds PNG plots)."""
+def bench(session: Session, name: str, out_dir: Path, quick: bool, sample: int | None) -> None:
+    """Run benchmark NAME: print its table and write <out>/NAME.json and NAME.md (qa adds PNG plots).
+
+    Benchmarks run the engine in this process, in temporary homes of their own."""
     if sample is not None and name != "qa":
         raise click.UsageError("--sample applies to the qa benchmark only.")
     from bench import run_benchmark  # benchmarks sit above the engine: loaded only when asked for
 
     options = {"sample": sample} if sample else {}
-    _, table = run_benchmark(name, out_dir, engine.home, engine._model_path, engine._device, quick, **options)
+    _, table = run_benchmark(name, out_dir, session.home, session.model, session.device, quick, **options)
     click.echo(table)
 
 
@@ -229,9 +333,11 @@ def main() -> None:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
     except Exception:  # a bug: the user gets one sentence, the log gets the traceback
-        logging.getLogger("m3").exception("unexpected error")
-        click.echo(
-            f"Error: something went wrong inside memory3; the details are in {Home.from_env().log_file}.",
-            err=True,
+        log_file = Home.from_env().log_file
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        logging.basicConfig(
+            filename=log_file, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+        logging.getLogger("m3").exception("unexpected error")
+        click.echo(f"Error: something went wrong inside memory3; the details are in {log_file}.", err=True)
         sys.exit(2)

@@ -1,22 +1,46 @@
-"""The `m3` command as a user runs it: a real process, real files, one sentence on bad input."""
+"""The `m3` command as a user runs it: a real process, real files, one sentence on bad input, and the
+engine service it starts, reuses, restarts and stops.
+
+Every test has a home of its own; whatever service a test started is stopped afterwards (or killed), so
+no process outlives the tests. A tiny random-weight model stands in where the answer's content does not
+matter: it loads in a blink, so a test pays for starting a process, not for a model.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from tiny_gguf import write_tiny_gguf
 
 M3 = Path(sys.executable).with_name("m3")
+TIMEOUT_S = 600
 
 
-def m3(*args: str, home: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "M3_HOME": str(home)} if home else None
-    return subprocess.run([str(M3), *args], capture_output=True, text=True, timeout=600, env=env)
+def m3(*args: str, home: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(M3), *args], capture_output=True, text=True, timeout=TIMEOUT_S, env=environment(home)
+    )
+
+
+def environment(home: Path) -> dict[str, str]:
+    env = {**os.environ, "M3_HOME": str(home)}
+    env.pop("M3_MODEL", None)
+    return env
+
+
+def ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stdout
 
 
 def assert_one_sentence_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -28,49 +52,125 @@ def assert_one_sentence_error(result: subprocess.CompletedProcess, *fragments: s
         assert fragment in lines[0]
 
 
-def test_generate_continues_a_prompt(model_path):
-    result = m3("--model", str(model_path), "generate", "Monday, Tuesday, Wednesday,", "--max-tokens", "8")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("Monday, Tuesday, Wednesday,")
-    assert "Thursday, Friday" in result.stdout
+def service_pid(home: Path) -> int:
+    return json.loads((home / "data" / "service.json").read_text())["pid"]
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs; a zombie (exited, not yet reaped by whoever adopted it) does not."""
+    try:
+        os.kill(pid, 0)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+
+
+def wait_gone(pid: int, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not alive(pid)
+
+
+@pytest.fixture(autouse=True)
+def no_service_outlives_its_test(tmp_path: Path):
+    """After each test: `m3 stop` every home under tmp_path that has a service, and kill what remains."""
+    yield
+    for record in tmp_path.glob("**/data/service.json"):
+        home = record.parent.parent
+        try:
+            pid = service_pid(home)
+        except (OSError, ValueError):
+            continue
+        if alive(pid):
+            m3("stop", home=home)
+        if not wait_gone(pid, timeout=10):
+            os.kill(pid, signal.SIGKILL)
+            wait_gone(pid)
+
+
+@pytest.fixture
+def new_home(tmp_path: Path, home) -> Callable[[str], Path]:
+    """A fresh home under tmp_path; all share the session's cache (the embedder is exported once, as for
+    one user), each has its own data folder and so its own service."""
+
+    def make(name: str = "home") -> Path:
+        root = tmp_path / name
+        root.mkdir()
+        home.cache.mkdir(parents=True, exist_ok=True)
+        (root / "cache").symlink_to(home.cache, target_is_directory=True)
+        return root
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight Gemma 3 of six tiny layers: a service with it is ready in a second or two."""
+    return write_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny.gguf", "gemma3")
+
+
+# --- the model on the command line ----------------------------------------------------------------------
+
+
+def test_generate_continues_a_prompt(tmp_path, new_home, model_path):
+    home = new_home()
+    out = ok(
+        m3(
+            "--model",
+            str(model_path),
+            "generate",
+            "Monday, Tuesday, Wednesday,",
+            "--max-tokens",
+            "8",
+            home=home,
+        )
+    )
+    assert out.startswith("Monday, Tuesday, Wednesday,")
+    assert "Thursday, Friday" in out
 
 
 def test_missing_model(tmp_path):
-    assert_one_sentence_error(m3("--model", str(tmp_path / "nope.gguf"), "generate", "hi"), "not found")
+    result = m3("--model", str(tmp_path / "nope.gguf"), "generate", "hi", home=tmp_path / "home")
+    assert_one_sentence_error(result, "not found", "m3.log")
 
 
 @pytest.mark.parametrize("content", [b"", b"GGUF" + bytes(range(256)) * 8, b"just some text\n" * 100])
 def test_corrupt_model(tmp_path, content):
     path = tmp_path / "broken.gguf"
     path.write_bytes(content)
-    assert_one_sentence_error(m3("--model", str(path), "generate", "hi"), "not a readable GGUF")
+    assert_one_sentence_error(
+        m3("--model", str(path), "generate", "hi", home=tmp_path / "home"), "not a readable GGUF"
+    )
 
 
 def test_truncated_model(tmp_path):
     path = write_tiny_gguf(tmp_path / "tiny.gguf", "llama")
     path.write_bytes(path.read_bytes()[:-5000])
-    assert_one_sentence_error(m3("--model", str(path), "generate", "hi"), str(path))
+    assert_one_sentence_error(m3("--model", str(path), "generate", "hi", home=tmp_path / "home"), str(path))
 
 
 def test_unsupported_architecture(tmp_path):
     path = write_tiny_gguf(tmp_path / "odd.gguf", "llama", architecture="mamba")
-    assert_one_sentence_error(m3("--model", str(path), "generate", "hi"), "mamba", "not supported")
+    result = m3("--model", str(path), "generate", "hi", home=tmp_path / "home")
+    assert_one_sentence_error(result, "mamba", "not supported")
 
 
-@pytest.mark.parametrize("prompt", ["", "   \n"])
-def test_empty_prompt(tmp_path, prompt):
-    path = write_tiny_gguf(tmp_path / "tiny.gguf", "llama")
-    assert_one_sentence_error(m3("--model", str(path), "generate", prompt), "empty")
+def test_empty_prompt_and_unknown_device(tmp_path, new_home, tiny_model):
+    home = new_home()
+    for prompt in ["", "   \n"]:
+        assert_one_sentence_error(m3("--model", str(tiny_model), "generate", prompt, home=home), "empty")
+    ok(m3("stop", home=home))
+    result = m3("--model", str(tiny_model), "--device", "quantum", "generate", "hi", home=home)
+    assert_one_sentence_error(result, "quantum")
 
 
-def test_unknown_device_is_one_sentence(tmp_path):
-    path = write_tiny_gguf(tmp_path / "tiny.gguf", "llama")
-    assert_one_sentence_error(m3("--model", str(path), "--device", "quantum", "generate", "hi"), "quantum")
+# --- folders, ingest, ask, doctor (the bundled model) ---------------------------------------------------
 
 
-def test_folders_scan_and_status(tmp_path, model_path):
+def test_folders_scan_and_status(tmp_path, new_home, model_path):
     """A user's session: add a folder, scan it, see a broken file's reason, edit, rescan, remove."""
-    home, notes = tmp_path / "home", tmp_path / "notes"
+    home, notes = new_home(), tmp_path / "notes"
     (notes / "sub").mkdir(parents=True)
     (notes / "a.md").write_text("# Plans\n\nBuy a kite.\n\nFly it on Sunday.\n")
     (notes / "sub" / "b.txt").write_text("The spare key is under the blue pot.\n")
@@ -79,19 +179,18 @@ def test_folders_scan_and_status(tmp_path, model_path):
     (notes / ".git" / "config").write_text("ignored\n")
 
     def run(*args: str) -> str:
-        result = m3("--model", str(model_path), *args, home=home)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
+        return ok(m3("--model", str(model_path), *args, home=home))
 
     assert "Watching" in run("watch", str(notes))
     assert run("folders").splitlines() == [str(notes.resolve())]
     out = run("ingest")
-    assert "3 new" in out and "Documents: 3 (2 parsed, 0 pending, 1 failed)" in out
+    assert "Documents: 3 (2 parsed, 0 pending, 1 failed)" in out
     assert "broken.pdf" in out and "failed" in out
     (notes / "sub" / "b.txt").write_text("The spare key is under the red pot now.\n")
     (notes / "a.md").rename(notes / "sub" / "plans.md")
     out = run("ingest", str(notes))
-    assert "1 changed" in out and "1 moved" in out
+    assert "Documents: 3 (2 parsed, 0 pending, 1 failed)" in out
+    assert "plans.md" not in out  # only failures are listed
     assert "broken.pdf" in run("status")
     other = tmp_path / "other"
     other.mkdir()
@@ -104,24 +203,22 @@ def test_folders_scan_and_status(tmp_path, model_path):
     assert (notes / "sub" / "plans.md").exists()  # forgetting a folder never touches the files
 
 
-def test_watching_a_missing_folder_is_one_sentence(tmp_path, model_path):
-    result = m3("--model", str(model_path), "watch", str(tmp_path / "nowhere"), home=tmp_path / "h")
+def test_watching_a_missing_folder_is_one_sentence(tmp_path, new_home, tiny_model):
+    result = m3("--model", str(tiny_model), "watch", str(tmp_path / "nowhere"), home=new_home())
     assert_one_sentence_error(result, "does not exist")
 
 
-def test_ask_json_and_doctor_repairs_a_damaged_bank_and_index(tmp_path, model_path):
+def test_ask_json_and_doctor_repairs_a_damaged_bank_and_index(tmp_path, new_home, model_path):
     """`m3 ask --json` keeps its contract; `m3 doctor` finds a flipped byte in the bank and a damaged
-    vector index, rebuilds both, and the next ingest writes the lost memory again from its text."""
-    home, notes = tmp_path / "home", tmp_path / "notes"
+    vector index (damaged while no service runs, as a crash or a disk would), rebuilds both, and the next
+    ingest writes the lost memory again from its text."""
+    home, notes = new_home(), tmp_path / "notes"
     notes.mkdir()
     (notes / "boat.md").write_text("# Boat\n\nThe boat is called the Silver Heron.\n")
     (notes / "tea.txt").write_text("Green tea is steeped for two minutes.\n")
 
-    def run(*args: str, ok: bool = True) -> str:
-        result = m3("--model", str(model_path), *args, home=home)
-        assert (result.returncode == 0) == ok, result.stderr
-        assert "Traceback" not in result.stderr
-        return result.stdout
+    def run(*args: str) -> str:
+        return ok(m3("--model", str(model_path), *args, home=home))
 
     run("ingest", str(notes))
     out = json.loads(run("ask", "What is the boat called?", "--json"))
@@ -131,6 +228,7 @@ def test_ask_json_and_doctor_repairs_a_damaged_bank_and_index(tmp_path, model_pa
     assert set(first) == {"n", "path", "page", "line_start", "line_end", "text", "share"}
     assert first["n"] == 1 and first["path"] == str(notes.resolve() / "boat.md") and first["line_start"] == 1
 
+    run("stop")
     segment = next((home / "data" / "bank").glob("seg-*.m3s"))
     data = bytearray(segment.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -143,3 +241,126 @@ def test_ask_json_and_doctor_repairs_a_damaged_bank_and_index(tmp_path, model_pa
     run("doctor")  # now clean
     assert "0 waiting for memories" in run("ingest")  # the lost memory was written again
     assert "Heron" in json.loads(run("ask", "What is the boat called?", "--json"))["answer"]
+
+
+# --- the service's lifetime (the tiny model) ------------------------------------------------------------
+
+
+def test_a_command_starts_the_service_and_the_next_reuses_it(tmp_path, new_home, tiny_model):
+    home = new_home()
+    model = ("--model", str(tiny_model))
+    assert "Documents: 0" in ok(m3(*model, "status", home=home))
+    pid = service_pid(home)
+    ok(m3(*model, "ask", "Anyone there?", "--mode", "none", home=home))
+    assert service_pid(home) == pid and alive(pid)
+    assert model_loads(home, tiny_model) == 1  # the second command found the model loaded
+    assert f"already running (pid {pid})" in ok(m3("serve", home=home))
+    assert f"Stopped the engine service (pid {pid})" in ok(m3("stop", home=home))
+    assert not alive(pid)
+    assert "not running" in ok(m3("stop", home=home))
+
+
+def model_loads(home: Path, model: Path) -> int:
+    """How many times a service of `home` loaded `model` (the runtime logs each load)."""
+    return (home / "data" / "logs" / "m3.log").read_text().count(f": loaded {model.name} ")
+
+
+def test_serve_starts_in_the_background_and_says_where_it_listens(tmp_path, new_home, tiny_model):
+    home = new_home()
+    out = ok(m3("--model", str(tiny_model), "serve", home=home))
+    assert f"(pid {service_pid(home)}) listens on {home.resolve() / 'data' / 'm3.sock'}" in out
+    assert "already running" in ok(m3("serve", home=home))
+
+
+def test_serve_in_the_foreground_until_stopped(tmp_path, new_home, tiny_model):
+    """What systemd runs: the service in the `m3` process itself, ended cleanly by `m3 stop`."""
+    home = new_home()
+    command = [str(M3), "--model", str(tiny_model), "serve", "--foreground"]
+    with subprocess.Popen(command, env=environment(home), stderr=subprocess.PIPE, text=True) as serving:
+        deadline = time.monotonic() + 60
+        while not (home / "data" / "service.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)  # it holds the lock: a client's own service would now lose the race to it
+        assert service_pid(home) == serving.pid
+        assert "Documents: 0" in ok(m3("status", home=home))  # connects to it once it is ready
+        assert service_pid(home) == serving.pid
+        ok(m3("stop", home=home))
+        assert serving.wait(timeout=60) == 0
+
+
+def test_a_killed_service_is_restarted_by_the_next_command(tmp_path, new_home, tiny_model):
+    home = new_home()
+    model = ("--model", str(tiny_model))
+    ok(m3(*model, "folders", home=home))
+    pid = service_pid(home)
+    os.kill(pid, signal.SIGKILL)
+    assert wait_gone(pid)
+    assert "Documents: 0" in ok(m3(*model, "status", home=home))  # a stale socket and lock: no matter
+    assert service_pid(home) != pid
+
+
+def test_two_commands_starting_at_once_share_one_service(tmp_path, new_home, tiny_model):
+    home = new_home()
+    command = [str(M3), "--model", str(tiny_model), "status"]
+    both = [
+        subprocess.Popen(
+            command, env=environment(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    for p in both:
+        out, err = p.communicate(timeout=TIMEOUT_S)
+        assert p.returncode == 0, err
+        assert "Documents: 0" in out
+    pid = service_pid(home)
+    assert alive(pid)
+    assert model_loads(home, tiny_model) == 1
+
+
+def test_another_model_than_the_running_one_is_refused(tmp_path, new_home, tiny_model):
+    home = new_home()
+    ok(m3("--model", str(tiny_model), "folders", home=home))
+    other = write_tiny_gguf(tmp_path / "other.gguf", "gemma3", seed=1)
+    assert_one_sentence_error(m3("--model", str(other), "folders", home=home), str(tiny_model), "m3 stop")
+    ok(m3("folders", home=home))  # no model named: whatever runs will do
+
+
+def test_ctrl_c_stops_the_answer_but_not_the_service(tmp_path, new_home):
+    """Ctrl-C during `m3 ask`: the command prints what came and exits 130; the service stays up and saves
+    the answer as far as it went, marked stopped."""
+    home = new_home()
+    (home / "config").mkdir()
+    (home / "config" / "config.toml").write_text("[engine]\nmax_answer_tokens = 100000\n")
+    # Greedy decoding with this one repeats a whitespace control character, which neither ends an answer
+    # nor counts as a loop: the answer runs until it is stopped.
+    endless = write_tiny_gguf(
+        tmp_path / "endless.gguf", "gemma3", seed=3, out_gain=1.0, context_length=1 << 17
+    )
+    model = ("--model", str(endless))
+    ok(m3(*model, "folders", home=home))
+    pid = service_pid(home)
+    command = [str(M3), *model, "ask", "Tell me everything.", "--mode", "none"]
+    with subprocess.Popen(
+        command, env=environment(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as asking:
+        assert asking.stdout is not None
+        first = asking.stdout.read(1)  # the answer is streaming
+        asking.send_signal(signal.SIGINT)
+        out, err = asking.communicate(timeout=60)
+    assert asking.returncode == 130, err
+    assert b"Traceback" not in err and first
+    assert alive(pid) and service_pid(home) == pid
+    deadline = time.monotonic() + 30
+    while not (saved := saved_answers(home)) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the answer is saved once its generation has seen the stop
+    assert len(saved) == 1 and saved[0]["stopped"] == 1
+    assert (first + out).decode().strip().startswith(saved[0]["text"])
+    assert "Documents: 0" in ok(m3(*model, "status", home=home))  # the same service serves on
+
+
+def saved_answers(home: Path) -> list[dict]:
+    """The assistant's messages in the catalog (read only, beside the running service)."""
+    db = sqlite3.connect(f"file:{home / 'data' / 'catalog.db'}?mode=ro", uri=True)
+    db.row_factory = sqlite3.Row
+    rows = db.execute("SELECT * FROM messages WHERE role = 'assistant' ORDER BY id").fetchall()
+    db.close()
+    return [dict(r) for r in rows]
