@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The demo keeps its catalog, bank and index in .m3-demo/, apart from the user's own memory3 folders.
+# The first command starts the demo's engine service (the model loads once); the last one stops it.
 DEMO := M3_HOME=$(CURDIR)/.m3-demo $(BIN)/m3
 run: $(STAMP)
 	$(DEMO) ingest assets/sample
@@ -28,6 +29,7 @@ run: $(STAMP)
 	$(DEMO) ask "Who discovered oxygen in Uppsala?" --mode rag
 	$(DEMO) ask "What was the budget for restoring the Apollo 11 broadcast data?" --json
 	$(DEMO) bank stats
+	$(DEMO) stop
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

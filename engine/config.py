@@ -22,3 +22,19 @@ class EngineConfig:
     @classmethod
     def load(cls, path: Path) -> EngineConfig:
         return load_section(cls, "engine", path)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """The `[service]` table: the engine service's lifetime and its optional TCP listener."""
+
+    idle_minutes: float = 15.0  # exit after this long with no request, no answer and no background work
+    tcp_port: int = 0  # also listen on 127.0.0.1 at this port (with a token); 0: the Unix socket only
+
+    @property
+    def idle_s(self) -> float:
+        return self.idle_minutes * 60
+
+    @classmethod
+    def load(cls, path: Path) -> ServiceConfig:
+        return load_section(cls, "service", path)

@@ -21,8 +21,24 @@ class DeviceError(M3Error):
     """The device asked for does not exist or is not present on this machine."""
 
 
+class UnknownProfileError(M3Error):
+    """The configured memory profile does not exist."""
+
+
+class UnknownModeError(M3Error):
+    """A chat mode other than memory, rag or none was asked for."""
+
+
 class RetrievalError(M3Error):
     """The retrieval store (its database or vector index) cannot be used as it is."""
+
+
+class IndexDamagedError(RetrievalError):
+    """The vector index folder is unreadable, truncated or inconsistent with its meta.json."""
+
+
+class IndexMismatchError(RetrievalError):
+    """The vector index folder was made for another embedder or vector dimension."""
 
 
 class BankError(M3Error):

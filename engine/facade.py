@@ -9,28 +9,30 @@ model it never runs.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 from engine import doctor
-from engine.chat.chat import Answer, Chat, Chunk
+from engine.chat.chat import Answer, Chat
 from engine.chat.generation import Generation, Sampling
 from engine.chat.prompt import prompt_format
+from engine.chat.sources import Sources
 from engine.config import EngineConfig
 from engine.doctor import Check
-from engine.errors import EmptyPromptError, M3Error
+from engine.errors import EmptyPromptError, UnknownProfileError
 from engine.memory.bank import MemoryBank
 from engine.memory.cache import MemoryCache
-from engine.memory.profiles import MAX_REFERENCE_TOKENS, PROFILES, MemoryKV, MemoryProfile
+from engine.memory.profiles import MAX_REFERENCE_TOKENS, PROFILES, MemoryProfile
 from engine.memory.store import MemoryStore
 from engine.memory.writer import write_memories
 from engine.models.runtime import Runtime, default_model_path
 from engine.models.tokenizer import Tokenizer
 from engine.retrieval.embedder import Embedder
 from engine.retrieval.retriever import Retriever
+from engine.turns import Turns
 from ingest.catalog import Catalog, Folder
 from ingest.config import IngestConfig
 from ingest.folders import add_folder, remove_folder
@@ -38,11 +40,20 @@ from ingest.ingester import Ingester, Progress, Status
 from ingest.paths import Home
 from ingest.scan import ScanReport
 
-log = logging.getLogger(__name__)
 
+@dataclass
+class Continuation:
+    """A streamed plain continuation: iterate for text pieces; `tokens` counts those generated so far."""
 
-class UnknownProfileError(M3Error):
-    """The configured memory profile does not exist."""
+    pieces: Iterator[str]
+    generation: Generation
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.pieces
+
+    @property
+    def tokens(self) -> int:
+        return len(self.generation.tokens)
 
 
 class Engine:
@@ -57,8 +68,8 @@ class Engine:
         self.home = home
         self._model_path = runtime.path if runtime is not None else model
         self._device = device
-        self._cancel = threading.Event()
         self._embedder = embedder
+        self.turns = Turns()  # answers first; memory writing takes its turns in between
         if runtime is not None:
             self.runtime = runtime
 
@@ -77,6 +88,12 @@ class Engine:
         present); runtime, embedder: already loaded models to share (benchmarks and tests)."""
         home = home if isinstance(home, Home) else Home.at(home)
         return cls(home, Path(model) if model else None, device, runtime, embedder)
+
+    def load(self) -> None:
+        """Load now what an answer needs (the service does so once, before it says it is ready). Opening
+        repairs what a crash left (the bank's torn tail, a stale vector index), migrates an old catalog."""
+        for name in ("runtime", "catalog", "bank", "store", "retriever", "chat"):
+            getattr(self, name)
 
     @cached_property
     def model_path(self) -> Path:
@@ -161,24 +178,41 @@ class Engine:
     def remove_folder(self, path: str | Path) -> Folder:
         return remove_folder(self.catalog, path)
 
-    def sync_memories(self, batch: int = 64, on_progress: Callable[[int, int], None] | None = None) -> int:
+    def sync_memories(
+        self,
+        batch: int = 4,
+        on_progress: Callable[[int, int], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> int:
         """Write the memories new chunks need and drop those no chunk needs; index them for retrieval.
-        Each batch is recorded in the catalog once stored, so an interruption loses no finished work."""
-        work = self.catalog.pending_memory_work()
-        drops = [w.hash for w in work if w.action == "drop"]
-        writes = [(w.hash, w.text) for w in work if w.action == "write" and w.text is not None]
-        if drops:
-            self.store.drop(drops)
-            self.retriever.delete(drops)
-            self.catalog.complete_memory_work(dropped=drops)
-        for a in range(0, len(writes), batch):
-            part = writes[a : a + batch]
-            self.store.store(part)
-            self.retriever.add(part)
-            self.catalog.complete_memory_work(written=[h for h, _ in part])
-            if on_progress is not None:
-                on_progress(a + len(part), len(writes))
-        return len(writes)
+
+        The work goes in batches of `batch` chunks, each one turn on the model (`Turns`): an answer waits
+        for one batch at most, never for the backlog. Each batch is recorded in the catalog once stored, so
+        an interruption (`stop`, a crash) loses no finished work. on_progress(done, total) counts memories
+        written; returns how many were written."""
+        total = self.catalog.counts()["memories_to_write"]
+        written = 0
+        while stop is None or not stop.is_set():
+            with self.turns.batch(stop) as granted:
+                if not granted:
+                    break
+                work = self.catalog.pending_memory_work(limit=batch)
+                drops = [w.hash for w in work if w.action == "drop"]
+                writes = [(w.hash, w.text) for w in work if w.action == "write" and w.text is not None]
+                if not drops and not writes:
+                    break
+                if drops:
+                    self.store.drop(drops)
+                    self.retriever.delete(drops)
+                    self.catalog.complete_memory_work(dropped=drops)
+                if writes:
+                    self.store.store(writes)
+                    self.retriever.add(writes)
+                    self.catalog.complete_memory_work(written=[h for h, _ in writes])
+            written += len(writes)
+            if writes and on_progress is not None:
+                on_progress(written, max(total, written))
+        return written
 
     def ingester(self, on_progress: Callable[[Progress], None] | None = None) -> Ingester:
         tok = self.tokenizer
@@ -201,28 +235,16 @@ class Engine:
         on_progress: Callable[[Progress], None] | None = None,
         on_memories: Callable[[int, int], None] | None = None,
     ) -> None:
-        """Keep the catalog and the memories in step with the folders until `stop` is set: files are
-        followed and parsed in a background thread while this one writes the memories they need."""
-        worker = threading.Thread(
-            target=self._follow, args=(stop, on_progress), name="m3-ingest", daemon=True
+        """Keep the catalog and the memories in step with the folders until `stop` is set, in this thread:
+        scan, then follow the watcher, writing the memories each batch of parsed files needs. Memory writing
+        waits while answers are in progress (`Turns`), and the parsing of further files with it."""
+        self.ingester(on_progress).run(
+            stop, between=lambda: self.sync_memories(on_progress=on_memories, stop=stop) > 0
         )
-        worker.start()
-        try:
-            while not stop.wait(1.0):
-                self.sync_memories(on_progress=on_memories)
-        finally:
-            stop.set()
-            worker.join()
-
-    def _follow(self, stop: threading.Event, on_progress: Callable[[Progress], None] | None) -> None:
-        try:
-            self.ingester(on_progress).run(stop)
-        except Exception:  # logged, and the writer loop is told to end: nothing is lost, the queue persists
-            log.exception("following the folders failed")
-            stop.set()
 
     def status(self) -> Status:
-        return self.ingester().status()
+        """Folders, ingest progress and failures, as the catalog has them: a read, nothing is written."""
+        return Status.read(self.catalog)
 
     def doctor(self) -> list[Check]:
         """Check model, embedder, catalog, index and bank, repairing what can be rebuilt from the text."""
@@ -231,51 +253,42 @@ class Engine:
     # --- chat ---------------------------------------------------------------------------------------
 
     @cached_property
+    def sources(self) -> Sources:
+        """What answers read: retrieved chunks, named through the catalog, and their memories."""
+        return Sources(self.retriever, self.catalog, self.store)
+
+    @cached_property
     def chat(self) -> Chat:
         rt = self.runtime
         return Chat(
-            rt,
-            self.search,
-            self._recall,
-            prompt_format(rt.model.config.arch, rt.instruct),
-            k=self.config.retrieved,
+            rt, self.sources, prompt_format(rt.model.config.arch, rt.instruct), k=self.config.retrieved
         )
 
-    def ask(self, question: str, mode: str = "memory", chat_id: int | None = None) -> Answer:
+    def ask(
+        self,
+        question: str,
+        mode: str = "memory",
+        chat_id: int | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Answer:
         """Answer from the documents, streamed; the question and, once streamed, the answer with its
-        citations are saved in the chat `chat_id` (a new chat when None)."""
-        answer = self.chat.ask(question, mode, self.config.max_answer_tokens, cancel=self._cancel)
-        self._cancel.clear()
+        citations are saved in the chat `chat_id` (a new chat when None). Setting `cancel` stops this
+        answer and no other: what was streamed is saved, marked stopped. Background work waits meanwhile."""
+        cancel = cancel or threading.Event()
+        answer = self.chat.ask(question, mode, self.config.max_answer_tokens, cancel=cancel)
         chat_id = chat_id if chat_id is not None else self.catalog.new_chat(question.strip()[:80])
         self.catalog.add_message(chat_id, "user", question, mode)
         pieces = answer.pieces
 
         def saved() -> Iterator[str]:
-            yield from pieces
+            with self.turns.answer():
+                yield from pieces
             cited = json.dumps([c.as_dict() for c in answer.citations])
-            self.catalog.add_message(chat_id, "assistant", answer.text, mode, cited)
+            self.catalog.add_message(chat_id, "assistant", answer.text, mode, cited, stopped=cancel.is_set())
 
         answer.pieces = saved()
         answer.chat_id = chat_id
         return answer
-
-    def search(self, query: str, k: int) -> list[Chunk]:
-        """The k chunks that best match `query` (vectors and keywords fused), best first."""
-        hits = self.retriever.search(query, k)
-        texts = self.catalog.chunk_texts(h.hash for h in hits)
-        chunks = []
-        for hit in hits:
-            sources = self.catalog.sources(hit.hash)
-            if hit.hash not in texts or not sources:
-                continue  # deleted since it was indexed
-            src = sources[0]
-            chunks.append(
-                Chunk(hit.hash, texts[hit.hash], str(src.path), src.page, src.line_start, src.line_end)
-            )
-        return chunks
-
-    def _recall(self, chunks: list[Chunk]) -> list[MemoryKV]:
-        return self.store.get_many([(c.hash, c.text) for c in chunks])
 
     # --- generation ---------------------------------------------------------------------------------
 
@@ -286,24 +299,28 @@ class Engine:
         temperature: float = 0.0,
         top_p: float = 1.0,
         seed: int | None = None,
-    ) -> Iterator[str]:
-        """Continue `prompt` as plain text, streaming pieces; `stop()` ends it early."""
+        cancel: threading.Event | None = None,
+    ) -> Continuation:
+        """Continue `prompt` as plain text, streaming pieces; setting `cancel` ends it early. Background
+        work waits meanwhile, as for an answer."""
         if not prompt.strip():
             raise EmptyPromptError("The prompt is empty: there is nothing to continue.")
         tok = self.runtime.tokenizer
-        self._cancel.clear()
-        return Generation(
+        gen = Generation(
             self.runtime.model,
             tok,
             tok.encode(prompt, bos=True),
             max_new_tokens=max_new_tokens,
             sampling=Sampling(temperature, top_p, seed),
             stop_ids=tok.stop_ids,
-            cancel=self._cancel,
-        ).run()
+            cancel=cancel,
+        )
 
-    def stop(self) -> None:
-        self._cancel.set()
+        def pieces() -> Iterator[str]:
+            with self.turns.answer():
+                yield from gen.run()
+
+        return Continuation(pieces(), gen)
 
     @property
     def description(self) -> str:
@@ -315,3 +332,5 @@ class Engine:
         for name in ("retriever", "bank", "catalog"):
             if name in self.__dict__:
                 self.__dict__.pop(name).close()
+        for name in ("store", "sources", "chat"):  # they hold what was just closed
+            self.__dict__.pop(name, None)

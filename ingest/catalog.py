@@ -8,11 +8,9 @@ Every verb that changes chunks keeps those rows in step inside the same transact
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -20,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 from sqlite_utils import Database
 
 from ingest.errors import CatalogError
+from ingest.sqlite import Migration, SQLite, batches, placeholders
 
 if TYPE_CHECKING:
     from ingest.chunker import Chunk
@@ -145,32 +144,21 @@ def _v2(db: Database) -> None:
     )
 
 
+def _v3(db: Database) -> None:
+    """An answer the user stopped is kept with what was streamed, and marked so."""
+    db.execute("ALTER TABLE messages ADD COLUMN stopped INTEGER NOT NULL DEFAULT 0")
+
+
 # The schema's history, oldest first: version N is reached by applying the first N steps. Append only.
-MIGRATIONS: tuple[Callable[[Database], None], ...] = (_v1, _v2)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3)
 
 
-def migrate(db: Database, migrations: Sequence[Callable[[Database], None]] = MIGRATIONS) -> int:
-    """Bring the file to the newest version, one transaction per step, so a crash leaves a valid version."""
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version > len(migrations):
-        raise CatalogError(
-            f"The catalog was written by a newer memory3 (schema {version}, this one knows "
-            f"{len(migrations)}); upgrade memory3 to use it."
-        )
-    for number, step in enumerate(migrations[version:], start=version + 1):
-        db.conn.execute("BEGIN IMMEDIATE")
-        try:
-            step(db)
-            db.conn.execute(f"PRAGMA user_version = {number}")
-        except BaseException:
-            db.conn.execute("ROLLBACK")
-            raise
-        db.conn.execute("COMMIT")
-    return len(migrations)
-
-
-def _placeholders(n: int) -> str:
-    return ",".join("?" * n)
+def newer_catalog(version: int, known: int) -> CatalogError:
+    """The refusal of a catalog whose schema `version` is past the `known` ones."""
+    return CatalogError(
+        f"The catalog was written by a newer memory3 (schema {version}, this one knows {known}); "
+        "upgrade memory3 to use it."
+    )
 
 
 class Catalog:
@@ -180,38 +168,22 @@ class Catalog:
     def __init__(self, path: Path):
         self.path = path
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
-        try:
-            self.db = Database(conn)
-            self.db.enable_wal()
-            self.db.execute("PRAGMA foreign_keys = ON")
-            self.db.execute("PRAGMA synchronous = NORMAL")  # in WAL: durable against crashes, not power loss
-            migrate(self.db)
-        except BaseException as exc:
-            conn.close()
-            if isinstance(exc, sqlite3.DatabaseError):
-                raise CatalogError(f"The catalog {self.path} cannot be opened ({exc}).") from exc
-            raise
+        self._sql = SQLite(
+            self.path,
+            MIGRATIONS,
+            newer=newer_catalog,
+            unreadable=lambda exc: CatalogError(f"The catalog {path} cannot be opened ({exc})."),
+            synchronous="NORMAL",  # in WAL: durable against crashes, not power loss
+        )
+        self.db: Database = self._sql.db
+        self._lock = self._sql.lock
 
     def close(self) -> None:
-        self.db.close()
+        self._sql.close()
 
-    @contextmanager
-    def atomic(self) -> Iterator[None]:
-        """One write transaction; nested calls join the outer one. IMMEDIATE takes the write lock up front,
-        so two processes never deadlock upgrading a read lock."""
-        with self._lock:
-            if self.db.conn.in_transaction:
-                yield
-                return
-            self.db.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                self.db.conn.execute("ROLLBACK")
-                raise
-            self.db.conn.execute("COMMIT")
+    def atomic(self) -> AbstractContextManager[None]:
+        """One write transaction; nested calls join the outer one (see ingest.sqlite)."""
+        return self._sql.atomic()
 
     def _rows(self, sql: str, params: Sequence = ()) -> list[dict]:
         with self._lock:
@@ -295,9 +267,8 @@ class Catalog:
         """Remove documents with their chunks and jobs; their memories become drops unless still used."""
         ids = list(doc_ids)
         with self.atomic():
-            for start in range(0, len(ids), 500):
-                part = ids[start : start + 500]
-                marks = _placeholders(len(part))
+            for part in batches(ids):
+                marks = placeholders(len(part))
                 hashes = [
                     r["hash"]
                     for r in self._rows(
@@ -397,12 +368,11 @@ class Catalog:
         """The text of each chunk hash still in the catalog."""
         hashes = list(dict.fromkeys(hashes))
         found: dict[str, str] = {}
-        for a in range(0, len(hashes), 500):
-            part = hashes[a : a + 500]
+        for part in batches(hashes):
             found.update(
                 (r["hash"], r["text"])
                 for r in self._rows(
-                    f"SELECT hash, text FROM chunks WHERE hash IN ({_placeholders(len(part))})", part
+                    f"SELECT hash, text FROM chunks WHERE hash IN ({placeholders(len(part))})", part
                 )
             )
         return found
@@ -416,14 +386,21 @@ class Catalog:
             ).lastrowid
 
     def add_message(
-        self, chat_id: int, role: str, text: str, mode: str | None = None, citations: str = "[]"
+        self,
+        chat_id: int,
+        role: str,
+        text: str,
+        mode: str | None = None,
+        citations: str = "[]",
+        stopped: bool = False,
     ) -> int:
-        """Append a message; `citations` is the answer's citation list as JSON."""
+        """Append a message; `citations` is the answer's citation list as JSON; `stopped`: the user stopped
+        the answer, and `text` is what was streamed until then."""
         with self.atomic():
             return self.db.execute(
-                "INSERT INTO messages (chat_id, role, text, mode, citations, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (chat_id, role, text, mode, citations, time.time()),
+                "INSERT INTO messages (chat_id, role, text, mode, citations, stopped, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (chat_id, role, text, mode, citations, int(stopped), time.time()),
             ).lastrowid
 
     def chats(self) -> list[dict]:
@@ -431,7 +408,8 @@ class Catalog:
 
     def messages(self, chat_id: int) -> list[dict]:
         return self._rows(
-            "SELECT id, role, text, mode, citations, created_at FROM messages WHERE chat_id = ? ORDER BY id",
+            "SELECT id, role, text, mode, citations, stopped, created_at FROM messages WHERE chat_id = ?"
+            " ORDER BY id",
             (chat_id,),
         )
 
