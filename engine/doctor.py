@@ -5,12 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from engine.errors import M3Error
-
-if TYPE_CHECKING:
-    from engine.facade import Engine
+from engine.facade import Engine
 
 
 @dataclass(frozen=True)

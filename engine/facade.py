@@ -15,13 +15,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from engine import doctor
 from engine.chat.chat import Answer, Chat
 from engine.chat.generation import Generation, Sampling
 from engine.chat.prompt import prompt_format
 from engine.chat.sources import Sources
 from engine.config import EngineConfig
-from engine.doctor import Check
 from engine.errors import EmptyPromptError, UnknownProfileError
 from engine.memory.bank import MemoryBank
 from engine.memory.cache import MemoryCache
@@ -245,10 +243,6 @@ class Engine:
     def status(self) -> Status:
         """Folders, ingest progress and failures, as the catalog has them: a read, nothing is written."""
         return Status.read(self.catalog)
-
-    def doctor(self) -> list[Check]:
-        """Check model, embedder, catalog, index and bank, repairing what can be rebuilt from the text."""
-        return doctor.run(self)
 
     # --- chat ---------------------------------------------------------------------------------------
 

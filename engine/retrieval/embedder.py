@@ -18,6 +18,7 @@ from tokenizers import Tokenizer
 from engine.errors import DeviceError, ModelLoadError
 from engine.models.runtime import resolve_device
 from engine.retrieval.onnx_export import export_onnx, fingerprint
+from engine.threads import compute_threads
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,10 @@ def _session(path: Path, providers: list[str]) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: a missing CUDA library must not flood the terminal
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # The same thread rule as torch's, and no spinning: a busy-waiting pool beside torch's steals the
+    # cores an answer needs (the service embeds in the background while it answers).
+    options.intra_op_num_threads = compute_threads()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
 

@@ -31,6 +31,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.config import ServiceConfig
+from engine.doctor import run as run_doctor
 from engine.errors import EmptyPromptError, UnknownModeError
 from engine.service import protocol
 from engine.service.errors import (
@@ -263,7 +264,7 @@ async def doctor(request: Request) -> Response:
 
     def run() -> list:
         with service.background.paused():
-            return engine.doctor()
+            return run_doctor(engine)
 
     checks = await to_thread.run_sync(run)
     return JSONResponse({"checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks]})

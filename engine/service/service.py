@@ -23,20 +23,12 @@ from engine.service.answers import Answers
 from engine.service.background import Background
 from engine.service.errors import M3Error, NotReadyError
 from engine.service.streams import Streams
+from engine.threads import compute_threads
 from ingest.paths import Home
 
 log = logging.getLogger(__name__)
 
 STREAMS_JOIN_S = 30.0  # at exit: streams were told to stop; one that has not after this is left behind
-
-
-def torch_threads() -> int:
-    """Threads for torch's CPU kernels: every core this process may use but one, which is left to the app,
-    the clients and the system. Measured on 2 cores shared with other work, the 270M model generated
-    4-5x faster on 1 thread than on 2: OpenMP threads wait for each other at every operation, so one
-    descheduled thread stalls them all."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores - 1)
 
 
 def package_version() -> str:
@@ -68,7 +60,7 @@ class Service:
     def start(self, stop_serving: Callable[[], None]) -> None:
         """Load the engine in the background; `stop_serving()` is how `exit()` ends the server."""
         self._stop_serving = stop_serving
-        torch.set_num_threads(torch_threads())  # before any torch work; threads started later inherit it
+        torch.set_num_threads(compute_threads())  # before any torch work; threads started later inherit it
         self._loader.start()
 
     def _load(self) -> None:
