@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from ingest.catalog import Catalog
+from ingest.process import alive
 
 PROCESS = "process"  # parse and chunk a document
 
@@ -24,16 +25,6 @@ class Job:
     kind: str
     gen: int
     attempts: int
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive
-    return True
 
 
 class JobQueue:
@@ -87,7 +78,7 @@ class JobQueue:
                 "SELECT id, lease_pid, lease_until FROM jobs WHERE lease_until IS NOT NULL"
             ).fetchall()
             now = time.time()
-            stale = [(job_id,) for job_id, pid, until in leases if until < now or not _alive(pid)]
+            stale = [(job_id,) for job_id, pid, until in leases if until < now or not alive(pid)]
             self.catalog.db.conn.executemany(
                 "UPDATE jobs SET lease_pid = NULL, lease_until = NULL WHERE id = ?", stale
             )

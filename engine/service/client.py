@@ -23,6 +23,7 @@ import httpx
 from engine.service.protocol import PROCESS_FILE, SOCKET
 from ingest.errors import M3Error
 from ingest.paths import HOME_ENV, Home
+from ingest.process import alive
 
 QUICK_S = 60.0  # a plain request (folders, status); doctor and streams may take as long as they need
 HEALTH_S = 5.0  # health always answers at once, unless the machine is very busy
@@ -422,7 +423,7 @@ def _stop(client: Client, pid: int) -> None:
     with contextlib.suppress(ServiceError):  # it died meanwhile, or cannot answer: the pid tells
         client.shutdown()
     deadline = time.monotonic() + STOP_S
-    while _alive(pid):
+    while alive(pid):
         if time.monotonic() > deadline:
             raise ServiceError(f"The engine service (pid {pid}) did not stop within {STOP_S:.0f} s.")
         time.sleep(POLL_S)
@@ -532,19 +533,4 @@ def _other_service(home: Home, own_pid: int) -> bool:
         pid = json.loads((home.data / PROCESS_FILE).read_text())["pid"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return pid != own_pid and _alive(pid)
-
-
-def _alive(pid: int) -> bool:
-    """Whether process `pid` runs (a zombie, dead but not yet reaped by its parent, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True  # no /proc (macOS): the signal is all we know
-    return state != "Z"
+    return pid != own_pid and alive(pid)

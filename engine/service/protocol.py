@@ -1,13 +1,16 @@
-"""The wire format of docs/api.md: the service's files in the data folder and its NDJSON stream events.
+"""The wire format of docs/api.md: the service's files in the data folder, the request bodies (msgspec
+schemas: a body of the wrong shape is refused with msgspec's one-line reason) and the NDJSON stream events.
 
-Kept free of the model runtime (json only), so that a client may import it.
+Kept free of the model runtime, so that a client may import it.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import msgspec
 
 if TYPE_CHECKING:
     from ingest.ingester import Progress
@@ -19,6 +22,31 @@ PROCESS_FILE = "service.json"  # pid, socket, started_at of the service holding 
 TOKEN = "service.token"  # the bearer token TCP requests must carry (only when TCP is on)
 
 NDJSON = "application/x-ndjson"
+
+MAX_TEXT = 65_536  # characters in a question or prompt: far more than a model's context holds
+
+
+class FolderRequest(msgspec.Struct, forbid_unknown_fields=True):
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+
+
+class ScanRequest(msgspec.Struct, forbid_unknown_fields=True):
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
+
+
+class AskRequest(msgspec.Struct, forbid_unknown_fields=True):
+    question: Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
+    mode: Literal["memory", "rag", "none"] = "memory"
+    chat_id: int | None = None
+
+
+class GenerateRequest(msgspec.Struct, forbid_unknown_fields=True):
+    prompt: Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=5)] = 0.0
+    top_p: Annotated[float, msgspec.Meta(gt=0, le=1)] = 1.0
+    seed: int | None = None
+
 
 Event = dict[str, object]
 

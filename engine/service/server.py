@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 import uvicorn
 from anyio import to_thread
 from starlette.applications import Starlette
@@ -65,31 +65,17 @@ IDLE_CHECK_S = 5.0  # how often the idle timer looks (more often when idle_minut
 
 # --- requests ----------------------------------------------------------------------------------------------
 
-_REQUIRED = object()
+Body = TypeVar("Body", bound=msgspec.Struct)
 
 
-async def _body(request: Request) -> dict[str, Any]:
+async def _body(request: Request, schema: type[Body]) -> Body:
+    """The request's JSON body as `schema`; a 400 naming what is wrong (msgspec's reason) otherwise."""
     try:
-        body = await request.json()
-    except ValueError:
+        return msgspec.json.decode(await request.body(), type=schema)
+    except msgspec.ValidationError as exc:
+        raise BadRequestError(f"The request is not valid: {exc}.") from None
+    except msgspec.DecodeError:
         raise BadRequestError("The request body is not JSON.") from None
-    if not isinstance(body, dict):
-        raise BadRequestError("The request body must be a JSON object.")
-    return body
-
-
-def _field(body: dict[str, Any], name: str, kind: type, default: object = _REQUIRED) -> Any:
-    """body[name], checked to be a `kind` (a float may be given as an int; a bool is no number);
-    `default` when absent or null, and a 400 when required."""
-    value = body.get(name)
-    if value is None:
-        if default is _REQUIRED:
-            raise BadRequestError(f"The request needs a '{name}'.")
-        return default
-    kinds = (int, float) if kind is float else kind
-    if isinstance(value, bool) and kind is not bool or not isinstance(value, kinds):
-        raise BadRequestError(f"'{name}' must be a {kind.__name__}, not {json.dumps(value)}.")
-    return value
 
 
 def _service(request: Request) -> Service:
@@ -147,7 +133,7 @@ async def list_folders(request: Request) -> Response:
 async def add_folder(request: Request) -> Response:
     service = _service(request)
     engine = service.ready()
-    path = _field(await _body(request), "path", str)
+    path = (await _body(request, protocol.FolderRequest)).path
     if _watched(await to_thread.run_sync(engine.folders), path) is not None:
         raise ConflictError(f"{Path(path).expanduser().resolve()} is already watched.")
     folder = await to_thread.run_sync(engine.add_folder, path)
@@ -158,7 +144,7 @@ async def add_folder(request: Request) -> Response:
 async def remove_folder(request: Request) -> Response:
     service = _service(request)
     engine = service.ready()
-    path = _field(await _body(request), "path", str)
+    path = (await _body(request, protocol.FolderRequest)).path
     if _watched(await to_thread.run_sync(engine.folders), path) is None:
         raise NotFoundError(f"{Path(path).expanduser()} is not a watched folder.")
     folder = await to_thread.run_sync(engine.remove_folder, path)
@@ -170,7 +156,7 @@ async def scan(request: Request) -> Response:
     """Does in front, with progress, what the background work would do; the background waits meanwhile."""
     service = _service(request)
     engine = service.ready()
-    path = _field(await _body(request), "path", str, None)
+    path = (await _body(request, protocol.ScanRequest)).path
     if path is not None and _watched(await to_thread.run_sync(engine.folders), path) is None:
         raise NotFoundError(f"{Path(path).expanduser()} is not a watched folder.")
     cancel = threading.Event()  # set when the client hangs up: memory writing stops after its batch
@@ -189,10 +175,8 @@ async def scan(request: Request) -> Response:
 async def ask(request: Request) -> Response:
     service = _service(request)
     engine = service.ready()
-    body = await _body(request)
-    question = _field(body, "question", str)
-    mode = _field(body, "mode", str, "memory")
-    chat_id = _field(body, "chat_id", int, None)
+    body = await _body(request, protocol.AskRequest)
+    question, mode, chat_id = body.question, body.mode, body.chat_id
     if chat_id is not None:
         chats = await to_thread.run_sync(engine.catalog.chats)
         if all(c["id"] != chat_id for c in chats):
@@ -217,18 +201,13 @@ async def ask(request: Request) -> Response:
 async def generate(request: Request) -> Response:
     service = _service(request)
     engine = service.ready()
-    body = await _body(request)
-    prompt = _field(body, "prompt", str)
-    max_tokens = _field(body, "max_tokens", int, 64)
-    temperature = _field(body, "temperature", float, 0.0)
-    top_p = _field(body, "top_p", float, 1.0)
-    seed = _field(body, "seed", int, None)
-    if max_tokens < 1 or temperature < 0 or not 0 < top_p <= 1:
-        raise BadRequestError("Use max_tokens ≥ 1, temperature ≥ 0 and 0 < top_p ≤ 1.")
+    body = await _body(request, protocol.GenerateRequest)
     answer_id, cancel = service.answers.open()
     try:
         continuation = await to_thread.run_sync(
-            lambda: engine.generate(prompt, max_tokens, temperature, top_p, seed, cancel=cancel)
+            lambda: engine.generate(
+                body.prompt, body.max_tokens, body.temperature, body.top_p, body.seed, cancel=cancel
+            )
         )
     except BaseException:
         service.answers.close(answer_id)
