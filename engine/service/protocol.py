@@ -42,7 +42,7 @@ class AskRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 class GenerateRequest(msgspec.Struct, forbid_unknown_fields=True):
     prompt: Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
-    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=32_768)] = 64  # a model context at most
     temperature: Annotated[float, msgspec.Meta(ge=0, le=5)] = 0.0
     top_p: Annotated[float, msgspec.Meta(gt=0, le=1)] = 1.0
     seed: int | None = None
