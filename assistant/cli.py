@@ -52,8 +52,11 @@ class Session:
 
     def client(self) -> Client:
         if self._client is None:
-            with Spinner() as spinner:
-                self._client = service.connect_or_start(self.home, self.model, self.device, spinner.show)
+            try:
+                with Spinner() as spinner:
+                    self._client = service.connect_or_start(self.home, self.model, self.device, spinner.show)
+            except KeyboardInterrupt:  # while the service starts: it goes on starting, for the next command
+                raise click.exceptions.Exit(INTERRUPTED) from None
         return self._client
 
     def close(self) -> None:
@@ -101,10 +104,9 @@ def generate(
     """Continue PROMPT with the model, streaming the text."""
     stream = client.generate(prompt, max_tokens, temperature, top_p, seed)
     click.echo(prompt, nl=False)
-    _, _, finished = _relay(stream, echo=True)
+    relayed = _relay(stream, echo=True, lead=False)
     click.echo()
-    if not finished:
-        raise click.exceptions.Exit(INTERRUPTED)
+    _end(relayed)
 
 
 @cli.command()
@@ -137,8 +139,12 @@ def folders(client: Client) -> None:
 @pass_client
 def ingest(client: Client, path: Path | None, follow: bool) -> None:
     """Bring the catalog in step with the watched folders (or just PATH, watched first if need be)."""
-    if path is not None and str(path.resolve()) not in {f.path for f in client.folders()}:
-        click.echo(f"Watching {client.add_folder(path).path}")
+    if path is not None:
+        try:
+            click.echo(f"Watching {client.add_folder(path).path}")
+        except service.ServiceError as exc:
+            if exc.status != 409:  # 409: watched already, which is fine here
+                raise
     report = _scan(client, path)
     click.echo(
         f"\n{report.new} new, {report.changed} changed, {report.moved} moved, {report.deleted} deleted, "
@@ -156,14 +162,18 @@ def ingest(client: Client, path: Path | None, follow: bool) -> None:
 def _scan(client: Client, path: Path | None) -> ScanDone:
     """Scan on the service, showing its progress on stderr; its report."""
     with client.scan(path) as stream:
-        for event in stream:
-            if isinstance(event, ScanProgress):
-                e = event
-                _show_progress(e.files_parsed, e.files_failed, e.files_seen, e.chunks, e.chunks_pending)
-            elif isinstance(event, MemoryProgress):
-                click.echo(f"\rwriting memories: {event.done}/{event.total}", nl=False, err=True)
-            elif isinstance(event, ScanDone):
-                return event
+        try:
+            for event in stream:
+                if isinstance(event, ScanProgress):
+                    e = event
+                    _show_progress(e.files_parsed, e.files_failed, e.files_seen, e.chunks, e.chunks_pending)
+                elif isinstance(event, MemoryProgress):
+                    click.echo(f"\rwriting memories: {event.done}/{event.total}", nl=False, err=True)
+                elif isinstance(event, ScanDone):
+                    return event
+        except BaseException:
+            click.echo(err=True)  # end the progress line, so that what follows starts on its own
+            raise
     raise service.ServiceError("The engine service ended the scan without its report.")
 
 
@@ -216,21 +226,32 @@ def ask(client: Client, question: str, mode: str, as_json: bool) -> None:
     """Answer QUESTION from your documents, then list the numbered sources as path:line.
 
     Ctrl-C stops the answer; what was said is kept (saved, marked stopped) and the exit status is 130."""
-    answer, citations, finished = _relay(client.ask(question, mode), echo=not as_json)
-    cited = [c.as_dict() for c in citations]
+    relayed = _relay(client.ask(question, mode), echo=not as_json)
+    cited = [c.as_dict() for c in relayed.citations]
     if as_json:
-        click.echo(json.dumps({"answer": answer, "mode": mode, "citations": cited}, ensure_ascii=False))
+        click.echo(json.dumps({"answer": relayed.text, "mode": mode, "citations": cited}, ensure_ascii=False))
     else:
         click.echo()
         for c in cited:
             page = f" (page {c['page']})" if c["page"] else ""
             click.echo(f"[{c['n']}] {c['path']}:{c['line_start']}-{c['line_end']}{page}  {c['share']:.0%}")
-    if not finished:
-        raise click.exceptions.Exit(INTERRUPTED)
+    if not cited and mode != "none" and client.status().chunks == 0:
+        click.echo(
+            "No documents are ingested yet, so this answer has no sources: `m3 ingest PATH`.", err=True
+        )
+    _end(relayed)
 
 
-def _relay(stream: Stream, echo: bool) -> tuple[str, list[Citation], bool]:
-    """Print a stream's text as it comes: (its text, its citations, whether it finished). Ctrl-C stops
+@dataclass(frozen=True)
+class Relayed:
+    text: str
+    citations: list[Citation]
+    interrupted: bool  # by Ctrl-C here
+    stopped: bool  # before it finished, by us or by the service (shutting down)
+
+
+def _relay(stream: Stream, echo: bool, lead: bool = True) -> Relayed:
+    """Print a stream's text as it comes (lead=True: without the answer's leading space). Ctrl-C stops
     it on the service, which keeps what was said."""
     pieces: list[str] = []
     citations: list[Citation] = []
@@ -238,18 +259,27 @@ def _relay(stream: Stream, echo: bool) -> tuple[str, list[Citation], bool]:
         try:
             for event in stream:
                 if isinstance(event, Text):
+                    text = event.text if pieces or not lead else event.text.lstrip()
                     pieces.append(event.text)
-                    if echo:
-                        click.echo(event.text, nl=False)
+                    if echo and text:
+                        click.echo(text, nl=False)
                 elif isinstance(event, Citations):
                     citations = event.citations
                 elif isinstance(event, Done):
-                    return event.text, citations, True
+                    return Relayed(event.text, citations, interrupted=False, stopped=event.stopped)
         except KeyboardInterrupt:
             with contextlib.suppress(M3Error):  # the service is gone: nothing left to stop
                 stream.cancel()
-            return "".join(pieces), citations, False
+            return Relayed("".join(pieces).strip(), citations, interrupted=True, stopped=True)
     raise service.ServiceError("The engine service ended the answer without finishing it.")
+
+
+def _end(relayed: Relayed) -> None:
+    """Exit 130 after a Ctrl-C; 1, with a sentence, when the service stopped the answer itself."""
+    if relayed.interrupted:
+        raise click.exceptions.Exit(INTERRUPTED)
+    if relayed.stopped:
+        raise M3Error("The engine service stopped this answer before it finished (it was shutting down).")
 
 
 @cli.group()
@@ -262,7 +292,12 @@ def bank() -> None:
 def bank_stats(client: Client) -> None:
     """Memories stored, bytes on disk, budget, and memories by profile."""
     for key, value in client.bank_stats().items():
-        click.echo(f"{key}: {value}")
+        if isinstance(value, dict):  # by_profile: one line per profile
+            click.echo(f"{key}:")
+            for name, figures in value.items():
+                click.echo(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
+        else:
+            click.echo(f"{key}: {value}")
 
 
 @cli.command()
@@ -334,10 +369,16 @@ def main() -> None:
         sys.exit(1)
     except Exception:  # a bug: the user gets one sentence, the log gets the traceback
         log_file = Home.from_env().log_file
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        logging.basicConfig(
-            filename=log_file, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-        logging.getLogger("m3").exception("unexpected error")
-        click.echo(f"Error: something went wrong inside memory3; the details are in {log_file}.", err=True)
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            logging.basicConfig(
+                filename=log_file,
+                level=logging.INFO,
+                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            )
+            logging.getLogger("m3").exception("unexpected error")
+            where = f"the details are in {log_file}"
+        except OSError:
+            where = f"its data folder {log_file.parent.parent} cannot be written either"
+        click.echo(f"Error: something went wrong inside memory3; {where}.", err=True)
         sys.exit(2)

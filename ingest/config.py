@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,8 @@ _KINDS: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float),
 
 def load_section(cls: type[T], section: str, path: Path) -> T:
     """Read the `[section]` table of the config.toml at `path` into the dataclass `cls`:
-    a missing file or key means its default; an unknown key or a wrong type is a clear error."""
+    a missing file or key means its default; an unknown key, a wrong type, NaN or infinity, or a number
+    below its range (positive; 0 or more where 0 is the default, meaning "off") is a clear error."""
     try:
         with open(path, "rb") as f:
             table = tomllib.load(f).get(section, {})
@@ -51,6 +53,10 @@ def load_section(cls: type[T], section: str, path: Path) -> T:
         if kind is str:
             if not isinstance(value, str):
                 raise ConfigError(f"{path}: [{section}] {key} must be a string, not {value!r}.")
-        elif isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
-            raise ConfigError(f"{path}: [{section}] {key} must be a positive number, not {value!r}.")
+        else:
+            off = fields[key].default == 0  # 0 means "off" for this setting
+            number = not isinstance(value, bool) and isinstance(value, kind) and math.isfinite(value)
+            if not number or value < 0 or (value == 0 and not off):
+                want = "a number, 0 or more" if off else "a positive number"
+                raise ConfigError(f"{path}: [{section}] {key} must be {want}, not {value!r}.")
     return cls(**table)

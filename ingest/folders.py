@@ -10,8 +10,21 @@ from ingest.catalog import Catalog, Folder
 from ingest.errors import FolderError
 
 
+def candidates(path: str | Path) -> set[Path]:
+    """The absolute forms a watched folder may be named by (as given, links followed). FolderError for a
+    name no file system holds (a NUL character) or a symlink loop."""
+    if "\0" in str(path):
+        raise FolderError("A folder's path cannot hold a NUL character.")
+    given = Path(path).expanduser()
+    try:
+        return {given.absolute(), given.resolve()}
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        raise FolderError(f"{given} cannot be followed to a folder ({exc}).") from None
+
+
 def add_folder(catalog: Catalog, path: str | Path) -> Folder:
     """Watch a folder. Refuses what would make a file belong to two watched folders."""
+    candidates(path)
     given = Path(path).expanduser()
     if not given.exists():
         raise FolderError(f"{given} does not exist.")
@@ -36,9 +49,9 @@ def remove_folder(catalog: Catalog, path: str | Path) -> Folder:
     """Stop watching a folder (which may no longer exist) and forget its documents; their memories are
     queued for dropping unless another document has the same text."""
     given = Path(path).expanduser()
-    candidates = {given.absolute(), given.resolve()}
+    names = candidates(path)
     for folder in catalog.folders():
-        if folder.path in candidates:
+        if folder.path in names:
             catalog.remove_folder(folder.id)
             return folder
     raise FolderError(f"{given} is not a watched folder.")

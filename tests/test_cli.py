@@ -298,6 +298,40 @@ def test_a_killed_service_is_restarted_by_the_next_command(tmp_path, new_home, t
     assert service_pid(home) != pid
 
 
+def test_a_service_whose_socket_is_gone_is_named_and_stopped(tmp_path, new_home, tiny_model):
+    """The socket file deleted under a running service: a command says within seconds which process holds
+    the folder (it used to wait 10 minutes), and `m3 stop` finds it through service.json."""
+    home = new_home()
+    model = ("--model", str(tiny_model))
+    ok(m3(*model, "folders", home=home))
+    pid = service_pid(home)
+    (home / "data" / "m3.sock").unlink()
+    started = time.monotonic()
+    assert_one_sentence_error(m3(*model, "status", home=home), f"pid {pid}", "`m3 stop`")
+    assert time.monotonic() - started < 60
+    assert f"pid {pid}" in ok(m3("stop", home=home))
+    assert wait_gone(pid, timeout=5)
+    assert "Documents: 0" in ok(m3(*model, "status", home=home))
+
+
+def test_a_service_that_refuses_to_start_says_why(tmp_path, new_home, tiny_model):
+    """Its sentence (here: a bad setting) reaches the user, not just "it stopped; see the log"."""
+    home = new_home()
+    (home / "config").mkdir()
+    (home / "config" / "config.toml").write_text("[service]\nidle_minutes = 'soon'\n")
+    assert_one_sentence_error(m3("--model", str(tiny_model), "status", home=home), "idle_minutes", "soon")
+
+
+def test_the_data_folder_is_private(tmp_path, new_home, tiny_model):
+    """Chats and documents' text are readable by their owner only."""
+    home = new_home()
+    ok(m3("--model", str(tiny_model), "folders", home=home))
+    data = home / "data"
+    assert data.stat().st_mode & 0o777 == 0o700
+    for name in ("catalog.db", "m3.sock", "service.json"):
+        assert (data / name).stat().st_mode & 0o077 == 0, name
+
+
 def test_two_commands_starting_at_once_share_one_service(tmp_path, new_home, tiny_model):
     home = new_home()
     command = [str(M3), "--model", str(tiny_model), "status"]

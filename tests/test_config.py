@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.config import EngineConfig, ServiceConfig
 from ingest.config import IngestConfig
 from ingest.errors import ConfigError
 
@@ -36,3 +37,29 @@ def test_bad_settings_are_refused_with_the_reason(tmp_path: Path, text: str, mes
     (tmp_path / "config.toml").write_text(text)
     with pytest.raises(ConfigError, match=message):
         IngestConfig.load(tmp_path / "config.toml")
+
+
+def test_the_readme_example_config_loads(tmp_path: Path):
+    """The settings block README.md shows is what a user copies first: every section of it must load."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "config.toml").write_text(example)
+    assert ServiceConfig.load(tmp_path / "config.toml") == ServiceConfig()
+    assert EngineConfig.load(tmp_path / "config.toml") == EngineConfig()
+    assert IngestConfig.load(tmp_path / "config.toml") == IngestConfig()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[service]\nidle_minutes = nan\n", "idle_minutes must be a positive number"),
+        ("[service]\nidle_minutes = 0\n", "idle_minutes must be a positive number"),
+        ("[service]\nidle_minutes = inf\n", "idle_minutes must be a positive number"),
+        ("[service]\ntcp_port = -1\n", "tcp_port must be a number, 0 or more"),
+        ("[service]\ntcp_port = true\n", "tcp_port must be a number, 0 or more"),
+    ],
+)
+def test_service_settings_are_checked(tmp_path: Path, text: str, message: str):
+    (tmp_path / "config.toml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        ServiceConfig.load(tmp_path / "config.toml")

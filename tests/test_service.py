@@ -337,6 +337,8 @@ def test_cancel_one_answer_while_another_runs(service):
 
 def test_requests_the_engine_refuses_get_one_sentence_and_a_status(service, docs, tmp_path):
     http = service.http
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
     cases = [
         (http.post("/v1/answers", json={"question": "  "}), 400, "empty"),
         (http.post("/v1/answers", json={"question": "Hi?", "mode": "loud"}), 400, "mode"),
@@ -352,6 +354,9 @@ def test_requests_the_engine_refuses_get_one_sentence_and_a_status(service, docs
         (http.post("/v1/folders", json={"path": str(tmp_path / "missing")}), 400, "does not exist"),
         (http.post("/v1/folders/remove", json={"path": str(tmp_path)}), 404, "not a watched folder"),
         (http.get("/v1/nothing"), 404, "endpoint"),
+        (http.post("/v1/folders", json={"path": str(loop)}), 400, "cannot be followed"),
+        (http.post("/v1/folders", json={"path": "/tmp/a\u0000b"}), 400, "NUL"),
+        (http.post("/v1/generate", json={"prompt": "Hi", "seed": 2**64}), 400, "$.seed"),
     ]
     for response, code, fragment in cases:
         assert response.status_code == code, response.text

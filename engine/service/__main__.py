@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from engine.service.errors import M3Error
 from ingest.paths import Home
 
 log = logging.getLogger("engine.service")
+
+
+def _private_data(home: Home) -> None:
+    """The data folder holds the user's documents' text and chats: only its owner may read it. Every file
+    the service creates is 0600 (umask), and the folder itself 0700."""
+    os.umask(0o077)
+    home.data.mkdir(parents=True, exist_ok=True)
+    home.data.chmod(0o700)
 
 
 def _setup_logging(home: Home) -> None:
@@ -35,7 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     args = parser.parse_args(argv)
     home = Home.from_env()
-    _setup_logging(home)
+    try:
+        _private_data(home)
+        _setup_logging(home)
+    except OSError as exc:
+        print(f"Error: the data folder {home.data} cannot be used ({exc.strerror}).", file=sys.stderr)
+        return 1
     from engine.service.server import serve  # the model runtime loads here, after the arguments are fine
 
     try:
@@ -43,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     except M3Error as exc:
         log.error("not serving: %s", exc)
         print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the data folder turned read-only, a disk filled up
+        log.exception("the engine service cannot write its files")
+        print(f"Error: the engine service cannot write {exc.filename} ({exc.strerror}).", file=sys.stderr)
         return 1
     except Exception:
         log.exception("the engine service failed")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ STREAM = httpx.Timeout(None, connect=HEALTH_S)  # an answer may pause (a cold me
 STOP_S = 60.0  # the service saves its indexes before it exits
 POLL_S = 0.1
 RACE_GRACE_S = 5.0  # a service that lost the lock race: time for the winner to answer
+BUSY_S = 30.0  # a service whose health has not answered for this long is stuck (stopped, deadlocked)
 
 
 class ServiceError(M3Error):
@@ -409,32 +411,48 @@ def connect_or_start(
 
 
 def stop(home: Home) -> int | None:
-    """Stop the service of `home` and wait until its process is gone; its pid, or None if none ran."""
+    """Stop the service of `home` and wait until its process is gone; its pid, or None if none ran.
+    One that does not answer on its socket (the socket file was deleted, the process is stopped) is
+    found through service.json and signalled."""
     with Client(home) as client:
         try:
             pid = client.health().pid
-        except ServiceUnreachable:
-            return None
+        except (ServiceUnreachable, ServiceBusy):
+            pid = holder(home)
+            if pid is None:
+                return None
         _stop(client, pid)
         return pid
 
 
 def _stop(client: Client, pid: int) -> None:
-    with contextlib.suppress(ServiceError):  # it died meanwhile, or cannot answer: the pid tells
+    """Ask it to shut down (SIGTERM if it cannot be asked), wait, and kill it if it does not end: a
+    kill -9 loses nothing (the next start repairs), while a stuck service blocks its data folder."""
+    try:
         client.shutdown()
+    except ServiceError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_S
     while alive(pid):
         if time.monotonic() > deadline:
-            raise ServiceError(f"The engine service (pid {pid}) did not stop within {STOP_S:.0f} s.")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)  # a stopped process cannot die until it runs again
+                os.kill(pid, signal.SIGKILL)
+            deadline = float("inf")
         time.sleep(POLL_S)
 
 
-def _start(home: Home, model: str | Path | None, device: str | None) -> subprocess.Popen:
-    """The service in a session of its own (a Ctrl-C in this terminal is not for it). What it may print
-    before its logging is set up (a broken install's traceback) goes to its log file too."""
-    home.log_file.parent.mkdir(parents=True, exist_ok=True)
+def _start(home: Home, model: str | Path | None, device: str | None) -> tuple[int, subprocess.Popen]:
+    """The service in a session of its own (a Ctrl-C in this terminal is not for it), and where its
+    output starts in the log file: what it prints before its logging is set up (its refusal to start, a
+    broken install's traceback) goes there too."""
+    try:
+        home.log_file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ServiceError(f"The data folder {home.data} cannot be created ({exc.strerror}).") from exc
     with open(home.log_file, "ab") as log:
-        return subprocess.Popen(
+        return log.tell(), subprocess.Popen(
             [sys.executable, "-m", "engine.service", *service_flags(model, device)],
             env=_environment(home),
             cwd=home.data,
@@ -470,24 +488,29 @@ def _wait_ready(
     home = client.home
     deadline = time.monotonic() + START_S
     process: subprocess.Popen | None = None
+    log_start = 0
     exited_at: float | None = None
+    busy_since: float | None = None
     while True:
         health: Health | None = None
         try:
             health = client.health()
+            busy_since = None
         except ServiceBusy:
-            pass  # it runs, slowly: wait
+            busy_since = busy_since or time.monotonic()  # it runs, slowly: wait, but not for ever
+            if time.monotonic() - busy_since > BUSY_S:
+                raise ServiceError(
+                    f"The engine service (pid {holder(home)}) for {home.data} does not answer; "
+                    "`m3 stop` ends it."
+                ) from None
         except ServiceUnreachable:
             if process is None:
-                process = _start(home, model, device)
+                log_start, process = _start(home, model, device)
             elif process.poll() is not None:
                 # Lost the race for the lock to another client's service? Then wait for that one instead.
                 exited_at = exited_at or time.monotonic()
-                if not _other_service(home, process.pid) and time.monotonic() - exited_at > RACE_GRACE_S:
-                    raise ServiceError(
-                        f"The engine service stopped before it was ready (exit status {process.returncode}); "
-                        f"the details are in {home.log_file}."
-                    ) from None
+                if time.monotonic() - exited_at > RACE_GRACE_S:
+                    raise ServiceError(_why_not_started(home, process, log_start)) from None
         if health is not None:
             _check_same(health, model, device)
             if health.state == "ready":
@@ -527,10 +550,34 @@ def _same_device(asked: str, running: str) -> bool:
     return asked == running or (":" not in asked and running.split(":")[0] == asked)
 
 
-def _other_service(home: Home, own_pid: int) -> bool:
-    """Whether service.json names a live service other than `own_pid` (the winner of a start race)."""
+def holder(home: Home) -> int | None:
+    """The pid service.json names, if that process is alive (it holds the data folder's lock)."""
     try:
         pid = json.loads((home.data / PROCESS_FILE).read_text())["pid"]
     except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return pid != own_pid and alive(pid)
+        return None
+    return pid if isinstance(pid, int) and alive(pid) else None
+
+
+def _why_not_started(home: Home, process: subprocess.Popen, log_start: int) -> str:
+    """One sentence on why our service exited before it answered: another one holds the folder but does
+    not answer on its socket, or the service's own refusal (the last `Error:` line it wrote to the log)."""
+    other = holder(home)
+    if other is not None and other != process.pid:
+        return (
+            f"The engine service (pid {other}) holds {home.data} but does not answer on its socket; "
+            "`m3 stop` ends it."
+        )
+    try:
+        with open(home.log_file, "rb") as log:
+            log.seek(log_start)
+            output = log.read().decode(errors="replace").splitlines()
+    except OSError:
+        output = []
+    refusals = [line.removeprefix("Error: ") for line in output if line.startswith("Error: ")]
+    if refusals:
+        return _with_log(refusals[-1], home)
+    return (
+        f"The engine service stopped before it was ready (exit status {process.returncode}); "
+        f"the details are in {home.log_file}."
+    )

@@ -46,6 +46,7 @@ from engine.service.lock import ServiceLock
 from engine.service.service import Service
 from ingest.catalog import Folder
 from ingest.errors import FolderError
+from ingest.folders import candidates
 from ingest.paths import Home
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,8 @@ def _service(request: Request) -> Service:
 
 
 def _watched(folders: list[Folder], path: str) -> Folder | None:
-    given = Path(path).expanduser()
-    candidates = {given.absolute(), given.resolve()}
-    return next((f for f in folders if f.path in candidates), None)
+    names = candidates(path)
+    return next((f for f in folders if f.path in names), None)
 
 
 def _folder(folder: Folder) -> dict[str, Any]:
