@@ -319,7 +319,7 @@ class Client:
         return [_build(Check, c) for c in checks]
 
     def shutdown(self) -> None:
-        self._call("POST", "/v1/shutdown")
+        self._call("POST", "/v1/shutdown", timeout=HEALTH_S)  # it answers 202 at once, then exits
 
     # transport
 
