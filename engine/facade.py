@@ -62,8 +62,11 @@ class Engine:
         device: str | None,
         runtime: Runtime | None,
         embedder: Embedder | None,
+        config: EngineConfig,
+        ingest_config: IngestConfig,
     ):
         self.home = home
+        self.config, self.ingest_config = config, ingest_config
         self._model_path = runtime.path if runtime is not None else model
         self._device = device
         self._embedder = embedder
@@ -83,9 +86,16 @@ class Engine:
         """The engine over one memory3 home (a `Home`, or a root folder holding config/, data/, cache/).
 
         model: a GGUF file (default: the bundled Gemma 3 270M); device: cpu or cuda (default: CUDA when
-        present); runtime, embedder: already loaded models to share (benchmarks and tests)."""
+        present); runtime, embedder: already loaded models to share (benchmarks and tests). The home's
+        config.toml is read here, once: ConfigError or UnknownProfileError for a bad setting."""
         home = home if isinstance(home, Home) else Home.at(home)
-        return cls(home, Path(model) if model else None, device, runtime, embedder)
+        config = EngineConfig.load(home.config_file)
+        if config.profile not in PROFILES:
+            raise UnknownProfileError(
+                f"config.toml: [engine] profile '{config.profile}' is not one of {', '.join(PROFILES)}."
+            )
+        ingest_config = IngestConfig.load(home.config_file)
+        return cls(home, Path(model) if model else None, device, runtime, embedder, config, ingest_config)
 
     def load(self) -> None:
         """Load now what an answer needs (the service does so once, before it says it is ready). Opening
@@ -111,15 +121,6 @@ class Engine:
     @cached_property
     def catalog(self) -> Catalog:
         return Catalog(self.home.catalog)
-
-    @cached_property
-    def config(self) -> EngineConfig:
-        config = EngineConfig.load(self.home.config_file)
-        if config.profile not in PROFILES:
-            raise UnknownProfileError(
-                f"config.toml: [engine] profile '{config.profile}' is not one of {', '.join(PROFILES)}."
-            )
-        return config
 
     @cached_property
     def retriever(self) -> Retriever:
@@ -214,8 +215,9 @@ class Engine:
 
     def ingester(self, on_progress: Callable[[Progress], None] | None = None) -> Ingester:
         tok = self.tokenizer
-        config = IngestConfig.load(self.home.config_file)
-        return Ingester(self.catalog, lambda text: len(tok.encode(text)), config, on_progress=on_progress)
+        return Ingester(
+            self.catalog, lambda text: len(tok.encode(text)), self.ingest_config, on_progress=on_progress
+        )
 
     def scan(
         self, path: str | Path | None = None, on_progress: Callable[[Progress], None] | None = None
