@@ -8,6 +8,7 @@ model it never runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -33,7 +34,7 @@ from engine.retrieval.retriever import Retriever
 from engine.turns import Turns
 from ingest.catalog import Catalog, Folder
 from ingest.config import IngestConfig
-from ingest.folders import add_folder, remove_folder
+from ingest.folders import add_folder, candidates, remove_folder
 from ingest.ingester import Ingester, Progress, Status
 from ingest.paths import Home
 from ingest.scan import ScanReport
@@ -224,7 +225,7 @@ class Engine:
     ) -> ScanReport:
         """Reconcile the watched folders (or the one at `path`) with the disk; parse and chunk the changes."""
         ingester = self.ingester(on_progress)
-        chosen = None if path is None else [f for f in self.folders() if f.path == Path(path).resolve()]
+        chosen = None if path is None else [f for f in self.folders() if f.path in candidates(path)]
         report = ingester.scan(chosen)
         ingester.process_pending()
         return report
@@ -269,7 +270,8 @@ class Engine:
     ) -> Answer:
         """Answer from the documents, streamed; the question and, once streamed, the answer with its
         citations are saved in the chat `chat_id` (a new chat when None). Setting `cancel` stops this
-        answer and no other: what was streamed is saved, marked stopped. Background work waits meanwhile."""
+        answer and no other: what was streamed is saved, marked stopped (`Answer.stopped`). Background
+        memory writing waits while it generates (`turns`)."""
         cancel = cancel or threading.Event()
         answer = self.chat.ask(question, mode, self.config.max_answer_tokens, cancel=cancel)
         chat_id = chat_id if chat_id is not None else self.catalog.new_chat(question.strip()[:80])
@@ -279,8 +281,9 @@ class Engine:
         def saved() -> Iterator[str]:
             with self.turns.answer():
                 yield from pieces
+            answer.stopped = cancel.is_set()  # decided once: what is saved and what the client is told
             cited = json.dumps([c.as_dict() for c in answer.citations])
-            self.catalog.add_message(chat_id, "assistant", answer.text, mode, cited, stopped=cancel.is_set())
+            self.catalog.add_message(chat_id, "assistant", answer.text, mode, cited, stopped=answer.stopped)
 
         answer.pieces = saved()
         answer.chat_id = chat_id
@@ -324,9 +327,11 @@ class Engine:
         return f"{self.runtime.path.name} ({c.arch}, {c.n_layer} layers) on {self.runtime.model.device}"
 
     def close(self) -> None:
-        """Save and close what was opened (the vector index is saved here, not on every add)."""
-        for name in ("retriever", "bank", "catalog"):
-            if name in self.__dict__:
-                self.__dict__.pop(name).close()
+        """Save and close what was opened (the vector index is saved here besides its periodic saves).
+        Each part is closed even when an earlier one fails to (the first failure is raised after)."""
+        with contextlib.ExitStack() as parts:
+            for name in ("catalog", "bank", "retriever"):  # closed in the reverse order: retriever first
+                if name in self.__dict__:
+                    parts.callback(self.__dict__.pop(name).close)
         for name in ("store", "sources", "chat"):  # they hold what was just closed
             self.__dict__.pop(name, None)

@@ -12,6 +12,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+STOP_POLL_S = 0.2  # how soon a waiting batch notices its stop event when nobody wakes it
+
 
 class Turns:
     def __init__(self) -> None:
@@ -42,14 +44,15 @@ class Turns:
     def batch(self, stop: threading.Event | None = None) -> Iterator[bool]:
         """Hold for one short background batch; waits while any answer or another batch is in progress
         (so two writers never interleave their batches). Yields False, holding nothing, when `stop` is
-        set before the turn comes (whoever sets it calls `wake()`)."""
+        set before the turn comes: seen at once after a `wake()`, else within STOP_POLL_S (a client
+        that hangs up sets its stop event without waking anyone)."""
         with self._cond:
             granted = False
             while not granted:
                 if stop is not None and stop.is_set():
                     break
                 if self._answers or self._batch:
-                    self._cond.wait()
+                    self._cond.wait(STOP_POLL_S)
                 else:
                     self._batch = granted = True
         if not granted:

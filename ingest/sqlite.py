@@ -105,7 +105,8 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # also when COMMIT itself failed: never leave a transaction open
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")

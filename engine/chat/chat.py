@@ -38,6 +38,7 @@ class Answer:
     text: str = ""
     citations: list[Citation] = field(default_factory=list)
     chat_id: int | None = None  # where the engine saved it
+    stopped: bool = False  # ended by its cancel event before it finished (set by Engine.ask)
     tokens: int = 0  # generated, stop token excluded
     _gen: Generation | None = field(default=None, repr=False)
     _lead: str = ""

@@ -6,6 +6,7 @@ the GPU) once instead of at every chunk is what this cache is for.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import replace
@@ -25,20 +26,28 @@ class MemoryCache:
         self._items: OrderedDict[Hashable, MemoryKV] = OrderedDict()
         self.nbytes = 0
         self.hits = self.misses = 0
+        self._lock = threading.Lock()  # answers run side by side (engine/turns.py) and share the cache
 
-    def get(self, key: Hashable, load: Callable[[], Memory]) -> MemoryKV:
-        """The memory under `key`, dequantized; `load()` reads the stored form on a miss."""
-        if key in self._items:
-            self.hits += 1
-            self._items.move_to_end(key)
-            return self._items[key]
-        self.misses += 1
-        kv = replace(load().unpack(self.dtype, self.device), key=str(key))
-        self._items[key] = kv
-        self.nbytes += kv_nbytes(kv)
-        while self.nbytes > self.max_bytes and len(self._items) > 1:
-            _, old = self._items.popitem(last=False)
-            self.nbytes -= kv_nbytes(old)
+    def get(self, key: Hashable, load: Callable[[], Memory | None]) -> MemoryKV | None:
+        """The memory under `key`, dequantized; on a miss `load()` reads the stored form (None: there is
+        none, and None is returned)."""
+        with self._lock:
+            if key in self._items:
+                self.hits += 1
+                self._items.move_to_end(key)
+                return self._items[key]
+        memory = load()
+        if memory is None:
+            return None
+        kv = replace(memory.unpack(self.dtype, self.device), key=str(key))
+        with self._lock:
+            self.misses += 1
+            if key not in self._items:
+                self._items[key] = kv
+                self.nbytes += kv_nbytes(kv)
+            while self.nbytes > self.max_bytes and len(self._items) > 1:
+                _, old = self._items.popitem(last=False)
+                self.nbytes -= kv_nbytes(old)
         return kv
 
     def __len__(self) -> int:

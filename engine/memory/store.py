@@ -62,11 +62,8 @@ class MemoryStore:
         for h, text in items:
             if h in out or h in cold:
                 continue
-            if h in self.cache:
-                out[h] = self.cache.get(h, lambda: None)
-            elif (memory := self.bank.get(h)) is not None:
-                self.bank_reads += 1
-                out[h] = self.cache.get(h, lambda m=memory: m)
+            if (kv := self.cache.get(h, lambda h=h: self._read(h))) is not None:
+                out[h] = kv
             else:
                 cold[h] = text
         if cold:
@@ -75,6 +72,11 @@ class MemoryStore:
                 self.bank.put(h, memory)  # kept on disk too if the budget allows
                 out[h] = self.cache.get(h, lambda m=memory: m)
         return [out[h] for h, _ in items]
+
+    def _read(self, key: str) -> Memory | None:
+        memory = self.bank.get(key)
+        self.bank_reads += memory is not None
+        return memory
 
     def stats(self) -> dict:
         return {"cache_hits": self.cache.hits, "bank_reads": self.bank_reads, "cold_writes": self.cold_writes}

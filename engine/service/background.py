@@ -25,6 +25,7 @@ class Background:
         self._cond = threading.Condition()
         self._stop = threading.Event()  # ends the current watch
         self._closed = threading.Event()
+        self._front = threading.Lock()  # held by the one request doing the work in front (paused())
         self._holds = 0  # requests that keep it paused
         self._running = False  # inside a watch
         self._thread = threading.Thread(target=self._loop, name="m3-background", daemon=True)
@@ -40,19 +41,22 @@ class Background:
 
     @contextmanager
     def paused(self) -> Iterator[None]:
-        """No background work during the block (it waits for the batch in progress to end)."""
-        with self._cond:
-            self._holds += 1
-            self._stop.set()
-        self.engine.turns.wake()
-        with self._cond:
-            self._cond.wait_for(lambda: not self._running)
-        try:
-            yield
-        finally:
+        """No background work during the block, and one such block at a time (two scans, or a scan and
+        the doctor's repairs, would work on the same documents). It waits for the watch in progress to
+        end: after its batch of memories, or after its scan of the folders when one is running."""
+        with self._front:
             with self._cond:
-                self._holds -= 1
-                self._cond.notify_all()
+                self._holds += 1
+                self._stop.set()
+            self.engine.turns.wake()
+            with self._cond:
+                self._cond.wait_for(lambda: not self._running)
+            try:
+                yield
+            finally:
+                with self._cond:
+                    self._holds -= 1
+                    self._cond.notify_all()
 
     def close(self) -> None:
         """Stop for good and wait for the thread (at most a batch of work, after answers were stopped)."""

@@ -26,12 +26,16 @@ NDJSON = "application/x-ndjson"
 MAX_TEXT = 65_536  # characters in a question or prompt: far more than a model's context holds
 
 
+# The service runs in its own working folder: a folder travels as an absolute path.
+AbsolutePath = Annotated[str, msgspec.Meta(pattern="^/", max_length=4096)]
+
+
 class FolderRequest(msgspec.Struct, forbid_unknown_fields=True):
-    path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    path: AbsolutePath
 
 
 class ScanRequest(msgspec.Struct, forbid_unknown_fields=True):
-    path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
+    path: AbsolutePath | None = None
 
 
 class AskRequest(msgspec.Struct, forbid_unknown_fields=True):

@@ -193,7 +193,7 @@ async def ask(request: Request) -> Response:
         for piece in answer:
             emit(protocol.text(piece))
         emit(protocol.citations(c.as_dict() for c in answer.citations))
-        emit(protocol.done(answer_id, answer.text, cancel.is_set(), answer.tokens, answer.chat_id))
+        emit(protocol.done(answer_id, answer.text, answer.stopped, answer.tokens, answer.chat_id))
 
     return service.streams.response(produce, cancel, on_end=lambda: service.answers.close(answer_id))
 
@@ -377,7 +377,13 @@ class _Server(uvicorn.Server):
         self.service = service
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.service.exit()
+        """Only a flag: a signal handler runs between any two bytecodes of the main thread, which may
+        hold the locks `Service.exit()` takes; the exit itself runs in `shutdown`, on the event loop."""
+        self.should_exit = True
+
+    async def shutdown(self, sockets: list | None = None) -> None:
+        self.service.exit()  # answers and streams are told to stop before uvicorn waits for them
+        await super().shutdown(sockets)
 
     def stop(self) -> None:
         self.should_exit = True

@@ -124,7 +124,7 @@ class Service:
     def idle(self) -> bool:
         """Nothing happened for `idle_minutes`: no request in flight, no answer, no background work left
         (a failed engine has none it can do). Reads the catalog: call from a worker thread."""
-        if self.state == "loading" or self.in_flight or self.answers.ids():
+        if self.state == "loading" or self.in_flight or self.answers.ids() or self.streams.busy():
             return False
         if time.monotonic() - self.last_request < self.config.idle_s:
             return False

@@ -75,6 +75,11 @@ class Streams:
         thread.start()
         return _Stream(_lines(queue), cancel)
 
+    def busy(self) -> bool:
+        """A worker still runs (its client may have hung up: a scan goes on until its folders are read)."""
+        with self._lock:
+            return bool(self._running)
+
     def cancel_all(self) -> None:
         with self._lock:
             for cancel in self._running.values():
