@@ -1,0 +1,56 @@
+"""The one SQLite helper: a transaction that cannot commit is rolled back, so later writes are not lost."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlite_utils import Database
+
+from ingest.sqlite import SQLite
+
+
+def _schema(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE parents (id INTEGER PRIMARY KEY);
+        CREATE TABLE children (
+            id INTEGER PRIMARY KEY,
+            parent INTEGER REFERENCES parents(id) DEFERRABLE INITIALLY DEFERRED
+        );
+        """
+    )
+
+
+def _open(path: Path) -> SQLite:
+    return SQLite(
+        path,
+        (_schema,),
+        newer=lambda found, known: RuntimeError(f"newer {found} > {known}"),
+        unreadable=lambda exc: RuntimeError(str(exc)),
+        synchronous="NORMAL",
+    )
+
+
+def test_a_failed_commit_is_rolled_back_and_later_writes_persist(tmp_path: Path):
+    db = _open(tmp_path / "x.db")
+    with pytest.raises(sqlite3.IntegrityError), db.atomic():  # the deferred key is checked at COMMIT
+        db.conn.execute("INSERT INTO children (id, parent) VALUES (1, 42)")
+    assert not db.conn.in_transaction
+    with db.atomic():
+        db.conn.execute("INSERT INTO parents (id) VALUES (7)")
+    db.close()
+    again = _open(tmp_path / "x.db")
+    assert again.conn.execute("SELECT id FROM parents").fetchall() == [(7,)]
+    assert again.conn.execute("SELECT COUNT(*) FROM children").fetchone() == (0,)
+    again.close()
+
+
+def test_a_file_from_a_newer_version_is_refused(tmp_path: Path):
+    _open(tmp_path / "x.db").close()
+    conn = sqlite3.connect(tmp_path / "x.db")
+    conn.execute("PRAGMA user_version = 9")
+    conn.close()
+    with pytest.raises(RuntimeError, match="newer 9 > 1"):
+        _open(tmp_path / "x.db")
