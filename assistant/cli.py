@@ -368,9 +368,10 @@ def main() -> None:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
     except Exception:  # a bug: the user gets one sentence, the log gets the traceback
-        log_file = Home.from_env().log_file
+        home = Home.from_env()
+        log_file = home.log_file
         try:
-            log_file.parent.mkdir(parents=True, exist_ok=True)
+            home.make_private()
             logging.basicConfig(
                 filename=log_file,
                 level=logging.INFO,

@@ -56,3 +56,10 @@ class Home:
     @property
     def log_file(self) -> Path:
         return self.data / "logs" / "m3.log"
+
+    def make_private(self) -> None:
+        """Create the data folder and its log folder readable by their owner only (0700): they hold the
+        user's documents' text, chats and questions. OSError when they cannot be created."""
+        for folder in (self.data, self.log_file.parent):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            folder.chmod(0o700)

@@ -314,6 +314,19 @@ def test_a_service_whose_socket_is_gone_is_named_and_stopped(tmp_path, new_home,
     assert "Documents: 0" in ok(m3(*model, "status", home=home))
 
 
+def test_a_frozen_service_is_stopped_cleanly(tmp_path, new_home, tiny_model):
+    """A stopped (SIGSTOP) process cannot answer `m3 stop`'s request: it is signalled, woken and exits
+    cleanly (its service.json removed), not killed after a minute."""
+    home = new_home()
+    ok(m3("--model", str(tiny_model), "folders", home=home))
+    pid = service_pid(home)
+    os.kill(pid, signal.SIGSTOP)
+    started = time.monotonic()
+    assert f"pid {pid}" in ok(m3("stop", home=home))
+    assert time.monotonic() - started < 30
+    assert not (home / "data" / "service.json").exists()
+
+
 def test_a_service_that_refuses_to_start_says_why(tmp_path, new_home, tiny_model):
     """Its sentence (here: a bad setting) reaches the user, not just "it stopped; see the log"."""
     home = new_home()
@@ -328,7 +341,8 @@ def test_the_data_folder_is_private(tmp_path, new_home, tiny_model):
     ok(m3("--model", str(tiny_model), "folders", home=home))
     data = home / "data"
     assert data.stat().st_mode & 0o777 == 0o700
-    for name in ("catalog.db", "m3.sock", "service.json"):
+    assert (data / "logs").stat().st_mode & 0o777 == 0o700
+    for name in ("catalog.db", "m3.sock", "service.json", "logs/m3.log"):
         assert (data / name).stat().st_mode & 0o077 == 0, name
 
 

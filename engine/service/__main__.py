@@ -21,8 +21,7 @@ def _private_data(home: Home) -> None:
     """The data folder holds the user's documents' text and chats: only its owner may read it. Every file
     the service creates is 0600 (umask), and the folder itself 0700."""
     os.umask(0o077)
-    home.data.mkdir(parents=True, exist_ok=True)
-    home.data.chmod(0o700)
+    home.make_private()
 
 
 def _setup_logging(home: Home) -> None:

@@ -433,6 +433,7 @@ def _stop(client: Client, pid: int) -> None:
     except ServiceError:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGCONT)  # a stopped (frozen) process acts on the SIGTERM only once it runs
     deadline = time.monotonic() + STOP_S
     while alive(pid):
         if time.monotonic() > deadline:
@@ -448,10 +449,11 @@ def _start(home: Home, model: str | Path | None, device: str | None) -> tuple[in
     output starts in the log file: what it prints before its logging is set up (its refusal to start, a
     broken install's traceback) goes there too."""
     try:
-        home.log_file.parent.mkdir(parents=True, exist_ok=True)
+        home.make_private()
+        fd = os.open(home.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     except OSError as exc:
         raise ServiceError(f"The data folder {home.data} cannot be created ({exc.strerror}).") from exc
-    with open(home.log_file, "ab") as log:
+    with open(fd, "ab") as log:
         return log.tell(), subprocess.Popen(
             [sys.executable, "-m", "engine.service", *service_flags(model, device)],
             env=_environment(home),
