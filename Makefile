@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
 	$(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON)
 
-.PHONY: run test lint bench setup
+.PHONY: run demo test lint bench setup
 
 setup: $(STAMP)
 
@@ -21,9 +21,20 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The demo keeps its catalog, bank and index in .m3-demo/, apart from the user's own memory3 folders.
-# The first command starts the demo's engine service (the model loads once); the last one stops it.
+# In a terminal `make run` opens the app on the sample folder; elsewhere (CI, a pipe) it says so in one
+# line and runs the scripted demo. Either way the demo's engine service is stopped at the end.
 DEMO := M3_HOME=$(CURDIR)/.m3-demo $(BIN)/m3
+SAMPLE := $(CURDIR)/assets/sample
 run: $(STAMP)
+	@if [ -t 0 ] && [ -t 1 ]; then \
+		$(DEMO) folders | grep -qxF "$(SAMPLE)" || $(DEMO) watch "$(SAMPLE)"; \
+		$(DEMO); status=$$?; $(DEMO) stop; exit $$status; \
+	else \
+		echo "make run: standard output is not a terminal, so this runs the scripted demo instead of the app."; \
+		$(MAKE) --no-print-directory demo; \
+	fi
+
+demo: $(STAMP)
 	$(DEMO) ingest assets/sample
 	$(DEMO) ask "Who discovered oxygen in Uppsala?"
 	$(DEMO) ask "Who discovered oxygen in Uppsala?" --mode rag

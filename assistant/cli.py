@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import msgspec
 
 from assistant.spinner import Spinner
 from engine.service import client as service
@@ -28,6 +29,8 @@ from engine.service.client import (
     Client,
     Done,
     MemoryProgress,
+    Read,
+    Reads,
     ScanDone,
     ScanProgress,
     Stream,
@@ -74,7 +77,7 @@ def pass_client(command: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-@click.group()
+@click.group(invoke_without_command=True)
 @click.option(
     "--model",
     "model_path",
@@ -86,9 +89,15 @@ def pass_client(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when present).")
 @click.pass_context
 def cli(ctx: click.Context, model_path: str | None, device: str | None) -> None:
-    """memory3: chat with your folders through explicit memories."""
+    """memory3: chat with your folders through explicit memories. With no command: the app."""
     ctx.obj = Session(Home.from_env(), model_path, device)
     ctx.call_on_close(ctx.obj.close)
+    if ctx.invoked_subcommand is None:
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            raise click.UsageError("m3 with no command opens the app, which needs a terminal; see m3 --help.")
+        from assistant.app import run  # Textual is loaded only for the app
+
+        run(ctx.obj.home, model_path, device)
 
 
 @cli.command()
@@ -229,7 +238,9 @@ def ask(client: Client, question: str, mode: str, as_json: bool) -> None:
     relayed = _relay(client.ask(question, mode), echo=not as_json)
     cited = [c.as_dict() for c in relayed.citations]
     if as_json:
-        click.echo(json.dumps({"answer": relayed.text, "mode": mode, "citations": cited}, ensure_ascii=False))
+        reads = msgspec.to_builtins(relayed.reads)
+        out = {"answer": relayed.text, "mode": mode, "citations": cited, "reads": reads}
+        click.echo(json.dumps(out, ensure_ascii=False))
     else:
         click.echo()
         for c in cited:
@@ -246,6 +257,7 @@ def ask(client: Client, question: str, mode: str, as_json: bool) -> None:
 class Relayed:
     text: str
     citations: list[Citation]
+    reads: list[Read]  # what the model read: one entry per retrieval
     interrupted: bool  # by Ctrl-C here
     stopped: bool  # before it finished, by us or by the service (shutting down)
 
@@ -255,6 +267,7 @@ def _relay(stream: Stream, echo: bool, lead: bool = True) -> Relayed:
     it on the service, which keeps what was said."""
     pieces: list[str] = []
     citations: list[Citation] = []
+    reads: list[Read] = []
     with stream:
         try:
             for event in stream:
@@ -263,14 +276,16 @@ def _relay(stream: Stream, echo: bool, lead: bool = True) -> Relayed:
                     pieces.append(event.text)
                     if echo and text:
                         click.echo(text, nl=False)
+                elif isinstance(event, Reads):
+                    reads = event.reads
                 elif isinstance(event, Citations):
                     citations = event.citations
                 elif isinstance(event, Done):
-                    return Relayed(event.text, citations, interrupted=False, stopped=event.stopped)
+                    return Relayed(event.text, citations, reads, interrupted=False, stopped=event.stopped)
         except KeyboardInterrupt:
             with contextlib.suppress(M3Error):  # the service is gone: nothing left to stop
                 stream.cancel()
-            return Relayed("".join(pieces).strip(), citations, interrupted=True, stopped=True)
+            return Relayed("".join(pieces).strip(), citations, reads, interrupted=True, stopped=True)
     raise service.ServiceError("The engine service ended the answer without finishing it.")
 
 
@@ -338,7 +353,7 @@ def stop(session: Session) -> None:
 
 
 @cli.command()
-@click.argument("name", type=click.Choice(["engine", "retrieval", "qa"]))
+@click.argument("name", type=click.Choice(["engine", "retrieval", "qa", "tui"]))
 @click.option(
     "--out", "out_dir", type=click.Path(path_type=Path), default=Path("bench/results"), show_default=True
 )

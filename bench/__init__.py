@@ -6,13 +6,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import engine_bench, qa_bench, retrieval_bench
+from bench import engine_bench, qa_bench, retrieval_bench, tui_bench
 from bench.errors import UnknownBenchmarkError
 from engine.models.runtime import default_model_path
 from ingest.atomic import write_atomic
 from ingest.paths import Home
 
-BENCHMARKS = {"engine": engine_bench.run, "retrieval": retrieval_bench.run, "qa": qa_bench.run}
+BENCHMARKS = {
+    "engine": engine_bench.run,
+    "retrieval": retrieval_bench.run,
+    "qa": qa_bench.run,
+    "tui": tui_bench.run,
+}
 
 
 def run_benchmark(

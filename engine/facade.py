@@ -33,6 +33,7 @@ from engine.retrieval.embedder import Embedder
 from engine.retrieval.retriever import Retriever
 from engine.turns import Turns
 from ingest.catalog import Catalog, Folder
+from ingest.chats import Chats
 from ingest.config import IngestConfig
 from ingest.folders import add_folder, candidates, remove_folder
 from ingest.ingester import Ingester, Progress, Status
@@ -122,6 +123,10 @@ class Engine:
     @cached_property
     def catalog(self) -> Catalog:
         return Catalog(self.home.catalog)
+
+    @cached_property
+    def chats(self) -> Chats:
+        return Chats(self.catalog)
 
     @cached_property
     def retriever(self) -> Retriever:
@@ -269,13 +274,14 @@ class Engine:
         cancel: threading.Event | None = None,
     ) -> Answer:
         """Answer from the documents, streamed; the question and, once streamed, the answer with its
-        citations are saved in the chat `chat_id` (a new chat when None). Setting `cancel` stops this
-        answer and no other: what was streamed is saved, marked stopped (`Answer.stopped`). Background
-        memory writing waits while it generates (`turns`)."""
+        citations and what it read are saved in the chat `chat_id` (a new chat when None; NotFoundError
+        when there is no such chat). Setting `cancel` stops this answer and no other: what was streamed is
+        saved, marked stopped (`Answer.stopped`). Background memory writing waits while it generates
+        (`turns`)."""
         cancel = cancel or threading.Event()
         answer = self.chat.ask(question, mode, self.config.max_answer_tokens, cancel=cancel)
-        chat_id = chat_id if chat_id is not None else self.catalog.new_chat(question.strip()[:80])
-        self.catalog.add_message(chat_id, "user", question, mode)
+        chat_id = chat_id if chat_id is not None else self.chats.new(question.strip()[:80])
+        self.chats.add_message(chat_id, "user", question, mode)
         pieces = answer.pieces
 
         def saved() -> Iterator[str]:
@@ -283,7 +289,10 @@ class Engine:
                 yield from pieces
             answer.stopped = cancel.is_set()  # decided once: what is saved and what the client is told
             cited = json.dumps([c.as_dict() for c in answer.citations])
-            self.catalog.add_message(chat_id, "assistant", answer.text, mode, cited, stopped=answer.stopped)
+            reads = json.dumps([r.as_dict() for r in answer.reads])
+            self.chats.add_message(
+                chat_id, "assistant", answer.text, mode, cited, reads, stopped=answer.stopped
+            )
 
         answer.pieces = saved()
         answer.chat_id = chat_id
@@ -333,5 +342,5 @@ class Engine:
             for name in ("catalog", "bank", "retriever"):  # closed in the reverse order: retriever first
                 if name in self.__dict__:
                     parts.callback(self.__dict__.pop(name).close)
-        for name in ("store", "sources", "chat"):  # they hold what was just closed
+        for name in ("store", "sources", "chat", "chats"):  # they hold what was just closed
             self.__dict__.pop(name, None)

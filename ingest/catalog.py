@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Literal
 from sqlite_utils import Database
 
 from ingest.errors import CatalogError
-from ingest.sqlite import Migration, SQLite, batches, placeholders
+from ingest.schema import MIGRATIONS, newer_catalog
+from ingest.sqlite import SQLite, batches, placeholders
 
 if TYPE_CHECKING:
     from ingest.chunker import Chunk
@@ -53,6 +54,19 @@ class MemoryWork:
 
 
 @dataclass(frozen=True)
+class FolderCounts:
+    """A watched folder and what the catalog holds of it."""
+
+    id: int
+    path: Path
+    documents: int  # files known, whatever their status
+    failed: int  # files that could not be parsed
+    chunks: int
+    memories: int  # distinct chunk texts of the folder whose memory is written
+    memories_pending: int  # ... whose memory is still to be written
+
+
+@dataclass(frozen=True)
 class Source:
     """Where a chunk's text comes from, for citations."""
 
@@ -60,105 +74,6 @@ class Source:
     line_start: int
     line_end: int
     page: int | None
-
-
-def _v1(db: Database) -> None:
-    db.executescript(
-        """
-        CREATE TABLE folders (
-            id INTEGER PRIMARY KEY,
-            path TEXT NOT NULL UNIQUE,
-            added_at REAL NOT NULL
-        );
-        CREATE TABLE documents (
-            id INTEGER PRIMARY KEY,
-            folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
-            rel_path TEXT NOT NULL,
-            size INTEGER NOT NULL,
-            mtime_ns INTEGER NOT NULL,
-            sha256 TEXT,
-            status TEXT NOT NULL CHECK (status IN ('pending', 'ok', 'failed')),
-            error TEXT,
-            updated_at REAL NOT NULL,
-            parsed_at REAL,
-            UNIQUE (folder_id, rel_path)
-        );
-        CREATE INDEX documents_sha256 ON documents(sha256);
-        CREATE TABLE chunks (
-            id INTEGER PRIMARY KEY,
-            document_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
-            ord INTEGER NOT NULL,
-            hash TEXT NOT NULL,
-            char_start INTEGER NOT NULL,
-            char_end INTEGER NOT NULL,
-            line_start INTEGER NOT NULL,
-            line_end INTEGER NOT NULL,
-            page INTEGER,
-            text TEXT NOT NULL,
-            UNIQUE (document_id, ord)
-        );
-        CREATE INDEX chunks_hash ON chunks(hash);
-        CREATE TABLE memory_work (
-            hash TEXT PRIMARY KEY,
-            wanted INTEGER NOT NULL,
-            written INTEGER NOT NULL,
-            updated_at REAL NOT NULL
-        );
-        CREATE INDEX memory_work_pending ON memory_work(written) WHERE wanted != written;
-        CREATE TABLE jobs (
-            id INTEGER PRIMARY KEY,
-            document_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
-            kind TEXT NOT NULL,
-            gen INTEGER NOT NULL DEFAULT 1,
-            lease_pid INTEGER,
-            lease_until REAL,
-            attempts INTEGER NOT NULL DEFAULT 0,
-            enqueued_at REAL NOT NULL,
-            UNIQUE (document_id, kind)
-        );
-        CREATE INDEX jobs_free ON jobs(id) WHERE lease_until IS NULL;
-        """
-    )
-
-
-def _v2(db: Database) -> None:
-    """Chats and their messages; an answer's citations are kept as JSON beside it."""
-    db.executescript(
-        """
-        CREATE TABLE chats (
-            id INTEGER PRIMARY KEY,
-            title TEXT NOT NULL,
-            created_at REAL NOT NULL
-        );
-        CREATE TABLE messages (
-            id INTEGER PRIMARY KEY,
-            chat_id INTEGER NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
-            role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
-            text TEXT NOT NULL,
-            mode TEXT,
-            citations TEXT NOT NULL DEFAULT '[]',
-            created_at REAL NOT NULL
-        );
-        CREATE INDEX messages_chat ON messages(chat_id, id);
-        """
-    )
-
-
-def _v3(db: Database) -> None:
-    """An answer the user stopped is kept with what was streamed, and marked so."""
-    db.execute("ALTER TABLE messages ADD COLUMN stopped INTEGER NOT NULL DEFAULT 0")
-
-
-# The schema's history, oldest first: version N is reached by applying the first N steps. Append only.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3)
-
-
-def newer_catalog(version: int, known: int) -> CatalogError:
-    """The refusal of a catalog whose schema `version` is past the `known` ones."""
-    return CatalogError(
-        f"The catalog was written by a newer memory3 (schema {version}, this one knows {known}); "
-        "upgrade memory3 to use it."
-    )
 
 
 class Catalog:
@@ -185,7 +100,8 @@ class Catalog:
         """One write transaction; nested calls join the outer one (see ingest.sqlite)."""
         return self._sql.atomic()
 
-    def _rows(self, sql: str, params: Sequence = ()) -> list[dict]:
+    def rows(self, sql: str, params: Sequence = ()) -> list[dict]:
+        """The rows of a read, as dicts: for this class and the modules that read the catalog with it."""
         with self._lock:
             return list(self.db.query(sql, params))
 
@@ -202,13 +118,27 @@ class Catalog:
         return Folder(cur.lastrowid, path, now)
 
     def folders(self) -> list[Folder]:
-        rows = self._rows("SELECT id, path, added_at FROM folders ORDER BY path")
+        rows = self.rows("SELECT id, path, added_at FROM folders ORDER BY path")
         return [Folder(r["id"], Path(r["path"]), r["added_at"]) for r in rows]
+
+    def folder_counts(self) -> list[FolderCounts]:
+        """Every watched folder with its documents, failures, chunks and memories, counted in one query.
+        A text two folders share is one memory, counted in each."""
+        rows = self.rows(
+            "SELECT f.id, f.path, COUNT(DISTINCT d.id) AS documents,"
+            " COUNT(DISTINCT CASE WHEN d.status = 'failed' THEN d.id END) AS failed, COUNT(c.id) AS chunks,"
+            " COUNT(DISTINCT CASE WHEN m.written THEN c.hash END) AS memories,"
+            " COUNT(DISTINCT CASE WHEN NOT m.written THEN c.hash END) AS memories_pending"
+            " FROM folders f LEFT JOIN documents d ON d.folder_id = f.id"
+            " LEFT JOIN chunks c ON c.document_id = d.id LEFT JOIN memory_work m ON m.hash = c.hash"
+            " GROUP BY f.id ORDER BY f.path"
+        )
+        return [FolderCounts(**{**r, "path": Path(r["path"])}) for r in rows]
 
     def remove_folder(self, folder_id: int) -> None:
         """Forget the folder, its documents and chunks; memories no other document uses become drops."""
         with self.atomic():
-            ids = [r["id"] for r in self._rows("SELECT id FROM documents WHERE folder_id = ?", (folder_id,))]
+            ids = [r["id"] for r in self.rows("SELECT id FROM documents WHERE folder_id = ?", (folder_id,))]
             self.delete_documents(ids)
             self.db.execute("DELETE FROM folders WHERE id = ?", (folder_id,))
 
@@ -222,14 +152,23 @@ class Catalog:
             # '/' < '0' in code points: the range holds exactly the paths below `under/`.
             sql += " AND (rel_path = ? OR (rel_path > ? AND rel_path < ?))"
             params += (under, under + "/", under + "0")
-        return {r["rel_path"]: _document(r) for r in self._rows(sql, params)}
+        return {r["rel_path"]: _document(r) for r in self.rows(sql, params)}
 
     def document(self, doc_id: int) -> Document | None:
-        rows = self._rows("SELECT * FROM documents WHERE id = ?", (doc_id,))
+        rows = self.rows("SELECT * FROM documents WHERE id = ?", (doc_id,))
+        return _document(rows[0]) if rows else None
+
+    def failed_document(self, path: Path) -> Document | None:
+        """The document at the absolute `path`, if it failed."""
+        rows = self.rows(
+            "SELECT d.* FROM documents d JOIN folders f ON f.id = d.folder_id"
+            " WHERE d.status = 'failed' AND f.path || '/' || d.rel_path = ?",
+            (str(path),),
+        )
         return _document(rows[0]) if rows else None
 
     def document_path(self, doc: Document) -> Path:
-        folder = self._rows("SELECT path FROM folders WHERE id = ?", (doc.folder_id,))[0]
+        folder = self.rows("SELECT path FROM folders WHERE id = ?", (doc.folder_id,))[0]
         return Path(folder["path"]) / doc.rel_path
 
     def insert_document(
@@ -271,7 +210,7 @@ class Catalog:
                 marks = placeholders(len(part))
                 hashes = [
                     r["hash"]
-                    for r in self._rows(
+                    for r in self.rows(
                         f"SELECT DISTINCT hash FROM chunks WHERE document_id IN ({marks})", part
                     )
                 ]
@@ -286,7 +225,7 @@ class Catalog:
         with self.atomic():
             old = [
                 r["hash"]
-                for r in self._rows("SELECT DISTINCT hash FROM chunks WHERE document_id = ?", (doc_id,))
+                for r in self.rows("SELECT DISTINCT hash FROM chunks WHERE document_id = ?", (doc_id,))
             ]
             self.db.execute("DELETE FROM chunks WHERE document_id = ?", (doc_id,))
             self.db.conn.executemany(
@@ -321,11 +260,11 @@ class Catalog:
     def chunk_hashes(self, doc_id: int) -> list[str]:
         return [
             r["hash"]
-            for r in self._rows("SELECT hash FROM chunks WHERE document_id = ? ORDER BY ord", (doc_id,))
+            for r in self.rows("SELECT hash FROM chunks WHERE document_id = ? ORDER BY ord", (doc_id,))
         ]
 
     def sources(self, chunk_hash: str) -> list[Source]:
-        rows = self._rows(
+        rows = self.rows(
             "SELECT f.path, d.rel_path, c.line_start, c.line_end, c.page FROM chunks c"
             " JOIN documents d ON d.id = c.document_id JOIN folders f ON f.id = d.folder_id"
             " WHERE c.hash = ? ORDER BY f.path, d.rel_path, c.ord",
@@ -337,7 +276,7 @@ class Catalog:
 
     def pending_memory_work(self, limit: int | None = None) -> list[MemoryWork]:
         """Memories to drop (first: they free room) and to write, oldest first."""
-        rows = self._rows(
+        rows = self.rows(
             "SELECT m.hash, m.wanted, (SELECT text FROM chunks c WHERE c.hash = m.hash LIMIT 1) AS text"
             " FROM memory_work m WHERE m.wanted != m.written ORDER BY m.wanted, m.updated_at, m.hash LIMIT ?",
             (-1 if limit is None else limit,),
@@ -371,47 +310,11 @@ class Catalog:
         for part in batches(hashes):
             found.update(
                 (r["hash"], r["text"])
-                for r in self._rows(
+                for r in self.rows(
                     f"SELECT hash, text FROM chunks WHERE hash IN ({placeholders(len(part))})", part
                 )
             )
         return found
-
-    # Chats
-
-    def new_chat(self, title: str) -> int:
-        with self.atomic():
-            return self.db.execute(
-                "INSERT INTO chats (title, created_at) VALUES (?, ?)", (title, time.time())
-            ).lastrowid
-
-    def add_message(
-        self,
-        chat_id: int,
-        role: str,
-        text: str,
-        mode: str | None = None,
-        citations: str = "[]",
-        stopped: bool = False,
-    ) -> int:
-        """Append a message; `citations` is the answer's citation list as JSON; `stopped`: the user stopped
-        the answer, and `text` is what was streamed until then."""
-        with self.atomic():
-            return self.db.execute(
-                "INSERT INTO messages (chat_id, role, text, mode, citations, stopped, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (chat_id, role, text, mode, citations, int(stopped), time.time()),
-            ).lastrowid
-
-    def chats(self) -> list[dict]:
-        return self._rows("SELECT id, title, created_at FROM chats ORDER BY id")
-
-    def messages(self, chat_id: int) -> list[dict]:
-        return self._rows(
-            "SELECT id, role, text, mode, citations, stopped, created_at FROM messages WHERE chat_id = ?"
-            " ORDER BY id",
-            (chat_id,),
-        )
 
     # Status
 
@@ -439,7 +342,7 @@ class Catalog:
             }
 
     def failures(self) -> list[tuple[Path, str]]:
-        rows = self._rows(
+        rows = self.rows(
             "SELECT f.path, d.rel_path, d.error FROM documents d JOIN folders f ON f.id = d.folder_id"
             " WHERE d.status = 'failed' ORDER BY f.path, d.rel_path"
         )

@@ -51,7 +51,12 @@ class Chunk:
     @property
     def hash(self) -> str:
         """The chunk's identity: unchanged text keeps its hash, so its memory is kept."""
-        return hashlib.sha256(self.text.encode("utf-8", "surrogatepass")).hexdigest()
+        return text_hash(self.text)
+
+
+def text_hash(text: str) -> str:
+    """A chunk's hash, from its text alone (so that a citation's text names its chunk too)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -27,3 +27,7 @@ class CatalogError(M3Error):
 
 class ConfigError(M3Error):
     """config.toml cannot be read or holds a value of the wrong kind."""
+
+
+class NotFoundError(M3Error):
+    """No such chat, passage, failed document, answer or watched folder (HTTP 404 at the service)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from ingest.catalog import Catalog, Folder
 from ingest.chunker import chunk_text
 from ingest.config import IngestConfig
-from ingest.errors import ParseError
+from ingest.errors import NotFoundError, ParseError
 from ingest.parsers import parse
 from ingest.queue import Job, JobQueue
 from ingest.scan import Reconciler, ScanReport, describe, sha256_file
@@ -131,6 +131,17 @@ class Ingester:
 
     def status(self) -> Status:
         return Status.read(self.catalog)
+
+    def retry(self, path: Path) -> None:
+        """Queue the failed document at the absolute `path` to be parsed again: its file may read now though
+        it is unchanged on disk (a permission or a parser fixed), which no scan would notice. NotFoundError
+        if no document there failed."""
+        with self.catalog.atomic():
+            doc = self.catalog.failed_document(path)
+            if doc is None:
+                raise NotFoundError(f"No document at {path} failed to be read.")
+            self.catalog.update_document(doc.id, status="pending", error=None)
+            self.queue.enqueue(doc.id)
 
     def _process(self, job: Job) -> None:
         doc = self.catalog.document(job.document_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sqlite3
 from pathlib import Path
 
@@ -181,3 +183,26 @@ def test_the_catalog_lives_in_the_data_folder(m3_home: Path):
     cat = Catalog(Home.from_env().catalog)
     assert cat.path == m3_home / "data" / "catalog.db" and cat.path.exists()
     cat.close()
+
+
+def test_version_4_keeps_what_answers_read_and_names_old_citations_by_hash(tmp_path: Path):
+    path = tmp_path / "v3.db"
+    cited = [
+        {"n": 1, "path": "/a.md", "page": None, "line_start": 1, "line_end": 2, "text": "Héron", "share": 1}
+    ]
+    with Database(path) as db:
+        migrate(db, MIGRATIONS[:3])
+        db.execute("INSERT INTO chats (id, title, created_at) VALUES (1, 'boats', 0)")
+        db.execute(
+            "INSERT INTO messages (chat_id, role, text, mode, citations, created_at)"
+            " VALUES (1, 'assistant', 'Heron', 'rag', ?, 0)",
+            (json.dumps(cited),),
+        )
+    cat = Catalog(path)
+    [row] = cat.rows("SELECT citations, reads FROM messages")
+    cat.close()
+    assert row["reads"] == "[]"
+    assert json.loads(row["citations"]) == [
+        {**cited[0], "hash": hashlib.sha256("Héron".encode()).hexdigest()}
+    ]
+    assert json.loads(row["citations"])[0]["hash"] == chunks("Héron")[0].hash  # the chunk's own

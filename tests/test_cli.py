@@ -8,6 +8,7 @@ matter: it loads in a blink, so a test pays for starting a process, not for a mo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -222,11 +223,14 @@ def test_ask_json_and_doctor_repairs_a_damaged_bank_and_index(tmp_path, new_home
 
     run("ingest", str(notes))
     out = json.loads(run("ask", "What is the boat called?", "--json"))
-    assert set(out) == {"answer", "mode", "citations"} and out["mode"] == "memory"
+    assert set(out) == {"answer", "mode", "citations", "reads"} and out["mode"] == "memory"
     assert "Heron" in out["answer"]
     first = out["citations"][0]
-    assert set(first) == {"n", "path", "page", "line_start", "line_end", "text", "share"}
+    assert set(first) == {"n", "path", "page", "line_start", "line_end", "text", "share", "hash"}
     assert first["n"] == 1 and first["path"] == str(notes.resolve() / "boat.md") and first["line_start"] == 1
+    assert first["hash"] == hashlib.sha256(first["text"].encode()).hexdigest()  # the chunk's
+    assert out["reads"][0]["step"] == 0 and out["reads"][0]["query"] == "What is the boat called?"
+    assert first["hash"] in {s["hash"] for r in out["reads"] for s in r["sources"]}
 
     run("stop")
     segment = next((home / "data" / "bank").glob("seg-*.m3s"))

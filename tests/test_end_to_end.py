@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -60,10 +59,12 @@ def test_without_documents_the_model_does_not_know(engine):
 
 def test_chat_is_saved_with_its_citations(engine):
     answer = ask(engine, "memory")
-    messages = engine.catalog.messages(answer.chat_id)
-    assert [m["role"] for m in messages] == ["user", "assistant"]
-    assert messages[1]["text"] == answer.text
-    assert json.loads(messages[1]["citations"])[0]["path"] == answer.citations[0].path
+    messages = engine.chats.messages(answer.chat_id)
+    assert [m.role for m in messages] == ["user", "assistant"]
+    assert messages[1].text == answer.text
+    assert messages[1].citations[0]["path"] == answer.citations[0].path
+    assert messages[1].citations[0]["hash"] == answer.citations[0].hash
+    assert messages[1].reads == [r.as_dict() for r in answer.reads] and answer.reads
 
 
 def test_an_edit_changes_the_answer_and_a_deletion_removes_the_source(engine, folder):

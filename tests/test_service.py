@@ -220,8 +220,8 @@ def test_health_says_loading_then_ready_and_other_endpoints_wait(service):
 def test_an_answer_streams_its_events_in_order_and_is_saved(service, docs):
     events = service.ask(QUESTION)
     kinds = [e["type"] for e in events]
-    assert kinds[0] == "start" and kinds[-2:] == ["citations", "done"]
-    assert set(kinds[1:-2]) == {"text"}
+    assert kinds[0] == "start" and kinds[-3:] == ["reads", "citations", "done"]
+    assert set(kinds[1:-3]) == {"text"}
     start, done = events[0], events[-1]
     assert done["id"] == start["id"] and done["chat_id"] == start["chat_id"]
     assert done["text"] == "".join(e["text"] for e in events if e["type"] == "text").strip()
@@ -364,9 +364,22 @@ def test_requests_the_engine_refuses_get_one_sentence_and_a_status(service, docs
 
 
 def test_folders_bank_and_doctor(service, docs):
-    assert service.http.get("/v1/folders").json() == {"folders": [{"id": 1, "path": str(docs)}]}
     stats = service.http.get("/v1/bank/stats").json()
-    assert stats["memories"] == stats["chunks"] == service.status()["chunks"] > 0
+    status = service.status()
+    assert stats["memories"] == stats["chunks"] == status["chunks"] > 0
+    assert service.http.get("/v1/folders").json() == {
+        "folders": [
+            {
+                "id": 1,
+                "path": str(docs),
+                "documents": status["documents"]["seen"],
+                "chunks": status["chunks"],
+                "memories": stats["memories"],
+                "memories_pending": 0,
+                "failed": 0,
+            }
+        ]
+    }
     checks = service.http.post("/v1/doctor").json()["checks"]
     assert [c["name"] for c in checks] == ["model", "embedder", "catalog", "index", "bank"]
     assert all(c["ok"] for c in checks), checks

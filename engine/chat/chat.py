@@ -7,7 +7,9 @@
 - `none`: the same prompt with no sources, to measure what the documents add.
 
 Chunks and their memories come from `Sources`; citations (engine/chat/citations.py) are the sources the
-answer attended to, ranked by the attention its tokens paid to each per key token.
+answer attended to, ranked by the attention its tokens paid to each per key token. What the model read is
+kept too, one `Reading` per retrieval: each re-reading in memory mode, the question's in rag mode, none in
+none mode.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from engine.chat.citations import Citation, cite
 from engine.chat.generation import CHUNK_TOKENS, Generation, Sampling
 from engine.chat.prompt import PromptFormat
-from engine.chat.sources import Chunk, Sources
+from engine.chat.sources import Chunk, Reading, Sources
 from engine.errors import EmptyPromptError, UnknownModeError
 from engine.memory.profiles import MAX_REFERENCE_TOKENS, MemoryKV
 from engine.models.runtime import Runtime
@@ -30,13 +32,14 @@ GREEDY = Sampling()
 
 @dataclass
 class Answer:
-    """A streamed answer: iterate for text pieces; `text` and `citations` are complete afterwards."""
+    """A streamed answer: iterate for text pieces; `text`, `citations` and `reads` are complete afterwards."""
 
     question: str
     mode: str
     pieces: Iterator[str]
     text: str = ""
     citations: list[Citation] = field(default_factory=list)
+    reads: list[Reading] = field(default_factory=list)  # one per retrieval, in order
     chat_id: int | None = None  # where the engine saved it
     stopped: bool = False  # ended by its cancel event before it finished (set by Engine.ask)
     tokens: int = 0  # generated, stop token excluded
@@ -74,9 +77,9 @@ class Chat:
         sampling: Sampling = GREEDY,
         cancel: threading.Event | None = None,
     ) -> Answer:
-        gen, seen = self.generation(question, mode, max_new_tokens, sampling=sampling, cancel=cancel)
+        gen, readings = self.generation(question, mode, max_new_tokens, sampling=sampling, cancel=cancel)
         answer = Answer(question, mode, iter(()), _gen=gen, _lead=self.prompt.lead)
-        answer.pieces = self._stream(gen, answer, seen)
+        answer.pieces = self._stream(gen, answer, readings)
         return answer
 
     def generation(
@@ -87,8 +90,8 @@ class Chat:
         sampling: Sampling = GREEDY,
         cancel: threading.Event | None = None,
         stop: bool = True,
-    ) -> tuple[Generation, dict[str, Chunk]]:
-        """The generation that answers `question` in `mode`, and the chunks it reads (filled as it runs).
+    ) -> tuple[Generation, list[Reading]]:
+        """The generation that answers `question` in `mode`, and its readings (filled as it runs).
         stop=False runs on through stop tokens (for timing a fixed number of tokens)."""
         if mode not in MODES:
             raise UnknownModeError(f"There is no chat mode {mode!r}; choose memory, rag or none.")
@@ -96,11 +99,12 @@ class Chat:
             raise EmptyPromptError("The question is empty.")
         tok, sink = self.runtime.tokenizer, self.runtime.sink
         body = tok.encode(self.prompt.body(question), special=self.prompt.special)
-        seen: dict[str, Chunk] = {}
+        readings: list[Reading] = []
 
         def retrieve(query: str) -> list[MemoryKV]:
             chunks = self._search(query)
-            seen.update((c.hash, c) for c in chunks)
+            # called by `gen` (assigned below) once it has recorded the step of this reading
+            readings.append(Reading(gen.steps[-1], query, chunks[::-1]))
             return self.sources.recall(chunks)
 
         options = dict(
@@ -124,13 +128,15 @@ class Chat:
             )
         else:
             prompt, spans = list(sink), []
-            for chunk in self._search(question) if mode == "rag" else []:
-                seen[chunk.hash] = chunk
+            chunks = self._search(question) if mode == "rag" else []
+            if mode == "rag":
+                readings.append(Reading(0, question, chunks[::-1]))
+            for chunk in chunks:
                 ids = tok.encode(chunk.text)
                 spans.append((chunk.hash, len(prompt), len(prompt) + len(ids)))
                 prompt += ids
             gen = Generation(self.runtime.model, tok, prompt + body, text_sources=spans, **options)
-        return gen, seen
+        return gen, readings
 
     def _search(self, query: str) -> list[Chunk]:
         """The retrieved chunks in reading order: the best one last, right before the question.
@@ -138,8 +144,9 @@ class Chat:
         content, which blurred citations in our tests; nearest to the question it is read best.)"""
         return self.sources.search(query, self.k)[::-1]
 
-    def _stream(self, gen: Generation, answer: Answer, seen: dict[str, Chunk]) -> Iterator[str]:
-        """Yield the answer's text up to the first stop string or loop, then fill in its citations."""
+    def _stream(self, gen: Generation, answer: Answer, readings: list[Reading]) -> Iterator[str]:
+        """Yield the answer's text up to the first stop string or loop, then fill in its citations and
+        what it read."""
         text = ""
         for piece in gen.run():
             text += piece
@@ -158,7 +165,8 @@ class Chat:
             answer.text = text
         answer.text = answer.text.strip()
         answer.tokens = len(gen.tokens)
-        answer.citations = cite(gen.sources(), seen)
+        answer.reads = list(readings)  # a later score() reads again: those are not this answer's
+        answer.citations = cite(gen.sources(), {c.hash: c for r in answer.reads for c in r.chunks})
 
 
 def stop_index(text: str, stops: Sequence[str]) -> int | None:

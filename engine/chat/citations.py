@@ -37,6 +37,7 @@ class Citation:
             "line_end": self.line_end,
             "text": self.text,
             "share": round(self.share, 4),
+            "hash": self.hash,
         }
 
 

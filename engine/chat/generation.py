@@ -70,6 +70,7 @@ class Generation:
             raise EmptyPromptError("The prompt is empty: there is nothing to answer.")
         self.tokens: list[int] = []  # generated ids
         self.attached: list[list[MemoryKV]] = []  # memories attached per chunk, in order
+        self.steps: list[int] = []  # before each retrieval: how many body and reply tokens were read
         self._mass = SourceMass(self.memory_slots, self.text_sources) if self.cite else None
         self._placed: tuple[list[MemoryKV], list[int]] | None = None  # memories attached last, where
         self._after_prompt: tuple | None = None  # what score() rewinds to
@@ -89,7 +90,7 @@ class Generation:
             self._feed(cache, list(self.prompt[: self.sink_len]), 0)
         next_pos = self.sink_len
         if self.retrieve is not None:
-            first = list(self.retrieve(self.query(history, 0)))
+            first = self._read(history, 0)
             next_pos += span(first)  # the first chunk sits right after its memories, as text would
             self._attach(cache, first, next_pos)
 
@@ -169,7 +170,12 @@ class Generation:
     def _maybe_reattach(self, cache, history: list[int], fed: int, next_pos: int) -> None:
         if self.retrieve is None or fed == 0 or fed % self.chunk:
             return
-        self._attach(cache, list(self.retrieve(self.query(history, fed))), next_pos)
+        self._attach(cache, self._read(history, fed), next_pos)
+
+    def _read(self, history: list[int], fed: int) -> list[MemoryKV]:
+        """The memories the reading before body token `fed` retrieves (its step recorded first)."""
+        self.steps.append(fed)
+        return list(self.retrieve(self.query(history, fed)))
 
     def _attach(self, cache, memories: list[MemoryKV], end: int) -> None:
         self._placed = (memories, place(memories, end, self.sink_len))

@@ -18,7 +18,8 @@ from ingest.catalog import Catalog
 
 @dataclass(frozen=True)
 class Chunk:
-    """A retrieved chunk: its hash (the memory's key), text and where it comes from."""
+    """A retrieved chunk: its hash (the memory's key), text, where it comes from, and how well it matched
+    its query (the retriever's fused score: reciprocal rank fusion, engine/retrieval/fusion.py)."""
 
     hash: str
     text: str
@@ -26,6 +27,34 @@ class Chunk:
     page: int | None
     line_start: int
     line_end: int
+    score: float
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One retrieval of an answer: what the model had read by then (`step`: body and reply tokens), the
+    query, and the chunks it brought, best first."""
+
+    step: int
+    query: str
+    chunks: list[Chunk]
+
+    def as_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "query": self.query,
+            "sources": [
+                {
+                    "hash": c.hash,
+                    "path": c.path,
+                    "page": c.page,
+                    "line_start": c.line_start,
+                    "line_end": c.line_end,
+                    "score": c.score,
+                }
+                for c in self.chunks
+            ],
+        }
 
 
 class Sources:
@@ -49,7 +78,15 @@ class Sources:
                 continue  # deleted since it was indexed
             src = found[0]
             chunks.append(
-                Chunk(hit.hash, texts[hit.hash], str(src.path), src.page, src.line_start, src.line_end)
+                Chunk(
+                    hit.hash,
+                    texts[hit.hash],
+                    str(src.path),
+                    src.page,
+                    src.line_start,
+                    src.line_end,
+                    hit.score,
+                )
             )
         return chunks
 

@@ -15,16 +15,88 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
+import msgspec
 
+from engine.service.events import (
+    AnswerEvent,
+    Citation,
+    Citations,
+    Done,
+    Failed,
+    GenerateEvent,
+    MemoryProgress,
+    Read,
+    Reads,
+    ScanDone,
+    ScanEvent,
+    ScanProgress,
+    Source,
+    Start,
+    Text,
+)
 from engine.service.protocol import PROCESS_FILE, SOCKET
+from engine.service.replies import (
+    Chat,
+    Chats,
+    ChatSummary,
+    ChatTitle,
+    Check,
+    Checks,
+    Documents,
+    Failure,
+    Folder,
+    Folders,
+    Health,
+    Message,
+    Passage,
+    Piece,
+    Retrying,
+    Status,
+)
 from ingest.errors import M3Error
 from ingest.paths import HOME_ENV, Home
 from ingest.process import alive
+
+__all__ = [
+    "Chat",
+    "ChatSummary",
+    "ChatTitle",
+    "Check",
+    "Citation",
+    "Citations",
+    "Client",
+    "Documents",
+    "Done",
+    "Event",
+    "Failure",
+    "Folder",
+    "Health",
+    "MemoryProgress",
+    "Message",
+    "Passage",
+    "Piece",
+    "Read",
+    "Reads",
+    "ScanDone",
+    "ScanProgress",
+    "ServiceBusy",
+    "ServiceError",
+    "ServiceUnreachable",
+    "Source",
+    "Start",
+    "Status",
+    "Stream",
+    "Text",
+    "connect_or_start",
+    "holder",
+    "running",
+    "service_flags",
+    "stop",
+]
 
 QUICK_S = 60.0  # a plain request (folders, status); doctor and streams may take as long as they need
 HEALTH_S = 5.0  # health always answers at once, unless the machine is very busy
@@ -52,166 +124,26 @@ class ServiceBusy(ServiceError):
     """The engine service listens but did not answer in time."""
 
 
-# --- what the service says ------------------------------------------------------------------------------
+# --- what the service says: replies and stream events, defined once in replies.py and events.py -----------
 
+Event = AnswerEvent | GenerateEvent | ScanEvent  # what a stream yields (`Failed` is raised, not yielded)
 
-@dataclass(frozen=True)
-class Health:
-    pid: int
-    version: str
-    state: str  # loading, ready or failed
-    error: str | None
-    data: str
-    model: str | None
-    device: str | None
-    started_at: float
-
-
-@dataclass(frozen=True)
-class Folder:
-    id: int
-    path: str
-
-
-@dataclass(frozen=True)
-class Documents:
-    seen: int
-    parsed: int
-    pending: int
-    failed: int
-
-
-@dataclass(frozen=True)
-class Failure:
-    path: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Status:
-    folders: list[str]
-    documents: Documents
-    chunks: int
-    chunks_pending: int
-    memories_to_drop: int
-    failures: list[Failure]
-    answers: list[str]
-    background: str  # idle, working or paused
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-
-
-@dataclass(frozen=True)
-class Citation:
-    n: int
-    path: str
-    page: int | None
-    line_start: int
-    line_end: int
-    text: str
-    share: float
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-# Stream events, one per NDJSON line.
-
-
-@dataclass(frozen=True)
-class Start:
-    id: str
-    chat_id: int | None = None  # generation has no chat
-
-
-@dataclass(frozen=True)
-class Text:
-    text: str
-
-
-@dataclass(frozen=True)
-class Citations:
-    citations: list[Citation]
-
-
-@dataclass(frozen=True)
-class Done:
-    """The end of an answer or a generation: its whole text, and whether it was stopped early."""
-
-    id: str
-    text: str
-    stopped: bool
-    tokens: int
-    chat_id: int | None = None
-
-
-@dataclass(frozen=True)
-class ScanProgress:
-    files_seen: int
-    files_parsed: int
-    files_failed: int
-    files_pending: int
-    chunks: int
-    chunks_pending: int
-
-
-@dataclass(frozen=True)
-class MemoryProgress:
-    done: int
-    total: int
-
-
-@dataclass(frozen=True)
-class ScanDone:
-    new: int
-    changed: int
-    moved: int
-    deleted: int
-    failed: int
-    missing: list[str]
-    unreadable: list[tuple[str, str]]
-
-
-Event = Start | Text | Citations | Done | ScanProgress | MemoryProgress | ScanDone
-
-T = TypeVar("T")
-
-
-def _build(cls: type[T], obj: dict) -> T:
-    """A dataclass from a JSON object, ignoring keys a newer service may add."""
-    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    return cls(**{k: v for k, v in obj.items() if k in names})
-
-
-def _event(obj: dict) -> Event:
-    kind = obj.get("type")
-    if kind == "error":
-        raise ServiceError(obj.get("error") or "The engine service ended the stream with an error.")
-    if kind == "citations":
-        return Citations([_build(Citation, c) for c in obj["citations"]])
-    if kind == "done" and "new" in obj:  # a scan's end carries its report
-        return _build(ScanDone, obj)
-    cls = {"start": Start, "text": Text, "done": Done, "progress": ScanProgress, "memories": MemoryProgress}
-    if kind not in cls:
-        raise ServiceError(f"The engine service sent an event this client does not know ({kind!r}).")
-    return _build(cls[kind], obj)
-
+_ANSWER = msgspec.json.Decoder(AnswerEvent)
+_GENERATE = msgspec.json.Decoder(GenerateEvent)
+_SCAN = msgspec.json.Decoder(ScanEvent)
 
 # --- the client ------------------------------------------------------------------------------------------
 
 
 class Stream:
-    """A streamed answer or generation: iterate its events; `cancel()` stops it on the service, which keeps
-    and saves what was streamed. Closing the stream (or leaving its `with`) stops it too."""
+    """A streamed answer, generation or scan: iterate its events; `cancel()` stops it on the service, which
+    keeps and saves what was streamed. Closing the stream (or leaving its `with`) stops it too. An `error`
+    event is raised as ServiceError."""
 
-    def __init__(self, client: Client, response: httpx.Response):
+    def __init__(self, client: Client, response: httpx.Response, decoder: msgspec.json.Decoder):
         self._client = client
         self._response = response
+        self._decoder = decoder
         self.id: str | None = None
 
     def __iter__(self) -> Iterator[Event]:
@@ -219,10 +151,21 @@ class Stream:
             for line in self._response.iter_lines():
                 if not line.strip():
                     continue
-                event = _event(json.loads(line))
+                event = self._event(line)
                 if isinstance(event, Start):
                     self.id = event.id
                 yield event
+
+    def _event(self, line: str) -> Event:
+        try:
+            event = self._decoder.decode(line)
+        except msgspec.DecodeError as exc:  # ValidationError too: an unknown type, a missing field
+            raise ServiceError(
+                f"The engine service sent an event this client does not know ({exc})."
+            ) from None
+        if isinstance(event, Failed):
+            raise ServiceError(event.error or "The engine service ended the stream with an error.")
+        return event
 
     def cancel(self) -> None:
         """Tell the service to stop this answer, then hang up (a stream not yet started is just closed)."""
@@ -266,40 +209,34 @@ class Client:
     # endpoints
 
     def health(self) -> Health:
-        return _build(Health, self._call("GET", "/v1/health", timeout=HEALTH_S))
+        return self._call("GET", "/v1/health", Health, timeout=HEALTH_S)
 
     def status(self) -> Status:
-        s = self._call("GET", "/v1/status")
-        return _build(
-            Status,
-            {
-                **s,
-                "documents": _build(Documents, s["documents"]),
-                "failures": [_build(Failure, f) for f in s["failures"]],
-            },
-        )
+        return self._call("GET", "/v1/status", Status)
 
     def folders(self) -> list[Folder]:
-        return [_build(Folder, f) for f in self._call("GET", "/v1/folders")["folders"]]
+        """The watched folders with their counts (documents, chunks, memories, failures)."""
+        return self._call("GET", "/v1/folders", Folders).folders
 
     def add_folder(self, path: str | Path) -> Folder:
-        return _build(Folder, self._call("POST", "/v1/folders", json={"path": _absolute(path)}))
+        return self._call("POST", "/v1/folders", Folder, json={"path": _absolute(path)})
 
     def remove_folder(self, path: str | Path) -> Folder:
-        return _build(Folder, self._call("POST", "/v1/folders/remove", json={"path": _absolute(path)}))
+        return self._call("POST", "/v1/folders/remove", Folder, json={"path": _absolute(path)})
 
     def scan(self, path: str | Path | None = None) -> Stream:
         """Reconcile the watched folders (or the one at `path`) with the disk, write their memories."""
-        return self._stream("/v1/scan", {"path": None if path is None else _absolute(path)})
+        return self._stream("/v1/scan", {"path": None if path is None else _absolute(path)}, _SCAN)
 
     def ask(self, question: str, mode: str = "memory", chat_id: int | None = None) -> Stream:
-        return self._stream("/v1/answers", {"question": question, "mode": mode, "chat_id": chat_id})
+        body = {"question": question, "mode": mode, "chat_id": chat_id}
+        return self._stream("/v1/answers", body, _ANSWER)
 
     def generate(
         self, prompt: str, max_tokens: int, temperature: float, top_p: float, seed: int | None
     ) -> Stream:
         body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p}
-        return self._stream("/v1/generate", {**body, "seed": seed})
+        return self._stream("/v1/generate", {**body, "seed": seed}, _GENERATE)
 
     def cancel(self, answer_id: str) -> bool:
         """Stop one answer; False if it was no longer running."""
@@ -311,27 +248,60 @@ class Client:
             raise
         return True
 
+    def chats(self, q: str | None = None, limit: int = 200) -> list[ChatSummary]:
+        """The chats, most recently updated first; with `q`, those whose title or a message holds it
+        (ignoring case), each with the matching text around its first match."""
+        params: dict[str, Any] = {"limit": limit} | ({"q": q} if q else {})
+        return self._call("GET", "/v1/chats", Chats, params=params).chats
+
+    def chat(self, chat_id: int) -> Chat:
+        """A chat with its messages (their citations and what each answer read)."""
+        return self._call("GET", f"/v1/chats/{chat_id}", Chat)
+
+    def rename_chat(self, chat_id: int, title: str) -> ChatTitle:
+        return self._call("PATCH", f"/v1/chats/{chat_id}", ChatTitle, json={"title": title})
+
+    def delete_chat(self, chat_id: int) -> None:
+        """Refused (409) while an answer runs in the chat."""
+        self._call("DELETE", f"/v1/chats/{chat_id}")
+
+    def retry(self, path: str | Path) -> str:
+        """Parse a file whose document failed again, in the background; the path the service took."""
+        return self._call("POST", "/v1/documents/retry", Retrying, json={"path": _absolute(path)}).path
+
+    def passage(self, hash: str, path: str | Path | None = None, context: int = 2) -> Passage:
+        """The chunk `hash` (of the document at `path`, for a text several hold) with up to `context`
+        chunks before and after it."""
+        params: dict[str, Any] = {"context": context} | ({} if path is None else {"path": _absolute(path)})
+        return self._call("GET", f"/v1/passages/{hash}", Passage, params=params)
+
     def bank_stats(self) -> dict[str, Any]:
-        return self._call("GET", "/v1/bank/stats")
+        return self._call("GET", "/v1/bank/stats", dict[str, Any])
 
     def doctor(self) -> list[Check]:
-        checks = self._call("POST", "/v1/doctor", timeout=None)["checks"]
-        return [_build(Check, c) for c in checks]
+        return self._call("POST", "/v1/doctor", Checks, timeout=None).checks
 
     def shutdown(self) -> None:
         self._call("POST", "/v1/shutdown", timeout=HEALTH_S)  # it answers 202 at once, then exits
 
     # transport
 
-    def _call(
-        self, method: str, url: str, json: object = None, timeout: object = httpx.USE_CLIENT_DEFAULT
-    ) -> Any:
+    def _call(self, method: str, url: str, reply: Any = None, **request: Any) -> Any:
+        """Send one request (httpx's `json`, `params`, `timeout`); its reply decoded as `reply`, the type
+        it should have (None: no reply is read)."""
         with _transport_errors(self.home):
-            response = self._http.request(method, url, json=json, timeout=timeout)  # type: ignore[arg-type]
+            response = self._http.request(method, url, **request)
         _raise_for(response, self.home)
-        return response.json() if response.content else None
+        if reply is None:
+            return None
+        try:
+            return msgspec.json.decode(response.content, type=reply)
+        except msgspec.DecodeError as exc:
+            raise ServiceError(
+                f"The engine service answered in a form this client does not know ({exc})."
+            ) from None
 
-    def _stream(self, url: str, body: dict) -> Stream:
+    def _stream(self, url: str, body: dict, decoder: msgspec.json.Decoder) -> Stream:
         with _transport_errors(self.home):
             request = self._http.build_request("POST", url, json=body, timeout=STREAM)
             response = self._http.send(request, stream=True)
@@ -339,7 +309,7 @@ class Client:
                 response.read()
                 response.close()
         _raise_for(response, self.home)
-        return Stream(self, response)
+        return Stream(self, response, decoder)
 
 
 @contextlib.contextmanager

@@ -1,7 +1,7 @@
 """Typed errors of the engine service. Each message is one sentence a user can act on; the server turns
 them into an HTTP status and `{"error": sentence}` (docs/api.md)."""
 
-from ingest.errors import M3Error
+from ingest.errors import M3Error, NotFoundError
 
 __all__ = [
     "M3Error",
@@ -30,9 +30,6 @@ class BadRequestError(M3Error):
     """The request is malformed: not JSON, a field missing or of the wrong type (HTTP 400)."""
 
 
-class NotFoundError(M3Error):
-    """No such answer, chat or watched folder (HTTP 404)."""
-
-
 class ConflictError(M3Error):
-    """The request conflicts with the state: the folder is already watched (HTTP 409)."""
+    """The request conflicts with the state: the folder is already watched, an answer still runs in the
+    chat (HTTP 409)."""

@@ -1,20 +1,15 @@
-"""The wire format of docs/api.md: the service's files in the data folder, the request bodies (msgspec
-schemas: a body of the wrong shape is refused with msgspec's one-line reason) and the NDJSON stream events.
+"""The wire format of docs/api.md: the service's files in the data folder and the requests it takes (msgspec
+schemas: a body or a query of the wrong shape is refused with msgspec's one-line reason). The replies are
+in `replies.py`, the stream events in `events.py`.
 
 Kept free of the model runtime, so that a client may import it.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 import msgspec
-
-if TYPE_CHECKING:
-    from ingest.ingester import Progress
-    from ingest.scan import ScanReport
 
 SOCKET = "m3.sock"  # HTTP on a Unix socket, mode 0600
 LOCK = "service.lock"  # flock: one service per data folder
@@ -24,9 +19,11 @@ TOKEN = "service.token"  # the bearer token TCP requests must carry (only when T
 NDJSON = "application/x-ndjson"
 
 MAX_TEXT = 65_536  # characters in a question or prompt: far more than a model's context holds
+MAX_TITLE = 200  # characters in a chat's title
+MAX_CHATS = 1000  # chats in one listing
 
 
-# The service runs in its own working folder: a folder travels as an absolute path.
+# The service runs in its own working folder: a path travels absolute.
 AbsolutePath = Annotated[str, msgspec.Meta(pattern="^/", max_length=4096)]
 
 
@@ -52,65 +49,19 @@ class GenerateRequest(msgspec.Struct, forbid_unknown_fields=True):
     seed: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
 
 
-Event = dict[str, object]
+class ChatsQuery(msgspec.Struct, forbid_unknown_fields=True):
+    q: Annotated[str, msgspec.Meta(max_length=MAX_TEXT)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_CHATS)] = 200
 
 
-def line(event: Event) -> bytes:
-    """One NDJSON line."""
-    return (json.dumps(event, ensure_ascii=False) + "\n").encode()
+class RenameRequest(msgspec.Struct, forbid_unknown_fields=True):
+    title: Annotated[str, msgspec.Meta(max_length=MAX_TITLE)]  # stripped; empty is refused
 
 
-def start(answer_id: str, chat_id: int | None = None) -> Event:
-    event: Event = {"type": "start", "id": answer_id}
-    if chat_id is not None:
-        event["chat_id"] = chat_id
-    return event
+class RetryRequest(msgspec.Struct, forbid_unknown_fields=True):
+    path: AbsolutePath
 
 
-def text(piece: str) -> Event:
-    return {"type": "text", "text": piece}
-
-
-def citations(cited: Iterable[dict]) -> Event:
-    return {"type": "citations", "citations": list(cited)}
-
-
-def done(answer_id: str, text: str, stopped: bool, tokens: int, chat_id: int | None = None) -> Event:
-    """The end of an answer (with its chat) or a generation (without): its whole text."""
-    event: Event = {"type": "done", "id": answer_id, "text": text, "stopped": stopped, "tokens": tokens}
-    if chat_id is not None:
-        event["chat_id"] = chat_id
-    return event
-
-
-def error(sentence: str) -> Event:
-    return {"type": "error", "error": sentence}
-
-
-def progress(p: Progress) -> Event:
-    return {
-        "type": "progress",
-        "files_seen": p.files_seen,
-        "files_parsed": p.files_parsed,
-        "files_failed": p.files_failed,
-        "files_pending": p.files_pending,
-        "chunks": p.chunks,
-        "chunks_pending": p.chunks_pending,
-    }
-
-
-def memories(written: int, total: int) -> Event:
-    return {"type": "memories", "done": written, "total": total}
-
-
-def scan_done(r: ScanReport) -> Event:
-    return {
-        "type": "done",
-        "new": r.new,
-        "changed": r.changed,
-        "moved": r.moved,
-        "deleted": r.deleted,
-        "failed": r.failed,
-        "missing": [str(path) for path in r.missing],
-        "unreadable": [[str(path), reason] for path, reason in r.unreadable],
-    }
+class PassageQuery(msgspec.Struct, forbid_unknown_fields=True):
+    path: AbsolutePath | None = None
+    context: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 import uvicorn
@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from engine.config import ServiceConfig
 from engine.doctor import run as run_doctor
 from engine.errors import EmptyPromptError, UnknownModeError
-from engine.service import protocol
+from engine.service import events, protocol, replies, routes_chats, routes_documents
 from engine.service.errors import (
     BadRequestError,
     ConflictError,
@@ -44,6 +44,7 @@ from engine.service.errors import (
 from engine.service.listen import tcp_socket, unix_socket, write_token
 from engine.service.lock import ServiceLock
 from engine.service.service import Service
+from engine.service.web import read_body, reply, service_of
 from ingest.catalog import Folder
 from ingest.errors import FolderError
 from ingest.folders import candidates
@@ -66,22 +67,6 @@ IDLE_CHECK_S = 5.0  # how often the idle timer looks (more often when idle_minut
 
 # --- requests ----------------------------------------------------------------------------------------------
 
-Body = TypeVar("Body", bound=msgspec.Struct)
-
-
-async def _body(request: Request, schema: type[Body]) -> Body:
-    """The request's JSON body as `schema`; a 400 naming what is wrong (msgspec's reason) otherwise."""
-    try:
-        return msgspec.json.decode(await request.body(), type=schema)
-    except msgspec.ValidationError as exc:
-        raise BadRequestError(f"The request is not valid: {exc}.") from None
-    except msgspec.DecodeError:
-        raise BadRequestError("The request body is not JSON.") from None
-
-
-def _service(request: Request) -> Service:
-    return request.app.state.service
-
 
 def _watched(folders: list[Folder], path: str) -> Folder | None:
     names = candidates(path)
@@ -89,6 +74,7 @@ def _watched(folders: list[Folder], path: str) -> Folder | None:
 
 
 def _folder(folder: Folder) -> dict[str, Any]:
+    """A folder added or removed: its id and path (its counts come with the list)."""
     return {"id": folder.id, "path": str(folder.path)}
 
 
@@ -96,112 +82,119 @@ def _folder(folder: Folder) -> dict[str, Any]:
 
 
 async def health(request: Request) -> Response:
-    return JSONResponse(_service(request).health())
+    return reply(service_of(request).health())
 
 
 async def status(request: Request) -> Response:
-    service = _service(request)
+    service = service_of(request)
     engine = service.ready()
     s = await to_thread.run_sync(engine.status)
     p = s.progress
     pending = bool(p.files_pending or p.chunks_pending or s.memories_to_drop)
-    return JSONResponse(
-        {
-            "folders": [str(f.path) for f in s.folders],
-            "documents": {
-                "seen": p.files_seen,
-                "parsed": p.files_parsed,
-                "pending": p.files_pending,
-                "failed": p.files_failed,
-            },
-            "chunks": p.chunks,
-            "chunks_pending": p.chunks_pending,
-            "memories_to_drop": s.memories_to_drop,
-            "failures": [{"path": str(path), "reason": reason} for path, reason in s.failures],
-            "answers": service.answers.ids(),
-            "background": service.background_state(pending),
-        }
+    return reply(
+        replies.Status(
+            folders=[str(f.path) for f in s.folders],
+            documents=replies.Documents(p.files_seen, p.files_parsed, p.files_pending, p.files_failed),
+            chunks=p.chunks,
+            chunks_pending=p.chunks_pending,
+            memories_to_drop=s.memories_to_drop,
+            failures=[replies.Failure(str(path), reason) for path, reason in s.failures],
+            answers=service.answers.ids(),
+            background=service.background_state(pending),
+        )
     )
 
 
 async def list_folders(request: Request) -> Response:
-    engine = _service(request).ready()
-    folders = await to_thread.run_sync(engine.folders)
-    return JSONResponse({"folders": [_folder(f) for f in folders]})
+    engine = service_of(request).ready()
+    folders = await to_thread.run_sync(engine.catalog.folder_counts)
+    return reply(
+        replies.Folders(
+            [
+                replies.Folder(
+                    f.id, str(f.path), f.documents, f.chunks, f.memories, f.memories_pending, f.failed
+                )
+                for f in folders
+            ]
+        )
+    )
 
 
 async def add_folder(request: Request) -> Response:
-    service = _service(request)
+    service = service_of(request)
     engine = service.ready()
-    path = (await _body(request, protocol.FolderRequest)).path
+    path = (await read_body(request, protocol.FolderRequest)).path
     if _watched(await to_thread.run_sync(engine.folders), path) is not None:
         raise ConflictError(f"{Path(path).expanduser().resolve()} is already watched.")
     folder = await to_thread.run_sync(engine.add_folder, path)
     service.background.restart()  # scanned and followed at once
-    return JSONResponse(_folder(folder), status_code=201)
+    return reply(_folder(folder), 201)
 
 
 async def remove_folder(request: Request) -> Response:
-    service = _service(request)
+    service = service_of(request)
     engine = service.ready()
-    path = (await _body(request, protocol.FolderRequest)).path
+    path = (await read_body(request, protocol.FolderRequest)).path
     if _watched(await to_thread.run_sync(engine.folders), path) is None:
         raise NotFoundError(f"{Path(path).expanduser()} is not a watched folder.")
     folder = await to_thread.run_sync(engine.remove_folder, path)
     service.background.restart()
-    return JSONResponse(_folder(folder))
+    return reply(_folder(folder))
 
 
 async def scan(request: Request) -> Response:
     """Does in front, with progress, what the background work would do; the background waits meanwhile."""
-    service = _service(request)
+    service = service_of(request)
     engine = service.ready()
-    path = (await _body(request, protocol.ScanRequest)).path
+    path = (await read_body(request, protocol.ScanRequest)).path
     if path is not None and _watched(await to_thread.run_sync(engine.folders), path) is None:
         raise NotFoundError(f"{Path(path).expanduser()} is not a watched folder.")
     cancel = threading.Event()  # set when the client hangs up: memory writing stops after its batch
 
-    def produce(emit: Callable[[protocol.Event], None]) -> None:
+    def produce(emit: Callable[[events.Event], None]) -> None:
         with service.background.paused():
-            report = engine.scan(path, on_progress=lambda p: emit(protocol.progress(p)))
-            engine.sync_memories(
-                on_progress=lambda done, total: emit(protocol.memories(done, total)), stop=cancel
+            report = engine.scan(
+                path,
+                on_progress=lambda p: emit(msgspec.convert(p, events.ScanProgress, from_attributes=True)),
             )
-        emit(protocol.scan_done(report))
+            engine.sync_memories(
+                on_progress=lambda done, total: emit(events.MemoryProgress(done, total)), stop=cancel
+            )
+        missing = [str(folder) for folder in report.missing]
+        unreadable = [(str(folder), reason) for folder, reason in report.unreadable]
+        counts = (report.new, report.changed, report.moved, report.deleted, report.failed)
+        emit(events.ScanDone(*counts, missing, unreadable))
 
     return service.streams.response(produce, cancel)
 
 
 async def ask(request: Request) -> Response:
-    service = _service(request)
+    service = service_of(request)
     engine = service.ready()
-    body = await _body(request, protocol.AskRequest)
-    question, mode, chat_id = body.question, body.mode, body.chat_id
-    if chat_id is not None:
-        chats = await to_thread.run_sync(engine.catalog.chats)
-        if all(c["id"] != chat_id for c in chats):
-            raise NotFoundError(f"There is no chat {chat_id}.")
-    answer_id, cancel = service.answers.open()
-    try:
-        answer = await to_thread.run_sync(engine.ask, question, mode, chat_id, cancel)
+    body = await read_body(request, protocol.AskRequest)
+    answer_id, cancel = service.answers.open(body.chat_id)
+    try:  # NotFoundError (404) when there is no chat `chat_id`
+        answer = await to_thread.run_sync(engine.ask, body.question, body.mode, body.chat_id, cancel)
     except BaseException:
         service.answers.close(answer_id)
         raise
+    service.answers.saved_in(answer_id, answer.chat_id)
 
-    def produce(emit: Callable[[protocol.Event], None]) -> None:
-        emit(protocol.start(answer_id, answer.chat_id))
+    def produce(emit: Callable[[events.Event], None]) -> None:
+        emit(events.Start(answer_id, answer.chat_id))
         for piece in answer:
-            emit(protocol.text(piece))
-        emit(protocol.citations(c.as_dict() for c in answer.citations))
-        emit(protocol.done(answer_id, answer.text, answer.stopped, answer.tokens, answer.chat_id))
+            emit(events.Text(piece))
+        emit(events.Reads([msgspec.convert(r.as_dict(), events.Read) for r in answer.reads]))
+        emit(events.Citations([events.Citation(**c.as_dict()) for c in answer.citations]))
+        emit(events.Done(answer_id, answer.text, answer.stopped, answer.tokens, answer.chat_id))
 
     return service.streams.response(produce, cancel, on_end=lambda: service.answers.close(answer_id))
 
 
 async def generate(request: Request) -> Response:
-    service = _service(request)
+    service = service_of(request)
     engine = service.ready()
-    body = await _body(request, protocol.GenerateRequest)
+    body = await read_body(request, protocol.GenerateRequest)
     answer_id, cancel = service.answers.open()
     try:
         continuation = await to_thread.run_sync(
@@ -213,32 +206,32 @@ async def generate(request: Request) -> Response:
         service.answers.close(answer_id)
         raise
 
-    def produce(emit: Callable[[protocol.Event], None]) -> None:
-        emit(protocol.start(answer_id))
+    def produce(emit: Callable[[events.Event], None]) -> None:
+        emit(events.Start(answer_id))
         text = ""
         for piece in continuation:
             text += piece
-            emit(protocol.text(piece))
-        emit(protocol.done(answer_id, text, cancel.is_set(), continuation.tokens))
+            emit(events.Text(piece))
+        emit(events.Done(answer_id, text, cancel.is_set(), continuation.tokens))
 
     return service.streams.response(produce, cancel, on_end=lambda: service.answers.close(answer_id))
 
 
 async def cancel_answer(request: Request) -> Response:
     answer_id = request.path_params["answer_id"]
-    if not _service(request).answers.cancel(answer_id):
+    if not service_of(request).answers.cancel(answer_id):
         raise NotFoundError(f"No answer {answer_id} is running.")
     return Response(status_code=204)
 
 
 async def bank_stats(request: Request) -> Response:
-    engine = _service(request).ready()
-    return JSONResponse(await to_thread.run_sync(engine.bank_stats))
+    engine = service_of(request).ready()
+    return reply(await to_thread.run_sync(engine.bank_stats))
 
 
 async def doctor(request: Request) -> Response:
     """Repairs touch the bank and the index: the background work waits meanwhile."""
-    service = _service(request)
+    service = service_of(request)
     engine = service.ready()
 
     def run() -> list:
@@ -246,11 +239,11 @@ async def doctor(request: Request) -> Response:
             return run_doctor(engine)
 
     checks = await to_thread.run_sync(run)
-    return JSONResponse({"checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks]})
+    return reply(replies.Checks([replies.Check(c.name, c.ok, c.detail) for c in checks]))
 
 
 async def shutdown(request: Request) -> Response:
-    return Response(status_code=202, background=BackgroundTask(_service(request).exit))
+    return Response(status_code=202, background=BackgroundTask(service_of(request).exit))
 
 
 ROUTES = [
@@ -266,6 +259,8 @@ ROUTES = [
     Route("/v1/bank/stats", bank_stats, methods=["GET"]),
     Route("/v1/doctor", doctor, methods=["POST"]),
     Route("/v1/shutdown", shutdown, methods=["POST"]),
+    *routes_chats.ROUTES,
+    *routes_documents.ROUTES,
 ]
 
 

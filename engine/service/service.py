@@ -22,6 +22,7 @@ from engine.facade import Engine
 from engine.service.answers import Answers
 from engine.service.background import Background
 from engine.service.errors import M3Error, NotReadyError
+from engine.service.replies import Health
 from engine.service.streams import Streams
 from engine.threads import compute_threads
 from ingest.paths import Home
@@ -103,17 +104,17 @@ class Service:
             raise NotReadyError(self.error or "The engine failed to load.")
         return self.engine
 
-    def health(self) -> dict:
-        return {
-            "pid": os.getpid(),
-            "version": package_version(),
-            "state": self.state,
-            "error": self.error,
-            "data": str(self.home.data),
-            "model": self.model,
-            "device": self.device,
-            "started_at": self.started_at,
-        }
+    def health(self) -> Health:
+        return Health(
+            pid=os.getpid(),
+            version=package_version(),
+            state=self.state,
+            error=self.error,
+            data=str(self.home.data),
+            model=self.model,
+            device=self.device,
+            started_at=self.started_at,
+        )
 
     def background_state(self, pending: bool) -> str:
         """idle (nothing to do), working, or paused (waiting for answers to end)."""

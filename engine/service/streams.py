@@ -19,12 +19,12 @@ from collections.abc import AsyncIterator, Callable
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from engine.service import protocol
+from engine.service import events, protocol
 from engine.service.errors import M3Error
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[protocol.Event], None]
+Emit = Callable[[events.Event], None]
 Produce = Callable[[Emit], None]
 
 _END = object()
@@ -54,13 +54,11 @@ class Streams:
             try:
                 produce(emit)
             except M3Error as exc:
-                emit(protocol.error(str(exc)))
+                emit(events.Failed(str(exc)))
             except Exception:
                 log.exception("a stream failed")
                 emit(
-                    protocol.error(
-                        f"Something went wrong inside memory3; the details are in {self.log_file}."
-                    )
+                    events.Failed(f"Something went wrong inside memory3; the details are in {self.log_file}.")
                 )
             finally:
                 if on_end is not None:
@@ -97,7 +95,7 @@ class Streams:
 
 async def _lines(queue: asyncio.Queue[object]) -> AsyncIterator[bytes]:
     while (event := await queue.get()) is not _END:
-        yield protocol.line(event)  # type: ignore[arg-type]
+        yield events.line(event)  # type: ignore[arg-type]
 
 
 class _Stream(StreamingResponse):

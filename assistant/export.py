@@ -1,0 +1,29 @@
+"""A chat as Markdown: questions, answers with their mode, and each answer's sources as footnotes
+(`[^n]: path:line`), numbered through the whole document so footnotes stay unique."""
+
+from __future__ import annotations
+
+from engine.service.client import Chat, Citation
+
+
+def chat_markdown(chat: Chat) -> str:
+    """chat: as `Client.chat` returns it (GET /v1/chats/{id}, docs/api.md)."""
+    out = [f"# {chat.title}", ""]
+    notes: list[str] = []
+    for message in chat.messages:
+        if message.role == "user":
+            out += [f"**You:** {message.text}", ""]
+            continue
+        head = f"**memory3** ({message.mode or 'memory'}{', stopped' if message.stopped else ''}):"
+        marks = ""
+        for c in message.citations:
+            notes.append(f"[^{len(notes) + 1}]: {c.path}:{c.line_start}{_span(c)}")
+            marks += f"[^{len(notes)}]"
+        out += [head, "", message.text + (f" {marks}" if marks else ""), ""]
+    return "\n".join(out + notes) + "\n"
+
+
+def _span(citation: Citation) -> str:
+    end = f"-{citation.line_end}" if citation.line_end != citation.line_start else ""
+    page = f" (page {citation.page})" if citation.page else ""
+    return end + page

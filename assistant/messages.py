@@ -1,0 +1,66 @@
+"""The app's own messages, in one place: what workers (threads talking to the engine service) tell the
+screens and widgets. Textual delivers them on the UI thread, so handlers may touch widgets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from textual.message import Message
+
+from engine.service.client import Citation, Health, Read, Status
+
+
+@dataclass
+class EngineWaiting(Message):
+    """The service is starting or loading its model; `what` says which ("loading the model…")."""
+
+    what: str
+
+
+@dataclass
+class EngineReady(Message, bubble=False):
+    """Also sent on to the screen in front (a question typed while the engine loaded goes now); it does not
+    bubble, so it never comes back to the app."""
+
+    health: Health
+
+
+@dataclass
+class EngineDown(Message):
+    """The engine cannot be reached or failed to start: `sentence` says what happened."""
+
+    sentence: str
+
+
+@dataclass
+class StatusChanged(Message, bubble=False):
+    """A fresh reading of the service's status and bank statistics (every couple of seconds), sent on to
+    every screen."""
+
+    status: Status
+    bank: dict[str, Any]
+
+
+@dataclass
+class AnswerPiece(Message):
+    """A piece of an answer's text, for the answer view with that key."""
+
+    text: str
+
+
+@dataclass
+class AnswerStarted(Message):
+    answer_id: str
+    chat_id: int
+
+
+@dataclass
+class AnswerFinished(Message):
+    """The answer ended: its whole text, citations and reads, or the error that ended it."""
+
+    text: str
+    citations: list[Citation]
+    reads: list[Read]
+    stopped: bool
+    error: str | None = None

@@ -1,0 +1,322 @@
+"""The chat screen: the transcript, the sources of the selected answer, and the composer."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from rich.text import Text as RichText
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from assistant import actions
+from assistant.export import chat_markdown
+from assistant.messages import AnswerFinished, AnswerPiece, AnswerStarted, EngineReady
+from assistant.screens.chats import ChatsScreen
+from assistant.screens.dialogs import ConfirmScreen, PromptScreen
+from assistant.screens.passage import PassageScreen, open_in_editor
+from assistant.screens.reads import ReadsScreen
+from assistant.widgets.answer import AnswerView, Turn
+from assistant.widgets.composer import Composer
+from assistant.widgets.sources import SourcesPanel
+from assistant.widgets.status_bar import StatusBar
+from engine.service.client import Chat, Citation, Citations, Done, Read, Reads, ServiceError, Start, Text
+from ingest.atomic import write_atomic
+
+MODES = ("memory", "rag", "none")
+NEW_CHAT = "New chat"
+WELCOME = (
+    "Ask about the files in your watched folders (F3 adds one). Answers name their sources: "
+    "Ctrl+S moves to them, Enter shows a passage, o opens it in $EDITOR. F1 lists every key."
+)
+
+
+class ChatScreen(Screen):
+    SCOPE = actions.CHAT
+    INNER_SCOPES = (actions.SOURCES,)
+    BINDINGS = actions.bindings(actions.CHAT)
+
+    mode: reactive[str] = reactive("memory")
+    title_text: reactive[str] = reactive(NEW_CHAT)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chat_id: int | None = None
+        self.queued: list[AnswerView] = []  # asked while the engine was not ready
+        self.shown: AnswerView | None = None  # whose sources the panel shows
+        self._new_chat = threading.Lock()  # a new chat's first answer creates it; the others wait for it
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="chat-head")
+        with Horizontal(id="chat-body"):
+            with VerticalScroll(id="transcript"):
+                yield Static(WELCOME, id="welcome")
+            yield SourcesPanel(id="sources")
+        yield Composer(id="composer")
+        yield StatusBar()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#transcript", VerticalScroll).anchor()
+        self.query_one(Composer).focus()
+        self._head()
+
+    def watch_mode(self) -> None:
+        self._head()
+
+    def watch_title_text(self) -> None:
+        self._head()
+
+    def _head(self) -> None:
+        if self.is_attached:
+            keys = self.app.keys_of("mode")
+            self.query_one("#chat-head", Static).update(
+                RichText.assemble(
+                    (self.title_text, "bold"),
+                    "   mode: ",
+                    (f" {self.mode} ", "bold reverse"),
+                    f"  ({keys} switches)",
+                )
+            )
+
+    # asking
+
+    async def on_composer_submitted(self, message: Composer.Submitted) -> None:
+        await self.ask(message.text, self.mode)
+
+    async def ask(self, question: str, mode: str, turn: Turn | None = None) -> None:
+        view = AnswerView(question, mode, pending=True)
+        if turn is None:
+            if self.chat_id is None and self.title_text == NEW_CHAT:
+                self.title_text = question[:60]
+            await self.query_one("#transcript").mount(Turn(question, [view]))
+            self.query_one("#welcome").display = False
+        else:
+            await turn.add(view)
+        if self.app.ready:
+            self.answer(view)
+        else:
+            view.state("waiting for the engine…")
+            self.queued.append(view)
+
+    def on_engine_ready(self, message: EngineReady) -> None:
+        queued, self.queued = self.queued, []
+        for view in queued:
+            self.answer(view)
+
+    @work(thread=True, group="answers")
+    def answer(self, view: AnswerView) -> None:
+        """Stream one answer into its view; the engine saves it in this chat (a new one if none yet)."""
+        client = self.app.client
+        cites: list[Citation] = []
+        reads: list[Read] = []
+        creating = self.chat_id is None and self._new_chat.acquire()
+        try:
+            with client.ask(view.question, view.mode, self.chat_id) as stream:
+                for event in stream:
+                    if isinstance(event, Start):
+                        self.chat_id = event.chat_id
+                        if creating:
+                            self._new_chat.release()
+                            creating = False
+                        view.post_message(AnswerStarted(event.id, event.chat_id))
+                        if view.stop_asked:
+                            stream.cancel()
+                    elif isinstance(event, Text):
+                        view.post_message(AnswerPiece(event.text))
+                    elif isinstance(event, Reads):
+                        reads = event.reads
+                    elif isinstance(event, Citations):
+                        cites = event.citations
+                    elif isinstance(event, Done):
+                        view.post_message(AnswerFinished(event.text, cites, reads, event.stopped))
+        except ServiceError as exc:
+            view.post_message(AnswerFinished(view.text, cites, reads, view.stop_asked, error=str(exc)))
+            self.app.lost(exc)
+        finally:
+            if creating:
+                self._new_chat.release()
+
+    def on_answer_view_selected(self, message: AnswerView.Selected) -> None:
+        self.shown = message.view
+        self.query_one(SourcesPanel).show(message.view.citations, message.view.mode)
+
+    def _views(self) -> list[AnswerView]:
+        return list(self.query(AnswerView))
+
+    def _selected(self) -> AnswerView | None:
+        """The focused answer, else the one whose sources are shown, else the latest."""
+        focused = self.focused if isinstance(self.focused, AnswerView) else None
+        views = self._views()
+        return focused or (self.shown if self.shown in views else None) or (views[-1] if views else None)
+
+    # actions (see assistant/actions.py)
+
+    def action_stop(self) -> None:
+        for view in self._views():
+            if not view.running or view.stop_asked:
+                continue
+            view.stop_asked = True
+            view.state("stopping…")
+            if view in self.queued:
+                self.queued.remove(view)
+                view.post_message(AnswerFinished("", [], [], stopped=True))
+            elif view.answer_id is not None:
+                self.cancel(view.answer_id)
+
+    @work(thread=True, group="cancel")
+    def cancel(self, answer_id: str) -> None:
+        try:
+            self.app.client.cancel(answer_id)
+        except ServiceError as exc:
+            self.app.lost(exc)
+
+    def action_cycle_mode(self) -> None:
+        self.mode = MODES[(MODES.index(self.mode) + 1) % len(MODES)]
+        self.notify(f"Answers now use {self.mode} mode.", timeout=2)
+
+    async def action_compare(self) -> None:
+        turns = list(self.query(Turn))
+        if not turns:
+            self.notify("Ask a question first; then this asks it again in another mode.", timeout=4)
+            return
+        turn = turns[-1]
+        used = {v.mode for v in turn.answers}
+        start = MODES.index(self.mode)
+        others = [m for i in range(1, 4) if (m := MODES[(start + i) % 3]) not in used]
+        if not others:
+            self.notify("This question has an answer in every mode.", timeout=4)
+            return
+        await self.ask(turn.question, others[0], turn)
+
+    async def action_new_chat(self) -> None:
+        await self.query_one("#transcript").remove_children(Turn)
+        self.query_one("#welcome").display = True
+        self.chat_id, self.shown, self.title_text = None, None, NEW_CHAT
+        self.query_one(SourcesPanel).show([], self.mode)
+        self.query_one(Composer).focus()
+
+    def action_chats(self) -> None:
+        self.app.push_screen(ChatsScreen(), self._open_chat)
+
+    def _open_chat(self, chat_id: int | None) -> None:
+        if chat_id is not None:
+            self.load_chat(chat_id)
+
+    @work(thread=True, exclusive=True, group="chat")
+    def load_chat(self, chat_id: int) -> None:
+        try:
+            chat = self.app.client.chat(chat_id)
+        except ServiceError as exc:
+            self.app.lost(exc)
+            return
+        self.app.call_from_thread(self._show_chat, chat)
+
+    async def _show_chat(self, chat: Chat) -> None:
+        await self.action_new_chat()
+        self.chat_id, self.title_text = chat.id, chat.title
+        turns: list[Turn] = []
+        question = None
+        for m in chat.messages:
+            if m.role == "user":
+                question = m.text
+                continue
+            view = AnswerView(question or "", m.mode or "memory", m.text, m.citations, m.reads, m.stopped)
+            if turns and turns[-1].question == question and len(turns[-1]._answers) < len(MODES):
+                turns[-1]._answers.append(view)  # the same question asked again: a comparison
+            else:
+                turns.append(Turn(question or "", [view]))
+        if turns:
+            self.query_one("#welcome").display = False
+            await self.query_one("#transcript").mount_all(turns)
+            self.query_one("#transcript", VerticalScroll).scroll_end(animate=False)
+            last = self._views()[-1]
+            self.on_answer_view_selected(AnswerView.Selected(last))
+
+    def action_rename_chat(self) -> None:
+        if self.chat_id is None:
+            self.notify("This chat has no answer yet, so nothing is saved to rename.", timeout=4)
+            return
+        self.app.push_screen(PromptScreen("Rename this chat", self.title_text), self.rename)
+
+    @work(thread=True, group="chat")
+    def rename(self, title: str | None) -> None:
+        if not title or self.chat_id is None:
+            return
+        try:
+            renamed = self.app.client.rename_chat(self.chat_id, title)
+        except ServiceError as exc:
+            self.app.lost(exc)
+            return
+        self.app.call_from_thread(setattr, self, "title_text", renamed.title)
+
+    def action_delete_chat(self) -> None:
+        if self.chat_id is None:
+            self.notify("This chat is not saved yet.", timeout=4)
+            return
+        self.app.push_screen(ConfirmScreen(f"Delete the chat “{self.title_text}”?"), self.delete)
+
+    @work(thread=True, group="chat")
+    def delete(self, sure: bool | None) -> None:
+        if not sure or self.chat_id is None:
+            return
+        try:
+            self.app.client.delete_chat(self.chat_id)
+        except ServiceError as exc:
+            self.app.lost(exc)
+            return
+        self.app.call_from_thread(self.action_new_chat)
+        self.app.call_from_thread(self.notify, "Chat deleted.", timeout=3)
+
+    def action_export_chat(self) -> None:
+        if self.chat_id is None:
+            self.notify("This chat is not saved yet.", timeout=4)
+            return
+        default = Path.cwd() / f"memory3-chat-{self.chat_id}.md"
+        self.app.push_screen(PromptScreen("Export this chat as Markdown to", str(default)), self.export)
+
+    @work(thread=True, group="chat")
+    def export(self, target: str | None) -> None:
+        if not target or self.chat_id is None:
+            return
+        path = Path(target).expanduser()
+        try:
+            markdown = chat_markdown(self.app.client.chat(self.chat_id))
+            write_atomic(path, markdown.encode())
+        except ServiceError as exc:
+            self.app.lost(exc)
+            return
+        except OSError as exc:
+            self.app.call_from_thread(
+                self.notify, f"{path} cannot be written ({exc.strerror}).", severity="error", markup=False
+            )
+            return
+        self.app.call_from_thread(self.notify, f"Exported to {path}.", timeout=5, markup=False)
+
+    def action_copy_answer(self) -> None:
+        view = self._selected()
+        if view is None or not view.text:
+            self.notify("No answer to copy yet.", timeout=3)
+            return
+        self.app.copy_to_clipboard(view.text)
+        self.notify("Answer copied (where the terminal allows the clipboard).", timeout=3)
+
+    def action_reads(self) -> None:
+        view = self._selected()
+        if view is None:
+            self.notify("Ask a question first.", timeout=3)
+            return
+        self.app.push_screen(ReadsScreen(view.question, view.mode, view.reads))
+
+    def action_focus_sources(self) -> None:
+        self.query_one(SourcesPanel).focus()
+
+    def on_sources_panel_chosen(self, message: SourcesPanel.Chosen) -> None:
+        if message.how == "open":
+            open_in_editor(self.app, message.citation.path, message.citation.line_start)
+        else:
+            self.app.push_screen(PassageScreen(message.citation))

@@ -1,0 +1,134 @@
+"""The JSON bodies the service answers with (docs/api.md), each defined once as a msgspec Struct: the
+service encodes them, the client decodes them. A client ignores fields it does not know, so a newer
+service may add some.
+
+Kept free of the model runtime, so that a client may import it.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from engine.service.events import Citation, Read
+
+
+class Health(msgspec.Struct, frozen=True):
+    pid: int
+    version: str
+    state: str  # loading, ready or failed
+    error: str | None
+    data: str
+    model: str | None
+    device: str | None
+    started_at: float
+
+
+class Folder(msgspec.Struct, frozen=True):
+    """A watched folder; the counts come with `GET /v1/folders` (adding or removing one answers without)."""
+
+    id: int
+    path: str
+    documents: int = 0  # files known
+    chunks: int = 0
+    memories: int = 0  # written for its chunks
+    memories_pending: int = 0  # still to write
+    failed: int = 0  # files that could not be read
+
+
+class Folders(msgspec.Struct, frozen=True):
+    folders: list[Folder]
+
+
+class Documents(msgspec.Struct, frozen=True):
+    seen: int
+    parsed: int
+    pending: int
+    failed: int
+
+
+class Failure(msgspec.Struct, frozen=True):
+    path: str  # absolute
+    reason: str
+
+
+class Status(msgspec.Struct, frozen=True):
+    folders: list[str]
+    documents: Documents
+    chunks: int
+    chunks_pending: int
+    memories_to_drop: int
+    failures: list[Failure]
+    answers: list[str]
+    background: str  # idle, working or paused
+
+
+class Check(msgspec.Struct, frozen=True):
+    name: str
+    ok: bool
+    detail: str
+
+
+class Checks(msgspec.Struct, frozen=True):
+    checks: list[Check]
+
+
+class ChatSummary(msgspec.Struct, frozen=True):
+    id: int
+    title: str
+    created_at: float
+    updated_at: float  # the time of its last message, else its creation
+    messages: int
+    match: str | None  # a search's match in a message, with some text around it
+
+
+class Chats(msgspec.Struct, frozen=True):
+    chats: list[ChatSummary]
+
+
+class Message(msgspec.Struct, frozen=True):
+    id: int
+    role: str  # user or assistant
+    text: str
+    mode: str | None
+    citations: list[Citation]
+    reads: list[Read]
+    stopped: bool
+    created_at: float
+
+
+class Chat(msgspec.Struct, frozen=True):
+    id: int
+    title: str
+    created_at: float
+    messages: list[Message]
+
+
+class ChatTitle(msgspec.Struct, frozen=True):
+    id: int
+    title: str
+
+
+class Piece(msgspec.Struct, frozen=True):
+    """A chunk beside a passage."""
+
+    text: str
+    page: int | None
+    line_start: int
+    line_end: int
+
+
+class Passage(msgspec.Struct, frozen=True):
+    """A chunk and its neighbours in its document: joined, before + text + after read as its text does."""
+
+    hash: str
+    path: str
+    page: int | None
+    line_start: int
+    line_end: int
+    text: str
+    before: list[Piece]  # nearest last
+    after: list[Piece]  # nearest first
+
+
+class Retrying(msgspec.Struct, frozen=True):
+    path: str

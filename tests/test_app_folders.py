@@ -1,0 +1,243 @@
+"""The folders and bank screens of the app, on a real engine service (the tiny random-weight model).
+
+A small host app stands in for the app frame: it gives the screens what the frame gives (a ready client,
+the health, status readings every half second, `lost`, `keys_of`) and loads the app's style sheet. The
+screens are driven by keys at 80×24 and 120×40, as a user would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from textual import work
+from textual.app import App
+from textual.pilot import Pilot
+from textual.screen import Screen
+from textual.widgets import DataTable, Input, OptionList
+from tiny_gguf import write_tiny_gguf
+
+import assistant
+from assistant import actions
+from assistant.messages import StatusChanged
+from assistant.screens.add_folder import AddFolderScreen, complete_directory
+from assistant.screens.bank import LATER, BankScreen, human_bytes
+from assistant.screens.dialogs import ConfirmScreen
+from assistant.screens.folders import FoldersScreen, short_path
+from assistant.screens.ingest_progress import Reading, Tracker, duration_words
+from engine.service import client as service
+from engine.service.client import Client, ServiceError
+from ingest.paths import Home
+
+SIZES = [(80, 24), (120, 40)]
+WAIT_S = 120.0  # a scan with the tiny model on a busy machine
+
+
+class Host(App):
+    """What the frame (assistant/app.py) gives a screen, and nothing else."""
+
+    CSS_PATH = Path(assistant.__file__).parent / "app.tcss"
+
+    def __init__(self, client: Client, screen: type[Screen]):
+        super().__init__()
+        self.client: Client | None = client
+        self.health = client.health()
+        self.ready = True
+        self.latest: StatusChanged | None = None
+        self.first = screen
+
+    def on_mount(self) -> None:
+        self.push_screen(self.first())
+        self.set_interval(0.5, self.poll)
+
+    @work(thread=True, exclusive=True)
+    def poll(self) -> None:
+        reading = StatusChanged(self.client.status(), self.client.bank_stats())
+        self.call_from_thread(self._status, reading)
+
+    def _status(self, reading: StatusChanged) -> None:
+        self.latest = reading
+        self.screen.post_message(StatusChanged(reading.status, reading.bank))
+
+    def lost(self, exc: ServiceError) -> None:
+        self.call_from_thread(self.notify, str(exc), severity="error")
+
+    def keys_of(self, action_id: str) -> str:
+        return ", ".join(sorted(actions.effective_keys({})[action_id]))
+
+
+@pytest.fixture(scope="module")
+def client(home: Home, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    """A service of its own under /tmp (a socket path is short), sharing the session's cache."""
+    root = Path(tempfile.mkdtemp(prefix="m3app-", dir="/tmp"))
+    home.cache.mkdir(parents=True, exist_ok=True)
+    (root / "cache").symlink_to(home.cache)
+    tiny = write_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny.gguf", "gemma3")
+    m3 = Home.at(root)
+    c = service.connect_or_start(m3, tiny, "cpu")
+    try:
+        yield c
+    finally:
+        c.close()
+        service.stop(m3)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def notes(tmp_path: Path) -> Path:
+    """Six notes and a PDF that is none, which fails with a reason."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"note-{i}.md").write_text(f"# Note {i}\n\nLocker {i} opens with code {4000 + i}.\n")
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.7\nthis is no PDF at all\n")
+    return folder
+
+
+async def until(pilot: Pilot, what: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
+    """Wait until `what()` holds, then for the screen to be drawn so."""
+    waited = 0.0
+    while not what():
+        assert waited < timeout_s, "the screen did not get there in time"
+        await pilot.pause(0.1)
+        waited += 0.1
+    await pilot.pause()
+
+
+def text(app: App) -> str:
+    """The screen as the terminal shows it."""
+    return "\n".join("".join(s.text for s in strip) for strip in app.screen._compositor.render_strips())
+
+
+def notices(app: App) -> list[str]:
+    return [str(n.message) for n in app._notifications]
+
+
+def visible(app: App, selector: str) -> bool:
+    """Displayed and wholly on the screen (nothing pushed below the footer)."""
+    widget = app.screen.query_one(selector)
+    region = widget.region
+    return widget.display and region.height > 0 and region.bottom <= app.size.height - 2
+
+
+# --- without the engine ----------------------------------------------------------------------------------
+
+
+def test_directory_completion_expands_home_and_keeps_what_was_typed(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("Documents", "Downloads", ".dotfiles"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "Dull.txt").write_text("")
+    assert complete_directory("~") == "~/"
+    assert complete_directory("~/Do") == "~/Documents/"
+    assert complete_directory("~/Dow") == "~/Downloads/"
+    assert complete_directory("~/Du") is None  # a file is no folder
+    assert complete_directory("~/.d") == "~/.dotfiles/"
+    assert complete_directory(f"{tmp_path}/Doc") == f"{tmp_path}/Documents/"
+    assert complete_directory("/no/such/place/x") is None
+
+
+def test_time_left_is_estimating_until_there_is_a_rate():
+    now = [0.0]
+    tracker = Tracker(clock=lambda: now[0])
+    tracker.add(Reading(0, 10, 0, 0, 0, 0))
+    assert tracker.eta_s() is None
+    now[0] = 10.0
+    tracker.add(Reading(5, 5, 0, 50, 0, 50))  # 5 files in 10 s, 10 chunks a file
+    assert tracker.eta_s() is None  # no memory written yet: its rate is unknown
+    now[0] = 20.0
+    tracker.add(Reading(10, 0, 0, 100, 20, 80))  # 20 memories in 10 s (from the last still reading)
+    assert tracker.eta_s() == pytest.approx(80 / 2)
+    done, total = tracker.steps()
+    assert (done, total) == (30, 110)
+    tracker.add(Reading(10, 0, 0, 100, 100, 0))
+    assert tracker.steps() == (1.0, 1.0) and tracker.eta_s() == 0
+    assert duration_words(42) == "about 40 s" and duration_words(3 * 3600 + 20 * 60) == "about 3 h 20 min"
+
+
+def test_sizes_and_paths_read_short():
+    assert human_bytes(512) == "512 B" and human_bytes(3 * 2**29) == "1.5 GiB"
+    assert short_path(str(Path.home() / "notes"), 40) == "~/notes"
+    assert short_path("/very/long/path/to/a/folder", 12) == "…/a/folder"
+
+
+# --- on the engine ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_bank_screen_shows_the_figures_and_refreshes(client, size):
+    asyncio.run(bank_scenario(Host(client, BankScreen), size))
+
+
+async def bank_scenario(app: Host, size: tuple[int, int]) -> None:
+    async with app.run_test(size=size) as pilot:
+        await until(pilot, lambda: app.latest is not None and "Memories" in text(app))
+        shown = text(app)
+        assert "Profile" in shown and "Budget used" in shown and LATER in shown
+        assert Path(app.health.model).name in shown and "CPU" in shown
+        await pilot.press("r")
+        await until(pilot, lambda: "Bank statistics read again." in notices(app))
+        assert visible(app, "#bank-later")
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_with_no_folder_the_screen_says_how_to_add_one(client, size):
+    asyncio.run(empty_scenario(Host(client, FoldersScreen), size))
+
+
+async def empty_scenario(app: Host, size: tuple[int, int]) -> None:
+    async with app.run_test(size=size) as pilot:
+        await until(pilot, lambda: app.screen.folders is not None)
+        assert "No folder is watched yet. Press a to add one" in text(app)
+        assert not app.screen.query_one(DataTable).display
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_add_scan_retry_and_remove_a_folder(client, notes, size):
+    asyncio.run(folder_scenario(Host(client, FoldersScreen), notes, size))
+
+
+async def folder_scenario(app: Host, notes: Path, size: tuple[int, int]) -> None:
+    async with app.run_test(size=size) as pilot:
+        screen = app.screen
+        await until(pilot, lambda: screen.folders is not None)
+        await pilot.press("a")
+        assert isinstance(app.screen, AddFolderScreen)
+        app.screen.query_one(Input).value = str(notes)
+        await pilot.press("enter")
+        await until(pilot, lambda: app.screen is screen)
+        await until(pilot, lambda: screen.scanning is None)  # over in a blink: its report says so
+        # (its files may be new to it, or found by the background scan that adding a folder starts)
+        assert any(n.startswith(f"Scanned {short_path(str(notes), 60)}: ") for n in notices(app))
+        await until(pilot, lambda: "Up to date" in text(app) and bool(screen.folders[0].memories))
+        files, chunks, memories, to_write, failed = (
+            int(str(cell)) for cell in screen.query_one(DataTable).get_row(str(notes))[1:]
+        )
+        assert (files, to_write, failed) == (7, 0, 1) and memories == chunks >= 6
+        failures = screen.query_one(OptionList)
+        await until(pilot, lambda: failures.option_count == 1)
+        assert "broken.pdf" in text(app)
+        assert visible(app, "#folders-failures") and visible(app, "#folders-ingest")
+
+        # the engine's sentence when it refuses; the modal stays for the path to be fixed
+        await pilot.press("a")
+        app.screen.query_one(Input).value = str(notes)
+        await pilot.press("enter")
+        await until(pilot, lambda: any("already watched" in n for n in notices(app)))
+        assert isinstance(app.screen, AddFolderScreen)
+        await pilot.press("escape")
+
+        await pilot.press("r")  # the PDF is still no PDF
+        await until(pilot, lambda: any(n.startswith("broken.pdf still fails") for n in notices(app)))
+        await pilot.press("s")
+        await until(pilot, lambda: any("nothing changed" in n for n in notices(app)))
+
+        await pilot.press("x")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await until(pilot, lambda: screen.folders == [])
+        assert "No folder is watched yet" in text(app)
