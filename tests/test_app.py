@@ -99,8 +99,9 @@ async def citation_scenario(served, size) -> None:
         await pilot.press("ctrl+s", "enter")
         assert isinstance(app.screen, PassageScreen)
         cited = view.citations[0]
-        await until(pilot, lambda: len(app.screen.query(".context")) > 0 or "No neighbours" in text(app), 30)
-        assert " ".join(cited.text.split())[:30] in " ".join(text(app).split())
+        await until(pilot, lambda: app.screen.passage is not None, 30)
+        assert app.screen.passage.text == cited.text and app.screen.passage.path == cited.path
+        assert " ".join(cited.text.split()[:3]) in text(app)  # shown
         await pilot.press("escape")
         await pilot.press("ctrl+g")
         assert isinstance(app.screen, ReadsScreen)
@@ -257,11 +258,14 @@ def test_a_missing_model_is_a_screen_with_a_retry(home, tmp_path):
 
 async def missing_scenario(app: M3App) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, ProblemScreen) and "gone.gguf" in text(app), 60)
-        assert "Traceback" not in text(app) and "r tries again" in text(app)
+        await until(pilot, lambda: isinstance(app.screen, ProblemScreen), 60)
+        assert "Model file not found" in app.screen.sentence and "gone.gguf" in app.screen.sentence
+        assert "Model file not found" in text(app) and "r tries again" in text(app)
+        assert "Traceback" not in text(app)
+        first = app.screen
         await pilot.press("r")
-        await until(pilot, lambda: isinstance(app.screen, ProblemScreen) and app.engine == "down", 60)
-        assert "gone.gguf" in text(app)
+        await until(pilot, lambda: isinstance(app.screen, ProblemScreen) and app.screen is not first, 60)
+        assert "gone.gguf" in app.screen.sentence
 
 
 def test_an_engine_that_goes_away_is_a_screen_and_comes_back(home, tiny):

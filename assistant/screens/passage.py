@@ -55,6 +55,7 @@ class PassageScreen(ModalScreen[None]):
     def __init__(self, citation: Citation):
         super().__init__()
         self.citation = citation
+        self.passage: Passage | None = None  # once loaded from the engine
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -86,7 +87,10 @@ class PassageScreen(ModalScreen[None]):
             cited := Static(Text(passage.text), classes="cited"),
             *(Static(Text(p.text), classes="context") for p in passage.after),
         ]
+        if not passage.before and not passage.after:
+            parts.append(Static("(the document holds nothing else)", classes="context"))
         await scroll.mount_all(parts)
+        self.passage = passage
         scroll.call_after_refresh(scroll.scroll_to_widget, cited, top=True, animate=False)
 
     def action_open(self) -> None:

@@ -22,23 +22,35 @@ class StatusBar(Static):
         self.watch(self.app, "ready", self._redraw)
         self.watch(self.app, "latest", self._redraw)
 
+    def on_resize(self) -> None:
+        self._redraw()
+
     def _redraw(self, *_: object) -> None:
+        """The engine's state, what it runs and holds, and the privacy note, which is always shown in
+        full: on a narrow terminal the model's name goes first, then the device, then the memory count."""
         app = self.app
-        line = Text(no_wrap=True, overflow="ellipsis")
         if app.ready:
-            line.append("● ready", "bold green")
+            state: tuple[str, str] = ("● ready", "bold green")
         elif app.engine == "down":
-            line.append("✖ engine down", "bold red")
+            state = ("✖ engine down", "bold red")
         else:
-            line.append(f"◌ {app.engine}", "yellow")
-        health = app.health
+            state = (f"◌ {app.engine}", "yellow")
+        parts: list[str] = []  # least needed first
+        health, latest = app.health, app.latest
         if health is not None and app.ready:
-            line.append(f" · {Path(health.model).stem if health.model else 'default model'}")
-            line.append(f" · {(health.device or 'cpu').upper()}")
-        latest = app.latest
+            parts += [
+                Path(health.model).stem if health.model else "default model",
+                (health.device or "cpu").upper(),
+            ]
         if latest is not None and app.ready:
-            line.append(f" · {latest.bank.get('memories', 0):,} memories")
-            line.append(f" · {ingest_state(latest)}")
+            parts += [f"{latest.bank.get('memories', 0):,} memories", ingest_state(latest)]
+        room = self.size.width - 2 - len(state[0]) - len(f" · {OFFLINE}")
+        while parts and sum(len(p) + 3 for p in parts) > room and len(parts) > 1:
+            parts.pop(0)
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append(*state)
+        for part in parts:
+            line.append(f" · {part}")
         line.append(f" · {OFFLINE}", "italic")
         self.update(line)
 
