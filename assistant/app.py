@@ -18,11 +18,10 @@ from textual.screen import Screen
 
 from assistant import actions
 from assistant.messages import EngineDown, EngineReady, EngineWaiting, StatusChanged
-from assistant.screens.bank import BankScreen
 from assistant.screens.chat import ChatScreen
-from assistant.screens.folders import FoldersScreen
 from assistant.screens.help import HelpScreen
 from assistant.screens.problem import ProblemScreen
+from assistant.settings import Settings
 from engine.service import client as service
 from engine.service.client import Client, Health, ServiceError, ServiceUnreachable
 from ingest.paths import Home
@@ -30,12 +29,25 @@ from ingest.paths import Home
 STATUS_EVERY_S = 2.0
 
 
+def _folders() -> Screen:
+    """The folders screen, imported when first shown: the first frame comes sooner."""
+    from assistant.screens.folders import FoldersScreen
+
+    return FoldersScreen()
+
+
+def _bank() -> Screen:
+    from assistant.screens.bank import BankScreen
+
+    return BankScreen()
+
+
 class M3App(App):
     """memory3: `M3App(home).run()`; `model`/`device` as for `m3 --model/--device`."""
 
     TITLE = "memory3"
     CSS_PATH = "app.tcss"
-    MODES = {"chat": ChatScreen, "folders": FoldersScreen, "bank": BankScreen}
+    MODES = {"chat": ChatScreen, "folders": _folders, "bank": _bank}
     DEFAULT_MODE = "chat"
     BINDINGS = actions.bindings(actions.APP)
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
@@ -50,8 +62,11 @@ class M3App(App):
         model: str | None = None,
         device: str | None = None,
         keymap: dict[str, str] | None = None,
+        theme: str | None = None,
     ):
         super().__init__()
+        if theme:
+            self.theme = theme
         self.home, self.model_path, self.device = home, model, device
         self.client: Client | None = None
         self.health: Health | None = None
@@ -153,12 +168,14 @@ class M3App(App):
         return ", ".join(sorted(actions.effective_keys(self._keymap)[action_id]))
 
 
-def run(home: Home, model: str | None = None, device: str | None = None) -> None:
-    """Open the app (what `m3` with no command does). ConfigError for a bad [keys] table."""
-    keymap = actions.load_keymap(home.config_file)
-    app = M3App(home, model, device, keymap)
+def run(home: Home, model: str | None = None, device: str | None = None) -> int:
+    """Open the app (what `m3` with no command does); its exit status (1 after a crash, whose traceback
+    Textual has shown). ConfigError for a bad [app] or [keys] table."""
+    settings = Settings.load(home.config_file)
+    app = M3App(home, model, device, settings.keymap, settings.theme)
     try:
         app.run()
     finally:  # after the workers have ended: closing the client under them would fail their requests
         if app.client is not None:
             app.client.close()
+    return app.return_code or 0

@@ -97,7 +97,7 @@ def cli(ctx: click.Context, model_path: str | None, device: str | None) -> None:
             raise click.UsageError("m3 with no command opens the app, which needs a terminal; see m3 --help.")
         from assistant.app import run  # Textual is loaded only for the app
 
-        run(ctx.obj.home, model_path, device)
+        ctx.exit(run(ctx.obj.home, model_path, device))
 
 
 @cli.command()

@@ -26,6 +26,7 @@ from assistant.screens.help import HelpScreen
 from assistant.screens.passage import PassageScreen
 from assistant.screens.problem import ProblemScreen
 from assistant.screens.reads import ReadsScreen
+from assistant.settings import Settings
 from assistant.widgets.answer import AnswerView, Turn
 from assistant.widgets.sources import SourcesPanel
 from engine.service import client as service
@@ -282,3 +283,21 @@ async def gone_scenario(app: M3App, m3: Home) -> None:
         await pilot.press("r")
         await until(pilot, lambda: app.ready and not isinstance(app.screen, ProblemScreen), 120)
         assert not [n for n in notices(app) if "error" in n.lower()]
+
+
+def test_the_theme_in_config_is_checked_and_used(tmp_path, served):
+    config = tmp_path / "config.toml"
+    config.write_text('[app]\ntheme = "no-such-theme"\n')
+    with pytest.raises(ConfigError, match=r"\[app\] theme 'no-such-theme' is not a Textual theme"):
+        Settings.load(config)
+    config.write_text('[app]\ntheme = "ansi-dark"\n[keys]\nhelp = "f9"\n')
+    settings = Settings.load(config)
+    assert settings == Settings("ansi-dark", {"help": "f9"})
+    run(theme_scenario, M3App(served[0], keymap=settings.keymap, theme=settings.theme))
+
+
+async def theme_scenario(app: M3App) -> None:
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert app.theme == "ansi-dark"
+        await pilot.press("f9")
+        assert isinstance(app.screen, HelpScreen)
