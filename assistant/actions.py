@@ -40,7 +40,7 @@ ACTIONS: tuple[Action, ...] = (
     Action("folders", "f3", "app.switch_mode('folders')", "Folders", "Watched folders and their progress."),
     Action("bank", "f4", "app.switch_mode('bank')", "Bank", "The memory bank: size, profile, budget."),
     Action("new_chat", "ctrl+n", "new_chat", "New chat", "Start a new chat.", CHAT),
-    Action("chats", "ctrl+l", "chats", "Chats", "List, search, open, rename or delete chats.", CHAT),
+    Action("chats", "ctrl+l", "chats", "Chats", "List and search your chats; Enter opens one.", CHAT),
     Action("mode", "ctrl+t", "cycle_mode", "Mode", "Switch the answer mode: memory, rag, none.", CHAT),
     Action(
         "compare",

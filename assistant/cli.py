@@ -11,6 +11,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -95,6 +96,9 @@ def cli(ctx: click.Context, model_path: str | None, device: str | None) -> None:
     if ctx.invoked_subcommand is None:
         if not (sys.stdin.isatty() and sys.stdout.isatty()):
             raise click.UsageError("m3 with no command opens the app, which needs a terminal; see m3 --help.")
+        # A lone Esc (stop the answer) is told from an escape sequence after this many ms; Textual's
+        # default, 100, is most of the time a stop may take. ESCDELAY set by the user wins.
+        os.environ.setdefault("ESCDELAY", "25")
         from assistant.app import run  # Textual is loaded only for the app
 
         ctx.exit(run(ctx.obj.home, model_path, device))

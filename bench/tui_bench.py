@@ -28,11 +28,13 @@ from bench import engine_bench
 from bench.ask_wall import SAMPLE, m3_command
 from bench.errors import BenchmarkError, ScreenTimeout
 from bench.machine import machine_info
-from bench.terminal import Predicate, Terminal
+from bench.terminal import Lines, Predicate, Terminal
 from bench.tui_screen import (
     MARKER,
     OFFLINE,
     READY,
+    STOPPED,
+    STOPPING,
     STREAMING,
     composer_clear,
     composer_holds,
@@ -53,7 +55,8 @@ FILES, QUICK_FILES = 1000, 200
 TARGETS = {"first_frame_s": 0.5, "key_p95_ms": 50.0}
 
 QUESTION = "Tell me everything about the steam engine, oxygen, Nikola Tesla and the Apollo program."
-CTRL_Q, ENTER, BACKSPACE = b"\x11", b"\r", b"\x7f"
+CTRL_Q, ENTER, BACKSPACE, ESCAPE, CTRL_N = b"\x11", b"\r", b"\x7f", b"\x1b", b"\x0e"
+STOPS, QUICK_STOPS = 10, 3
 
 FRAME_S, READY_S, ANSWER_S, KEY_S, EXIT_S, WORK_S, POLL_S = 10, 600, 300, 5, 30, 900, 0.5
 KEY_GAP_S = 0.03  # between keys, so that each is timed on its own
@@ -113,6 +116,34 @@ def ask(term: Terminal) -> None:
     expect(term, composer_holds(QUESTION), KEY_S, "the question in the composer")
     term.send(ENTER)
     expect(term, shows(STREAMING), ANSWER_S, "an answer being written")
+
+
+def stop_answers(term: Terminal, want: int) -> dict[str, list[float]]:
+    """Seconds from Esc to the answer marked "stopping…" (the app took the key) and to "stopped" (the
+    engine ended the answer and the app says so), over `want` answers stopped while they streamed. Each is
+    asked in a new chat (Ctrl+N), so that the screen shows one answer; one that ended before the Esc is
+    not counted."""
+    taken: list[float] = []
+    stopped: list[float] = []
+    for _ in range(want * 3):
+        if len(stopped) == want:
+            break
+        term.send(CTRL_N)
+        expect(term, lambda lines: not shows(STOPPED)(lines), KEY_S, "a new chat")
+        ask(term)
+        seen: list[float] = []
+
+        def ended(lines: Lines, seen: list[float] = seen) -> bool:
+            if not seen and shows(STOPPING)(lines):
+                seen.append(time.perf_counter())  # called by the reader as the output arrives
+            return shows(STOPPED)(lines) or not (shows(STREAMING)(lines) or shows(STOPPING)(lines))
+
+        sent = term.send(ESCAPE)
+        end = expect(term, ended, ANSWER_S, "the answer's end")
+        if shows(STOPPED)(term.lines()):
+            stopped.append(end - sent)
+            taken.append((seen[0] if seen else end) - sent)
+    return {"acknowledged": taken, "stopped": stopped}
 
 
 def type_keys(
@@ -189,6 +220,7 @@ def run(
 ) -> tuple[dict, str]:
     """Measure the app (quick: fewer launches and keys, 200 files); return the results and a table."""
     launches, keys, files = (QUICK_LAUNCHES, QUICK_KEYS, QUICK_FILES) if quick else (LAUNCHES, KEYS, FILES)
+    stop_count = QUICK_STOPS if quick else STOPS
     Embedder.load(home.cache / "embedder", device=device)  # exported now, so no launch waits for it
     with tempfile.TemporaryDirectory(prefix="m3-tui-bench-") as tmp:
         root = Path(tmp)
@@ -200,7 +232,7 @@ def run(
         rig.home.make_private()
         rig.home.cache.symlink_to(home.cache.resolve(), target_is_directory=True)  # the model, the embedder
         try:
-            measured = _measure(rig, launches, keys, files, output_dir)
+            measured = _measure(rig, launches, keys, stop_count, files, output_dir)
         except ScreenTimeout as exc:
             dump = output_dir / "tui-failed-screen.txt"
             write_atomic(dump, exc.screen)
@@ -220,8 +252,8 @@ def run(
     return results, table(results)
 
 
-def _measure(rig: Rig, launches: int, keys: int, files: int, output_dir: Path) -> dict:
-    """Every measurement, in order: launches (the first starts the service), 80×24, then keys."""
+def _measure(rig: Rig, launches: int, keys: int, stop_count: int, files: int, output_dir: Path) -> dict:
+    """Every measurement, in order: launches (the first starts the service), 80×24, keys, Esc."""
     firsts, readies, quits = [], [], []
     for _ in range(launches):
         first, ready, term = launch(rig.m3, rig.env, SIZE)
@@ -250,6 +282,7 @@ def _measure(rig: Rig, launches: int, keys: int, files: int, output_dir: Path) -
     with term:
         typed = {"idle": type_keys(term, keys, streaming=False)}
         typed["streaming"] = type_keys(term, keys, streaming=True)
+        stops = stop_answers(term, stop_count)
         expect(term, lambda lines: not shows(STREAMING)(lines), ANSWER_S, "the answer finished")
         rig.cli("watch", str(rig.root / "notes"))  # the service ingests it in the background
         rig.wait_pending(True, "did not start ingesting")
@@ -265,6 +298,7 @@ def _measure(rig: Rig, launches: int, keys: int, files: int, output_dir: Path) -
         "ready_s": {"cold": readies[0], "warm": statistics.median(readies[1:]) if readies[1:] else None},
         "quit_s": statistics.median(quits),
         "keys_ms": {name: summary_ms(latencies) for name, latencies in typed.items()},
+        "stop_ms": {name: summary_ms(latencies) for name, latencies in stops.items()},
         "ingest_background": background,
         "narrow": narrow,
     }
@@ -292,6 +326,13 @@ def table(r: dict) -> str:
         s = k[name]
         values = " / ".join(_fmt(s[p], "ms") for p in ("p50", "p95", "max"))
         rows.append((f"{label}: p50 / p95 / max ({s['n']} keys)", values, "p95 < 50 ms"))
+    for name, label in (
+        ("acknowledged", "Esc to the answer marked stopping"),
+        ("stopped", "Esc to the answer stopped by the engine"),
+    ):
+        s = r["stop_ms"][name]
+        values = " / ".join(_fmt(s[p], "ms") for p in ("p50", "p95", "max"))
+        rows.append((f"{label}: p50 / p95 / max ({s['n']} answers)", values, "< 100 ms"))
     n = r["narrow"]
     narrow = "yes" if n["composer"] else "no composer"
     if not n["offline_shown_when_ready"]:

@@ -10,6 +10,8 @@ from bench.terminal import Lines, Predicate
 OFFLINE = "offline: nothing leaves this machine"
 READY = "● ready"
 STREAMING = "writing…"
+STOPPING = "stopping…"  # an answer's head once Esc was taken
+STOPPED = "· stopped"  # once the engine ended it
 MARKER = "zq0123456789012345678901"  # typed one key at a time: each prefix is new on screen
 
 

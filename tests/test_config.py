@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from assistant.actions import ACTIONS
+from assistant.settings import Settings
 from engine.config import EngineConfig, ServiceConfig
 from ingest.config import IngestConfig
 from ingest.errors import ConfigError
@@ -47,6 +49,14 @@ def test_the_readme_example_config_loads(tmp_path: Path):
     assert ServiceConfig.load(tmp_path / "config.toml") == ServiceConfig()
     assert EngineConfig.load(tmp_path / "config.toml") == EngineConfig()
     assert IngestConfig.load(tmp_path / "config.toml") == IngestConfig()
+    assert Settings.load(tmp_path / "config.toml") == Settings("textual-dark", {})
+
+
+def test_the_readme_lists_every_key_of_the_app():
+    """README's key table is the user's reference: every action, with its default keys."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for action in ACTIONS:
+        assert f"| `{action.keys}` | `{action.id}` | {action.help} |" in readme, action.id
 
 
 @pytest.mark.parametrize(

@@ -117,6 +117,36 @@ def test_memories_are_retrieved_every_64_tokens(rt):
     assert len(gen.attached) == 4
 
 
+def test_a_stop_during_the_prompt_takes_effect_before_its_next_chunk(rt):
+    """Memory mode reads the prompt 64 tokens at a time: a stop while it does reads no further chunk."""
+    tok = rt.tokenizer
+    memory = write_memories(rt.model, rt.sink, [tok.encode(" Bees make honey.")], PROFILES["dense"])[
+        0
+    ].unpack(rt.model.dtype, rt.model.device)
+    cancel = threading.Event()
+    readings: list[str] = []
+
+    def retrieve(query: str):
+        readings.append(query)
+        if len(readings) == 2:  # the reading before the prompt's second chunk: the user stops now
+            cancel.set()
+        return [memory]
+
+    body = tok.encode(" word" * 300)  # five chunks of prompt
+    gen = Generation(
+        rt.model,
+        tok,
+        rt.sink + body,
+        retrieve=retrieve,
+        question="q",
+        sink_len=len(rt.sink),
+        memory_slots=128,
+        cancel=cancel,
+    )
+    assert list(gen.run()) == [] and gen.tokens == []
+    assert len(readings) == 2  # the third chunk's reading never came: the prompt was left after chunk two
+
+
 FACT = " The access code for the blue vault is 7391-QX."
 DISTRACTORS = [" Tomatoes grow best in warm soil with full sun.", " The harbour ferry leaves from pier six."]
 QUESTION = "\n\nQuestion: What is the access code for the blue vault?\nAnswer: The access code is"

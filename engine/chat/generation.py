@@ -95,7 +95,7 @@ class Generation:
             self._attach(cache, first, next_pos)
 
         fed, logits = 0, None
-        while fed < len(body):  # prefill, one chunk at a time when reading memories
+        while fed < len(body) and not self._cancelled():  # prefill, a chunk at a time when reading memories
             n = self.chunk - fed % self.chunk if self.retrieve else len(body)
             self._maybe_reattach(cache, history, fed, next_pos)
             piece = body[fed : fed + n]
@@ -105,7 +105,7 @@ class Generation:
         self._after_prompt = (cache, cache.length, logits, fed, next_pos, list(history), self._placed)
         stream = self.tokenizer.stream()
         for _ in range(self.max_new_tokens):
-            if self.cancel is not None and self.cancel.is_set():
+            if self._cancelled():
                 break
             token = sample(logits, self.sampling, rng)
             if token in self.stop_ids:
@@ -121,6 +121,11 @@ class Generation:
         tail = stream.flush()
         if tail:
             yield tail
+
+    def _cancelled(self) -> bool:
+        """Checked before every token and every 64-token chunk of the prompt: a stop takes effect within
+        one step (a prompt read as text in one piece, as in RAG mode, is read to its end first)."""
+        return self.cancel is not None and self.cancel.is_set()
 
     @torch.inference_mode()
     def score(self, tokens: Sequence[int]) -> float:
