@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,19 @@ def count_tokens(model_path: Path):
 
     tok = Tokenizer(model_path)
     return lambda s: len(tok.encode(s))
+
+
+@pytest.fixture(scope="module")
+def roots(home):
+    """Make homes of their own under /tmp (service_rig.new_root), removed after the module."""
+    from service_rig import new_root
+
+    made: list[Path] = []
+
+    def make(config: str = "") -> Path:
+        made.append(new_root(home.cache, config))
+        return made[-1]
+
+    yield make
+    for root in made:
+        shutil.rmtree(root, ignore_errors=True)

@@ -14,28 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_service import Running, corpus, new_root, wait_for
+from service_rig import Running, corpus, wait_for
 from tiny_gguf import write_tiny_gguf
 
 from engine.service import client as typed
-from ingest.paths import Home
 
 QUESTION = "What is the code for door 7?"
 SOURCE_KEYS = {"hash", "path", "page", "line_start", "line_end", "score"}
 RETRIED = "The lantern for the retried note hangs in the boat shed.\n"
-
-
-@pytest.fixture(scope="module")
-def roots(home: Home) -> Iterator:
-    made: list[Path] = []
-
-    def make(config: str = "") -> Path:
-        made.append(new_root(home.cache, config))
-        return made[-1]
-
-    yield make
-    for root in made:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -219,20 +219,20 @@ class ChatScreen(Screen):
     async def _show_chat(self, chat: Chat) -> None:
         await self.action_new_chat()
         self.chat_id, self.title_text = chat.id, chat.title
-        turns: list[Turn] = []
-        question = None
+        turns: list[tuple[str, list[AnswerView]]] = []  # a question asked again right after: a comparison
+        question = ""
         for m in chat.messages:
             if m.role == "user":
                 question = m.text
                 continue
-            view = AnswerView(question or "", m.mode or "memory", m.text, m.citations, m.reads, m.stopped)
-            if turns and turns[-1].question == question and len(turns[-1]._answers) < len(MODES):
-                turns[-1]._answers.append(view)  # the same question asked again: a comparison
+            view = AnswerView(question, m.mode or "memory", m.text, m.citations, m.reads, m.stopped)
+            if turns and turns[-1][0] == question and len(turns[-1][1]) < len(MODES):
+                turns[-1][1].append(view)
             else:
-                turns.append(Turn(question or "", [view]))
+                turns.append((question, [view]))
         if turns:
             self.query_one("#welcome").display = False
-            await self.query_one("#transcript").mount_all(turns)
+            await self.query_one("#transcript").mount_all(Turn(q, views) for q, views in turns)
             self.query_one("#transcript", VerticalScroll).scroll_end(animate=False)
             last = self._views()[-1]
             self.on_answer_view_selected(AnswerView.Selected(last))

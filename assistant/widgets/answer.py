@@ -143,12 +143,12 @@ class Turn(Vertical):
     def __init__(self, question: str, answers: Sequence[AnswerView]):
         super().__init__()
         self.question = question
-        self._answers = list(answers)
+        self._first = list(answers)
 
     def compose(self) -> ComposeResult:
         yield Static(Text(self.question), classes="question")
         with Horizontal():
-            yield from self._answers
+            yield from self._first
 
     @property
     def answers(self) -> list[AnswerView]:
