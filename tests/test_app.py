@@ -19,6 +19,7 @@ from tiny_gguf import write_tiny_gguf
 
 from assistant import actions
 from assistant.app import M3App
+from assistant.messages import AnswerPiece
 from assistant.screens.chat import ChatScreen
 from assistant.screens.chats import ChatsScreen
 from assistant.screens.dialogs import ConfirmScreen, PromptScreen
@@ -301,3 +302,36 @@ async def theme_scenario(app: M3App) -> None:
         assert app.theme == "ansi-dark"
         await pilot.press("f9")
         assert isinstance(app.screen, HelpScreen)
+
+
+def test_the_transcript_follows_a_stream_only_while_at_the_bottom(served):
+    run(follow_scenario, M3App(served[0]))
+
+
+async def follow_scenario(app: M3App) -> None:
+    """Pieces of a long answer go to its view as the engine's stream would send them."""
+    async with app.run_test(size=(80, 24)) as pilot:
+        chat = app.screen
+        transcript = chat.query_one("#transcript")
+        view = AnswerView("a long one", "memory", pending=True)
+        await transcript.mount(Turn("a long one", [view]))
+
+        async def stream(lines: range) -> None:
+            for i in lines:
+                view.post_message(AnswerPiece(f"line {i}\n\n"))
+                await pilot.pause()
+
+        await stream(range(40))
+        await until(
+            pilot, lambda: transcript.max_scroll_y > 10 and transcript.scroll_y == transcript.max_scroll_y
+        )
+        transcript.scroll_home(animate=False)  # the user scrolls up to read
+        await pilot.pause()
+        await stream(range(40, 80))
+        await pilot.pause(0.3)
+        assert transcript.scroll_y == 0 and transcript.max_scroll_y > 40
+        transcript.scroll_end(animate=False)  # back at the bottom: following again
+        await pilot.pause()
+        await stream(range(80, 100))
+        await until(pilot, lambda: transcript.scroll_y == transcript.max_scroll_y, 10)
+        assert "line 99" in view.text
