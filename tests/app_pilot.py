@@ -49,3 +49,10 @@ def text(app: App) -> str:
 
 def notices(app: App) -> list[str]:
     return [str(n.message) for n in app._notifications]
+
+
+def visible(app: App, selector: str) -> bool:
+    """Displayed and wholly on the screen (nothing pushed below the footer)."""
+    widget = app.screen.query_one(selector)
+    region = widget.region
+    return widget.display and region.height > 0 and region.bottom <= app.size.height - 2

@@ -1,90 +1,39 @@
 """The folders and bank screens of the app, on a real engine service (the tiny random-weight model).
 
-A small host app stands in for the app frame: it gives the screens what the frame gives (a ready client,
-the health, status readings every half second, `lost`, `keys_of`) and loads the app's style sheet. The
-screens are driven by keys at 80×24 and 120×40, as a user would.
+The real app (assistant/app.py) is driven by keys at 80×24 and 120×40, as a user would: F3 opens the
+folders screen, F4 the bank.
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from textual import work
-from textual.app import App
-from textual.pilot import Pilot
-from textual.screen import Screen
+from app_pilot import notices, service_home, text, until, visible
 from textual.widgets import DataTable, Input, OptionList
 from tiny_gguf import write_tiny_gguf
 
-import assistant
-from assistant import actions
-from assistant.messages import StatusChanged
+from assistant.app import M3App
 from assistant.screens.add_folder import AddFolderScreen, complete_directory
 from assistant.screens.bank import LATER, BankScreen, human_bytes
 from assistant.screens.dialogs import ConfirmScreen
 from assistant.screens.folders import FoldersScreen, short_path
 from assistant.screens.ingest_progress import Reading, Tracker, duration_words
 from engine.service import client as service
-from engine.service.client import Client, ServiceError
 from ingest.paths import Home
 
 SIZES = [(80, 24), (120, 40)]
-WAIT_S = 120.0  # a scan with the tiny model on a busy machine
-
-
-class Host(App):
-    """What the frame (assistant/app.py) gives a screen, and nothing else."""
-
-    CSS_PATH = Path(assistant.__file__).parent / "app.tcss"
-
-    def __init__(self, client: Client, screen: type[Screen]):
-        super().__init__()
-        self.client: Client | None = client
-        self.health = client.health()
-        self.ready = True
-        self.latest: StatusChanged | None = None
-        self.first = screen
-
-    def on_mount(self) -> None:
-        self.push_screen(self.first())
-        self.set_interval(0.5, self.poll)
-
-    @work(thread=True, exclusive=True)
-    def poll(self) -> None:
-        reading = StatusChanged(self.client.status(), self.client.bank_stats())
-        self.call_from_thread(self._status, reading)
-
-    def _status(self, reading: StatusChanged) -> None:
-        self.latest = reading
-        self.screen.post_message(StatusChanged(reading.status, reading.bank))
-
-    def lost(self, exc: ServiceError) -> None:
-        self.call_from_thread(self.notify, str(exc), severity="error")
-
-    def keys_of(self, action_id: str) -> str:
-        return ", ".join(sorted(actions.effective_keys({})[action_id]))
 
 
 @pytest.fixture(scope="module")
-def client(home: Home, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    """A service of its own under /tmp (a socket path is short), sharing the session's cache."""
-    root = Path(tempfile.mkdtemp(prefix="m3app-", dir="/tmp"))
-    home.cache.mkdir(parents=True, exist_ok=True)
-    (root / "cache").symlink_to(home.cache)
+def served(home: Home, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Home, Path]]:
+    """A home of its own with its service started on the tiny model (the apps then connect to it)."""
     tiny = write_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny.gguf", "gemma3")
-    m3 = Home.at(root)
-    c = service.connect_or_start(m3, tiny, "cpu")
-    try:
-        yield c
-    finally:
-        c.close()
-        service.stop(m3)
-        shutil.rmtree(root, ignore_errors=True)
+    with service_home(home.cache) as m3:
+        service.connect_or_start(m3, tiny, "cpu").close()
+        yield m3, tiny
 
 
 @pytest.fixture
@@ -98,30 +47,22 @@ def notes(tmp_path: Path) -> Path:
     return folder
 
 
-async def until(pilot: Pilot, what: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
-    """Wait until `what()` holds, then for the screen to be drawn so."""
-    waited = 0.0
-    while not what():
-        assert waited < timeout_s, "the screen did not get there in time"
-        await pilot.pause(0.1)
-        waited += 0.1
-    await pilot.pause()
+def run(served: tuple[Home, Path], scenario, *args) -> None:
+    """The app on the served home, driven by `scenario(app, *args)`; its client closed after."""
+    m3, tiny = served
+    app = M3App(m3, str(tiny), "cpu")
+    try:
+        asyncio.run(scenario(app, *args))
+    finally:
+        if app.client is not None:
+            app.client.close()
 
 
-def text(app: App) -> str:
-    """The screen as the terminal shows it."""
-    return "\n".join("".join(s.text for s in strip) for strip in app.screen._compositor.render_strips())
-
-
-def notices(app: App) -> list[str]:
-    return [str(n.message) for n in app._notifications]
-
-
-def visible(app: App, selector: str) -> bool:
-    """Displayed and wholly on the screen (nothing pushed below the footer)."""
-    widget = app.screen.query_one(selector)
-    region = widget.region
-    return widget.display and region.height > 0 and region.bottom <= app.size.height - 2
+async def open_screen(pilot, app: M3App, key: str, screen: type) -> None:
+    """Wait for the engine, then press the screen's key."""
+    await until(pilot, lambda: app.ready)
+    await pilot.press(key)
+    await until(pilot, lambda: isinstance(app.screen, screen))
 
 
 # --- without the engine ----------------------------------------------------------------------------------
@@ -169,12 +110,13 @@ def test_sizes_and_paths_read_short():
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_bank_screen_shows_the_figures_and_refreshes(client, size):
-    asyncio.run(bank_scenario(Host(client, BankScreen), size))
+def test_bank_screen_shows_the_figures_and_refreshes(served, size):
+    run(served, bank_scenario, size)
 
 
-async def bank_scenario(app: Host, size: tuple[int, int]) -> None:
+async def bank_scenario(app: M3App, size: tuple[int, int]) -> None:
     async with app.run_test(size=size) as pilot:
+        await open_screen(pilot, app, "f4", BankScreen)
         await until(pilot, lambda: app.latest is not None and "Memories" in text(app))
         shown = text(app)
         assert "Profile" in shown and "Budget used" in shown and LATER in shown
@@ -185,24 +127,26 @@ async def bank_scenario(app: Host, size: tuple[int, int]) -> None:
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_with_no_folder_the_screen_says_how_to_add_one(client, size):
-    asyncio.run(empty_scenario(Host(client, FoldersScreen), size))
+def test_with_no_folder_the_screen_says_how_to_add_one(served, size):
+    run(served, empty_scenario, size)
 
 
-async def empty_scenario(app: Host, size: tuple[int, int]) -> None:
+async def empty_scenario(app: M3App, size: tuple[int, int]) -> None:
     async with app.run_test(size=size) as pilot:
+        await open_screen(pilot, app, "f3", FoldersScreen)
         await until(pilot, lambda: app.screen.folders is not None)
         assert "No folder is watched yet. Press a to add one" in text(app)
         assert not app.screen.query_one(DataTable).display
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_add_scan_retry_and_remove_a_folder(client, notes, size):
-    asyncio.run(folder_scenario(Host(client, FoldersScreen), notes, size))
+def test_add_scan_retry_and_remove_a_folder(served, notes, size):
+    run(served, folder_scenario, notes, size)
 
 
-async def folder_scenario(app: Host, notes: Path, size: tuple[int, int]) -> None:
+async def folder_scenario(app: M3App, notes: Path, size: tuple[int, int]) -> None:
     async with app.run_test(size=size) as pilot:
+        await open_screen(pilot, app, "f3", FoldersScreen)
         screen = app.screen
         await until(pilot, lambda: screen.folders is not None)
         await pilot.press("a")

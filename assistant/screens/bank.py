@@ -58,7 +58,7 @@ class BankScreen(Screen):
                 yield ProgressBar(show_eta=False)
             yield Static(FULL_HINT, id="bank-full")
             yield Static(LATER, id="bank-later")
-        yield Footer()
+        yield Footer(compact=True)
         yield StatusBar()
 
     def on_mount(self) -> None:

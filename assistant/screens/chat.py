@@ -58,7 +58,7 @@ class ChatScreen(Screen):
             yield SourcesPanel(id="sources")
         yield Composer(id="composer")
         yield StatusBar()
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#transcript", VerticalScroll).anchor()

@@ -28,7 +28,7 @@ class ChatsScreen(ModalScreen[int | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label("[b]Chats[/b] · type to search titles and messages · Enter opens · Escape closes")
+            yield Label("[b]Chats[/b] · type to search · Enter opens · Escape closes")
             yield Input(placeholder="Search chats…")
             yield OptionList()
 

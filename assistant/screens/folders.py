@@ -103,7 +103,7 @@ class FoldersScreen(Screen):
         yield Static(id="folders-failures-head")
         yield OptionList(id="folders-failures")
         yield IngestProgress(id="folders-ingest")
-        yield Footer()
+        yield Footer(compact=True)
         yield StatusBar()
 
     def on_mount(self) -> None:

@@ -37,7 +37,8 @@ class ProblemScreen(ModalScreen[bool]):
             yield Label("The engine is not available", id="title")
             yield Static(self.sentence, id="what", markup=False)
             yield Static(ADVICE)
-            yield Static(f"Log file: {self.log_file}", markup=False)
+            if str(self.log_file) not in self.sentence:
+                yield Static(f"Log file: {self.log_file}", markup=False)
 
     def explain(self, sentence: str) -> None:
         """A retry failed again: say the new reason."""

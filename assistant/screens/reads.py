@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Label
 from assistant.widgets.answer import where
 from engine.service.client import Read
 
-QUERY_CHARS = 40
+QUERY_CHARS = 24
 
 
 class ReadsScreen(ModalScreen[None]):
@@ -57,6 +57,6 @@ class ReadsScreen(ModalScreen[None]):
                 table.add_row(
                     str(read.step) if i == 0 else "",
                     Text(query) if i == 0 else "",
-                    where(source),
+                    where(source, name_only=True),
                     f"{source.score:.4f}",
                 )

@@ -45,9 +45,8 @@ class SourcesPanel(OptionList):
             return
         for c in citations:
             label = Text()
-            label.append(f"[{c.n}] ", style="bold")
-            label.append(where(c))
-            label.append(f"  {c.share:.0%}\n", style="bold")
+            label.append(f"[{c.n}] {c.share:.0%} ", style="bold")
+            label.append(f"{where(c)}\n")
             snippet = " ".join(c.text.split())
             label.append(snippet[:SNIPPET_CHARS] + ("…" if len(snippet) > SNIPPET_CHARS else ""), style="dim")
             self.add_option(Option(label))
