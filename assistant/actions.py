@@ -90,12 +90,25 @@ ACTIONS: tuple[Action, ...] = (
 )
 
 
+NAVIGATION = ("chat", "folders", "bank")  # F2-F4: in the footer of the screens with room for them
+
+
 def bindings(scope: str) -> list[Binding]:
-    """The bindings of one scope, for a `BINDINGS` class variable."""
+    """The bindings of one scope, for a `BINDINGS` class variable (the folders and bank screens also
+    show the keys that move between screens, which the chat's full footer leaves to F1)."""
+    shown = [a for a in ACTIONS if a.scope == scope]
+    if scope in (FOLDERS, BANK):
+        shown += [a for a in ACTIONS if a.id in NAVIGATION and a.id != scope]  # not the screen's own
     return [
-        Binding(a.keys, a.action, a.title, show=a.footer, id=a.id, priority=a.scope == APP)
-        for a in ACTIONS
-        if a.scope == scope
+        Binding(
+            a.keys,
+            a.action,
+            a.title,
+            show=a.footer or a.scope != scope,
+            id=a.id,
+            priority=a.scope == APP,
+        )
+        for a in shown
     ]
 
 
@@ -144,6 +157,13 @@ def is_key(key: str) -> bool:
     return bool(base) and set(mods) <= MODIFIERS and (len(base) == 1 or base in KEY_NAMES)
 
 
+def types(key: str) -> bool:
+    """Whether `key` is one a text box takes as typing: a printable character with shift at most."""
+    *mods, base = key.split("+") if len(key) > 1 else [key]
+    printable = len(base) == 1 or base == "space" or base in KEY_NAMES - {k.value for k in Keys}
+    return printable and set(mods) <= {"shift"}
+
+
 def effective_keys(keymap: Mapping[str, str]) -> dict[str, set[str]]:
     """Each action's keys once the keymap applies."""
     return {a.id: set(keymap.get(a.id, a.keys).split(",")) for a in ACTIONS}
@@ -161,10 +181,18 @@ def _check_clashes(keymap: Mapping[str, str], where: Path | str) -> None:
     keys = effective_keys(keymap)
     editing = _composer_keys()
     for action_id in keymap:
+        if next(a for a in ACTIONS if a.id == action_id).scope not in (CHAT, APP):
+            continue
         taken = sorted(k for k in keys[action_id] if k in editing)
-        if taken and next(a for a in ACTIONS if a.id == action_id).scope in (CHAT, APP):
+        if taken:
             raise ConfigError(
                 f"{where}: [keys] {action_id}: {taken[0]!r} is the text box's key for {editing[taken[0]]}."
+            )
+        typed = sorted(k for k in keys[action_id] if types(k))
+        if typed:
+            raise ConfigError(
+                f"{where}: [keys] {action_id}: {typed[0]!r} would type into the question box; "
+                "choose a key with ctrl or alt, or a function key."
             )
     for i, a in enumerate(ACTIONS):
         for b in ACTIONS[i + 1 :]:

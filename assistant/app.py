@@ -70,6 +70,7 @@ class M3App(App):
         self.home, self.model_path, self.device = home, model, device
         self.client: Client | None = None
         self.health: Health | None = None
+        self.answering: set[str] = set()  # ids of the answers streaming now
         if keymap:
             self.set_keymap(keymap)
 
@@ -162,6 +163,17 @@ class M3App(App):
             await self.run_action(action.action, screen if action.scope != actions.APP else self)
 
         return run
+
+    def action_quit(self) -> None:
+        """Answers still streaming are stopped first (saved, marked stopped), as Ctrl-C does in `m3 ask`;
+        the engine service goes on."""
+        client = self.client
+        for answer_id in list(self.answering) if client is not None else ():
+            try:
+                client.cancel(answer_id)
+            except ServiceError:
+                break  # the engine is gone: nothing runs there any more
+        self.exit()
 
     def keys_of(self, action_id: str) -> str:
         """The keys an action has now (after config.toml's [keys]), for help texts."""

@@ -95,7 +95,9 @@ def cli(ctx: click.Context, model_path: str | None, device: str | None) -> None:
     ctx.call_on_close(ctx.obj.close)
     if ctx.invoked_subcommand is None:
         if not (sys.stdin.isatty() and sys.stdout.isatty()):
-            raise click.UsageError("m3 with no command opens the app, which needs a terminal; see m3 --help.")
+            raise click.ClickException(
+                "m3 with no command opens the app, which needs a terminal; see m3 --help."
+            )
         # A lone Esc (stop the answer) is told from an escape sequence after this many ms; Textual's
         # default, 100, is most of the time a stop may take. ESCDELAY set by the user wins.
         os.environ.setdefault("ESCDELAY", "25")

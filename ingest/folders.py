@@ -9,6 +9,9 @@ from pathlib import Path
 from ingest.catalog import Catalog, Folder
 from ingest.errors import FolderError
 
+# Kernel file systems: files that are processes, devices and settings, endless or changing as they are read.
+SYSTEM = tuple(Path(p) for p in ("/proc", "/sys", "/dev"))
+
 
 def candidates(path: str | Path) -> set[Path]:
     """The absolute forms a watched folder may be named by (as given, links followed). FolderError for a
@@ -33,6 +36,8 @@ def add_folder(catalog: Catalog, path: str | Path) -> Folder:
     if not os.access(given, os.R_OK | os.X_OK):
         raise FolderError(f"{given} cannot be read (permission denied).")
     resolved = given.resolve()
+    if resolved == Path(resolved.anchor) or any(resolved.is_relative_to(s) for s in SYSTEM):
+        raise FolderError(f"{resolved} holds the system's files, not documents; choose a folder of your own.")
     for folder in catalog.folders():
         if folder.path == resolved:
             raise FolderError(f"{resolved} is already watched.")

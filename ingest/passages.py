@@ -43,8 +43,11 @@ def passage(catalog: Catalog, chunk_hash: str, path: Path | None = None, context
     )
     found = next((p for p in places if path is None or Path(p["path"]) / p["rel_path"] == path), None)
     if found is None:
-        where = f" in {path}" if path is not None and places else ""
-        raise NotFoundError(f"There is no passage {chunk_hash}{where}.")
+        if path is not None and places:
+            raise NotFoundError(f"That passage is not in {path}.")
+        raise NotFoundError(
+            "That passage is no longer in your documents: its file was changed or removed since."
+        )
     rows = catalog.rows(
         "SELECT ord, text, page, line_start, line_end FROM chunks"
         " WHERE document_id = ? AND ord BETWEEN ? AND ? ORDER BY ord",

@@ -226,6 +226,8 @@ def test_keymap_in_config_is_checked_with_one_sentence(tmp_path):
         ("help = 3", "must be a key"),
         ('new_chat = "ctrl+l"', "new_chat and chats would both be 'ctrl+l'"),
         ('help = "ctrl+q"', "help and quit would both be 'ctrl+q'"),
+        ('bank = "b"', "'b' would type into the question box"),
+        ('help = "space"', "'space' would type into the question box"),
     ]:
         config.write_text(f"[keys]\n{table}\n")
         with pytest.raises(ConfigError, match=re.escape(words)):
@@ -334,3 +336,50 @@ async def follow_scenario(app: M3App) -> None:
         await stream(range(80, 100))
         await until(pilot, lambda: transcript.scroll_y == transcript.max_scroll_y, 10)
         assert "line 99" in view.text
+
+
+def test_what_broke_it_once(served, tmp_path, monkeypatch):
+    """Found by trying the app as a hostile user: each of these crashed, froze or misled it."""
+    monkeypatch.setenv("EDITOR", "/nonexistent/editor")
+    run(hostile_scenario, served, tmp_path)
+
+
+async def hostile_scenario(served, tmp_path: Path) -> None:
+    m3, client, _ = served
+    app = M3App(m3)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.ready)
+        chat = app.screen
+        # a new chat right after a question: the answer goes on in its own chat, off screen
+        await pilot.press(*"[link=file:///etc/passwd]a[/link] who built it?", "enter", "ctrl+n")
+        await until(pilot, lambda: not app.answering and not chat.query(AnswerView), 120)
+        await pilot.pause(1.0)
+        saved = [c for c in client.chats() if c.title.startswith("[link=")]
+        assert saved and client.chat(saved[0].id).messages[-1].role == "assistant"
+
+        view = await ask(pilot, app, QUESTION)
+        # an editor that is no program: one notice, and the app keeps the terminal
+        await pilot.press("ctrl+s", "o")
+        await until(pilot, lambda: any("is no program here" in n for n in notices(app)), 10)
+        assert app.is_running and isinstance(app.screen, ChatScreen)
+        # the palette's sources actions reach the panel
+        passage = next(c for c in app.get_system_commands(app.screen) if c.title == "Passage")
+        await passage.callback()
+        await until(pilot, lambda: isinstance(app.screen, PassageScreen), 10)
+        await pilot.press("escape")
+        # a title with markup is shown as it is, in the question that deletes it
+        await asyncio.to_thread(client.rename_chat, chat.chat_id, "[bold]x[/] [@click=app.quit]q[/]")
+        chat.title_text = "[bold]x[/] [@click=app.quit]q[/]"
+        await pilot.press("f8")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "[@click=app.quit]q[/]" in text(app)
+        await pilot.press("n")
+        # export to a file that exists asks first
+        target = tmp_path / "kept.md"
+        target.write_text("precious")
+        await pilot.press("ctrl+o")
+        app.screen.query_one("Input").value = str(target)
+        await pilot.press("enter")
+        assert isinstance(app.screen, ConfirmScreen) and target.read_text() == "precious"
+        await pilot.press("n")
+        assert target.read_text() == "precious" and view.citations

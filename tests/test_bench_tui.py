@@ -75,6 +75,7 @@ def test_table_marks_missing_figures():
         "ready_s": {"cold": 3.0, "warm": None},
         "quit_s": 0.3,
         "keys_ms": {"idle": keys, "streaming": keys, "ingest": keys, "streaming_ingest": keys},
+        "stop_ms": {"acknowledged": keys, "stopped": {"n": 2, "p50": 80.0, "p95": 95.0, "max": 96.0}},
         "ingest_background": {"ingest": {"working": 3}, "streaming_ingest": {"paused": 2, "working": 1}},
         "ingest_files": 200,
         "narrow": {"composer": True, "offline_shown_when_ready": True},
@@ -88,6 +89,10 @@ def test_table_marks_missing_figures():
     assert "— / — / —" in text
     assert "200 files ingesting" in text
     assert "paused its ingest at 2 of 3 checks" in text
+    assert (
+        "| Esc to the answer stopped by the engine: p50 / p95 / max (2 answers) | 80.0 ms / 95.0 ms / 96.0 ms"
+        in text
+    )
 
 
 def test_composer_is_found_when_the_status_bar_is_cut_short():

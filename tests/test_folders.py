@@ -51,3 +51,18 @@ def test_a_folder_that_vanished_can_still_be_removed(catalog: Catalog, tmp_path:
     assert catalog.folders() == []
     with pytest.raises(FolderError, match="not a watched folder"):
         remove_folder(catalog, tmp_path / "gone")
+
+
+@pytest.mark.parametrize("path", ["/", "/proc", "/proc/self", "/sys", "/dev", "/dev/shm"])
+def test_the_system_s_own_file_systems_are_refused(catalog: Catalog, path: str):
+    if not Path(path).is_dir():
+        pytest.skip(f"{path} is no folder here")
+    with pytest.raises(FolderError, match="holds the system's files, not documents"):
+        add_folder(catalog, path)
+    assert catalog.folders() == []
+
+
+def test_a_link_into_the_system_s_files_is_refused_too(catalog: Catalog, tmp_path: Path):
+    (tmp_path / "proc").symlink_to("/proc")
+    with pytest.raises(FolderError, match="/proc holds the system's files"):
+        add_folder(catalog, tmp_path / "proc")

@@ -229,3 +229,17 @@ def test_score_is_the_log_probability_of_a_reply_in_the_same_context(rt32):
         return g.score(reply)
 
     assert score([kv]) > score([]) + 5
+
+
+def test_an_answer_stopped_before_its_first_token_cites_nothing(rt):
+    """No token, no attention paid: no source earns a share (not five sources at 0%)."""
+    gen = Generation(
+        rt.model,
+        rt.tokenizer,
+        rt.tokenizer.encode(" hello", bos=True),
+        cancel=threading.Event(),
+        text_sources=[("a", 0, 1)],
+        cite=True,
+    )
+    gen.cancel.set()
+    assert list(gen.run()) == [] and gen.sources() == []

@@ -359,7 +359,7 @@ def test_a_passage_comes_with_its_neighbours_in_order(service, docs, client):
     assert first.before == [] and [p.text for p in first.after] == [c["text"] for c in chunks[1:11]]
     assert service.http.get(f"/v1/passages/{middle['hash']}", params={"context": 0}).json()["after"] == []
     refused = [
-        (service.http.get("/v1/passages/" + "0" * 64), 404, "no passage"),
+        (service.http.get("/v1/passages/" + "0" * 64), 404, "no longer in your documents"),
         (service.http.get(f"/v1/passages/{middle['hash']}", params={"context": 11}), 400, "$.context"),
         (
             service.http.get(f"/v1/passages/{middle['hash']}", params={"path": str(docs / "x.md")}),

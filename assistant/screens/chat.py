@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.text import Text as RichText
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static
@@ -29,10 +31,20 @@ from ingest.atomic import write_atomic
 
 MODES = ("memory", "rag", "none")
 NEW_CHAT = "New chat"
+TITLE_CHARS = 200  # the engine's limit
 WELCOME = (
     "Ask about the files in your watched folders (F3 adds one). Answers name their sources: "
     "Ctrl+S moves to them, Enter shows a passage, o opens it in $EDITOR. F1 lists every key."
 )
+
+
+@dataclass
+class Conversation:
+    """The chat answers are saved in: none until its first answer starts (then the engine has made it);
+    the answers asked meanwhile wait on `creating`, so that they all land in that one chat."""
+
+    chat_id: int | None = None
+    creating: threading.Lock = field(default_factory=threading.Lock)
 
 
 class ChatScreen(Screen):
@@ -45,10 +57,13 @@ class ChatScreen(Screen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.chat_id: int | None = None
+        self.conversation = Conversation()  # the chat on screen
         self.queued: list[AnswerView] = []  # asked while the engine was not ready
         self.shown: AnswerView | None = None  # whose sources the panel shows
-        self._new_chat = threading.Lock()  # a new chat's first answer creates it; the others wait for it
+
+    @property
+    def chat_id(self) -> int | None:
+        return self.conversation.chat_id
 
     def compose(self) -> ComposeResult:
         yield Static(id="chat-head")
@@ -90,6 +105,7 @@ class ChatScreen(Screen):
 
     async def ask(self, question: str, mode: str, turn: Turn | None = None) -> None:
         view = AnswerView(question, mode, pending=True)
+        view.conversation = self.conversation
         if turn is None:
             if self.chat_id is None and self.title_text == NEW_CHAT:
                 self.title_text = question[:60]
@@ -110,36 +126,50 @@ class ChatScreen(Screen):
 
     @work(thread=True, group="answers")
     def answer(self, view: AnswerView) -> None:
-        """Stream one answer into its view; the engine saves it in this chat (a new one if none yet)."""
+        """Stream one answer into its view; the engine saves it in the view's chat (a new one if none
+        yet). A new chat opened meanwhile leaves it to finish in its own chat, off screen."""
         client = self.app.client
+        chat = view.conversation
         cites: list[Citation] = []
         reads: list[Read] = []
-        creating = self.chat_id is None and self._new_chat.acquire()
+        creating = chat.chat_id is None and chat.creating.acquire()
+        answer_id = None
         try:
-            with client.ask(view.question, view.mode, self.chat_id) as stream:
+            with client.ask(view.question, view.mode, chat.chat_id) as stream:
                 for event in stream:
                     if isinstance(event, Start):
-                        self.chat_id = event.chat_id
+                        answer_id, chat.chat_id = event.id, event.chat_id
+                        self.app.answering.add(answer_id)
                         if creating:
-                            self._new_chat.release()
+                            chat.creating.release()
                             creating = False
-                        view.post_message(AnswerStarted(event.id, event.chat_id))
+                        self._deliver(view, AnswerStarted(event.id, event.chat_id))
                         if view.stop_asked:
                             stream.cancel()
                     elif isinstance(event, Text):
-                        view.post_message(AnswerPiece(event.text))
+                        self._deliver(view, AnswerPiece(event.text))
                     elif isinstance(event, Reads):
                         reads = event.reads
                     elif isinstance(event, Citations):
                         cites = event.citations
                     elif isinstance(event, Done):
-                        view.post_message(AnswerFinished(event.text, cites, reads, event.stopped))
+                        self._deliver(view, AnswerFinished(event.text, cites, reads, event.stopped))
         except ServiceError as exc:
-            view.post_message(AnswerFinished(view.text, cites, reads, view.stop_asked, error=str(exc)))
+            self._deliver(view, AnswerFinished(view.text, cites, reads, view.stop_asked, error=str(exc)))
             self.app.lost(exc)
         finally:
+            self.app.answering.discard(answer_id)
             if creating:
-                self._new_chat.release()
+                chat.creating.release()
+
+    def _deliver(self, view: AnswerView, message: Message) -> None:
+        """Hand a worker's message to its view on the UI thread, unless the view has left the screen."""
+
+        def deliver() -> None:
+            if view.is_attached:
+                view.post_message(message)
+
+        self.app.call_from_thread(deliver)
 
     def on_answer_view_selected(self, message: AnswerView.Selected) -> None:
         self.shown = message.view
@@ -186,8 +216,8 @@ class ChatScreen(Screen):
             return
         turn = turns[-1]
         used = {v.mode for v in turn.answers}
-        start = MODES.index(self.mode)
-        others = [m for i in range(1, 4) if (m := MODES[(start + i) % 3]) not in used]
+        start = MODES.index(self.mode)  # the mode chosen now first, then the ones after it
+        others = [m for i in range(3) if (m := MODES[(start + i) % 3]) not in used]
         if not others:
             self.notify("This question has an answer in every mode.", timeout=4)
             return
@@ -196,7 +226,8 @@ class ChatScreen(Screen):
     async def action_new_chat(self) -> None:
         await self.query_one("#transcript").remove_children(Turn)
         self.query_one("#welcome").display = True
-        self.chat_id, self.shown, self.title_text = None, None, NEW_CHAT
+        self.conversation, self.shown, self.title_text = Conversation(), None, NEW_CHAT
+        self.queued = []
         self.query_one(SourcesPanel).show([], self.mode)
         self.query_one(Composer).focus()
 
@@ -218,7 +249,7 @@ class ChatScreen(Screen):
 
     async def _show_chat(self, chat: Chat) -> None:
         await self.action_new_chat()
-        self.chat_id, self.title_text = chat.id, chat.title
+        self.conversation, self.title_text = Conversation(chat.id), chat.title
         turns: list[tuple[str, list[AnswerView]]] = []  # a question asked again right after: a comparison
         question = ""
         for m in chat.messages:
@@ -241,11 +272,16 @@ class ChatScreen(Screen):
         if self.chat_id is None:
             self.notify("This chat has no answer yet, so nothing is saved to rename.", timeout=4)
             return
-        self.app.push_screen(PromptScreen("Rename this chat", self.title_text), self.rename)
+        self.app.push_screen(PromptScreen("Rename this chat", self.title_text, TITLE_CHARS), self.rename)
 
     @work(thread=True, group="chat")
     def rename(self, title: str | None) -> None:
-        if not title or self.chat_id is None:
+        if self.chat_id is None:
+            return
+        if not title:
+            self.app.call_from_thread(
+                self.notify, "A chat's title cannot be empty; the name stays.", timeout=4
+            )
             return
         try:
             renamed = self.app.client.rename_chat(self.chat_id, title)
@@ -276,14 +312,24 @@ class ChatScreen(Screen):
         if self.chat_id is None:
             self.notify("This chat is not saved yet.", timeout=4)
             return
-        default = Path.cwd() / f"memory3-chat-{self.chat_id}.md"
-        self.app.push_screen(PromptScreen("Export this chat as Markdown to", str(default)), self.export)
+        default = f"~/memory3-chat-{self.chat_id}.md"
+        self.app.push_screen(PromptScreen("Export this chat as Markdown to", default), self._export_to)
+
+    def _export_to(self, target: str | None) -> None:
+        """An existing file is replaced only after a yes."""
+        if not target:
+            return
+        path = Path(target).expanduser().absolute()
+        if path.exists():
+            question = f"{path} exists. Replace it?"
+            self.app.push_screen(ConfirmScreen(question), lambda yes: self.export(path) if yes else None)
+        else:
+            self.export(path)
 
     @work(thread=True, group="chat")
-    def export(self, target: str | None) -> None:
-        if not target or self.chat_id is None:
+    def export(self, path: Path) -> None:
+        if self.chat_id is None:
             return
-        path = Path(target).expanduser()
         try:
             markdown = chat_markdown(self.app.client.chat(self.chat_id))
             write_atomic(path, markdown.encode())
@@ -314,6 +360,12 @@ class ChatScreen(Screen):
 
     def action_focus_sources(self) -> None:
         self.query_one(SourcesPanel).focus()
+
+    def action_passage(self) -> None:  # from the palette: the panel's own keys run on the panel
+        self.query_one(SourcesPanel).action_passage()
+
+    def action_open_source(self) -> None:
+        self.query_one(SourcesPanel).action_open_source()
 
     def on_sources_panel_chosen(self, message: SourcesPanel.Chosen) -> None:
         if message.how == "open":

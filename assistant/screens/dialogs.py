@@ -24,14 +24,14 @@ class PromptScreen(ModalScreen[str | None]):
     DEFAULT_CSS = DIALOG_CSS
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, title: str, value: str = ""):
+    def __init__(self, title: str, value: str = "", max_length: int = 0):
         super().__init__()
-        self.title_text, self.value = title, value
+        self.title_text, self.value, self.max_length = title, value, max_length
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.title_text)
-            yield Input(self.value, select_on_focus=True)
+            yield Label(self.title_text, markup=False)
+            yield Input(self.value, select_on_focus=True, max_length=self.max_length)
             yield Label("[dim]Enter accepts · Escape cancels[/dim]")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -53,7 +53,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.question)
+            yield Label(self.question, markup=False)
             with Horizontal():
                 yield Button("No", id="no")
                 yield Button("Yes", id="yes", variant="error")

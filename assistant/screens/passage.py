@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 
 from rich.text import Text
 from textual import work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SuspendNotSupported
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
@@ -26,16 +27,33 @@ def open_in_editor(app: App, path: str, line: int) -> None:
     if not editor:
         app.notify("Set $EDITOR (for example EDITOR=nano) to open files from here.", severity="warning")
         return
+    try:
+        argv = shlex.split(editor)
+    except ValueError:
+        argv = []
+    if not argv or shutil.which(argv[0]) is None:  # checked before the terminal is handed over
+        app.notify(
+            f"The editor {editor!r} (from $VISUAL or $EDITOR) is no program here.",
+            severity="error",
+            markup=False,
+        )
+        return
     if not os.path.exists(path):
         app.notify(f"{path} is no longer there.", severity="error", markup=False)
         return
+    failed: OSError | None = None
     try:
         with app.suspend():
-            subprocess.run([*shlex.split(editor), f"+{line}", path], check=False)
-    except OSError as exc:
-        app.notify(f"{editor} cannot be started ({exc.strerror}).", severity="error", markup=False)
-    except Exception as exc:  # SuspendNotSupported: no terminal to hand over (a test, a web view)
-        app.notify(f"The editor cannot be opened here ({type(exc).__name__}).", severity="warning")
+            try:  # nothing may escape here: Textual takes the terminal back only when the block ends
+                subprocess.run([*argv, f"+{line}", path], check=False)
+            except OSError as exc:
+                failed = exc
+    except SuspendNotSupported:  # no terminal to hand over (a test, a web view)
+        app.notify(
+            "The editor cannot be opened here: the app has no terminal to lend it.", severity="warning"
+        )
+    if failed is not None:
+        app.notify(f"{editor} cannot be started ({failed.strerror}).", severity="error", markup=False)
 
 
 class PassageScreen(ModalScreen[None]):

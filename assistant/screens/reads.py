@@ -57,6 +57,6 @@ class ReadsScreen(ModalScreen[None]):
                 table.add_row(
                     str(read.step) if i == 0 else "",
                     Text(query) if i == 0 else "",
-                    where(source, name_only=True),
+                    Text(where(source, name_only=True)),
                     f"{source.score:.4f}",
                 )

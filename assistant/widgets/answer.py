@@ -27,13 +27,14 @@ def where(source: Citation | Source, name_only: bool = False) -> str:
     """`…/notes/a.md:12-18` (with `p.3` for paged documents): how a source is named on screen;
     name_only: `a.md:12-18`, where room is short."""
     page = f" p.{source.page}" if source.page else ""
-    path = Path(source.path).name if name_only else short_path(source.path)
+    path = Path(short_path(source.path)).name if name_only else short_path(source.path)
     return f"{path}:{source.line_start}-{source.line_end}{page}"
 
 
 def short_path(path: str) -> str:
-    """The path with the home folder as ~, its last three parts at most."""
-    p = Path(path)
+    """The path with the home folder as ~, its last three parts at most; line breaks and tabs in a name
+    shown as \\n, \\t (a name may hold them; a citation stays one line)."""
+    p = Path(path.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t"))
     with contextlib.suppress(ValueError):
         p = Path("~") / p.relative_to(Path.home())
     parts = p.parts
@@ -70,6 +71,7 @@ class AnswerView(Vertical, can_focus=True):
         self.question, self.mode, self.text = question, mode, text
         self.citations, self.reads, self.stopped = list(citations), list(reads), stopped
         self.answer_id: str | None = None
+        self.conversation: object = None  # the chat it is saved in (assistant/screens/chat.py)
         self.running = pending  # asked, not finished
         self.stop_asked = False
         self.error: str | None = None

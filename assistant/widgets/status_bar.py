@@ -45,7 +45,7 @@ class StatusBar(Static):
         if latest is not None and app.ready:
             parts += [f"{latest.bank.get('memories', 0):,} memories", ingest_state(latest)]
         room = self.size.width - 2 - len(state[0]) - len(f" · {OFFLINE}")
-        while parts and sum(len(p) + 3 for p in parts) > room and len(parts) > 1:
+        while parts and sum(len(p) + 3 for p in parts) > room:
             parts.pop(0)
         line = Text(no_wrap=True, overflow="ellipsis")
         line.append(*state)

@@ -80,9 +80,12 @@ class SourceMass:
             self.mass[i] += float(per_key[a:b].sum())
 
     def shares(self) -> list[tuple[str, float]]:
-        """(key, share of the attention per key token), largest first; the shares sum to 1."""
+        """(key, share of the attention per key token), largest first; the shares sum to 1 (none when
+        nothing was generated)."""
         density = [m / max(n, 1) for m, n in zip(self.mass, self.size, strict=True)]
-        total = sum(density) or 1.0
+        total = sum(density)
+        if not total:  # no token was generated (stopped at once): no source was attended to
+            return []
         return sorted(((k, d / total) for k, d in zip(self.keys, density, strict=True)), key=lambda x: -x[1])
 
 

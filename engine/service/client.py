@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -424,7 +425,7 @@ def _start(home: Home, model: str | Path | None, device: str | None) -> tuple[in
     except OSError as exc:
         raise ServiceError(f"The data folder {home.data} cannot be created ({exc.strerror}).") from exc
     with open(fd, "ab") as log:
-        return log.tell(), subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, "-m", "engine.service", *service_flags(model, device)],
             env=_environment(home),
             cwd=home.data,
@@ -433,6 +434,9 @@ def _start(home: Home, model: str | Path | None, device: str | None) -> tuple[in
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
+        # Reaped when it exits, so that a long-lived client (the app) keeps no zombie of it.
+        threading.Thread(target=process.wait, name="m3-service-reaper", daemon=True).start()
+        return log.tell(), process
 
 
 def service_flags(model: str | Path | None, device: str | None) -> list[str]:
