@@ -151,7 +151,11 @@ async def folder_scenario(app: M3App, notes: Path, size: tuple[int, int]) -> Non
         await until(pilot, lambda: screen.folders is not None)
         await pilot.press("a")
         assert isinstance(app.screen, AddFolderScreen)
-        app.screen.query_one(Input).value = str(notes)
+        field = app.screen.query_one(Input)
+        await pilot.press(*str(notes)[:-2])  # typed in part, then completed with Tab as in a shell
+        await until(pilot, lambda: field._suggestion == str(notes) + "/", 10)
+        await pilot.press("tab")
+        assert field.value == str(notes) + "/" and field.has_focus
         await pilot.press("enter")
         await until(pilot, lambda: app.screen is screen)
         await until(pilot, lambda: screen.scanning is None)  # over in a blink: its report says so

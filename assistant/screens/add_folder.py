@@ -67,7 +67,11 @@ class AddFolderScreen(ModalScreen[str | None]):
     AddFolderScreen Button { margin-left: 1; }
     AddFolderScreen .hint { color: $text-muted; }
     """
-    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+o", "browse", "Browse")]
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel"),
+        Binding("ctrl+o", "browse", "Browse"),
+        Binding("tab", "complete", "Complete", show=False, priority=True),
+    ]
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -77,7 +81,9 @@ class AddFolderScreen(ModalScreen[str | None]):
                 yield Button("Browse…", id="browse")
                 yield Button("Cancel", id="cancel")
                 yield Button("Add", id="add", variant="primary")
-            yield Label("Enter adds · → completes a name · Ctrl+O browses · Escape cancels", classes="hint")
+            yield Label(
+                "Enter adds · Tab or → completes a name · Ctrl+O browses · Escape cancels", classes="hint"
+            )
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()
@@ -104,6 +110,16 @@ class AddFolderScreen(ModalScreen[str | None]):
             field.value = str(chosen)
             field.cursor_position = len(field.value)
             field.focus()
+
+    def action_complete(self) -> None:
+        """Tab completes the folder name suggested, as a shell does; with nothing to complete it moves on."""
+        field = self.query_one(Input)
+        suggestion = field._suggestion  # Textual keeps the suggestion shown in the input here
+        if field.has_focus and suggestion and suggestion != field.value:
+            field.value = suggestion
+            field.cursor_position = len(suggestion)
+        else:
+            self.focus_next()
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:

@@ -215,6 +215,13 @@ class FoldersScreen(Screen):
     def on_data_table_row_highlighted(self) -> None:
         self._fill_failures()
 
+    def _no_failure(self, folder: str | None, where: str) -> str:
+        if folder is None:
+            return "No file failed."
+        elsewhere = len(self.failures)
+        others = f"; {elsewhere:,} did in other folders (the All folders row lists them)" if elsewhere else ""
+        return f"No file failed in {where}{others}."
+
     def _fill_failures(self) -> None:
         folder = self._selected_folder()
         shown = [f for f in self.failures if folder is None or inside(f.path, folder)]
@@ -225,7 +232,7 @@ class FoldersScreen(Screen):
                 f" in {where} ({len(shown)}) · {self.app.keys_of('retry')} reads the selected one again",
             )
             if shown
-            else Text(f"No file failed in {where}.", "dim")
+            else Text(self._no_failure(folder, where), "dim")
         )
         options = self.query_one(OptionList)
         options.display = bool(shown)
