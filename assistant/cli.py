@@ -98,8 +98,9 @@ def cli(ctx: click.Context, model_path: str | None, device: str | None) -> None:
             raise click.ClickException(
                 "m3 with no command opens the app, which needs a terminal; see m3 --help."
             )
-        # A lone Esc (stop the answer) is told from an escape sequence after this many ms; Textual's
-        # default, 100, is most of the time a stop may take. ESCDELAY set by the user wins.
+        # A lone Esc (stop the answer) is told from an escape sequence after this many ms. Textual's
+        # default, 100, plus its input thread's 100 ms poll, made a stop wait up to 0.2 s before the app
+        # even saw it; ESCDELAY set by the user wins.
         os.environ.setdefault("ESCDELAY", "25")
         from assistant.app import run  # Textual is loaded only for the app
 
