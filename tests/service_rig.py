@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -133,3 +134,16 @@ def wait_for(done, timeout_s: float = 30) -> None:
     while not done():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+@contextmanager
+def serving(root: Path, model: Path, docs: Path) -> Iterator[Running]:
+    """The service of `root` on `model` (CPU), `docs` watched and scanned; stopped after."""
+    running = Running(root, "--model", str(model), "--device", "cpu")
+    try:
+        running.wait_ready()
+        assert running.http.post("/v1/folders", json={"path": str(docs)}).status_code == 201
+        running.scan()
+        yield running
+    finally:
+        running.stop()

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 from filelock import FileLock
-from service_rig import START_S, Running, corpus, wait_for
+from service_rig import START_S, Running, corpus, serving, wait_for
 from tiny_gguf import write_tiny_gguf
 
 NOBODY = 65534
@@ -54,15 +54,9 @@ def free_port() -> int:
 def service(roots, tiny, docs) -> Iterator[Running]:
     """The tiny model's service, with TCP on, after a full scan of `docs` (the clean run)."""
     port = free_port()
-    running = Running(roots(f"[service]\ntcp_port = {port}\n"), "--model", str(tiny), "--device", "cpu")
-    running.port = port
-    try:
-        running.wait_ready()
-        assert running.http.post("/v1/folders", json={"path": str(docs)}).status_code == 201
-        running.scan()
+    with serving(roots(f"[service]\ntcp_port = {port}\n"), tiny, docs) as running:
+        running.port = port
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")

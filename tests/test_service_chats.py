@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from service_rig import Running, corpus, wait_for
+from service_rig import Running, corpus, serving, wait_for
 from tiny_gguf import write_tiny_gguf
 
 from engine.service import client as typed
@@ -39,14 +39,8 @@ def docs(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def service(roots, tmp_path_factory, docs) -> Iterator[Running]:
     tiny = write_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny.gguf", "gemma3")
-    running = Running(roots(), "--model", str(tiny), "--device", "cpu")
-    try:
-        running.wait_ready()
-        assert running.http.post("/v1/folders", json={"path": str(docs)}).status_code == 201
-        running.scan()
+    with serving(roots(), tiny, docs) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")
