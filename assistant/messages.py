@@ -8,7 +8,7 @@ from typing import Any
 
 from textual.message import Message
 
-from engine.service.client import Citation, Health, Read, Status
+from engine.service.client import Citation, Event, Folder, Health, Read, Status
 
 
 @dataclass
@@ -64,3 +64,17 @@ class AnswerFinished(Message):
     reads: list[Read]
     stopped: bool
     error: str | None = None
+
+
+@dataclass
+class FoldersRead(Message):
+    folders: list[Folder]
+
+
+@dataclass
+class ScanStep(Message):
+    event: Event
+
+
+class ScanEnded(Message):
+    """The scan's stream ended (done, refused or broken): the status readings take over."""

@@ -5,6 +5,8 @@ resort inside a word. Pieces are packed into chunks up to the budget, but a piec
 (a heading, or a hash that falls on 0 mod ANCHOR_EVERY) always opens a new chunk. Those content-defined
 boundaries resynchronise the chunking right after an edit, so editing one paragraph of a long document
 changes the chunk holding it and a few neighbours, and every other chunk (and its memory) is kept.
+Whitespace stays with the text before it (the text's leading whitespace with the text after it); a chunk of
+whitespace alone is left only where it is over the budget with that text, and with either neighbour.
 """
 
 from __future__ import annotations
@@ -69,13 +71,15 @@ class _Piece:
 def chunk_text(doc: ParsedText, count_tokens: CountTokens, max_tokens: int = MAX_TOKENS) -> list[Chunk]:
     """Chunks that partition doc.text in order, each of at most max_tokens tokens by count_tokens.
 
-    No chunk is whitespace only, except where a run of whitespace alone exceeds the budget."""
+    No chunk is whitespace only, except where whitespace is over the budget with the character it goes with
+    (the one before it; the one after it for the text's leading whitespace), and joined to the chunk before
+    it, or to the one after it, would be over too."""
     if max_tokens < 1:
         raise ValueError("max_tokens must be at least 1")
     if not doc.text.strip():
         return []
     splitter = _Splitter(doc.text, count_tokens, max_tokens)
-    spans = _pack(doc.text, splitter.split(0, len(doc.text)), splitter)
+    spans = _join_blanks(doc.text, _pack(doc.text, splitter.split(0, len(doc.text)), splitter), splitter)
     return [_chunk(doc, start, end) for start, end in spans]
 
 
@@ -140,17 +144,25 @@ class _Splitter:
         return pieces
 
     def _greedy_chars(self, start: int, end: int) -> list[_Piece]:
-        """A word over the budget, cut anywhere but inside its trailing whitespace, which would then be a
-        piece of its own: it goes with the word's last piece, unless whitespace alone is over the budget."""
-        content_end = start + len(self.text[start:end].rstrip())
+        """A word over the budget, cut anywhere but inside the whitespace around it, which would then be a
+        piece of its own: trailing whitespace goes with the word's last piece, leading whitespace (only the
+        text's first word has any) with its first, unless that whitespace and the character next to it are
+        over the budget."""
+        span = self.text[start:end]
+        content_start = start + len(span) - len(span.lstrip())
+        content_end = start + len(span.rstrip())
         pieces: list[_Piece] = []
         pos = start
         while pos < end:
             if end - pos <= self.max_chars and (tokens := self.count(pos, end)) <= self.max_tokens:
                 pieces.append(_Piece(pos, end, tokens))
                 break
-            cuts = range(pos + 1, content_end if pos + 1 < content_end else end)
-            found = self._fit(pos, cuts, 0)
+            found = self._fit(pos, range(pos + 1, content_end if pos + 1 < content_end else end), 0)
+            if pos < content_start and (found is None or found.end <= content_start):
+                # Leading whitespace alone: cut again to hold the first character, unless even that is over.
+                # (Any cut first, so that texts this does not concern keep their chunks and memories.)
+                first = content_start + 1
+                found = self._fit(pos, range(first, content_end if first < content_end else end), 0) or found
             if found is None:  # not even one character fits a tiny budget: take it anyway, to move on
                 found = _Piece(pos, pos + 1, self.count(pos, pos + 1))
             pieces.append(found)
@@ -208,6 +220,36 @@ def _pack(text: str, pieces: list[_Piece], splitter: _Splitter) -> list[tuple[in
         spans.append((pieces[i].start, pieces[j - 1].end))
         i = j
     return spans
+
+
+def _join_blanks(text: str, spans: list[tuple[int, int]], splitter: _Splitter) -> list[tuple[int, int]]:
+    """Spans with each whitespace-only one joined to the span before it, or else to the one after it, where
+    the two fit the budget together. A blank piece always opens a chunk (the hash of no words is 0 mod
+    ANCHOR_EVERY), and the pieces' count is only an estimate, so packing alone leaves some that fit.
+    Repeated until nothing joins, so every blank span left is over the budget with either neighbour."""
+
+    def fits(start: int, end: int) -> bool:
+        return end - start <= splitter.max_chars and splitter.count(start, end) <= splitter.max_tokens
+
+    while True:
+        joined: list[tuple[int, int]] = []
+        i = 0
+        while i < len(spans):
+            start, end = spans[i]
+            if _CONTENT.search(text, start, end) is None:
+                if joined and fits(joined[-1][0], end):
+                    joined[-1] = (joined[-1][0], end)
+                    i += 1
+                    continue
+                if i + 1 < len(spans) and fits(start, spans[i + 1][1]):
+                    joined.append((start, spans[i + 1][1]))
+                    i += 2
+                    continue
+            joined.append((start, end))
+            i += 1
+        if len(joined) == len(spans):
+            return joined
+        spans = joined
 
 
 def _chunk(doc: ParsedText, start: int, end: int) -> Chunk:

@@ -6,7 +6,7 @@ import hashlib
 import random
 import time
 
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from bench.chunk_stability import measure_edit_stability
@@ -36,12 +36,15 @@ def check_contract(doc: ParsedText, chunks: list[Chunk], count, budget: int) -> 
     assert chunks[0].start == 0 and chunks[-1].end == len(text)
     for before, after in zip(chunks, chunks[1:], strict=False):
         assert before.end == after.start
-    for chunk in chunks:
+    for i, chunk in enumerate(chunks):
         assert chunk.start < chunk.end and chunk.text == text[chunk.start : chunk.end]
         assert count(chunk.text) <= budget
         assert chunk.hash == hashlib.sha256(chunk.text.encode()).hexdigest()
         if not chunk.text.strip():
             assert whitespace_over_budget(text, chunk, count, budget)
+            for other in (*chunks[max(0, i - 1) : i], *chunks[i + 1 : i + 2]):  # it could join neither
+                joined = text[min(chunk.start, other.start) : max(chunk.end, other.end)]
+                assert over_budget(joined, count, budget), (chunk, other)
             continue
         first = chunk.start + len(chunk.text) - len(chunk.text.lstrip())
         last = chunk.start + len(chunk.text.rstrip()) - 1
@@ -51,10 +54,18 @@ def check_contract(doc: ParsedText, chunks: list[Chunk], count, budget: int) -> 
 
 
 def whitespace_over_budget(text: str, chunk: Chunk, count, budget: int) -> bool:
-    """Whether the whitespace run holding a chunk, with the character before it, is over the budget."""
+    """Whether the whitespace run holding a chunk is over the budget with the character it goes with: the one
+    before it (and the text's leading whitespace too, where that is the first character that is not space),
+    or for the text's leading whitespace the one after it."""
     run_start = len(text[: chunk.start].rstrip())
     run_end = len(text) - len(text[chunk.start :].lstrip())
-    span = text[max(0, run_start - 1) : run_end]
+    if run_start == 0:
+        return over_budget(text[: run_end + 1], count, budget)
+    before = run_start - 1 if text[: run_start - 1].strip() else 0
+    return over_budget(text[before:run_end], count, budget)
+
+
+def over_budget(span: str, count, budget: int) -> bool:
     return count(span) > budget or len(span) > budget * MAX_CHARS_PER_TOKEN
 
 
@@ -68,6 +79,10 @@ def test_contract_with_a_word_counter(doc, budget):
 
 @settings(max_examples=200, deadline=None)
 @given(paged, st.sampled_from([8, 32, 128]))
+@example(ParsedText(" a \r\n \n \n\t", (0,)), 8)  # leading whitespace was cut off on its own
+@example(ParsedText("\n\r\n. \n \n\t", (0,)), 8)  # and here all of it, though it fits with the "."
+@example(ParsedText("?\n\t\r\n \n\t 。", (0,)), 8)  # a blank piece opens a chunk: " " was left alone
+@example(ParsedText("\n \n\tb\n \n\t", (0,)), 8)  # "b" with either run fits, with both does not
 def test_contract_with_the_model_tokenizer(count_tokens, doc, budget):
     check_contract(doc, chunk_text(doc, count_tokens, budget), count_tokens, budget)
 

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.markup import escape
-from textual.message import Message
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, OptionList, Static
@@ -26,13 +24,12 @@ from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
 from assistant import actions
-from assistant.messages import StatusChanged
+from assistant.messages import FoldersRead, ScanEnded, ScanStep, StatusChanged
 from assistant.screens.add_folder import AddFolderScreen
 from assistant.screens.dialogs import ConfirmScreen
 from assistant.screens.ingest_progress import IngestProgress, Reading
 from assistant.widgets.status_bar import StatusBar
 from engine.service.client import (
-    Event,
     Failure,
     Folder,
     MemoryProgress,
@@ -48,20 +45,6 @@ NUMBER_WIDTH = 10  # a count's cell with its padding
 NOT_READY = "Waiting for the engine…"
 RETRY_POLL_S = 0.3
 RETRY_WAIT_S = 30.0  # then the file is left to the background work (a long batch runs)
-
-
-@dataclass
-class FoldersRead(Message):
-    folders: list[Folder]
-
-
-@dataclass
-class ScanStep(Message):
-    event: Event
-
-
-class ScanEnded(Message):
-    """The scan's stream ended (done, refused or broken): the status readings take over."""
 
 
 def short_path(path: str, width: int) -> str:
