@@ -196,7 +196,9 @@ def _check_clashes(keymap: Mapping[str, str], where: Path | str) -> None:
             )
     for i, a in enumerate(ACTIONS):
         for b in ACTIONS[i + 1 :]:
-            together = a.scope == b.scope or APP in (a.scope, b.scope)
+            together = (
+                a.scope == b.scope or APP in (a.scope, b.scope) or {a.scope, b.scope} == {CHAT, SOURCES}
+            )
             shared = keys[a.id] & keys[b.id]
             if together and shared and (a.id in keymap or b.id in keymap):
                 raise ConfigError(f"{where}: [keys] {a.id} and {b.id} would both be {min(shared)!r}.")

@@ -15,6 +15,7 @@ from textual import work
 from textual.app import App, SystemCommand
 from textual.reactive import reactive
 from textual.screen import Screen
+from textual.worker import get_current_worker
 
 from assistant import actions
 from assistant.messages import EngineDown, EngineReady, EngineWaiting, StatusChanged
@@ -27,6 +28,7 @@ from engine.service.client import Client, Health, ServiceError, ServiceUnreachab
 from ingest.paths import Home
 
 STATUS_EVERY_S = 2.0
+QUIT_WAIT_S = 2.0  # for the engine to take a stop on the way out
 
 
 def _folders() -> Screen:
@@ -71,6 +73,7 @@ class M3App(App):
         self.client: Client | None = None
         self.health: Health | None = None
         self.answering: set[str] = set()  # ids of the answers streaming now
+        self._polling = False  # a status reading is on its way
         if keymap:
             self.set_keymap(keymap)
 
@@ -82,19 +85,32 @@ class M3App(App):
 
     @work(thread=True, exclusive=True, group="connect")
     def connect(self) -> None:
-        """Reach the service (starting it if none runs) and wait until its model is loaded."""
-        if self.client is not None:
-            self.client.close()
-            self.client = None
+        """Reach the service (starting it if none runs) and wait until its model is loaded. The client of
+        a lost engine is closed only once the new one is in place (workers may still hold it)."""
+        worker = get_current_worker()
+        said: list[str] = []
+
+        def waiting(what: str) -> None:
+            if worker.is_cancelled:  # the app is closing: stop waiting for a model to load
+                raise ServiceError("The app closed while the engine started.")
+            if said != [what]:
+                said[:] = [what]
+                self.post_message(EngineWaiting(what))
+
         try:
-            client = service.connect_or_start(
-                self.home, self.model_path, self.device, lambda what: self.post_message(EngineWaiting(what))
-            )
-            health = client.health()
+            client = service.connect_or_start(self.home, self.model_path, self.device, waiting)
         except ServiceError as exc:
             self.post_message(EngineDown(str(exc)))
             return
-        self.client = client
+        try:
+            health = client.health()
+        except ServiceError as exc:
+            client.close()
+            self.post_message(EngineDown(str(exc)))
+            return
+        old, self.client = self.client, client
+        if old is not None:
+            old.close()
         self.post_message(EngineReady(health))
 
     def on_engine_waiting(self, message: EngineWaiting) -> None:
@@ -106,7 +122,6 @@ class M3App(App):
         if isinstance(self.screen, ProblemScreen):
             self.screen.dismiss()
         self.poll_status()
-        self.screen.post_message(message)  # a question typed while the engine loaded goes now
 
     def on_engine_down(self, message: EngineDown) -> None:
         self.ready = False
@@ -123,21 +138,36 @@ class M3App(App):
 
     def lost(self, exc: ServiceError) -> None:
         """A worker's request failed: an unreachable engine is a problem screen, anything else a notice.
-        Safe from any thread."""
+        For worker threads (posting and notify are thread-safe)."""
         if isinstance(exc, ServiceUnreachable):
             self.post_message(EngineDown(str(exc)))
         else:
-            self.call_from_thread(self.notify, str(exc), severity="error", timeout=8, markup=False)
+            self.notify(str(exc), severity="error", timeout=8, markup=False)
 
-    @work(thread=True, exclusive=True, group="status")
-    def poll_status(self) -> None:
+    def engine_client(self) -> Client:
+        """The ready engine's client, for a worker. ServiceError (which workers catch) while the engine
+        starts or is down."""
         client = self.client
         if client is None or not self.ready:
-            return
+            raise ServiceError("The engine is not ready yet; this works once the status bar says ready.")
+        return client
+
+    def poll_status(self) -> None:
+        """Every couple of seconds; a reading still waiting on a slow engine is not joined by another."""
+        if not self._polling:
+            self._polling = True
+            self._read_status()
+
+    @work(thread=True, group="status")
+    def _read_status(self) -> None:
         try:
+            client = self.engine_client()
             self.post_message(StatusChanged(client.status(), client.bank_stats()))
         except ServiceError as exc:
-            self.lost(exc)
+            if self.ready:
+                self.lost(exc)
+        finally:
+            self._polling = False
 
     def on_status_changed(self, message: StatusChanged) -> None:
         self.latest = message
@@ -167,13 +197,19 @@ class M3App(App):
     def action_quit(self) -> None:
         """Answers still streaming are stopped first (saved, marked stopped), as Ctrl-C does in `m3 ask`;
         the engine service goes on."""
-        client = self.client
-        for answer_id in list(self.answering) if client is not None else ():
+        if self.client is not None and self.answering:
+            self._stop_answers_and_exit(self.client, list(self.answering))
+        else:
+            self.exit()
+
+    @work(thread=True, group="quit")
+    def _stop_answers_and_exit(self, client: Client, answer_ids: list[str]) -> None:
+        for answer_id in answer_ids:
             try:
-                client.cancel(answer_id)
+                client.cancel(answer_id, timeout=QUIT_WAIT_S)
             except ServiceError:
-                break  # the engine is gone: nothing runs there any more
-        self.exit()
+                break  # the engine is gone or stuck: nothing more to ask it
+        self.call_from_thread(self.exit)
 
     def keys_of(self, action_id: str) -> str:
         """The keys an action has now (after config.toml's [keys]), for help texts."""

@@ -20,8 +20,7 @@ class EngineWaiting(Message):
 
 @dataclass
 class EngineReady(Message, bubble=False):
-    """Also sent on to the screen in front (a question typed while the engine loaded goes now); it does not
-    bubble, so it never comes back to the app."""
+    """The engine's model is loaded; posted to the app."""
 
     health: Health
 
@@ -44,15 +43,16 @@ class StatusChanged(Message, bubble=False):
 
 @dataclass
 class AnswerPiece(Message):
-    """A piece of an answer's text, for the answer view with that key."""
+    """A piece of an answer's text, for the answer view it is posted to."""
 
     text: str
 
 
 @dataclass
 class AnswerStarted(Message):
+    """The engine took the question: `answer_id` is the handle that stops it."""
+
     answer_id: str
-    chat_id: int
 
 
 @dataclass

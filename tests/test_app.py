@@ -227,6 +227,7 @@ def test_keymap_in_config_is_checked_with_one_sentence(tmp_path):
         ('new_chat = "ctrl+l"', "new_chat and chats would both be 'ctrl+l'"),
         ('help = "ctrl+q"', "help and quit would both be 'ctrl+q'"),
         ('bank = "b"', "'b' would type into the question box"),
+        ('passage = "ctrl+n"', "new_chat and passage would both be 'ctrl+n'"),
         ('help = "space"', "'space' would type into the question box"),
     ]:
         config.write_text(f"[keys]\n{table}\n")

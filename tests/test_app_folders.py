@@ -20,7 +20,7 @@ from assistant.screens.add_folder import AddFolderScreen, complete_directory
 from assistant.screens.bank import LATER, BankScreen, human_bytes
 from assistant.screens.dialogs import ConfirmScreen
 from assistant.screens.folders import FoldersScreen, short_path
-from assistant.screens.ingest_progress import Reading, Tracker, duration_words
+from assistant.widgets.ingest_progress import Reading, Tracker, duration_words
 from engine.service import client as service
 from ingest.paths import Home
 

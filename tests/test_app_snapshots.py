@@ -4,8 +4,8 @@ writes them to tests/__snapshots__/, to be looked at before they are committed).
 The real app runs against a real service with the tiny random-weight model. Nothing generated is shown:
 the chats are written into the catalog before the service starts (the answers' citations name real
 chunks, so the passage modal reads them from the service), their times are fixed and shown in UTC, and
-every path on screen lies under one fixed folder, /tmp/m3-snapshots, made and removed here. Two runs of
-this module at once on one machine would share it.
+every path on screen lies under one fixed folder, /tmp/m3-snapshots, made and removed here (two test runs
+on one machine take turns with it).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from app_pilot import text, until
+from filelock import FileLock
 from textual.widgets import Markdown
 from tiny_gguf import write_tiny_gguf
 
@@ -63,7 +64,10 @@ def utc() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def root(home: Home, utc) -> Iterator[Path]:
-    """/tmp/m3-snapshots with the notes (and a PDF that is none) and the tiny model; removed after."""
+    """/tmp/m3-snapshots with the notes (and a PDF that is none) and the tiny model; removed after. A
+    second test run on this machine waits for the first to be done with it (a lock beside it)."""
+    lock = FileLock(f"{ROOT}.lock")
+    lock.acquire()
     shutil.rmtree(ROOT, ignore_errors=True)
     notes = ROOT / "notes"
     notes.mkdir(parents=True)
@@ -72,8 +76,11 @@ def root(home: Home, utc) -> Iterator[Path]:
     (notes / "broken.pdf").write_bytes(b"%PDF-1.7\nthis is no PDF at all\n")
     write_tiny_gguf(ROOT / "tiny.gguf", "gemma3")
     home.cache.mkdir(parents=True, exist_ok=True)  # shared: the embedder is exported once a run
-    yield ROOT
-    shutil.rmtree(ROOT, ignore_errors=True)
+    try:
+        yield ROOT
+    finally:
+        shutil.rmtree(ROOT, ignore_errors=True)
+        lock.release()
 
 
 def home_at(root: Path, home: Home) -> Home:

@@ -56,7 +56,7 @@ class BankScreen(Screen):
             with Horizontal(id="bank-budget"):
                 yield Label("Budget used")
                 yield ProgressBar(show_eta=False)
-            yield Static(FULL_HINT, id="bank-full")
+            yield Static(FULL_HINT, id="bank-full", markup=False)
             yield Static(LATER, id="bank-later")
         yield Footer(compact=True)
         yield StatusBar()

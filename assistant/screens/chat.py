@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +15,11 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static
+from textual.worker import get_current_worker
 
 from assistant import actions
 from assistant.export import chat_markdown
-from assistant.messages import AnswerFinished, AnswerPiece, AnswerStarted, EngineReady
+from assistant.messages import AnswerFinished, AnswerPiece, AnswerStarted
 from assistant.screens.chats import ChatsScreen
 from assistant.screens.dialogs import ConfirmScreen, PromptScreen
 from assistant.screens.passage import PassageScreen, open_in_editor
@@ -76,6 +78,7 @@ class ChatScreen(Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        self.watch(self.app, "ready", self._engine_ready, init=False)
         self.query_one("#transcript", VerticalScroll).anchor()
         self.query_one(Composer).focus()
         self._head()
@@ -119,22 +122,25 @@ class ChatScreen(Screen):
             view.state("waiting for the engine…")
             self.queued.append(view)
 
-    def on_engine_ready(self, message: EngineReady) -> None:
-        queued, self.queued = self.queued, []
-        for view in queued:
-            self.answer(view)
+    def _engine_ready(self, ready: bool) -> None:
+        """Questions typed while the engine loaded are asked now (whichever screen is in front)."""
+        if ready:
+            queued, self.queued = self.queued, []
+            for view in queued:
+                self.answer(view)
 
     @work(thread=True, group="answers")
     def answer(self, view: AnswerView) -> None:
         """Stream one answer into its view; the engine saves it in the view's chat (a new one if none
         yet). A new chat opened meanwhile leaves it to finish in its own chat, off screen."""
-        client = self.app.client
         chat = view.conversation
         cites: list[Citation] = []
         reads: list[Read] = []
         creating = chat.chat_id is None and chat.creating.acquire()
         answer_id = None
+        cancelled = False
         try:
+            client = self.app.engine_client()
             with client.ask(view.question, view.mode, chat.chat_id) as stream:
                 for event in stream:
                     if isinstance(event, Start):
@@ -143,10 +149,12 @@ class ChatScreen(Screen):
                         if creating:
                             chat.creating.release()
                             creating = False
-                        self._deliver(view, AnswerStarted(event.id, event.chat_id))
-                        if view.stop_asked:
-                            stream.cancel()
-                    elif isinstance(event, Text):
+                        self._deliver(view, AnswerStarted(event.id))
+                    if view.stop_asked and answer_id is not None and not cancelled:
+                        # an Esc before the answer had its handle: stop it now; the stream ends with done
+                        client.cancel(answer_id)
+                        cancelled = True
+                    if isinstance(event, Text):
                         self._deliver(view, AnswerPiece(event.text))
                     elif isinstance(event, Reads):
                         reads = event.reads
@@ -201,7 +209,7 @@ class ChatScreen(Screen):
     @work(thread=True, group="cancel")
     def cancel(self, answer_id: str) -> None:
         try:
-            self.app.client.cancel(answer_id)
+            self.app.engine_client().cancel(answer_id)
         except ServiceError as exc:
             self.app.lost(exc)
 
@@ -241,11 +249,12 @@ class ChatScreen(Screen):
     @work(thread=True, exclusive=True, group="chat")
     def load_chat(self, chat_id: int) -> None:
         try:
-            chat = self.app.client.chat(chat_id)
+            chat = self.app.engine_client().chat(chat_id)
         except ServiceError as exc:
             self.app.lost(exc)
             return
-        self.app.call_from_thread(self._show_chat, chat)
+        if not get_current_worker().is_cancelled:  # another chat was asked for meanwhile
+            self.app.call_from_thread(self._show_chat, chat)
 
     async def _show_chat(self, chat: Chat) -> None:
         await self.action_new_chat()
@@ -269,44 +278,47 @@ class ChatScreen(Screen):
             self.on_answer_view_selected(AnswerView.Selected(last))
 
     def action_rename_chat(self) -> None:
-        if self.chat_id is None:
+        chat_id = self.chat_id
+        if chat_id is None:
             self.notify("This chat has no answer yet, so nothing is saved to rename.", timeout=4)
             return
-        self.app.push_screen(PromptScreen("Rename this chat", self.title_text, TITLE_CHARS), self.rename)
+        prompt = PromptScreen("Rename this chat", self.title_text, TITLE_CHARS)
+        self.app.push_screen(prompt, lambda title: self.rename(chat_id, title))
 
-    @work(thread=True, group="chat")
-    def rename(self, title: str | None) -> None:
-        if self.chat_id is None:
+    @work(thread=True, group="rename")
+    def rename(self, chat_id: int, title: str | None) -> None:
+        """title: None when the dialog was cancelled, "" when it was emptied."""
+        if title is None:
             return
         if not title:
-            self.app.call_from_thread(
-                self.notify, "A chat's title cannot be empty; the name stays.", timeout=4
-            )
+            self.notify("A chat's title cannot be empty; the name stays.", timeout=4)
             return
         try:
-            renamed = self.app.client.rename_chat(self.chat_id, title)
+            renamed = self.app.engine_client().rename_chat(chat_id, title)
         except ServiceError as exc:
             self.app.lost(exc)
             return
-        self.app.call_from_thread(setattr, self, "title_text", renamed.title)
+        if self.chat_id == chat_id:
+            self.app.call_from_thread(setattr, self, "title_text", renamed.title)
 
     def action_delete_chat(self) -> None:
-        if self.chat_id is None:
+        chat_id = self.chat_id
+        if chat_id is None:
             self.notify("This chat is not saved yet.", timeout=4)
             return
-        self.app.push_screen(ConfirmScreen(f"Delete the chat “{self.title_text}”?"), self.delete)
+        question = f"Delete the chat “{self.title_text}”?"
+        self.app.push_screen(ConfirmScreen(question), lambda sure: self.delete(chat_id) if sure else None)
 
-    @work(thread=True, group="chat")
-    def delete(self, sure: bool | None) -> None:
-        if not sure or self.chat_id is None:
-            return
+    @work(thread=True, group="delete")
+    def delete(self, chat_id: int) -> None:
         try:
-            self.app.client.delete_chat(self.chat_id)
+            self.app.engine_client().delete_chat(chat_id)
         except ServiceError as exc:
             self.app.lost(exc)
             return
-        self.app.call_from_thread(self.action_new_chat)
-        self.app.call_from_thread(self.notify, "Chat deleted.", timeout=3)
+        if self.chat_id == chat_id:
+            self.app.call_from_thread(self.action_new_chat)
+        self.notify("Chat deleted.", timeout=3)
 
     def action_export_chat(self) -> None:
         if self.chat_id is None:
@@ -319,7 +331,7 @@ class ChatScreen(Screen):
         """An existing file is replaced only after a yes."""
         if not target:
             return
-        path = Path(target).expanduser().absolute()
+        path = Path(os.path.expanduser(target)).absolute()  # `~nobody/x` stays as typed: unwritable
         if path.exists():
             question = f"{path} exists. Replace it?"
             self.app.push_screen(ConfirmScreen(question), lambda yes: self.export(path) if yes else None)
@@ -331,7 +343,7 @@ class ChatScreen(Screen):
         if self.chat_id is None:
             return
         try:
-            markdown = chat_markdown(self.app.client.chat(self.chat_id))
+            markdown = chat_markdown(self.app.engine_client().chat(self.chat_id))
             write_atomic(path, markdown.encode())
         except ServiceError as exc:
             self.app.lost(exc)

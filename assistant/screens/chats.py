@@ -12,6 +12,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
+from textual.worker import get_current_worker
 
 from engine.service.client import ServiceError
 
@@ -55,11 +56,12 @@ class ChatsScreen(ModalScreen[int | None]):
     @work(thread=True, exclusive=True)
     def search(self, query: str) -> None:
         try:
-            chats = self.app.client.chats(query.strip() or None)
+            chats = self.app.engine_client().chats(query.strip() or None)
         except ServiceError as exc:
             self.app.lost(exc)
             return
-        self.app.call_from_thread(self._show, chats, query)
+        if not get_current_worker().is_cancelled:  # a newer search is on its way: its results win
+            self.app.call_from_thread(self._show, chats, query)
 
     def _show(self, chats: list, query: str) -> None:
         options = self.query_one(OptionList)

@@ -19,7 +19,7 @@ ConfirmScreen Button { margin-left: 2; }
 
 
 class PromptScreen(ModalScreen[str | None]):
-    """Enter accepts the text (stripped; None when empty), Escape cancels (None)."""
+    """Enter accepts the text (stripped: "" when empty), Escape cancels (None)."""
 
     DEFAULT_CSS = DIALOG_CSS
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
@@ -35,7 +35,7 @@ class PromptScreen(ModalScreen[str | None]):
             yield Label("[dim]Enter accepts · Escape cancels[/dim]")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        self.dismiss(event.value.strip() or None)
+        self.dismiss(event.value.strip())
 
     def action_cancel(self) -> None:
         self.dismiss(None)

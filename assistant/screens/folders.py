@@ -16,7 +16,6 @@ from pathlib import Path
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.markup import escape
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, OptionList, Static
@@ -27,7 +26,7 @@ from assistant import actions
 from assistant.messages import FoldersRead, ScanEnded, ScanStep, StatusChanged
 from assistant.screens.add_folder import AddFolderScreen
 from assistant.screens.dialogs import ConfirmScreen
-from assistant.screens.ingest_progress import IngestProgress, Reading
+from assistant.widgets.ingest_progress import IngestProgress, Reading
 from assistant.widgets.status_bar import StatusBar
 from engine.service.client import (
     Failure,
@@ -266,7 +265,7 @@ class FoldersScreen(Screen):
         if folder is None:
             self._say("Select a folder to stop watching.", timeout=3)
             return
-        shown = escape(short_path(folder, 60))
+        shown = short_path(folder, 60)
         question = f"Stop watching {shown}? Its memories are dropped; its files stay."
         self.app.push_screen(ConfirmScreen(question), lambda sure: self.remove(folder, sure))
 
@@ -275,7 +274,7 @@ class FoldersScreen(Screen):
         if not sure:
             return
         try:
-            self.app.client.remove_folder(folder)
+            self.app.engine_client().remove_folder(folder)
         except ServiceError as exc:
             self.app.lost(exc)
             return
@@ -345,7 +344,7 @@ class FoldersScreen(Screen):
         event, and the engine goes on in the background."""
         worker = get_current_worker()
         try:
-            with self.app.client.scan(folder) as stream:
+            with self.app.engine_client().scan(folder) as stream:
                 for event in stream:
                     if worker.is_cancelled:
                         return

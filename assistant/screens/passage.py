@@ -87,11 +87,8 @@ class PassageScreen(ModalScreen[None]):
 
     @work(thread=True)
     def load(self) -> None:
-        client = self.app.client
-        if client is None:
-            return
         try:
-            passage = client.passage(self.citation.hash, self.citation.path, context=3)
+            passage = self.app.engine_client().passage(self.citation.hash, self.citation.path, context=3)
         except ServiceError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="warning", markup=False)
             return

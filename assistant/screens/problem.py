@@ -26,7 +26,7 @@ class ProblemScreen(ModalScreen[bool]):
                                border: thick $error; background: $surface; }
     ProblemScreen #what { text-style: bold; margin-bottom: 1; }
     """
-    BINDINGS = [Binding("r", "retry", "Try again"), Binding("ctrl+q", "app.quit", "Quit", priority=True)]
+    BINDINGS = [Binding("r", "retry", "Try again")]
 
     def __init__(self, sentence: str, log_file: Path):
         super().__init__()
@@ -41,11 +41,10 @@ class ProblemScreen(ModalScreen[bool]):
                 yield Static(f"Log file: {self.log_file}", markup=False)
 
     def explain(self, sentence: str) -> None:
-        """A retry failed again: say the new reason."""
+        """The engine is down again while this screen is shown: say the latest reason."""
         self.sentence = sentence
         self.query_one("#what", Static).update(sentence)
         self.notify("The engine is still not available.", severity="error", timeout=4)
 
     def action_retry(self) -> None:
-        self.query_one("#what", Static).update("Trying again…")
         self.dismiss(True)

@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -21,6 +22,9 @@ from textual.widgets._markdown import MarkdownStream
 
 from assistant.messages import AnswerFinished, AnswerPiece, AnswerStarted
 from engine.service.client import Citation, Read, Source
+
+if TYPE_CHECKING:
+    from assistant.screens.chat import Conversation
 
 
 def where(source: Citation | Source, name_only: bool = False) -> str:
@@ -71,7 +75,7 @@ class AnswerView(Vertical, can_focus=True):
         self.question, self.mode, self.text = question, mode, text
         self.citations, self.reads, self.stopped = list(citations), list(reads), stopped
         self.answer_id: str | None = None
-        self.conversation: object = None  # the chat it is saved in (assistant/screens/chat.py)
+        self.conversation: Conversation | None = None  # the chat it is saved in
         self.running = pending  # asked, not finished
         self.stop_asked = False
         self.error: str | None = None

@@ -239,10 +239,10 @@ class Client:
         body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p}
         return self._stream("/v1/generate", {**body, "seed": seed}, _GENERATE)
 
-    def cancel(self, answer_id: str) -> bool:
+    def cancel(self, answer_id: str, timeout: float = QUICK_S) -> bool:
         """Stop one answer; False if it was no longer running."""
         try:
-            self._call("DELETE", f"/v1/answers/{answer_id}")
+            self._call("DELETE", f"/v1/answers/{answer_id}", timeout=timeout)
         except ServiceError as exc:
             if exc.status == 404:
                 return False
@@ -340,7 +340,7 @@ def _raise_for(response: httpx.Response, home: Home) -> None:
 
 def _absolute(path: str | Path) -> str:
     """The service runs elsewhere (its own working folder): paths travel absolute."""
-    return str(Path(path).expanduser().absolute())
+    return str(Path(os.path.expanduser(path)).absolute())  # `~nobody` stays as typed, refused by the service
 
 
 # --- the service's lifetime -----------------------------------------------------------------------------
