@@ -411,14 +411,8 @@ def vault(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def real(roots, model_path, vault) -> Iterator[Running]:
-    running = Running(roots(), "--model", str(model_path), "--device", "cpu")
-    try:
-        running.wait_ready()
-        assert running.http.post("/v1/folders", json={"path": str(vault)}).status_code == 201
-        running.scan()
+    with serving(roots(), model_path, vault) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def test_the_bundled_model_answers_from_the_file_and_the_second_answer_starts_warm(real, vault):
