@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from engine.bankfile.export import Exported, export_bank
+from engine.bankfile.importer import Importer, Inspection
 from engine.chat.chat import Answer, Chat
 from engine.chat.generation import Generation, Sampling
 from engine.chat.prompt import prompt_format
@@ -35,6 +37,7 @@ from engine.turns import Turns
 from ingest.catalog import Catalog, Folder
 from ingest.chats import Chats
 from ingest.config import IngestConfig
+from ingest.errors import NotFoundError
 from ingest.folders import add_folder, candidates, remove_folder
 from ingest.ingester import Ingester, Progress, Status
 from ingest.paths import Home
@@ -135,10 +138,15 @@ class Engine:
             self._embedder or Embedder.load(self.home.cache / "embedder", device=self._device),
         )
 
+    @property
+    def profile(self) -> MemoryProfile:
+        """The configured memory profile: what this engine writes and reads."""
+        return PROFILES[self.config.profile]
+
     @cached_property
     def store(self) -> MemoryStore:
         """The bank (within its budget) and the cold-start path around it, writing with the loaded model."""
-        return self.memory_store(self.bank, PROFILES[self.config.profile])
+        return self.memory_store(self.bank, self.profile)
 
     def memory_store(self, bank: MemoryBank, profile: MemoryProfile) -> MemoryStore:
         """A store writing `profile` memories into `bank` with the loaded model (benchmarks use several)."""
@@ -158,6 +166,49 @@ class Engine:
         if bank.opened.lost:
             self.catalog.complete_memory_work(dropped=bank.opened.lost)
         return bank
+
+    @cached_property
+    def importer(self) -> Importer:
+        return Importer(self)
+
+    def export_bank(
+        self,
+        target: str | Path,
+        folder: str | None = None,
+        documents: str | None = None,
+        vectors: bool = True,
+        on_progress: Callable[[str, int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Exported:
+        """Write the documents in scope, their chunks, memories and (unless `vectors` is False) vectors
+        to the bank file `target` (engine/bankfile/export.py; the format: docs/bank-format.md)."""
+        return export_bank(self, Path(target), folder, documents, vectors, on_progress, cancel)
+
+    def inspect_bank(
+        self,
+        path: str | Path,
+        on_progress: Callable[[str, int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Inspection:
+        """Check a bank file and say what importing it would do; nothing is written."""
+        return self.importer.inspect(Path(path), on_progress, cancel)
+
+    def import_bank(
+        self,
+        path: str | Path,
+        on_progress: Callable[[str, int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Inspection:
+        """Import a bank file: read-only until one commit (engine/bankfile/importer.py)."""
+        return self.importer.run(Path(path), on_progress, cancel)
+
+    def remove_collection(self, label: str) -> Folder:
+        """Forget an imported collection, its documents and chunks; NotFoundError if there is none."""
+        for folder in self.catalog.folders("imported"):
+            if str(folder.path) == label:
+                self.catalog.remove_folder(folder.id)
+                return folder
+        raise NotFoundError(f"There is no imported collection named {label}.")
 
     def bank_stats(self) -> dict:
         stats = self.bank.stats()
@@ -195,6 +246,7 @@ class Engine:
         for one batch at most, never for the backlog. Each batch is recorded in the catalog once stored, so
         an interruption (`stop`, a crash) loses no finished work. on_progress(done, total) counts memories
         written; returns how many were written."""
+        self.importer.resume(stop)  # an import a crash or a cancel left committed but not applied
         total = self.catalog.counts()["memories_to_write"]
         written = 0
         while stop is None or not stop.is_set():

@@ -25,13 +25,27 @@ if TYPE_CHECKING:
     from ingest.chunker import Chunk
 
 DocStatus = Literal["pending", "ok", "failed"]
+FolderKind = Literal["watched", "imported"]
 
 
 @dataclass(frozen=True)
 class Folder:
+    """A watched folder (`path` absolute), or a collection imported from a bank file (`path` its label)."""
+
     id: int
     path: Path
     added_at: float
+    kind: FolderKind = "watched"
+
+
+@dataclass(frozen=True)
+class PendingImport:
+    """A bank file committed to the catalog whose memories and vectors are still to be applied."""
+
+    id: int
+    file: str  # a name in the data folder's imports/, never a path from the bank file
+    memories: bool  # apply the file's memories (same model and profile), else write them from the text
+    vectors: bool  # apply the file's vectors (same embedder), else embed the texts
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,7 @@ class FolderCounts:
 
     id: int
     path: Path
+    kind: FolderKind
     documents: int  # files known, whatever their status
     failed: int  # files that could not be parsed
     chunks: int
@@ -111,27 +126,31 @@ class Catalog:
 
     # Folders
 
-    def add_folder(self, path: Path) -> Folder:
+    def add_folder(self, path: Path, kind: FolderKind = "watched") -> Folder:
+        """A new watched folder, or (kind "imported", `path` a label) an imported collection."""
         now = time.time()
         with self.atomic():
-            cur = self.db.execute("INSERT INTO folders (path, added_at) VALUES (?, ?)", (str(path), now))
-        return Folder(cur.lastrowid, path, now)
+            cur = self.db.execute(
+                "INSERT INTO folders (path, added_at, kind) VALUES (?, ?, ?)", (str(path), now, kind)
+            )
+        return Folder(cur.lastrowid, path, now, kind)
 
-    def folders(self) -> list[Folder]:
-        rows = self.rows("SELECT id, path, added_at FROM folders ORDER BY path")
-        return [Folder(r["id"], Path(r["path"]), r["added_at"]) for r in rows]
+    def folders(self, kind: FolderKind = "watched") -> list[Folder]:
+        """The watched folders (what scans and the watcher follow), or the imported collections."""
+        rows = self.rows("SELECT id, path, added_at FROM folders WHERE kind = ? ORDER BY path", (kind,))
+        return [Folder(r["id"], Path(r["path"]), r["added_at"], kind) for r in rows]
 
     def folder_counts(self) -> list[FolderCounts]:
         """Every watched folder with its documents, failures, chunks and memories, counted in one query.
         A text two folders share is one memory, counted in each."""
         rows = self.rows(
-            "SELECT f.id, f.path, COUNT(DISTINCT d.id) AS documents,"
+            "SELECT f.id, f.path, f.kind, COUNT(DISTINCT d.id) AS documents,"
             " COUNT(DISTINCT CASE WHEN d.status = 'failed' THEN d.id END) AS failed, COUNT(c.id) AS chunks,"
             " COUNT(DISTINCT CASE WHEN m.written THEN c.hash END) AS memories,"
             " COUNT(DISTINCT CASE WHEN NOT m.written THEN c.hash END) AS memories_pending"
             " FROM folders f LEFT JOIN documents d ON d.folder_id = f.id"
             " LEFT JOIN chunks c ON c.document_id = d.id LEFT JOIN memory_work m ON m.hash = c.hash"
-            " GROUP BY f.id ORDER BY f.path"
+            " GROUP BY f.id ORDER BY f.kind DESC, f.path"
         )
         return [FolderCounts(**{**r, "path": Path(r["path"])}) for r in rows]
 
@@ -340,6 +359,24 @@ class Catalog:
                 "memories_to_write": work.get(1, 0),
                 "memories_to_drop": work.get(0, 0),
             }
+
+    # Imports committed, not yet applied
+
+    def add_import(self, file: str, memories: bool, vectors: bool) -> int:
+        with self.atomic():
+            cur = self.db.execute(
+                "INSERT INTO imports (file, memories, vectors, created_at) VALUES (?, ?, ?, ?)",
+                (file, memories, vectors, time.time()),
+            )
+        return cur.lastrowid
+
+    def pending_imports(self) -> list[PendingImport]:
+        rows = self.rows("SELECT id, file, memories, vectors FROM imports ORDER BY id")
+        return [PendingImport(r["id"], r["file"], bool(r["memories"]), bool(r["vectors"])) for r in rows]
+
+    def finish_import(self, import_id: int) -> None:
+        with self.atomic():
+            self.db.execute("DELETE FROM imports WHERE id = ?", (import_id,))
 
     def failures(self) -> list[tuple[Path, str]]:
         rows = self.rows(

@@ -22,6 +22,7 @@ from itertools import pairwise
 from ingest.document import ParsedText
 
 MAX_TOKENS = 128
+VERSION = 1  # bumped when the same text would be cut differently; a bank file records it
 ANCHOR_EVERY = 6  # about one piece in this many opens a chunk whatever came before it
 ANCHOR_WORDS = 8  # the words of a piece that decide whether it does
 MAX_CHARS_PER_TOKEN = 32  # a chunk is never longer than max_tokens times this: bounds every count_tokens call

@@ -115,8 +115,28 @@ def _v4(db: Database) -> None:
     db.conn.executemany("UPDATE messages SET citations = ? WHERE id = ?", updates)
 
 
+def _v5(db: Database) -> None:
+    """Collections imported from a bank file sit beside watched folders: `kind` tells them apart, and an
+    imported collection's `path` is its label (relative, so never a watched folder's absolute path).
+    `imports` lists the bank files committed but not yet applied to the memory bank and the retrieval
+    index: a start after a crash finishes them (engine/bankfile/importer.py)."""
+    db.executescript(
+        """
+        ALTER TABLE folders ADD COLUMN kind TEXT NOT NULL DEFAULT 'watched'
+            CHECK (kind IN ('watched', 'imported'));
+        CREATE TABLE imports (
+            id INTEGER PRIMARY KEY,
+            file TEXT NOT NULL UNIQUE,
+            memories INTEGER NOT NULL,
+            vectors INTEGER NOT NULL,
+            created_at REAL NOT NULL
+        );
+        """
+    )
+
+
 # The schema's history, oldest first: version N is reached by applying the first N steps. Append only.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5)
 
 
 def newer_catalog(version: int, known: int) -> CatalogError:

@@ -25,11 +25,11 @@ import re
 import struct
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from engine.errors import BankCorruptError, BankError
 from engine.memory.codec import decode, encode
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from sqlite_utils import Database
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAGIC = b"M3RB"
 VERSION = 1
@@ -139,13 +140,21 @@ class MemoryBank:
 
     def get(self, key: str) -> Memory | None:
         """The memory under `key`, or None if it is not stored or its record is damaged (then forgotten)."""
+        return self._read(key, decode)
+
+    def encoded(self, key: str) -> bytes | None:
+        """The memory under `key` as stored (`memory_codec` bytes, checked against the record's CRC), or
+        None as for `get`: what a bank file carries, without decoding and encoding it again."""
+        return self._read(key, bytes)
+
+    def _read(self, key: str, read: Callable[[memoryview], T]) -> T | None:
         with self._lock:
             row = self._row(key)
             if row is None:
                 return None
             try:
                 with self._record(row) as buf:
-                    return decode(buf[HEADER.size :])
+                    return read(buf[HEADER.size :])
             except BankCorruptError as e:
                 log.warning("memory bank: %s; the memory will be rewritten from its text", e)
                 self._forget([key])
@@ -155,9 +164,11 @@ class MemoryBank:
         with self._lock:
             return self._db.execute("SELECT 1 FROM records WHERE key = ?", (key,)).fetchone() is not None
 
-    def keys(self) -> list[str]:
+    def keys(self, profile: str | None = None) -> list[str]:
+        """The keys stored, or those of memories written with the profile named `profile`."""
+        where, params = ("", ()) if profile is None else (" WHERE profile = ?", (profile,))
         with self._lock:
-            return [k for (k,) in self._db.execute("SELECT key FROM records ORDER BY key")]
+            return [k for (k,) in self._db.execute(f"SELECT key FROM records{where} ORDER BY key", params)]
 
     def stats(self) -> dict:
         with self._lock:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +75,26 @@ class GGUFFile:
         except Exception as exc:
             raise ModelLoadError(f"Tensor {name} in {self.path} is damaged ({exc}).") from exc
         return torch.from_numpy(array.reshape(shape)).to(dtype)
+
+    def fingerprints(self) -> tuple[str, str]:
+        """(model, tokenizer) SHA-256 hex digests, what a memory bank file records about its writer.
+
+        The model's covers the architecture's metadata entries (`general.architecture` and `<arch>.*`, as
+        stored), every tensor's name, shape and type, and all tensor data, so a requantized or fine-tuned
+        file differs while a renamed or re-tagged one does not; the tokenizer's covers the `tokenizer.*`
+        entries. About 0.3 s for the 253 MB default model."""
+        arch, data = self.architecture, self._reader.data
+        model, tokenizer = hashlib.sha256(), hashlib.sha256()
+        for key, field in sorted(self._reader.fields.items()):
+            raw = data[field.offset : field.offset + sum(p.nbytes for p in field.parts)]
+            if key == "general.architecture" or key.startswith(f"{arch}."):
+                model.update(raw)
+            elif key.startswith("tokenizer."):
+                tokenizer.update(raw)
+        infos = [[t.name, t.shape.tolist(), int(t.tensor_type)] for t in self._reader.tensors]
+        model.update(json.dumps(infos).encode())
+        model.update(data[self._reader.data_offset :])
+        return model.hexdigest(), tokenizer.hexdigest()
 
     def _info(self, name: str):
         for t in self._reader.tensors:

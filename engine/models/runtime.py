@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -51,6 +52,12 @@ class Runtime:
     model: Transformer
     tokenizer: Tokenizer
     instruct: bool  # the file carries a chat template: an instruction-tuned model
+    gguf: GGUFFile  # the file it was loaded from, kept open (memory-mapped) for `fingerprints`
+
+    @cached_property
+    def fingerprints(self) -> tuple[str, str]:
+        """(model, tokenizer) SHA-256 digests of the GGUF file (GGUFFile.fingerprints), computed once."""
+        return self.gguf.fingerprints()
 
     @classmethod
     def load(
@@ -65,7 +72,7 @@ class Runtime:
         model = load_transformer(gguf, dtype, device)
         tokenizer = Tokenizer(path)
         log.info("loaded %s (%s) on %s in %s", path.name, model.config.arch, device, dtype)
-        return cls(path, model, tokenizer, instruct="tokenizer.chat_template" in gguf.metadata)
+        return cls(path, model, tokenizer, "tokenizer.chat_template" in gguf.metadata, gguf)
 
     @property
     def sink(self) -> list[int]:

@@ -7,8 +7,10 @@ downloaded).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +73,13 @@ class Embedder:
     @property
     def device(self) -> str:
         return "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
+
+    @cached_property
+    def weights_hash(self) -> str:
+        """SHA-256 of the weights file: a bank file records it, so that an importer knows whether the
+        file's vectors are ones this embedder would make."""
+        with open(weights_dir() / "model.safetensors", "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
 
     @classmethod
     def load(cls, cache_dir: Path, device: str | None = None) -> Embedder:

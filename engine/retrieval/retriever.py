@@ -166,27 +166,60 @@ class Retriever:
     def add(self, items: Sequence[tuple[str, str]], batch_size: int = 64) -> int:
         """Add (hash, text) chunks not stored yet, in one transaction; return how many were new."""
         with self._lock:
-            new: dict[str, str] = {}
-            for h, text in items:
-                new.setdefault(h, text)
-            for part in batches(list(new)):
-                marks = placeholders(len(part))
-                for (h,) in self._db.execute(f"SELECT hash FROM items WHERE hash IN ({marks})", part):
-                    del new[h]
+            new = self._missing(_first(items))
             if not new:
                 return 0
-            vectors = self.embedder.embed(list(new.values()), batch_size=batch_size)
-            with self._sql.atomic():
-                ids = [
-                    self._db.execute(
-                        "INSERT INTO items(hash, text, vector) VALUES (?, ?, ?)", (h, text, v.tobytes())
-                    ).lastrowid
-                    for (h, text), v in zip(new.items(), vectors, strict=True)
-                ]
-                generation = self._bump()
-            self.index.add(np.array(ids, dtype=np.int64), vectors)
-            self._changed(generation)
-            return len(ids)
+            return self._insert(new, self.embedder.embed(list(new.values()), batch_size=batch_size))
+
+    def add_embedded(self, items: Sequence[tuple[str, str, np.ndarray]]) -> int:
+        """Add (hash, text, vector) chunks not stored yet, whose vectors this embedder made elsewhere
+        (a bank file's); one transaction; return how many were new."""
+        with self._lock:
+            given = _first([(h, v) for h, _, v in items])
+            new = self._missing(_first([(h, t) for h, t, _ in items]))
+            if not new:
+                return 0
+            vectors = np.stack([np.asarray(given[h], np.float32) for h in new])
+            if vectors.shape != (len(new), self.embedder.dim):
+                raise ValueError(f"vectors of shape {vectors.shape[1:]} for a {self.embedder.dim}-d index")
+            return self._insert(new, vectors)
+
+    def vectors(self, hashes: Iterable[str]) -> dict[str, np.ndarray]:
+        """The stored vector (float32, the embedder's dimension) of each of these hashes that is stored."""
+        found: dict[str, np.ndarray] = {}
+        with self._lock:
+            for part in batches(list(dict.fromkeys(hashes))):
+                marks = placeholders(len(part))
+                for h, v in self._db.execute(f"SELECT hash, vector FROM items WHERE hash IN ({marks})", part):
+                    found[h] = np.frombuffer(v, dtype=np.float32)
+        return found
+
+    def stored(self, hashes: Iterable[str]) -> set[str]:
+        """Those of `hashes` that are stored."""
+        found: set[str] = set()
+        with self._lock:
+            for part in batches(list(dict.fromkeys(hashes))):
+                sql = f"SELECT hash FROM items WHERE hash IN ({placeholders(len(part))})"
+                found.update(h for (h,) in self._db.execute(sql, part))
+        return found
+
+    def _missing(self, new: dict[str, str]) -> dict[str, str]:
+        """`new` less the hashes already stored."""
+        stored = self.stored(new)
+        return {h: t for h, t in new.items() if h not in stored}
+
+    def _insert(self, new: dict[str, str], vectors: np.ndarray) -> int:
+        with self._sql.atomic():
+            ids = [
+                self._db.execute(
+                    "INSERT INTO items(hash, text, vector) VALUES (?, ?, ?)", (h, text, v.tobytes())
+                ).lastrowid
+                for (h, text), v in zip(new.items(), vectors, strict=True)
+            ]
+            generation = self._bump()
+        self.index.add(np.array(ids, dtype=np.int64), vectors)
+        self._changed(generation)
+        return len(ids)
 
     def delete(self, hashes: Iterable[str]) -> int:
         """Remove the chunks with these hashes (unknown ones are ignored); return how many were removed."""
@@ -287,3 +320,11 @@ class Retriever:
             with self._sql.atomic():
                 self.keywords.rebuild()
             self._rebuild(self.index)
+
+
+def _first(pairs: Iterable[tuple[str, object]]) -> dict:
+    """Each key with the value it first came with, in first-seen order."""
+    out: dict = {}
+    for key, value in pairs:
+        out.setdefault(key, value)
+    return out

@@ -1,6 +1,6 @@
 """The NDJSON stream events of docs/api.md, each defined once as a msgspec Struct tagged by its `type`. The
 service encodes them; the client decodes each line as one of its stream's union (`AnswerEvent`,
-`GenerateEvent`, `ScanEvent`), so a field added here reaches both sides at once.
+`GenerateEvent`, `ScanEvent`, `ExportEvent`, `ImportEvent`), so a field added here reaches both sides at once.
 
 Kept free of the model runtime, so that a client may import it.
 """
@@ -104,6 +104,65 @@ class ScanDone(Event, tag="done"):
     unreadable: list[tuple[str, str]]
 
 
+class BankProgress(Event, tag="progress"):
+    """A bank export, inspection or import at work: `stage` (copying, checking documents, memories...),
+    and how far it is, in that stage's unit (bytes or records)."""
+
+    stage: str
+    done: int
+    total: int
+
+
+class Exported(Event, tag="exported"):
+    """An export finished: the file written, what it holds, and the documents left out (one sentence each)."""
+
+    path: str
+    documents: int
+    chunks: int
+    memories: int
+    vectors: int
+    bytes: int
+    skipped: list[str]
+
+
+class Verdict(msgspec.Struct, frozen=True):
+    """memories: import (the file's are used) or write (written here from the text); vectors: import or
+    embed; reasons: a sentence for each thing not taken as it is."""
+
+    memories: str
+    vectors: str
+    reasons: list[str]
+
+
+class Plan(msgspec.Struct, frozen=True):
+    """What an import changes. Chunks, memories and vectors are counted by distinct text."""
+
+    collections: list[str]
+    new_collections: list[str]
+    documents_new: int
+    documents_replaced: int
+    documents_unchanged: int
+    chunks: int
+    memories_import: int
+    memories_present: int
+    memories_write: int
+    vectors_import: int
+    vectors_present: int
+    vectors_embed: int
+
+
+class BankReport(Event, tag="report"):
+    """A bank file checked (inspect, a dry run) or imported: its manifest (docs/bank-format.md), the
+    verdict and the plan; `imported`: committed; `pending`: its memories are still being applied."""
+
+    manifest: dict
+    verdict: Verdict
+    plan: Plan
+    file_bytes: int
+    imported: bool
+    pending: bool
+
+
 class Failed(Event, tag="error"):
     """Something failed after the stream began: the stream ends here."""
 
@@ -113,6 +172,8 @@ class Failed(Event, tag="error"):
 AnswerEvent = Start | Text | Reads | Citations | Done | Failed
 GenerateEvent = Start | Text | Done | Failed
 ScanEvent = ScanProgress | MemoryProgress | ScanDone | Failed
+ExportEvent = BankProgress | Exported | Failed
+ImportEvent = BankProgress | BankReport | Failed
 
 _encoder = msgspec.json.Encoder()
 

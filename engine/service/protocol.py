@@ -63,5 +63,18 @@ class RetryRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class PassageQuery(msgspec.Struct, forbid_unknown_fields=True):
-    path: AbsolutePath | None = None
+    path: Annotated[str, msgspec.Meta(max_length=4096)] | None = None  # as citations name it
     context: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
+
+
+class ExportRequest(msgspec.Struct, forbid_unknown_fields=True):
+    path: AbsolutePath  # the bank file to write
+    folder: Annotated[str, msgspec.Meta(max_length=4096)] | None = None  # a watched path, a collection label
+    documents: Annotated[str, msgspec.Meta(max_length=4096)] | None = None  # a glob
+    vectors: bool = True
+    replace: bool = False  # replace an existing file at `path`
+
+
+class BankFileRequest(msgspec.Struct, forbid_unknown_fields=True):
+    path: AbsolutePath  # the bank file to read
+    dry_run: bool = False  # import only: check and plan, change nothing

@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from engine.config import ServiceConfig
 from engine.doctor import run as run_doctor
 from engine.errors import EmptyPromptError, UnknownModeError
-from engine.service import events, protocol, replies, routes_chats, routes_documents
+from engine.service import events, protocol, replies, routes_bank, routes_chats, routes_documents
 from engine.service.errors import (
     BadRequestError,
     ConflictError,
@@ -224,11 +224,6 @@ async def cancel_answer(request: Request) -> Response:
     return Response(status_code=204)
 
 
-async def bank_stats(request: Request) -> Response:
-    engine = service_of(request).ready()
-    return reply(await to_thread.run_sync(engine.bank_stats))
-
-
 async def doctor(request: Request) -> Response:
     """Repairs touch the bank and the index: the background work waits meanwhile."""
     service = service_of(request)
@@ -256,9 +251,9 @@ ROUTES = [
     Route("/v1/answers", ask, methods=["POST"]),
     Route("/v1/answers/{answer_id}", cancel_answer, methods=["DELETE"]),
     Route("/v1/generate", generate, methods=["POST"]),
-    Route("/v1/bank/stats", bank_stats, methods=["GET"]),
     Route("/v1/doctor", doctor, methods=["POST"]),
     Route("/v1/shutdown", shutdown, methods=["POST"]),
+    *routes_bank.ROUTES,
     *routes_chats.ROUTES,
     *routes_documents.ROUTES,
 ]

@@ -12,11 +12,11 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
 
+from engine import package_version
 from engine.config import ServiceConfig
 from engine.facade import Engine
 from engine.service.answers import Answers
@@ -30,13 +30,6 @@ from ingest.paths import Home
 log = logging.getLogger(__name__)
 
 STREAMS_JOIN_S = 30.0  # at exit: streams were told to stop; one that has not after this is left behind
-
-
-def package_version() -> str:
-    try:
-        return version("memory3")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown"
 
 
 class Service:

@@ -1,0 +1,112 @@
+"""The memory bank endpoints of docs/api.md: its statistics, export to a bank file, inspection and import
+of one (streams of progress, cancelled by hanging up), and the removal of an imported collection."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+from anyio import to_thread
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from engine.bankfile.importer import Inspection
+from engine.service import events, protocol
+from engine.service.errors import BadRequestError, ConflictError
+from engine.service.web import read_body, reply, service_of
+
+Emit = Callable[[events.Event], None]
+
+
+def _report(found: Inspection) -> events.BankReport:
+    return events.BankReport(
+        manifest=msgspec.to_builtins(found.manifest),
+        verdict=msgspec.convert(found.verdict, events.Verdict, from_attributes=True),
+        plan=msgspec.convert(found.plan, events.Plan, from_attributes=True),
+        file_bytes=found.file_bytes,
+        imported=found.imported,
+        pending=found.pending,
+    )
+
+
+def _progress(emit: Emit) -> Callable[[str, int, int], None]:
+    return lambda stage, done, total: emit(events.BankProgress(stage, done, total))
+
+
+async def bank_stats(request: Request) -> Response:
+    engine = service_of(request).ready()
+    return reply(await to_thread.run_sync(engine.bank_stats))
+
+
+async def export(request: Request) -> Response:
+    service = service_of(request)
+    engine = service.ready()
+    body = await read_body(request, protocol.ExportRequest)
+    target = Path(body.path)
+    if target.is_dir():
+        raise BadRequestError(f"{target} is a folder; give the bank file's name.")
+    if not target.parent.is_dir():
+        raise BadRequestError(f"{target.parent} does not exist.")
+    if target.exists() and not body.replace:
+        raise ConflictError(f"{target} exists; replace it explicitly (m3 bank export --force).")
+    cancel = threading.Event()
+
+    def produce(emit: Emit) -> None:
+        done = engine.export_bank(target, body.folder, body.documents, body.vectors, _progress(emit), cancel)
+        emit(
+            events.Exported(
+                str(done.path),
+                done.documents,
+                done.chunks,
+                done.memories,
+                done.vectors,
+                done.bytes,
+                done.skipped,
+            )
+        )
+
+    return service.streams.response(produce, cancel)
+
+
+async def inspect(request: Request) -> Response:
+    """Check a bank file and plan its import; writes nothing."""
+    service = service_of(request)
+    engine = service.ready()
+    body = await read_body(request, protocol.BankFileRequest)
+    cancel = threading.Event()
+
+    def produce(emit: Emit) -> None:
+        emit(_report(engine.inspect_bank(body.path, _progress(emit), cancel)))
+
+    return service.streams.response(produce, cancel)
+
+
+async def import_bank(request: Request) -> Response:
+    service = service_of(request)
+    engine = service.ready()
+    body = await read_body(request, protocol.BankFileRequest)
+    cancel = threading.Event()
+    run = engine.inspect_bank if body.dry_run else engine.import_bank
+
+    def produce(emit: Emit) -> None:
+        emit(_report(run(body.path, _progress(emit), cancel)))
+
+    return service.streams.response(produce, cancel)
+
+
+async def remove_collection(request: Request) -> Response:
+    engine = service_of(request).ready()
+    folder = await to_thread.run_sync(engine.remove_collection, request.path_params["label"])
+    return reply({"id": folder.id, "path": str(folder.path)})
+
+
+ROUTES = [
+    Route("/v1/bank/stats", bank_stats, methods=["GET"]),
+    Route("/v1/bank/export", export, methods=["POST"]),
+    Route("/v1/bank/inspect", inspect, methods=["POST"]),
+    Route("/v1/bank/import", import_bank, methods=["POST"]),
+    Route("/v1/collections/{label:path}", remove_collection, methods=["DELETE"]),
+]
