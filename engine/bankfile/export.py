@@ -98,7 +98,7 @@ def export_bank(
                     out.write_line({"document": i, **r})
                     hashes[r["hash"]] = None
                     report.chunks += 1
-                progress("chunks", i + 1, len(docs))
+                progress("writing documents", i + 1, len(docs))
         stored = set(engine.bank.keys(profile.name))
         with_memory = [h for h in hashes if h in stored]
         with writer.section("memories", codec="none") as out:
@@ -109,7 +109,7 @@ def export_bank(
                     out.write_memory(h, payload)
                     report.memories += 1
                 if done % 16 == 0 or done == len(with_memory):
-                    progress("memories", done, len(with_memory))
+                    progress("writing memories", done, len(with_memory))
         if vectors:
             with writer.section("vectors", codec="none") as out:
                 for done, part in _parts(list(hashes)):
@@ -117,7 +117,7 @@ def export_bank(
                     for h, v in engine.retriever.vectors(part).items():
                         out.write_vector(h, v)
                         report.vectors += 1
-                    progress("vectors", done, len(hashes))
+                    progress("writing vectors", done, len(hashes))
         fingerprint, tokenizer = engine.runtime.fingerprints
         embedder = engine.retriever.embedder
         writer.finish(

@@ -163,7 +163,8 @@ def read_contents(
         elif section == "vectors":
             vector_hashes.add(record)
 
-    reader.verify(expect=expect, on_record=keep, on_progress=on_progress)
+    checking = None if on_progress is None else lambda name, done, total: on_progress("checking", done, total)
+    reader.verify(expect=expect, on_record=keep, on_progress=checking)
     return Contents(manifest, documents, chunks, memory_hashes, vector_hashes)
 
 

@@ -18,17 +18,23 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import msgspec
 
 from engine.service.events import (
     AnswerEvent,
+    BankProgress,
+    BankReport,
     Citation,
     Citations,
     Done,
+    Exported,
+    ExportEvent,
     Failed,
     GenerateEvent,
+    ImportEvent,
     MemoryProgress,
     Read,
     Reads,
@@ -63,6 +69,9 @@ from ingest.paths import HOME_ENV, Home
 from ingest.process import alive
 
 __all__ = [
+    "BankProgress",
+    "BankReport",
+    "Exported",
     "Chat",
     "ChatSummary",
     "ChatTitle",
@@ -127,11 +136,14 @@ class ServiceBusy(ServiceError):
 
 # --- what the service says: replies and stream events, defined once in replies.py and events.py -----------
 
-Event = AnswerEvent | GenerateEvent | ScanEvent  # what a stream yields (`Failed` is raised, not yielded)
+# what a stream yields (`Failed` is raised, not yielded)
+Event = AnswerEvent | GenerateEvent | ScanEvent | ExportEvent | ImportEvent
 
 _ANSWER = msgspec.json.Decoder(AnswerEvent)
 _GENERATE = msgspec.json.Decoder(GenerateEvent)
 _SCAN = msgspec.json.Decoder(ScanEvent)
+_EXPORT = msgspec.json.Decoder(ExportEvent)
+_IMPORT = msgspec.json.Decoder(ImportEvent)
 
 # --- the client ------------------------------------------------------------------------------------------
 
@@ -278,6 +290,35 @@ class Client:
 
     def bank_stats(self) -> dict[str, Any]:
         return self._call("GET", "/v1/bank/stats", dict[str, Any])
+
+    def export_bank(
+        self,
+        path: str | Path,
+        folder: str | Path | None = None,
+        documents: str | None = None,
+        vectors: bool = True,
+        replace: bool = False,
+    ) -> Stream:
+        """Write a bank file (`BankProgress` events, then `Exported`); `folder`: a watched folder's path
+        or an imported collection's label; `documents`: a glob. Closing the stream cancels it."""
+        if folder is not None and Path(folder).expanduser().exists():
+            folder = _absolute(folder)
+        body = {"path": _absolute(path), "folder": None if folder is None else str(folder)}
+        body |= {"documents": documents, "vectors": vectors, "replace": replace}
+        return self._stream("/v1/bank/export", body, _EXPORT)
+
+    def inspect_bank(self, path: str | Path) -> Stream:
+        """Check a bank file and plan its import (`BankProgress`, then `BankReport`); writes nothing."""
+        return self._stream("/v1/bank/inspect", {"path": _absolute(path)}, _IMPORT)
+
+    def import_bank(self, path: str | Path, dry_run: bool = False) -> Stream:
+        """Import a bank file (`BankProgress`, then `BankReport`). Closing the stream before the commit
+        changes nothing; after it, the engine finishes applying in the background."""
+        return self._stream("/v1/bank/import", {"path": _absolute(path), "dry_run": dry_run}, _IMPORT)
+
+    def remove_collection(self, label: str) -> Folder:
+        """Forget an imported collection with its documents."""
+        return self._call("DELETE", f"/v1/collections/{quote(label, safe='')}", Folder)
 
     def doctor(self) -> list[Check]:
         return self._call("POST", "/v1/doctor", Checks, timeout=None).checks
