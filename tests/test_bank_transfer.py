@@ -1,0 +1,264 @@
+"""Bank files end to end through the engine: export, import into an empty home with the source files gone
+(same answers, same top citations), importing twice, partial scopes, a bank from another model (its
+memories written again here), hostile files refused with the home unchanged, and kill -9 at many points
+of an import and an export."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bank_transfer import snapshot
+from service_rig import corpus
+from tiny_gguf import write_tiny_gguf
+
+from engine import Engine
+from engine.bankfile.layout import BankFileError
+from engine.retrieval.embedder import Embedder
+
+CHILD = Path(__file__).with_name("bank_transfer.py")
+VAULT = (
+    "# Security notes\n\nThe kitchen door sticks in winter.\n\n"
+    "The access code for the blue vault is 7391-QX.\n"
+)
+GARDEN = "# Garden\n\nThe roses by the gate were planted by Miriam Okafor in March 2019.\n"
+QUESTIONS = ("What is the access code for the blue vault?", "Who planted the roses by the gate?")
+
+
+@pytest.fixture(scope="module")
+def embedder(embedder_cache: Path) -> Embedder:
+    return Embedder.load(embedder_cache)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return write_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny.gguf", "gemma3")
+
+
+def engine_at(root: Path, embedder: Embedder, runtime=None, model: Path | None = None) -> Engine:
+    return Engine.open(root, runtime=runtime, model=model, embedder=embedder)
+
+
+def files_of(folder: Path) -> dict[str, str]:
+    """Every file under `folder` with the SHA-256 of its bytes."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def source(rt, embedder, tmp_path_factory):
+    """A home watching two folders (notes/ and garden/), memories written, its bank exported whole."""
+    root = tmp_path_factory.mktemp("source")
+    (root / "docs" / "notes").mkdir(parents=True)
+    (root / "docs" / "garden").mkdir()
+    (root / "docs" / "notes" / "vault.md").write_text(VAULT)
+    (root / "docs" / "garden" / "roses.md").write_text(GARDEN)
+    engine = engine_at(root / "home", embedder, rt)
+    for name in ("notes", "garden"):
+        engine.add_folder(root / "docs" / name)
+    engine.scan()
+    assert engine.sync_memories() == 2
+    exported = engine.export_bank(root / "all.m3bank")
+    assert (exported.documents, exported.chunks, exported.memories, exported.vectors) == (2, 2, 2, 2)
+    answers = {q: engine.ask(q, "memory") for q in QUESTIONS}
+    for a in answers.values():
+        "".join(a)
+    yield engine, root, answers
+    engine.close()
+
+
+def test_round_trip_into_an_empty_home_answers_the_same_without_the_files(source, rt, embedder, tmp_path):
+    engine, root, answers = source
+    bank = tmp_path / "moved.m3bank"
+    shutil.copy(root / "all.m3bank", bank)
+    target = engine_at(tmp_path / "home", embedder, rt)
+    report = target.import_bank(bank)
+    assert report.verdict.compatible and not report.pending
+    assert (report.plan.documents_new, report.plan.memories_import, report.plan.vectors_import) == (2, 2, 2)
+    assert target.catalog.counts()["memories_to_write"] == 0
+    assert not any((target.home.data / "imports").iterdir())  # the staged copy is gone once applied
+    for question, before in answers.items():
+        after = target.ask(question, "memory")
+        "".join(after)
+        assert after.text == before.text
+        top, was = after.citations[0], before.citations[0]
+        label = Path(was.path).parent.name
+        assert top.path == f"{label}/{Path(was.path).name}"  # the label and the path, no absolute path
+        assert (top.line_start, top.line_end, top.text) == (was.line_start, was.line_end, was.text)
+    assert [str(f.path) for f in target.catalog.folders("imported")] == ["garden", "notes"]
+    assert target.folders() == []  # collections are not watched: no scan touches them
+    target.close()
+
+
+def test_importing_twice_changes_nothing(source, rt, embedder, tmp_path):
+    _, root, _ = source
+    target = engine_at(tmp_path / "home", embedder, rt)
+    target.import_bank(root / "all.m3bank")
+    once = snapshot(target)
+    again = target.import_bank(root / "all.m3bank")
+    assert again.plan.documents_unchanged == 2 and not again.plan.changes
+    assert (again.plan.memories_import, again.plan.vectors_import) == (0, 0)
+    assert snapshot(target) == once
+    target.close()
+
+
+def test_partial_scopes(source, tmp_path):
+    engine, root, _ = source
+    one = engine.export_bank(tmp_path / "notes.m3bank", folder=str(root / "docs" / "notes"))
+    assert (one.documents, one.chunks, one.memories) == (1, 1, 1)
+    glob = engine.export_bank(tmp_path / "garden.m3bank", documents="garden/*.md", vectors=False)
+    assert (glob.documents, glob.vectors) == (1, 0)
+    reader_docs = engine.inspect_bank(tmp_path / "garden.m3bank").plan.collections
+    assert reader_docs == ["garden"]
+    with pytest.raises(BankFileError, match="neither a watched folder nor an imported collection"):
+        engine.export_bank(tmp_path / "x.m3bank", folder=str(tmp_path))
+    with pytest.raises(BankFileError, match="no documents to export in that scope"):
+        engine.export_bank(tmp_path / "x.m3bank", documents="*.pdf")
+    assert not (tmp_path / "x.m3bank").exists()
+
+
+def test_a_bank_from_another_model_is_written_again_here(source, rt, embedder, tiny, tmp_path):
+    """Exported by an engine running the tiny random model: its memories cannot be read by the default
+    model, so the texts and vectors are kept and the memories are written here from the text."""
+    _, root, _ = source
+    other = engine_at(tmp_path / "other", embedder, model=tiny)
+    other.add_folder(root / "docs" / "notes")
+    other.scan()
+    other.sync_memories()
+    other.export_bank(tmp_path / "tiny.m3bank")
+    other.close()
+    target = engine_at(tmp_path / "home", embedder, rt)
+    report = target.inspect_bank(tmp_path / "tiny.m3bank")
+    assert report.verdict.memories == "write" and report.verdict.vectors == "import"
+    assert "another model" in report.verdict.reasons[0]
+    chunks = report.plan.chunks  # cut by the tiny model's tokenizer, which spells text byte by byte
+    assert (report.plan.memories_import, report.plan.memories_write) == (0, chunks)
+    target.import_bank(tmp_path / "tiny.m3bank")
+    assert target.bank.keys() == [] and len(target.retriever) == chunks
+    assert target.catalog.counts()["memories_to_write"] == chunks  # in the background, with progress
+    assert target.sync_memories() == chunks
+    assert len(target.bank.keys()) == chunks
+    answer = target.ask(QUESTIONS[0], "memory")
+    "".join(answer)
+    assert "7391" in answer.text
+    assert answer.citations[0].path == "notes/vault.md"
+    target.close()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "wrong file"])
+def test_a_hostile_file_is_refused_and_the_home_is_unchanged(source, rt, embedder, tmp_path, damage):
+    _, root, _ = source
+    target = engine_at(tmp_path / "home", embedder, rt)
+    target.import_bank(root / "all.m3bank")
+    before, on_disk = snapshot(target), files_of(target.home.data / "bank")
+    raw = bytearray((root / "all.m3bank").read_bytes())
+    bad = tmp_path / "bad.m3bank"
+    if damage == "truncated":
+        bad.write_bytes(raw[: len(raw) // 2])
+    elif damage == "flipped":
+        raw[len(raw) // 3] ^= 0x40
+        bad.write_bytes(raw)
+    else:
+        bad.write_bytes(b"PK\x03\x04" + bytes(200))
+    with pytest.raises(BankFileError) as refused:
+        target.import_bank(bad)
+    sentence = str(refused.value)
+    assert sentence.endswith(".") and sentence.count(". ") == 0 and "\n" not in sentence
+    assert snapshot(target) == before and files_of(target.home.data / "bank") == on_disk
+    assert not any((target.home.data / "imports").iterdir())
+    target.close()
+
+
+# --- kill -9 ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_bank(tiny, embedder, tmp_path_factory) -> tuple[Path, Path]:
+    """A bank of a few hundred tiny-model memories, and a home (already holding notes of its own) to
+    import it into."""
+    root = tmp_path_factory.mktemp("tinybank")
+    source = engine_at(root / "source", embedder, model=tiny)
+    source.add_folder(corpus(root / "docs" / "shared", files=60))
+    source.scan()
+    source.sync_memories(batch=64)
+    source.export_bank(root / "tiny.m3bank")
+    source.close()
+    base = engine_at(root / "base", embedder, model=tiny)
+    base.add_folder(corpus(root / "docs" / "own", files=4))
+    base.scan()
+    base.sync_memories()
+    base.close()
+    return root / "tiny.m3bank", root / "base"
+
+
+def run_child(
+    action: str, home: Path, tiny: Path, file: Path, cache: Path, kill_after: int | None
+) -> list[str]:
+    """Run the child until it has printed `kill_after` progress lines, then kill -9 it (None: let it
+    finish); the progress lines it printed."""
+    child = subprocess.Popen(
+        [sys.executable, str(CHILD), action, str(home), str(tiny), str(file), str(cache)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout.readline().strip() == "ready"
+    lines: list[str] = []
+    while kill_after is None or len(lines) < kill_after:
+        line = child.stdout.readline().strip()
+        if line in ("done", ""):
+            child.wait()
+            return lines
+        lines.append(line)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    return lines
+
+
+def test_kill_during_import_leaves_the_home_as_it_was_or_fully_imported(
+    tiny_bank, tiny, embedder, embedder_cache, tmp_path
+):
+    bank, base = tiny_bank
+    home = tmp_path / "full"
+    shutil.copytree(base, home)
+    lines = run_child("import", home, tiny, bank, embedder_cache, None)
+    engine = engine_at(home, embedder, model=tiny)
+    after = snapshot(engine)
+    engine.close()
+    engine = engine_at(base, embedder, model=tiny)
+    before = snapshot(engine)
+    engine.close()
+    assert after != before
+    commit = next(i for i, line in enumerate(lines) if line.startswith("applying"))  # just after the commit
+    points = sorted(
+        {0, 1, commit // 4, commit // 2, commit - 1, commit, commit + 1, (commit + len(lines)) // 2}
+    )
+    outcomes = []
+    for kill_after in points:
+        trial = tmp_path / f"trial-{kill_after}"
+        shutil.copytree(base, trial)
+        run_child("import", trial, tiny, bank, embedder_cache, kill_after)
+        engine = engine_at(trial, embedder, model=tiny)
+        engine.importer.resume()  # what the service's background work does at its next turn
+        state = snapshot(engine)
+        engine.close()
+        assert state in (before, after), f"killed after {kill_after} of {len(lines)} progress lines"
+        assert not any((trial / "data" / "imports").iterdir())
+        outcomes.append(state == after)
+    assert False in outcomes and True in outcomes  # killed both before and after the commit
+
+
+def test_kill_during_export_leaves_no_file_under_its_name(tiny_bank, tiny, embedder_cache, tmp_path):
+    _, base = tiny_bank
+    home = tmp_path / "home"
+    shutil.copytree(base, home)
+    target = tmp_path / "out.m3bank"
+    assert len(run_child("export", home, tiny, target, embedder_cache, kill_after=1)) == 1
+    assert not target.exists()
