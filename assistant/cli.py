@@ -381,11 +381,13 @@ def bank_remove(client: Client, label: str) -> None:
 
 
 def _bank_stream(stream: Stream, result: type, cancelled: str) -> Any:
-    """Follow a bank stream, its progress on stderr; its final event. Ctrl-C cancels it (exit 130)."""
+    """Follow a bank stream, its progress on stderr when that is a terminal; its final event. Ctrl-C
+    cancels it (exit 130)."""
+    shown = sys.stderr.isatty()
     with stream:
         try:
             for event in stream:
-                if isinstance(event, BankProgress):
+                if isinstance(event, BankProgress) and shown:
                     figures = (
                         f"{_size(event.done)}/{_size(event.total)}"
                         if event.stage in ("copying", "checking")  # in bytes; the others in records
@@ -393,13 +395,15 @@ def _bank_stream(stream: Stream, result: type, cancelled: str) -> Any:
                     )
                     click.echo(f"\r\033[K{event.stage}: {figures}", nl=False, err=True)
                 elif isinstance(event, result):
-                    click.echo("\r\033[K", nl=False, err=True)
+                    if shown:
+                        click.echo("\r\033[K", nl=False, err=True)
                     return event
         except KeyboardInterrupt:
             click.echo(f"\n{cancelled}", err=True)
             raise click.exceptions.Exit(INTERRUPTED) from None
         except BaseException:
-            click.echo(err=True)
+            if shown:
+                click.echo(err=True)
             raise
     raise service.ServiceError("The engine service ended the stream without its report.")
 
@@ -423,6 +427,10 @@ def _echo_report(file: Path, r: BankReport, as_json: bool) -> None:
         f"Model: {model['name']} ({model['arch']}, {model['n_layer']} layers), fingerprint"
         f" {model['fingerprint'][:16]}; profile {m['profile']['name']}; embedder {m['embedder']['name']}"
     )
+    sections = ", ".join(
+        f"{x['name']} {_size(x['length'])} ({x['records']} records, {x['codec']})" for x in m["sections"]
+    )
+    click.echo(f"Sections: {sections}")
     click.echo(
         "Verdict: "
         + (
@@ -500,7 +508,7 @@ def stop(session: Session) -> None:
 
 
 @cli.command()
-@click.argument("name", type=click.Choice(["engine", "retrieval", "qa", "tui"]))
+@click.argument("name", type=click.Choice(["engine", "retrieval", "qa", "tui", "bank"]))
 @click.option(
     "--out", "out_dir", type=click.Path(path_type=Path), default=Path("bench/results"), show_default=True
 )

@@ -10,6 +10,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from service_rig import corpus
 from tiny_gguf import write_tiny_gguf
 
 from engine import Engine
-from engine.bankfile.layout import BankFileError
+from engine.bankfile.layout import BankFileCancelled, BankFileError
 from engine.retrieval.embedder import Embedder
 
 CHILD = Path(__file__).with_name("bank_transfer.py")
@@ -262,3 +264,31 @@ def test_kill_during_export_leaves_no_file_under_its_name(tiny_bank, tiny, embed
     target = tmp_path / "out.m3bank"
     assert len(run_child("export", home, tiny, target, embedder_cache, kill_after=1)) == 1
     assert not target.exists()
+
+
+def test_a_cancelled_import_changes_nothing_and_a_cancelled_export_writes_nothing(
+    tiny_bank, tiny, embedder, tmp_path
+):
+    bank, base = tiny_bank
+    home = tmp_path / "home"
+    shutil.copytree(base, home)
+    engine = engine_at(home, embedder, model=tiny)
+    before = snapshot(engine)
+    cancel = threading.Event()
+
+    def stop_while(stage: str) -> Callable[[str, int, int], None]:
+        return lambda at, done, total: cancel.set() if at == stage else None
+
+    for stage in ("copying", "checking"):
+        cancel.clear()
+        with pytest.raises(BankFileCancelled):
+            engine.import_bank(bank, on_progress=stop_while(stage), cancel=cancel)
+        assert snapshot(engine) == before
+        assert not any((home / "data" / "imports").iterdir())
+    cancel.clear()
+    with pytest.raises(BankFileCancelled):
+        engine.export_bank(
+            tmp_path / "out.m3bank", on_progress=stop_while("writing documents"), cancel=cancel
+        )
+    assert list(tmp_path.glob("*out.m3bank*")) == []  # neither the file nor its partial
+    engine.close()
