@@ -14,13 +14,19 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
+import torch
 from bank_transfer import snapshot
 from service_rig import corpus
 from tiny_gguf import write_tiny_gguf
 
 from engine import Engine
 from engine.bankfile.layout import BankFileCancelled, BankFileError
+from engine.bankfile.reader import BankReader
+from engine.bankfile.writer import BankWriter
+from engine.memory.codec import decode, encode
+from engine.memory.quantization import dequantize, quantize
 from engine.retrieval.embedder import Embedder
 
 CHILD = Path(__file__).with_name("bank_transfer.py")
@@ -292,3 +298,44 @@ def test_a_cancelled_import_changes_nothing_and_a_cancelled_export_writes_nothin
         )
     assert list(tmp_path.glob("*out.m3bank*")) == []  # neither the file nor its partial
     engine.close()
+
+
+def rewritten(source: Path, target: Path, payload: Callable[[bytes], bytes]) -> Path:
+    """`source` written again as a valid bank file (every checksum right) whose memory payloads went
+    through `payload`: a hostile file that only the memory checks can catch."""
+    reader = BankReader.open(source)
+    m = reader.manifest
+    with BankWriter(target) as writer:
+        writer.add_section("documents", [msgspec.to_builtins(d) for d in reader.documents()])
+        writer.add_section("chunks", [msgspec.to_builtins(c) for c in reader.chunks()])
+        writer.add_section("memories", [(h, payload(p)) for h, p in reader.memories()])
+        writer.add_section("vectors", list(reader.vectors()))
+        fields = ("producer", "scope", "model", "profile", "embedder", "chunker")
+        writer.finish(**{name: msgspec.to_builtins(getattr(m, name)) for name in fields})
+    return target
+
+
+def nan_scales(payload: bytes) -> bytes:
+    memory = decode(payload)
+    memory.k.scales[0, 0, 0, 0] = float("nan")
+    return encode(memory)
+
+
+def fewer_layers(payload: bytes) -> bytes:
+    memory = decode(payload)
+    memory.k = quantize(dequantize(memory.k, torch.float32)[:-1], memory.k.bits, memory.k.group)
+    memory.v = quantize(dequantize(memory.v, torch.float32)[:-1], memory.v.bits, memory.v.group)
+    memory.index, memory.layers = memory.index[:-1], memory.layers[:-1]
+    return encode(memory)
+
+
+@pytest.mark.parametrize("damage", [nan_scales, fewer_layers])
+def test_a_bank_whose_memories_do_not_fit_this_model_is_refused(source, rt, embedder, tmp_path, damage):
+    _, root, _ = source
+    bad = rewritten(root / "all.m3bank", tmp_path / "bad.m3bank", damage)
+    target = engine_at(tmp_path / "home", embedder, rt)
+    before, on_disk = snapshot(target), files_of(target.home.data / "bank")
+    with pytest.raises(BankFileError, match="NaN|shape|layers"):
+        target.import_bank(bad)
+    assert snapshot(target) == before and files_of(target.home.data / "bank") == on_disk
+    target.close()
