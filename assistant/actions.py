@@ -83,10 +83,27 @@ ACTIONS: tuple[Action, ...] = (
     Action("passage", "enter", "passage", "Passage", "Show the passage in its document.", SOURCES),
     Action("open", "o", "open_source", "Open", "Open the file at that line in $EDITOR.", SOURCES),
     Action("add_folder", "a", "add_folder", "Add folder", "Watch a folder.", FOLDERS),
-    Action("remove_folder", "x", "remove_folder", "Remove", "Stop watching the selected folder.", FOLDERS),
+    Action(
+        "remove_folder",
+        "x",
+        "remove_folder",
+        "Remove",
+        "Stop watching the selected folder (or remove an imported collection).",
+        FOLDERS,
+    ),
     Action("rescan", "s", "rescan", "Rescan", "Scan the selected folder (all when none) again.", FOLDERS),
     Action("retry", "r", "retry", "Retry file", "Parse the selected failed file again.", FOLDERS),
     Action("refresh_bank", "r", "refresh", "Refresh", "Read the bank's statistics again.", BANK),
+    Action("export_bank", "e", "export_bank", "Export", "Write the bank to a file (a .m3bank).", BANK),
+    Action(
+        "import_bank",
+        "i",
+        "import_bank",
+        "Import",
+        "Check a bank file, show what it would change, then import it.",
+        BANK,
+    ),
+    Action("cancel_bank", "escape", "cancel_bank", "Cancel", "Cancel the export or import running.", BANK),
 )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from textual.message import Message
 
-from engine.service.client import Citation, Event, Folder, Health, Read, Status
+from engine.service.client import Citation, Event, Folder, Health, Read, ServiceError, Status
 
 
 @dataclass
@@ -78,3 +78,21 @@ class ScanStep(Message):
 
 class ScanEnded(Message):
     """The scan's stream ended (done, refused or broken): the status readings take over."""
+
+
+@dataclass
+class BankStep(Message):
+    """A bank export, inspection or import moved on (a `BankProgress` event)."""
+
+    event: Event
+
+
+@dataclass
+class BankEnded(Message):
+    """A bank stream ended: `job` (export, inspect, import) on `path`, with its final event, or the error
+    that ended it, or neither when it was cancelled."""
+
+    job: str
+    path: str
+    result: Event | None
+    error: ServiceError | None

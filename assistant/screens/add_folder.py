@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from textual import on, work
@@ -45,13 +46,15 @@ def complete_directory(value: str) -> str | None:
 
 
 class DirectorySuggester(Suggester):
-    """Input completion from the disk; the listing runs off the UI thread (a slow or network disk)."""
+    """Input completion from the disk (`complete`: folders by default); the listing runs off the UI thread
+    (a slow or network disk)."""
 
-    def __init__(self) -> None:
+    def __init__(self, complete: Callable[[str], str | None] = complete_directory) -> None:
         super().__init__(use_cache=False, case_sensitive=True)  # the disk changes; paths have case
+        self.complete = complete
 
     async def get_suggestion(self, value: str) -> str | None:
-        return await asyncio.to_thread(complete_directory, value)
+        return await asyncio.to_thread(self.complete, value)
 
 
 class AddFolderScreen(ModalScreen[str | None]):

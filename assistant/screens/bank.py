@@ -1,6 +1,9 @@
-"""The bank screen: what the memory bank holds, what it takes on disk, and how much of its budget is used.
+"""The bank screen: what the memory bank holds, what it takes on disk, and how much of its budget is used;
+export of the bank to a bank file, and import of one.
 
-The figures come with every status reading (`/v1/bank/stats`); `r` reads them again at once.
+The figures come with every status reading (`/v1/bank/stats`); `r` reads them again at once. An export
+(`e`) or an import (`i`: the file is checked first, and what it would change is shown before anything
+does) streams its progress from a worker; Esc or Cancel hangs up, which cancels it on the service.
 """
 
 from __future__ import annotations
@@ -10,35 +13,35 @@ from typing import Any
 
 from rich.table import Table
 from rich.text import Text
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Label, ProgressBar, Static
+from textual.widgets import Button, Footer, Label, ProgressBar, Static
+from textual.worker import get_current_worker
 
 from assistant import actions
-from assistant.messages import StatusChanged
+from assistant.messages import BankEnded, BankStep, StatusChanged
+from assistant.screens.bank_dialogs import BankPathScreen, BankPlanScreen
+from assistant.screens.dialogs import ConfirmScreen
+from assistant.screens.folders import short_path
+from assistant.widgets.bank_transfer import BankTransfer, exported_text, human_bytes, report_text
 from assistant.widgets.status_bar import StatusBar
-from engine.service.client import ServiceError
+from engine.service.client import BankProgress, Exported, ServiceError, ServiceUnreachable
 
-LATER = "Export and import: coming with bank files (m3 bank export)."
+__all__ = ["BankScreen", "human_bytes"]
+
 NEARLY_FULL = 0.9
 FULL_HINT = (
     "The bank is nearly full: memories past its budget are written only when first needed. "
     "[engine] bank_budget_gb in config.toml raises it."
 )
-
-
-def human_bytes(n: int) -> str:
-    """Bytes in binary units: '512 B', '1.5 KiB', '12.3 MiB', '2.0 GiB'."""
-    if n < 1024:
-        return f"{n} B"
-    size = n / 1024
-    for unit in ("KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            break
-        size /= 1024
-    return f"{size:,.1f} {unit}"
+TITLES = {"export": "Exporting the bank to {}", "inspect": "Checking {}", "import": "Importing {}"}
+CANCELLED = {
+    "export": "The export was cancelled; no file was written.",
+    "inspect": "The check was cancelled; nothing was changed.",
+    "import": "The import was cancelled; if it had not been committed yet, nothing was changed.",
+}
 
 
 class BankScreen(Screen):
@@ -48,6 +51,8 @@ class BankScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.stats: dict[str, Any] | None = None
+        self.job: str | None = None  # the bank stream running: export, inspect or import
+        self.cancelled = False  # Esc or Cancel: the worker hangs up at its next event
 
     def compose(self) -> ComposeResult:
         yield Static("[b]Memory bank[/b]", id="bank-head")
@@ -57,11 +62,13 @@ class BankScreen(Screen):
                 yield Label("Budget used")
                 yield ProgressBar(show_eta=False)
             yield Static(FULL_HINT, id="bank-full", markup=False)
-            yield Static(LATER, id="bank-later")
+            yield BankTransfer(id="bank-transfer")
+            yield Static(id="bank-last")
         yield Footer(compact=True)
         yield StatusBar()
 
     def on_mount(self) -> None:
+        self.query_one("#bank-last").display = False
         self._show()
 
     def on_screen_resume(self) -> None:
@@ -78,21 +85,22 @@ class BankScreen(Screen):
         if not self.app.ready or self.app.client is None:
             self.notify("The engine is not ready yet; try again in a moment.", timeout=3)
             return
-        self.refresh_stats()
+        self.refresh_stats("Bank statistics read again.")
 
     @work(thread=True, exclusive=True, group="bank")
-    def refresh_stats(self) -> None:
+    def refresh_stats(self, said: str | None = None) -> None:
         try:
-            stats = self.app.client.bank_stats()
+            stats = self.app.engine_client().bank_stats()
         except ServiceError as exc:
             self.app.lost(exc)
             return
-        self.app.call_from_thread(self._read, stats)
+        self.app.call_from_thread(self._read, stats, said)
 
-    def _read(self, stats: dict[str, Any]) -> None:
+    def _read(self, stats: dict[str, Any], said: str | None) -> None:
         self.stats = stats
         self._show()
-        self.notify("Bank statistics read again.", timeout=2)
+        if said:
+            self.notify(said, timeout=2)
 
     def _show(self) -> None:
         stats = self.stats
@@ -130,3 +138,112 @@ class BankScreen(Screen):
                 Text(f"{name}: {figures['records']:,} memories, {human_bytes(figures['bytes'] or 0)}"),
             )
         return grid
+
+    # bank files (see assistant/actions.py)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Esc cancels only while a bank file is written or read (and is in the footer only then)."""
+        return self.job is not None if action == "cancel_bank" else True
+
+    def _can_start(self) -> bool:
+        if not self.app.ready or self.app.client is None:
+            self.notify("The engine is not ready yet; try again in a moment.", timeout=3)
+        elif self.job is not None:
+            self.notify("A bank file is being written or read; wait for it, or Esc cancels it.", timeout=4)
+        else:
+            return True
+        return False
+
+    def action_export_bank(self) -> None:
+        if self._can_start():
+            self.app.push_screen(BankPathScreen(importing=False), self._export_to)
+
+    def _export_to(self, path: str | None) -> None:
+        if path is None:
+            return
+        if not Path(path).exists():
+            self._start("export", path)
+            return
+        question = f"{short_path(path, 60)} exists. Replace it with this export?"
+        self.app.push_screen(ConfirmScreen(question), lambda sure: sure and self._start("export", path, True))
+
+    def action_import_bank(self) -> None:
+        if self._can_start():
+            self.app.push_screen(BankPathScreen(importing=True), self._inspect)
+
+    def _inspect(self, path: str | None) -> None:
+        if path is not None:
+            self._start("inspect", path)
+
+    def _start(self, job: str, path: str, replace: bool = False) -> None:
+        self.job, self.cancelled = job, False
+        self.refresh_bindings()
+        self.query_one(BankTransfer).start(TITLES[job].format(short_path(path, 60)))
+        self.transfer(job, path, replace)
+
+    @on(Button.Pressed, "#transfer-cancel")
+    def action_cancel_bank(self) -> None:
+        if self.job is not None and not self.cancelled:
+            self.cancelled = True
+            self.query_one(BankTransfer).cancelling()
+
+    @work(thread=True, exclusive=True, group="bank-transfer")
+    def transfer(self, job: str, path: str, replace: bool) -> None:
+        """Follow one bank stream; cancelled (Esc, or the app quitting), it leaves the stream at the next
+        event, and closing it cancels the work on the service."""
+        worker = get_current_worker()
+        result: Any = None
+        error: ServiceError | None = None
+        try:
+            client = self.app.engine_client()
+            if job == "export":
+                stream = client.export_bank(path, replace=replace)
+            else:
+                stream = (client.inspect_bank if job == "inspect" else client.import_bank)(path)
+            with stream:
+                for event in stream:
+                    if worker.is_cancelled or self.cancelled:
+                        break
+                    if isinstance(event, BankProgress):
+                        self.post_message(BankStep(event))
+                    else:
+                        result = event
+        except ServiceError as exc:
+            error = exc
+        if result is None and error is None and not self.cancelled and not worker.is_cancelled:
+            error = ServiceError("The engine service ended the stream without its report.")
+        self.post_message(BankEnded(job, path, result, None if self.cancelled else error))
+
+    def on_bank_step(self, message: BankStep) -> None:
+        if self.job is not None and not self.cancelled:
+            self.query_one(BankTransfer).show(message.event)
+
+    def on_bank_ended(self, message: BankEnded) -> None:
+        job, path, result, error = message.job, message.path, message.result, message.error
+        self.job = None
+        self.refresh_bindings()
+        self.query_one(BankTransfer).stop()
+        if isinstance(error, ServiceUnreachable):
+            self.app.lost(error)
+        elif error is not None:
+            self._last(Text(str(error), "red"), severity="error")
+        elif result is None:
+            self._last(Text(CANCELLED[job]), severity="warning")
+        elif isinstance(result, Exported):
+            self._last(Text(exported_text(result)))
+            self.refresh_stats()
+        elif job == "inspect":
+            self.app.push_screen(
+                BankPlanScreen(path, result), lambda yes: yes and self._start("import", path)
+            )
+        else:
+            self._last(report_text(path, result), f"Imported {Path(path).name}.")
+            self.refresh_stats()
+
+    def _last(self, text: Text, notice: str | None = None, severity: str = "information") -> None:
+        """What the last bank file did (or why it did not) stays on the screen; a notice says it too."""
+        last = self.query_one("#bank-last", Static)
+        last.update(text)
+        last.display = True
+        self.notify(notice or text.plain, severity=severity, timeout=8, markup=False)
+        self.query_one("#bank-body").scroll_end(animate=False)

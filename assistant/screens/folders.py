@@ -145,9 +145,11 @@ class FoldersScreen(Screen):
         self.query_one("#folders-empty").display = none
         self.query_one("#folders-failures-head").display = not none
         if folders is not None:
-            n = len(folders)
+            k = len(self._imported())
+            n = len(folders) - k
+            collections = f" · {k} imported collection{'s' * (k != 1)}" if k else ""
             self.query_one("#folders-head", Static).update(
-                f"[b]Watched folders[/b] ({n})" if n else "[b]Watched folders[/b]"
+                (f"[b]Watched folders[/b] ({n})" if n else "[b]Watched folders[/b]") + collections
             )
         self._fill_table()
         self._fill_failures()
@@ -155,7 +157,7 @@ class FoldersScreen(Screen):
     def _rows(self) -> list[tuple[str, str, list[int]]]:
         """(key, path, counts) of each folder, then of all of them when there are several."""
         folders = self.folders or []
-        rows = [(f.path, f.path, counts(f)) for f in folders]
+        rows = [(f.path, f.path, counts(f)) for f in folders]  # an imported collection's path: its label
         if len(rows) > 1:
             rows.append((ALL, "All folders", [sum(r[2][i] for r in rows) for i in range(len(COLUMNS))]))
         return rows
@@ -165,8 +167,9 @@ class FoldersScreen(Screen):
         table = self.query_one(DataTable)
         rows = self._rows()
         width = max(self.size.width - NUMBER_WIDTH * len(COLUMNS) - 6, 12)
+        imported = self._imported()
         cells = [
-            [Text(short_path(path, width) if key != ALL else path, style="bold" * (key == ALL))]
+            [self._folder_cell(key, path, width, key in imported)]
             + [Text(f"{n:,}", justify="right") for n in numbers]
             for key, path, numbers in rows
         ]
@@ -182,6 +185,18 @@ class FoldersScreen(Screen):
             table.add_row(*row, key=key)
         if selected in keys:
             table.move_cursor(row=keys.index(selected), animate=False)
+
+    def _imported(self) -> set[str]:
+        """The paths (labels) of the imported collections: read-only, without a folder on the disk."""
+        return {f.path for f in self.folders or [] if f.kind == "imported"}
+
+    @staticmethod
+    def _folder_cell(key: str, path: str, width: int, imported: bool) -> Text:
+        if key == ALL:
+            return Text(path, style="bold")
+        if imported:
+            return Text.assemble(short_path(path, width - 11), (" (imported)", "dim"))
+        return Text(short_path(path, width))
 
     def _selected_key(self) -> str | None:
         table = self.query_one(DataTable)
@@ -265,20 +280,26 @@ class FoldersScreen(Screen):
         if folder is None:
             self._say("Select a folder to stop watching.", timeout=3)
             return
-        shown = short_path(folder, 60)
-        question = f"Stop watching {shown}? Its memories are dropped; its files stay."
-        self.app.push_screen(ConfirmScreen(question), lambda sure: self.remove(folder, sure))
+        shown, imported = short_path(folder, 60), folder in self._imported()
+        question = (
+            f"Remove the imported collection {shown}? Its documents and memories are dropped."
+            if imported
+            else f"Stop watching {shown}? Its memories are dropped; its files stay."
+        )
+        self.app.push_screen(ConfirmScreen(question), lambda sure: self.remove(folder, imported, sure))
 
     @work(thread=True, group="folders-change")
-    def remove(self, folder: str, sure: bool | None) -> None:
+    def remove(self, folder: str, imported: bool, sure: bool | None) -> None:
         if not sure:
             return
         try:
-            self.app.engine_client().remove_folder(folder)
+            client = self.app.engine_client()
+            client.remove_collection(folder) if imported else client.remove_folder(folder)
         except ServiceError as exc:
             self.app.lost(exc)
             return
-        self._say(f"Stopped watching {short_path(folder, 60)}.", timeout=4)
+        done = "Removed the imported collection" if imported else "Stopped watching"
+        self._say(f"{done} {short_path(folder, 60)}.", timeout=4)
         self.app.call_from_thread(self.load_folders)
 
     def action_rescan(self) -> None:
@@ -288,6 +309,9 @@ class FoldersScreen(Screen):
             self._say(f"No folder is watched yet; {self.app.keys_of('add_folder')} adds one.", timeout=4)
         elif self.scanning is not None:
             self._say("A scan is running already.", timeout=3)
+        elif self._selected_folder() in self._imported():
+            shown = short_path(self._selected_folder() or "", 60)
+            self._say(f"{shown} is an imported collection: it has no folder to scan.", timeout=4)
         else:
             self._start_scan(self._selected_folder() or ALL)
 

@@ -33,6 +33,7 @@ class Folder(msgspec.Struct, frozen=True):
     memories: int = 0  # written for its chunks
     memories_pending: int = 0  # still to write
     failed: int = 0  # files that could not be read
+    kind: str = "watched"  # or "imported": a collection from a bank file, its label as `path`
 
 
 class Folders(msgspec.Struct, frozen=True):

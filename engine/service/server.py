@@ -112,7 +112,14 @@ async def list_folders(request: Request) -> Response:
         replies.Folders(
             [
                 replies.Folder(
-                    f.id, str(f.path), f.documents, f.chunks, f.memories, f.memories_pending, f.failed
+                    f.id,
+                    str(f.path),
+                    f.documents,
+                    f.chunks,
+                    f.memories,
+                    f.memories_pending,
+                    f.failed,
+                    kind=f.kind,
                 )
                 for f in folders
             ]

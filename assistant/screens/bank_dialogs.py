@@ -1,0 +1,175 @@
+"""The bank screen's two modals: the bank file's path (typed, with completion from the disk, or browsed
+for), and the report of an inspected file with the question whether to import it."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+from textual_fspicker import FileOpen, Filters
+
+from assistant.screens.add_folder import DirectorySuggester
+from assistant.widgets.bank_transfer import report_text
+from engine.service.client import BankReport
+
+SUFFIX = ".m3bank"
+BANK_FILES = Filters(("Bank files", lambda p: p.suffix == SUFFIX), ("Any file", lambda _: True))
+
+
+def default_export_path(today: date | None = None) -> str:
+    """'~/memory3-20250101.m3bank': where an export goes unless another name is typed."""
+    return f"~/memory3-{(today or date.today()):%Y%m%d}{SUFFIX}"
+
+
+def complete_bank_file(value: str) -> str | None:
+    """`value` completed to the first folder (with a trailing '/') or bank file whose name it begins,
+    keeping the user's spelling; hidden names only when the name begins with a dot."""
+    if value == "~":
+        return "~/"
+    folder, start = os.path.split(os.path.expanduser(value))
+    try:
+        with os.scandir(folder or ".") as entries:
+            names = sorted(
+                e.name + "/" * e.is_dir()
+                for e in entries
+                if e.name.startswith(start)
+                and (start.startswith(".") or not e.name.startswith("."))
+                and (e.is_dir() or e.name.endswith(SUFFIX))
+            )
+    except OSError:
+        return None
+    return value + names[0][len(start) :] if names else None
+
+
+class BankPathScreen(ModalScreen[str | None]):
+    """Dismissed with the absolute path typed (import: an existing file), or None when cancelled."""
+
+    DEFAULT_CSS = """
+    BankPathScreen { align: center middle; }
+    BankPathScreen > Vertical {
+        width: 76; max-width: 95%; height: auto; padding: 1 2; border: thick $primary; background: $surface;
+    }
+    BankPathScreen Input { margin: 1 0; }
+    BankPathScreen Horizontal { height: auto; align-horizontal: right; }
+    BankPathScreen Button { margin-left: 1; }
+    BankPathScreen .hint { color: $text-muted; }
+    """
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel"),
+        Binding("ctrl+o", "browse", "Browse"),
+        Binding("tab", "complete", "Complete", show=False, priority=True),
+    ]
+
+    def __init__(self, importing: bool):
+        super().__init__()
+        self.importing = importing
+
+    def compose(self) -> ComposeResult:
+        verb = "Import" if self.importing else "Export"
+        with Vertical():
+            if self.importing:
+                yield Label("[b]Import a bank file[/b]: it is checked, and what it would change shown first.")
+            else:
+                yield Label("[b]Export the bank[/b] to a file (it holds your documents' text).")
+            value = "" if self.importing else default_export_path()
+            suggester = DirectorySuggester(complete_bank_file)
+            yield Input(value, placeholder="~/memory3.m3bank", suggester=suggester)
+            with Horizontal():
+                if self.importing:
+                    yield Button("Browse…", id="browse")
+                yield Button("Cancel", id="cancel")
+                yield Button(verb, id="go", variant="primary")
+            browse = " · Ctrl+O browses" if self.importing else ""
+            hint = f"Enter {verb.lower()}s · Tab or → completes a name{browse} · Escape cancels"
+            yield Label(hint, classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#go")
+    def _submit(self) -> None:
+        value = self.query_one(Input).value.strip()
+        path = Path(os.path.expanduser(value)).absolute() if value else None
+        if path is None:
+            self.notify("Type the bank file's path.", timeout=4)
+        elif path.is_dir():
+            self.notify(f"{path} is a folder; type the bank file's name.", timeout=5, markup=False)
+        elif self.importing and not path.is_file():
+            self.notify(f"There is no file at {path}.", timeout=5, markup=False)
+        else:
+            self.dismiss(str(path))
+
+    @on(Button.Pressed, "#browse")
+    def action_browse(self) -> None:
+        if not self.importing:
+            return
+        typed = Path(os.path.expanduser(self.query_one(Input).value.strip() or "~"))
+        start = typed if typed.is_dir() else typed.parent if typed.parent.is_dir() else Path.home()
+        self.app.push_screen(FileOpen(start, "Choose a bank file", filters=BANK_FILES), self._browsed)
+
+    def _browsed(self, chosen: Path | None) -> None:
+        if chosen is not None:
+            field = self.query_one(Input)
+            field.value = str(chosen)
+            field.cursor_position = len(field.value)
+            field.focus()
+
+    def action_complete(self) -> None:
+        """Tab completes the name suggested, as a shell does; with nothing to complete it moves on."""
+        field = self.query_one(Input)
+        suggestion = field._suggestion  # Textual keeps the suggestion shown in the input here
+        if field.has_focus and suggestion and suggestion != field.value:
+            field.value = suggestion
+            field.cursor_position = len(suggestion)
+        else:
+            self.focus_next()
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class BankPlanScreen(ModalScreen[bool]):
+    """An inspected bank file: what it holds, the verdict and the plan. y or Import: True; n, Escape or
+    Cancel: False."""
+
+    DEFAULT_CSS = """
+    BankPlanScreen { align: center middle; }
+    BankPlanScreen > Vertical {
+        width: 90; max-width: 95%; height: auto; max-height: 90%; padding: 1 2; border: thick $primary;
+        background: $surface;
+    }
+    BankPlanScreen VerticalScroll { height: auto; max-height: 1fr; }
+    BankPlanScreen Horizontal { height: auto; align-horizontal: right; margin-top: 1; }
+    BankPlanScreen Button { margin-left: 2; }
+    """
+    BINDINGS = [Binding("y", "answer(True)", "Import"), Binding("n,escape", "answer(False)", "Cancel")]
+
+    def __init__(self, path: str, report: BankReport):
+        super().__init__()
+        self.path, self.report = path, report
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            with VerticalScroll():
+                yield Static(report_text(self.path, self.report), id="bank-plan")
+            with Horizontal():
+                yield Button("Cancel", id="no")
+                yield Button("Import", id="yes", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#yes", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
