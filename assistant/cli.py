@@ -230,6 +230,8 @@ def _echo_status(client: Client) -> None:
     click.echo(f"Folders: {len(s.folders)}")
     for folder in s.folders:
         click.echo(f"  {folder}")
+    if s.collections:
+        click.echo(f"Imported collections: {', '.join(s.collections)}")
     click.echo(f"Documents: {d.seen} ({d.parsed} parsed, {d.pending} pending, {d.failed} failed)")
     click.echo(f"Chunks: {s.chunks} ({s.chunks_pending} waiting for memories, {s.memories_to_drop} to drop)")
     for failure in s.failures:

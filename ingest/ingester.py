@@ -56,12 +56,19 @@ class Status:
     progress: Progress
     memories_to_drop: int
     failures: list[tuple[Path, str]]  # (file, readable reason)
+    collections: list[Folder]  # imported from bank files: read-only, never scanned
 
     @classmethod
     def read(cls, catalog: Catalog) -> Status:
         """The catalog's folders, progress and failures; reads only."""
         counts = catalog.counts()
-        return cls(catalog.folders(), Progress.of(counts), counts["memories_to_drop"], catalog.failures())
+        return cls(
+            catalog.folders(),
+            Progress.of(counts),
+            counts["memories_to_drop"],
+            catalog.failures(),
+            catalog.folders("imported"),
+        )
 
 
 class Ingester:

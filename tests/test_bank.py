@@ -213,3 +213,20 @@ def test_codec_refuses_trailing_bytes_and_unknown_dtypes():
         decode(buf + b"\0")
     with pytest.raises(BankCorruptError):
         decode(buf.replace(b'"int8"', b'"int9"', 1))
+
+
+def test_put_many_stores_a_batch_across_segments_and_stops_at_the_budget(tmp_path: Path):
+    """One write and transaction per segment reached; duplicates count as stored; the first memory past
+    the budget ends the batch, storing nothing of it or after it."""
+    items = [(key(i), synthetic(i)) for i in range(12)]
+    size = len(encode(items[0][1])) + HEADER.size
+    with MemoryBank(tmp_path / "a", segment_bytes=2 * size + 1) as bank:
+        assert bank.put_many(items[:6] + items[:2]) == 8
+        assert bank.verify() == [] and bank.keys() == sorted(k for k, _ in items[:6])
+        assert bank.stats()["segments"] > 1  # the batch crossed into new segments
+        assert all(same(bank.get(k), m) for k, m in items[:6])
+    with MemoryBank(tmp_path / "b", budget_bytes=3 * size + size // 2) as bank:
+        assert bank.put_many(items) == 3
+        assert bank.keys() == sorted(k for k, _ in items[:3])
+    with MemoryBank(tmp_path / "b", budget_bytes=3 * size + size // 2) as bank:  # reopened: all intact
+        assert bank.verify() == [] and len(bank.keys()) == 3

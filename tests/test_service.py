@@ -246,6 +246,7 @@ def test_folders_bank_and_doctor(service, docs):
                 "memories": stats["memories"],
                 "memories_pending": 0,
                 "failed": 0,
+                "kind": "watched",
             }
         ]
     }

@@ -233,9 +233,8 @@ class Importer:
 
         def put() -> None:
             wanted = _wanted(engine, [h for h, _ in batch])
-            for h, payload in batch:
-                if h in wanted and h not in engine.bank:
-                    engine.bank.put(h, decode(payload))  # over budget: written at first retrieval
+            # over budget: those left out are written at their first retrieval
+            engine.bank.put_many([(h, decode(payload)) for h, payload in batch if h in wanted])
 
         return self._turn(stop, put)
 

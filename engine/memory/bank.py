@@ -25,7 +25,7 @@ import re
 import struct
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,24 +199,53 @@ class MemoryBank:
     def put(self, key: str, memory: Memory) -> bool:
         """Store `memory` durably under `key`. False, storing nothing, if it would pass the budget.
         A key already stored is kept as it is (keys name texts, so the memory is the same)."""
-        if not _KEY.fullmatch(key):
-            raise ValueError(f"a bank key is 64 lowercase hex characters, not {key!r}")
+        return self.put_many([(key, memory)]) == 1
+
+    def put_many(self, items: Sequence[tuple[str, Memory]]) -> int:
+        """Store memories as `put` does, with one write, fsync and transaction per segment they reach
+        rather than per memory; how many of `items`, in order, are stored now (those already stored
+        count): it stops before the first that would pass the budget."""
+        for key, _ in items:
+            if not _KEY.fullmatch(key):
+                raise ValueError(f"a bank key is 64 lowercase hex characters, not {key!r}")
         with self._lock:
-            if key in self:
-                return True
-            record = pack_record(key, encode(memory))
             (live,) = self._db.execute("SELECT COALESCE(SUM(length), 0) FROM records").fetchone()
-            if live + len(record) > self.budget_bytes:
-                return False
             segment, end = self._tail()
-            if end and end + len(record) > self.segment_bytes:
-                segment, end = segment + 1, 0
-            self._append(segment, end, record)
-            crc = struct.unpack_from("<I", record, _CRC_AT)[0]
-            with self._sql.atomic():
-                self._set_end(segment, end + len(record))
-                self._index(_Row(key, segment, end, len(record), crc), memory.profile.name, memory.nbytes)
-            return True
+            start, records, rows = end, bytearray(), []
+            done: set[str] = set()
+            stored = 0
+            for key, memory in items:
+                if key in done or key in self:
+                    stored += 1
+                    continue
+                record = pack_record(key, encode(memory))
+                if live + len(record) > self.budget_bytes:
+                    break
+                if end and end + len(record) > self.segment_bytes:
+                    self._commit_appends(segment, start, records, rows)
+                    segment, end = segment + 1, 0
+                    start, records, rows = 0, bytearray(), []
+                crc = struct.unpack_from("<I", record, _CRC_AT)[0]
+                rows.append((_Row(key, segment, end, len(record), crc), memory.profile.name, memory.nbytes))
+                records += record
+                end += len(record)
+                live += len(record)
+                done.add(key)
+                stored += 1
+            self._commit_appends(segment, start, records, rows)
+            return stored
+
+    def _commit_appends(
+        self, segment: int, start: int, records: bytes, rows: list[tuple[_Row, str, int]]
+    ) -> None:
+        """Append `records` to `segment` at `start`, fsynced, then index them in one transaction."""
+        if not records:
+            return
+        self._append(segment, start, bytes(records))
+        with self._sql.atomic():
+            self._set_end(segment, start + len(records))
+            for row, profile, nbytes in rows:
+                self._index(row, profile, nbytes)
 
     def drop(self, keys: Iterable[str]) -> int:
         """Forget these memories; their bytes stay dead in their segments until `compact`."""

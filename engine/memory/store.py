@@ -39,11 +39,11 @@ class MemoryStore:
         for a in range(0, len(todo) if not self._full else 0, self.batch_size):
             batch = todo[a : a + self.batch_size]
             memories = self.write([t for _, t in batch])
-            for (h, _), memory in zip(batch, memories, strict=True):
-                if not self.bank.put(h, memory):
-                    self._full = True
-                    return stored
-                stored += 1
+            kept = self.bank.put_many([(h, m) for (h, _), m in zip(batch, memories, strict=True)])
+            stored += kept
+            if kept < len(batch):
+                self._full = True
+                break
         return stored
 
     def drop(self, hashes: Sequence[str]) -> None:
@@ -68,8 +68,9 @@ class MemoryStore:
                 cold[h] = text
         if cold:
             self.cold_writes += len(cold)
-            for h, memory in zip(cold, self.write(list(cold.values())), strict=True):
-                self.bank.put(h, memory)  # kept on disk too if the budget allows
+            written = list(zip(cold, self.write(list(cold.values())), strict=True))
+            self.bank.put_many(written)  # kept on disk too as far as the budget allows
+            for h, memory in written:
                 out[h] = self.cache.get(h, lambda m=memory: m)
         return [out[h] for h, _ in items]
 

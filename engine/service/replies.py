@@ -61,6 +61,7 @@ class Status(msgspec.Struct, frozen=True):
     failures: list[Failure]
     answers: list[str]
     background: str  # idle, working or paused
+    collections: list[str] = []  # labels of the collections imported from bank files
 
 
 class Check(msgspec.Struct, frozen=True):

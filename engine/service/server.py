@@ -101,6 +101,7 @@ async def status(request: Request) -> Response:
             failures=[replies.Failure(str(path), reason) for path, reason in s.failures],
             answers=service.answers.ids(),
             background=service.background_state(pending),
+            collections=[str(f.path) for f in s.collections],
         )
     )
 
