@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import engine_bench, qa_bench, retrieval_bench, tui_bench
+from bench import bank_bench, engine_bench, qa_bench, retrieval_bench, tui_bench
 from bench.errors import UnknownBenchmarkError
 from engine.models.runtime import default_model_path
 from ingest.atomic import write_atomic
@@ -17,6 +17,7 @@ BENCHMARKS = {
     "retrieval": retrieval_bench.run,
     "qa": qa_bench.run,
     "tui": tui_bench.run,
+    "bank": bank_bench.run,
 }
 
 
