@@ -2,7 +2,7 @@
 home, and the same file imported again (a no-op merge), in MB/s and memories/s.
 
 Writing 10,000 memories with the default model takes about 20 minutes on a CPU, so the large bank's
-memories come from a tiny random-weight Gemma 3 (bench/tiny_model.py: 6 layers, 2 KV heads of 32 dims,
+memories come from a tiny random-weight Gemma 3 (bench/tiny_gguf.py: 6 layers, 2 KV heads of 32 dims,
 about 100 KiB per 128-token memory under the default profile), written through the real engine path
 (`Engine.sync_memories`). The texts are real chunks all the same: generated Markdown files, scanned and
 cut by the default model's tokenizer as a user's folder is. Their vectors have the real embedder's size
@@ -28,7 +28,7 @@ import numpy as np
 
 from bench.engine_bench import text
 from bench.machine import machine_info
-from bench.tiny_model import write_tiny_gemma3
+from bench.tiny_gguf import write_tiny_gguf
 from engine.facade import Engine
 from engine.models.runtime import Runtime
 from engine.retrieval.embedder import Embedder
@@ -83,7 +83,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="m3-bank-bench-") as tmp:
         tmp = Path(tmp)
         if chunks:
-            tiny = Runtime.load(write_tiny_gemma3(tmp / "tiny-gemma3.gguf"), device=device)
+            tiny = Runtime.load(write_tiny_gguf(tmp / "tiny-gemma3.gguf", "gemma3"), device=device)
             runs["tiny"] = measure(tmp / "tiny", tiny, embedder, model_path, chunks)
         if default_chunks:
             runtime = Runtime.load(model_path, device=device)
@@ -94,7 +94,7 @@ def run(
             "texts": f"generated Markdown files of {PARAGRAPHS} paragraphs of {SENTENCES} made-up sentences,"
             f" scanned by Engine.scan and cut by {model_path.name}'s tokenizer",
             "memories": "Engine.sync_memories with the run's model under the engine's default profile;"
-            " the `tiny` run's model is a random-weight 6-layer Gemma 3 (bench/tiny_model.py)",
+            " the `tiny` run's model is a random-weight 6-layer Gemma 3 (bench/tiny_gguf.py)",
             "vectors": f"{embedder.dim}-d unit vectors drawn from each text's hash, under the name and"
             f" weights hash of the real embedder ({embedder.name}): the same bytes in the file, no embedding",
             "import": "Engine.import_bank into an empty home with the same model and embedder (the"

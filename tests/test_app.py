@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from app_pilot import notices, service_home, text, until
-from tiny_gguf import write_tiny_gguf
 
 from assistant import actions
 from assistant.app import M3App
@@ -30,6 +29,7 @@ from assistant.screens.reads import ReadsScreen
 from assistant.settings import Settings
 from assistant.widgets.answer import AnswerView, Turn
 from assistant.widgets.sources import SourcesPanel
+from bench.tiny_gguf import write_tiny_gguf
 from engine.service import client as service
 from engine.service.client import Client, ScanDone
 from ingest.errors import ConfigError

@@ -22,7 +22,7 @@ from assistant.screens.bank_dialogs import BankPathScreen, BankPlanScreen, defau
 from assistant.screens.dialogs import ConfirmScreen
 from assistant.screens.folders import FoldersScreen
 from engine.service import client as service
-from engine.service.client import BankReport, Client, Exported, ScanDone, ServiceError
+from engine.service.client import BankReport, Client, Exported, ScanDone, ServiceError, Stream
 from ingest.paths import Home
 
 FILES = 24
@@ -187,23 +187,51 @@ async def truncated_scenario(app: M3App, pilot, path: Path, sentence: str) -> No
     assert str(app.screen.query_one("#bank-last", Static).content) == sentence
 
 
+class CancelledAtFirstStep:
+    """An import stream that does what Esc does (the screen's `cancelled`) as soon as the first step
+    (copying, long before the commit) reaches the worker: on a busy machine the UI thread may take longer
+    to act on that step than a small import takes to commit."""
+
+    def __init__(self, stream: Stream, screen: BankScreen):
+        self.stream, self.screen = stream, screen
+
+    def __iter__(self) -> Iterator[object]:
+        events = iter(self.stream)
+        yield next(events)
+        self.screen.cancelled = True
+        yield from events
+
+    def __enter__(self) -> CancelledAtFirstStep:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stream.close()
+
+
 def test_cancel_during_import_leaves_the_catalog_unchanged(target, bank_file, monkeypatch):
     m3, client = target
     before = catalog_of(client)
+    screens: list[BankScreen] = []
+    starting, importing = BankScreen._start, Client.import_bank
 
-    def cancel_at_once(screen: BankScreen, message) -> None:
-        """What Esc does, as soon as the import reports its first step (copying: before its commit)."""
-        if screen.job == "import" and not screen.cancelled:
-            screen.action_cancel_bank()
-        shown(screen, message)
+    def start(screen: BankScreen, *args: object, **kwargs: object) -> None:
+        screens.append(screen)
+        starting(screen, *args, **kwargs)
 
-    shown = BankScreen.on_bank_step
-    monkeypatch.setattr(BankScreen, "on_bank_step", cancel_at_once)
+    monkeypatch.setattr(BankScreen, "_start", start)
+    monkeypatch.setattr(
+        Client, "import_bank", lambda self, path: CancelledAtFirstStep(importing(self, path), screens[-1])
+    )
     run(m3, cancel_scenario, bank_file)
     assert catalog_of(client) == before
 
 
 async def cancel_scenario(app: M3App, pilot, path: Path) -> None:
+    screen = app.screen
+    screen.job = "export"  # Esc reaches the cancel action while a job runs (none is started here)
+    await pilot.press("escape")
+    assert screen.cancelled
+    screen.job, screen.cancelled = None, False
     await type_path(app, pilot, "i", path)
     await until(pilot, lambda: isinstance(app.screen, BankPlanScreen))
     await pilot.press("y")

@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 from app_pilot import notices, service_home, text, until, visible
 from textual.widgets import DataTable, Input, OptionList
-from tiny_gguf import write_tiny_gguf
 
 from assistant.app import M3App
-from assistant.screens.add_folder import AddFolderScreen, complete_directory
+from assistant.screens.add_folder import AddFolderScreen
 from assistant.screens.bank import BankScreen, human_bytes
 from assistant.screens.dialogs import ConfirmScreen
 from assistant.screens.folders import FoldersScreen, short_path
+from assistant.screens.path_entry import complete_path
 from assistant.widgets.ingest_progress import Reading, Tracker, duration_words
+from bench.tiny_gguf import write_tiny_gguf
 from engine.service import client as service
 from ingest.paths import Home
 
@@ -73,13 +74,13 @@ def test_directory_completion_expands_home_and_keeps_what_was_typed(tmp_path, mo
     for name in ("Documents", "Downloads", ".dotfiles"):
         (tmp_path / name).mkdir()
     (tmp_path / "Dull.txt").write_text("")
-    assert complete_directory("~") == "~/"
-    assert complete_directory("~/Do") == "~/Documents/"
-    assert complete_directory("~/Dow") == "~/Downloads/"
-    assert complete_directory("~/Du") is None  # a file is no folder
-    assert complete_directory("~/.d") == "~/.dotfiles/"
-    assert complete_directory(f"{tmp_path}/Doc") == f"{tmp_path}/Documents/"
-    assert complete_directory("/no/such/place/x") is None
+    assert complete_path("~") == "~/"
+    assert complete_path("~/Do") == "~/Documents/"
+    assert complete_path("~/Dow") == "~/Downloads/"
+    assert complete_path("~/Du") is None  # a file is no folder
+    assert complete_path("~/.d") == "~/.dotfiles/"
+    assert complete_path(f"{tmp_path}/Doc") == f"{tmp_path}/Documents/"
+    assert complete_path("/no/such/place/x") is None
 
 
 def test_time_left_is_estimating_until_there_is_a_rate():

@@ -21,7 +21,6 @@ import pytest
 from app_pilot import text, until
 from filelock import FileLock
 from textual.widgets import Markdown
-from tiny_gguf import write_tiny_gguf
 
 from assistant.app import M3App
 from assistant.screens.chats import ChatsScreen
@@ -31,6 +30,7 @@ from assistant.screens.problem import ProblemScreen
 from assistant.screens.reads import ReadsScreen
 from assistant.widgets.answer import AnswerView
 from assistant.widgets.sources import SourcesPanel
+from bench.tiny_gguf import write_tiny_gguf
 from engine.service import client as service
 from ingest.catalog import Catalog
 from ingest.chats import Chats

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 from memory_checks import memory_logits, plain_logits
-from tiny_gguf import ARCHS, N_WORDS, vocab_size, write_tiny_gguf
 
 from bench.llamacpp import LlamaCpp
+from bench.tiny_gguf import ARCHS, N_WORDS, vocab_size, write_tiny_gguf
 from engine.errors import ModelLoadError, UnsupportedModelError
 from engine.memory.profiles import MemoryProfile
 from engine.memory.writer import write_memories

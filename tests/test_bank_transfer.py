@@ -19,8 +19,8 @@ import pytest
 import torch
 from bank_transfer import snapshot
 from service_rig import corpus
-from tiny_gguf import write_tiny_gguf
 
+from bench.tiny_gguf import write_tiny_gguf
 from engine import Engine
 from engine.bankfile.layout import BankFileCancelled, BankFileError
 from engine.bankfile.reader import BankReader

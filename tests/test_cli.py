@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tiny_gguf import write_tiny_gguf
+
+from bench.tiny_gguf import write_tiny_gguf
 
 M3 = Path(sys.executable).with_name("m3")
 TIMEOUT_S = 600

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from service_rig import corpus
 from test_cli import assert_one_sentence_error, m3, no_service_outlives_its_test, ok  # noqa: F401
-from tiny_gguf import write_tiny_gguf
+
+from bench.tiny_gguf import write_tiny_gguf
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,8 @@ import httpx
 import pytest
 from filelock import FileLock
 from service_rig import START_S, Running, corpus, serving, wait_for
-from tiny_gguf import write_tiny_gguf
+
+from bench.tiny_gguf import write_tiny_gguf
 
 NOBODY = 65534
 QUESTION = "What is the code for door 7?"

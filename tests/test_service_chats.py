@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 from service_rig import Running, corpus, serving, wait_for
-from tiny_gguf import write_tiny_gguf
 
+from bench.tiny_gguf import write_tiny_gguf
 from engine.service import client as typed
 
 QUESTION = "What is the code for door 7?"

@@ -15,7 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 from textual_fspicker import FileOpen, Filters
 
-from assistant.screens.add_folder import DirectorySuggester
+from assistant.screens.path_entry import PathScreen, PathSuggester, complete_path
 from assistant.widgets.bank_transfer import report_text
 from engine.service.client import BankReport
 
@@ -29,43 +29,12 @@ def default_export_path(today: date | None = None) -> str:
 
 
 def complete_bank_file(value: str) -> str | None:
-    """`value` completed to the first folder (with a trailing '/') or bank file whose name it begins,
-    keeping the user's spelling; hidden names only when the name begins with a dot."""
-    if value == "~":
-        return "~/"
-    folder, start = os.path.split(os.path.expanduser(value))
-    try:
-        with os.scandir(folder or ".") as entries:
-            names = sorted(
-                e.name + "/" * e.is_dir()
-                for e in entries
-                if e.name.startswith(start)
-                and (start.startswith(".") or not e.name.startswith("."))
-                and (e.is_dir() or e.name.endswith(SUFFIX))
-            )
-    except OSError:
-        return None
-    return value + names[0][len(start) :] if names else None
+    """`value` completed to the first folder or bank file whose name it begins (path_entry.complete_path)."""
+    return complete_path(value, lambda name: name.endswith(SUFFIX))
 
 
-class BankPathScreen(ModalScreen[str | None]):
+class BankPathScreen(PathScreen):
     """Dismissed with the absolute path typed (import: an existing file), or None when cancelled."""
-
-    DEFAULT_CSS = """
-    BankPathScreen { align: center middle; }
-    BankPathScreen > Vertical {
-        width: 76; max-width: 95%; height: auto; padding: 1 2; border: thick $primary; background: $surface;
-    }
-    BankPathScreen Input { margin: 1 0; }
-    BankPathScreen Horizontal { height: auto; align-horizontal: right; }
-    BankPathScreen Button { margin-left: 1; }
-    BankPathScreen .hint { color: $text-muted; }
-    """
-    BINDINGS = [
-        Binding("escape", "cancel", "Cancel"),
-        Binding("ctrl+o", "browse", "Browse"),
-        Binding("tab", "complete", "Complete", show=False, priority=True),
-    ]
 
     def __init__(self, importing: bool):
         super().__init__()
@@ -79,7 +48,7 @@ class BankPathScreen(ModalScreen[str | None]):
             else:
                 yield Label("[b]Export the bank[/b] to a file (it holds your documents' text).")
             value = "" if self.importing else default_export_path()
-            suggester = DirectorySuggester(complete_bank_file)
+            suggester = PathSuggester(complete_bank_file)
             yield Input(value, placeholder="~/memory3.m3bank", suggester=suggester)
             with Horizontal():
                 if self.importing:
@@ -89,9 +58,6 @@ class BankPathScreen(ModalScreen[str | None]):
             browse = " · Ctrl+O browses" if self.importing else ""
             hint = f"Enter {verb.lower()}s · Tab or → completes a name{browse} · Escape cancels"
             yield Label(hint, classes="hint")
-
-    def on_mount(self) -> None:
-        self.query_one(Input).focus()
 
     @on(Input.Submitted)
     @on(Button.Pressed, "#go")
@@ -111,30 +77,9 @@ class BankPathScreen(ModalScreen[str | None]):
     def action_browse(self) -> None:
         if not self.importing:
             return
-        typed = Path(os.path.expanduser(self.query_one(Input).value.strip() or "~"))
+        typed = self.typed()
         start = typed if typed.is_dir() else typed.parent if typed.parent.is_dir() else Path.home()
-        self.app.push_screen(FileOpen(start, "Choose a bank file", filters=BANK_FILES), self._browsed)
-
-    def _browsed(self, chosen: Path | None) -> None:
-        if chosen is not None:
-            field = self.query_one(Input)
-            field.value = str(chosen)
-            field.cursor_position = len(field.value)
-            field.focus()
-
-    def action_complete(self) -> None:
-        """Tab completes the name suggested, as a shell does; with nothing to complete it moves on."""
-        field = self.query_one(Input)
-        suggestion = field._suggestion  # Textual keeps the suggestion shown in the input here
-        if field.has_focus and suggestion and suggestion != field.value:
-            field.value = suggestion
-            field.cursor_position = len(suggestion)
-        else:
-            self.focus_next()
-
-    @on(Button.Pressed, "#cancel")
-    def action_cancel(self) -> None:
-        self.dismiss(None)
+        self.app.push_screen(FileOpen(start, "Choose a bank file", filters=BANK_FILES), self.browsed)
 
 
 class BankPlanScreen(ModalScreen[bool]):

@@ -4,7 +4,7 @@ of one (streams of progress, cancelled by hanging up), and the removal of an imp
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgspec
@@ -71,30 +71,22 @@ async def export(request: Request) -> Response:
     return service.streams.response(produce, cancel)
 
 
-async def inspect(request: Request) -> Response:
-    """Check a bank file and plan its import; writes nothing."""
-    service = service_of(request)
-    engine = service.ready()
-    body = await read_body(request, protocol.BankFileRequest)
-    cancel = threading.Event()
+def _reading(check_only: bool) -> Callable[[Request], Awaitable[Response]]:
+    """The inspect endpoint (`check_only`) and the import endpoint (a check only with `dry_run`)."""
 
-    def produce(emit: Emit) -> None:
-        emit(_report(engine.inspect_bank(body.path, _progress(emit), cancel)))
+    async def endpoint(request: Request) -> Response:
+        service = service_of(request)
+        engine = service.ready()
+        body = await read_body(request, protocol.BankFileRequest)
+        run = engine.inspect_bank if check_only or body.dry_run else engine.import_bank
+        cancel = threading.Event()
 
-    return service.streams.response(produce, cancel)
+        def produce(emit: Emit) -> None:
+            emit(_report(run(body.path, _progress(emit), cancel)))
 
+        return service.streams.response(produce, cancel)
 
-async def import_bank(request: Request) -> Response:
-    service = service_of(request)
-    engine = service.ready()
-    body = await read_body(request, protocol.BankFileRequest)
-    cancel = threading.Event()
-    run = engine.inspect_bank if body.dry_run else engine.import_bank
-
-    def produce(emit: Emit) -> None:
-        emit(_report(run(body.path, _progress(emit), cancel)))
-
-    return service.streams.response(produce, cancel)
+    return endpoint
 
 
 async def remove_collection(request: Request) -> Response:
@@ -106,7 +98,7 @@ async def remove_collection(request: Request) -> Response:
 ROUTES = [
     Route("/v1/bank/stats", bank_stats, methods=["GET"]),
     Route("/v1/bank/export", export, methods=["POST"]),
-    Route("/v1/bank/inspect", inspect, methods=["POST"]),
-    Route("/v1/bank/import", import_bank, methods=["POST"]),
+    Route("/v1/bank/inspect", _reading(check_only=True), methods=["POST"]),
+    Route("/v1/bank/import", _reading(check_only=False), methods=["POST"]),
     Route("/v1/collections/{label:path}", remove_collection, methods=["DELETE"]),
 ]

@@ -2,6 +2,7 @@
 
 Llama, Qwen 2 and Qwen 3 checkpoints cannot be downloaded in tests, so each architecture is checked on a
 model of a few layers with random weights, written here with llama.cpp's metadata keys and tensor names.
+Benchmarks use the Gemma 3 one where only the code path matters (`m3 bench bank` fills a large bank).
 """
 
 from __future__ import annotations
