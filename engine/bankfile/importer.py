@@ -93,6 +93,9 @@ class Importer:
                 _copy(Path(path), incoming, size, on_progress, cancel)
                 inspection, contents = self._inspect(BankReader.open(incoming), on_progress, cancel)
                 _cancelled(cancel)
+                if not inspection.plan.work:  # the same file again: nothing to commit or apply
+                    inspection.imported = True
+                    return inspection
                 os.replace(incoming, staged)
                 fsync_dir(self.folder)
                 self._commit(contents, inspection.verdict, staged.name)
@@ -233,8 +236,9 @@ class Importer:
 
         def put() -> None:
             wanted = _wanted(engine, [h for h, _ in batch])
+            new = [(h, payload) for h, payload in batch if h in wanted and h not in engine.bank]
             # over budget: those left out are written at their first retrieval
-            engine.bank.put_many([(h, decode(payload)) for h, payload in batch if h in wanted])
+            engine.bank.put_many([(h, decode(payload)) for h, payload in new])
 
         return self._turn(stop, put)
 

@@ -62,7 +62,13 @@ class Plan:
 
     @property
     def changes(self) -> bool:
+        """Whether the catalog gains or replaces documents."""
         return bool(self.documents_new or self.documents_replaced)
+
+    @property
+    def work(self) -> bool:
+        """Whether importing does anything at all: documents, or memories or vectors this home lacks."""
+        return self.changes or bool(self.memories_import or self.vectors_import or self.vectors_embed)
 
 
 @dataclass
