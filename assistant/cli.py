@@ -22,6 +22,7 @@ from typing import Any
 import click
 import msgspec
 
+from assistant.bank_text import exported_text, report_text, stage_line
 from assistant.spinner import Spinner
 from engine.service import client as service
 from engine.service.client import (
@@ -232,6 +233,8 @@ def _echo_status(client: Client) -> None:
         click.echo(f"  {folder}")
     if s.collections:
         click.echo(f"Imported collections: {', '.join(s.collections)}")
+    if s.imports_pending:
+        click.echo(f"Bank imports still being applied: {s.imports_pending} (their memories and vectors)")
     click.echo(f"Documents: {d.seen} ({d.parsed} parsed, {d.pending} pending, {d.failed} failed)")
     click.echo(f"Chunks: {s.chunks} ({s.chunks_pending} waiting for memories, {s.memories_to_drop} to drop)")
     for failure in s.failures:
@@ -328,7 +331,7 @@ def bank_stats(client: Client) -> None:
 
 
 @bank.command("export")
-@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("file", type=click.Path(path_type=Path))
 @click.option("--folder", help="Only this watched folder (its path) or imported collection (its label).")
 @click.option("--documents", metavar="GLOB", help="Only documents whose label/path or full path match GLOB.")
 @click.option("--no-vectors", is_flag=True, help="Leave the vectors out (the importer computes them).")
@@ -342,17 +345,11 @@ def bank_export(
         raise click.UsageError("Give --folder or --documents, not both.")
     stream = client.export_bank(file, folder, documents, vectors=not no_vectors, replace=force)
     done = _bank_stream(stream, Exported, "The export was cancelled; no file was written.")
-    size = _size(done.bytes)
-    click.echo(
-        f"Wrote {done.path} ({size}): {done.documents} documents, {done.chunks} chunks, "
-        f"{done.memories} memories, {done.vectors} vectors."
-    )
-    for sentence in done.skipped:
-        click.echo(f"  left out: {sentence}", err=True)
+    click.echo(exported_text(done))
 
 
 @bank.command("inspect")
-@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @pass_client
 def bank_inspect(client: Client, file: Path, as_json: bool) -> None:
@@ -362,14 +359,13 @@ def bank_inspect(client: Client, file: Path, as_json: bool) -> None:
 
 
 @bank.command("import")
-@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("file", type=click.Path(path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Check and plan only; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @pass_client
 def bank_import(client: Client, file: Path, dry_run: bool, as_json: bool) -> None:
     """Import a bank file: nothing changes until every byte of it checks out, then all of it at once."""
-    cancelled = "The import was cancelled; if it had not been committed yet, nothing was changed."
-    report = _bank_stream(client.import_bank(file, dry_run=dry_run), BankReport, cancelled)
+    report = _bank_stream(client.import_bank(file, dry_run=dry_run), BankReport, CANCELLED_IMPORT)
     _echo_report(file, report, as_json)
 
 
@@ -382,20 +378,24 @@ def bank_remove(client: Client, label: str) -> None:
     click.echo(f"Removed the collection {label}.")
 
 
+CANCELLED_IMPORT = "The import was cancelled before its commit; nothing was changed."
+COMMITTED_IMPORT = (
+    "The import was already committed: its documents are in; the engine applies the rest of its memories"
+    " and vectors in the background (m3 status shows it)."
+)
+
+
 def _bank_stream(stream: Stream, result: type, cancelled: str) -> Any:
     """Follow a bank stream, its progress on stderr when that is a terminal; its final event. Ctrl-C
-    cancels it (exit 130)."""
+    cancels it (exit 130), saying whether an import had been committed (its applying stages began)."""
     shown = sys.stderr.isatty()
     with stream:
         try:
             for event in stream:
+                if isinstance(event, BankProgress) and event.stage.startswith(("applying", "embedding")):
+                    cancelled = COMMITTED_IMPORT if cancelled == CANCELLED_IMPORT else cancelled
                 if isinstance(event, BankProgress) and shown:
-                    figures = (
-                        f"{_size(event.done)}/{_size(event.total)}"
-                        if event.stage in ("copying", "checking")  # in bytes; the others in records
-                        else f"{event.done}/{event.total}"
-                    )
-                    click.echo(f"\r\033[K{event.stage}: {figures}", nl=False, err=True)
+                    click.echo(f"\r\033[K{stage_line(event)}", nl=False, err=True)
                 elif isinstance(event, result):
                     if shown:
                         click.echo("\r\033[K", nl=False, err=True)
@@ -411,65 +411,7 @@ def _bank_stream(stream: Stream, result: type, cancelled: str) -> Any:
 
 
 def _echo_report(file: Path, r: BankReport, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(msgspec.to_builtins(r)))
-        return
-    m, v, p = r.manifest, r.verdict, r.plan
-    model, counts, scope = m["model"], m["counts"], m["scope"]
-    click.echo(f"Bank file: {file} ({_size(r.file_bytes)}), format {m['version'][0]}.{m['version'][1]}")
-    click.echo(
-        f"Made by {m['producer']} on {m['created']}; scope: {scope['kind']}"
-        + (f" {scope['value']}" if scope["value"] else "")
-    )
-    click.echo(
-        f"Holds {counts['documents']} documents, {counts['chunks']} chunks, {counts['memories']} memories,"
-        f" {counts['vectors']} vectors"
-    )
-    click.echo(
-        f"Model: {model['name']} ({model['arch']}, {model['n_layer']} layers), fingerprint"
-        f" {model['fingerprint'][:16]}; profile {m['profile']['name']}; embedder {m['embedder']['name']}"
-    )
-    sections = ", ".join(
-        f"{x['name']} {_size(x['length'])} ({x['records']} records, {x['codec']})" for x in m["sections"]
-    )
-    click.echo(f"Sections: {sections}")
-    click.echo(
-        "Verdict: "
-        + (
-            "compatible: its memories and vectors are used as they are."
-            if not v.reasons
-            else "usable, with work here:"
-        )
-    )
-    for reason in v.reasons:
-        click.echo(f"  {reason}")
-    new = ", ".join(p.new_collections)
-    click.echo(
-        f"{'Imported' if r.imported else 'Plan'}: collections {', '.join(p.collections)}"
-        + (f" (new: {new})" if new else "")
-    )
-    click.echo(
-        f"  documents: {p.documents_new} new, {p.documents_replaced} replaced,"
-        f" {p.documents_unchanged} unchanged"
-    )
-    click.echo(
-        f"  memories: {p.memories_import} from the file, {p.memories_present} already here,"
-        f" {p.memories_write} to write here"
-    )
-    click.echo(
-        f"  vectors: {p.vectors_import} from the file, {p.vectors_present} already here,"
-        f" {p.vectors_embed} to embed here"
-    )
-    if r.pending:
-        click.echo("The engine is still applying its memories in the background (m3 status shows it).")
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
+    click.echo(json.dumps(msgspec.to_builtins(r)) if as_json else report_text(str(file), r).plain)
 
 
 @cli.command()

@@ -175,14 +175,16 @@ class Engine:
         self,
         target: str | Path,
         folder: str | None = None,
+        collection: str | None = None,
         documents: str | None = None,
         vectors: bool = True,
         on_progress: Callable[[str, int, int], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> Exported:
-        """Write the documents in scope, their chunks, memories and (unless `vectors` is False) vectors
-        to the bank file `target` (engine/bankfile/export.py; the format: docs/bank-format.md)."""
-        return export_bank(self, Path(target), folder, documents, vectors, on_progress, cancel)
+        """Write the documents in scope (a watched folder, an imported collection, a glob, or all), their
+        chunks, memories and (unless `vectors` is False) vectors to the bank file `target`
+        (engine/bankfile/export.py; the format: docs/bank-format.md)."""
+        return export_bank(self, Path(target), folder, collection, documents, vectors, on_progress, cancel)
 
     def inspect_bank(
         self,
@@ -208,7 +210,7 @@ class Engine:
             if str(folder.path) == label:
                 self.catalog.remove_folder(folder.id)
                 return folder
-        raise NotFoundError(f"There is no imported collection named {label}.")
+        raise NotFoundError(f"There is no imported collection named '{label}'.")
 
     def bank_stats(self) -> dict:
         stats = self.bank.stats()

@@ -358,17 +358,43 @@ class Catalog:
                 "jobs": self._one("SELECT COUNT(*) FROM jobs"),
                 "memories_to_write": work.get(1, 0),
                 "memories_to_drop": work.get(0, 0),
+                "imports": self._one("SELECT COUNT(*) FROM imports"),  # bank files still being applied
             }
 
     # Imports committed, not yet applied
 
-    def add_import(self, file: str, memories: bool, vectors: bool) -> int:
+    def add_import(self, file: str, memories: bool, vectors: bool, hashes: Iterable[str]) -> int:
+        """Record a committed bank file and the chunk texts whose memory and vector it brings."""
         with self.atomic():
             cur = self.db.execute(
                 "INSERT INTO imports (file, memories, vectors, created_at) VALUES (?, ?, ?, ?)",
                 (file, memories, vectors, time.time()),
             )
+            self.db.conn.executemany(
+                "INSERT INTO import_hashes (import_id, hash) VALUES (?, ?)",
+                [(cur.lastrowid, h) for h in hashes],
+            )
         return cur.lastrowid
+
+    def import_hashes(self, import_id: int) -> set[str]:
+        rows = self.rows("SELECT hash FROM import_hashes WHERE import_id = ?", (import_id,))
+        return {r["hash"] for r in rows}
+
+    def memory_hashes(
+        self, hashes: Iterable[str], written: bool | None = None, wanted: bool | None = None
+    ) -> set[str]:
+        """Those of `hashes` the memory work knows (any state, or only those `written` / `wanted`)."""
+        states = (("written", written), ("wanted", wanted))
+        where = "".join(f" AND {name} = {int(value)}" for name, value in states if value is not None)
+        found: set[str] = set()
+        for part in batches(list(dict.fromkeys(hashes))):
+            found.update(
+                r["hash"]
+                for r in self.rows(
+                    f"SELECT hash FROM memory_work WHERE hash IN ({placeholders(len(part))}){where}", part
+                )
+            )
+        return found
 
     def pending_imports(self) -> list[PendingImport]:
         rows = self.rows("SELECT id, file, memories, vectors FROM imports ORDER BY id")

@@ -57,6 +57,7 @@ class Status:
     memories_to_drop: int
     failures: list[tuple[Path, str]]  # (file, readable reason)
     collections: list[Folder]  # imported from bank files: read-only, never scanned
+    imports: int  # bank files committed whose memories and vectors are still being applied
 
     @classmethod
     def read(cls, catalog: Catalog) -> Status:
@@ -68,6 +69,7 @@ class Status:
             counts["memories_to_drop"],
             catalog.failures(),
             catalog.folders("imported"),
+            counts["imports"],
         )
 
 

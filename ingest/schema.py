@@ -119,7 +119,8 @@ def _v5(db: Database) -> None:
     """Collections imported from a bank file sit beside watched folders: `kind` tells them apart, and an
     imported collection's `path` is its label (relative, so never a watched folder's absolute path).
     `imports` lists the bank files committed but not yet applied to the memory bank and the retrieval
-    index: a start after a crash finishes them (engine/bankfile/importer.py)."""
+    index, `import_hashes` the texts whose memory and vector each brings (those new to this catalog): a
+    start after a crash finishes them (engine/bankfile/importer.py)."""
     db.executescript(
         """
         ALTER TABLE folders ADD COLUMN kind TEXT NOT NULL DEFAULT 'watched'
@@ -131,6 +132,11 @@ def _v5(db: Database) -> None:
             vectors INTEGER NOT NULL,
             created_at REAL NOT NULL
         );
+        CREATE TABLE import_hashes (
+            import_id INTEGER NOT NULL REFERENCES imports(id) ON DELETE CASCADE,
+            hash TEXT NOT NULL,
+            PRIMARY KEY (import_id, hash)
+        ) WITHOUT ROWID;
         """
     )
 

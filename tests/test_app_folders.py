@@ -16,10 +16,11 @@ from textual.widgets import DataTable, Input, OptionList
 
 from assistant.app import M3App
 from assistant.screens.add_folder import AddFolderScreen
-from assistant.screens.bank import BankScreen, human_bytes
+from assistant.screens.bank import BankScreen
 from assistant.screens.dialogs import ConfirmScreen
 from assistant.screens.folders import FoldersScreen, short_path
 from assistant.screens.path_entry import complete_path
+from assistant.units import human_bytes
 from assistant.widgets.ingest_progress import Reading, Tracker, duration_words
 from bench.tiny_gguf import write_tiny_gguf
 from engine.service import client as service

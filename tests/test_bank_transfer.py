@@ -6,8 +6,10 @@ of an import and an export."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -28,6 +30,7 @@ from engine.bankfile.writer import BankWriter
 from engine.memory.codec import decode, encode
 from engine.memory.quantization import dequantize, quantize
 from engine.retrieval.embedder import Embedder
+from ingest.errors import NotFoundError
 
 CHILD = Path(__file__).with_name("bank_transfer.py")
 VAULT = (
@@ -126,7 +129,7 @@ def test_partial_scopes(source, tmp_path):
     assert (glob.documents, glob.vectors) == (1, 0)
     reader_docs = engine.inspect_bank(tmp_path / "garden.m3bank").plan.collections
     assert reader_docs == ["garden"]
-    with pytest.raises(BankFileError, match="neither a watched folder nor an imported collection"):
+    with pytest.raises(BankFileError, match="is not a watched folder"):
         engine.export_bank(tmp_path / "x.m3bank", folder=str(tmp_path))
     with pytest.raises(BankFileError, match="no documents to export in that scope"):
         engine.export_bank(tmp_path / "x.m3bank", documents="*.pdf")
@@ -150,10 +153,11 @@ def test_a_bank_from_another_model_is_written_again_here(source, rt, embedder, t
     chunks = report.plan.chunks  # cut by the tiny model's tokenizer, which spells text byte by byte
     assert (report.plan.memories_import, report.plan.memories_write) == (0, chunks)
     target.import_bank(tmp_path / "tiny.m3bank")
-    assert target.bank.keys() == [] and len(target.retriever) == chunks
+    # nothing is indexed before its memory is written, so nothing is left behind if it is removed first
+    assert target.bank.keys() == [] and len(target.retriever) == 0
     assert target.catalog.counts()["memories_to_write"] == chunks  # in the background, with progress
     assert target.sync_memories() == chunks
-    assert len(target.bank.keys()) == chunks
+    assert len(target.bank.keys()) == len(target.retriever) == chunks
     answer = target.ask(QUESTIONS[0], "memory")
     "".join(answer)
     assert "7391" in answer.text
@@ -254,6 +258,8 @@ def test_kill_during_import_leaves_the_home_as_it_was_or_fully_imported(
         shutil.copytree(base, trial)
         run_child("import", trial, tiny, bank, embedder_cache, kill_after)
         engine = engine_at(trial, embedder, model=tiny)
+        if kill_after > commit:  # killed while applying: the status says an import is pending
+            assert engine.catalog.counts()["imports"] == 1
         engine.importer.resume()  # what the service's background work does at its next turn
         state = snapshot(engine)
         engine.close()
@@ -338,4 +344,99 @@ def test_a_bank_whose_memories_do_not_fit_this_model_is_refused(source, rt, embe
     with pytest.raises(BankFileError, match="NaN|shape|layers"):
         target.import_bank(bad)
     assert snapshot(target) == before and files_of(target.home.data / "bank") == on_disk
+    target.close()
+
+
+def test_export_refuses_targets_it_must_not_replace(source, tmp_path):
+    engine, _, _ = source
+    os.mkfifo(tmp_path / "pipe")
+    for target, match in [
+        (engine.home.data / "catalog.db", "inside memory3's own folder"),
+        (engine.home.data / "new.m3bank", "inside memory3's own folder"),
+        (tmp_path / "pipe", "not a regular file"),
+        (tmp_path, "is a folder"),
+        (tmp_path / "missing" / "x.m3bank", "does not exist"),
+        (Path("/proc/x.m3bank"), "cannot be written"),
+    ]:
+        with pytest.raises(BankFileError, match=match):
+            engine.export_bank(target)
+    assert stat.S_ISFIFO(os.stat(tmp_path / "pipe").st_mode)
+
+
+def test_an_absolute_glob_stays_out_of_the_file(source, tmp_path):
+    engine, root, _ = source
+    engine.export_bank(tmp_path / "glob.m3bank", documents=f"{root}/docs/notes/*")
+    manifest = BankReader.open(tmp_path / "glob.m3bank").manifest
+    assert manifest.scope.kind == "documents" and manifest.scope.value is None
+    assert str(root).encode() not in (tmp_path / "glob.m3bank").read_bytes()
+
+
+def test_an_imported_collection_keeps_its_label_beside_a_watched_folder_of_that_name(
+    source, rt, embedder, tmp_path
+):
+    """Exported together, the collection `notes` stays `notes` and the watched folder called notes
+    becomes notes-2: importing that file into the same home adds the folder's copy and changes nothing
+    of the collection."""
+    _, root, _ = source
+    home = engine_at(tmp_path / "home", embedder, rt)
+    home.import_bank(root / "all.m3bank")
+    (tmp_path / "mine" / "notes").mkdir(parents=True)
+    (tmp_path / "mine" / "notes" / "todo.md").write_text("# Todo\n\nWater the roses by the gate.\n")
+    home.add_folder(tmp_path / "mine" / "notes")
+    home.scan()
+    home.sync_memories()
+    collection = snapshot(home)["chunks"]
+    home.export_bank(tmp_path / "both.m3bank")
+    labels = {d.label for d in BankReader.open(tmp_path / "both.m3bank").documents()}
+    assert labels == {"garden", "notes", "notes-2"}
+    plan = home.import_bank(tmp_path / "both.m3bank").plan
+    assert (plan.new_collections, plan.documents_new, plan.documents_replaced) == (["notes-2"], 1, 0)
+    after = snapshot(home)["chunks"]
+    assert [c for c in after if c["path"] != "notes-2"] == collection
+    home.close()
+
+
+def test_an_empty_bank_is_refused(source, tmp_path):
+    engine, root, _ = source
+    empty = tmp_path / "empty.m3bank"
+    reader = BankReader.open(root / "all.m3bank")
+    with BankWriter(empty) as writer:
+        writer.add_section("documents", [])
+        writer.add_section("chunks", [])
+        fields = ("producer", "scope", "model", "profile", "embedder", "chunker")
+        writer.finish(**{name: msgspec.to_builtins(getattr(reader.manifest, name)) for name in fields})
+    with pytest.raises(BankFileError, match="nothing to import"):
+        engine.import_bank(empty)
+
+
+def test_a_bank_never_supplies_the_memory_of_a_text_already_here(source, rt, embedder, tmp_path):
+    """The vault note is also a local file whose memory is not written yet: the import brings only the
+    garden's memory, and the vault's is written here from the local text."""
+    _, root, _ = source
+    target = engine_at(tmp_path / "home", embedder, rt)
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "vault.md").write_text(VAULT)
+    target.add_folder(tmp_path / "local")
+    target.scan()
+    [vault] = [r["hash"] for r in target.catalog.rows("SELECT hash FROM chunks")]
+    plan = target.import_bank(root / "all.m3bank").plan
+    assert (plan.memories_import, plan.memories_write) == (1, 0)
+    assert vault not in target.bank and len(target.bank.keys()) == 1  # the garden's, from the file
+    assert target.catalog.counts()["memories_to_write"] == 1
+    assert target.sync_memories() == 1 and vault in target.bank
+    target.close()
+
+
+def test_removing_a_collection_leaves_nothing_behind(source, rt, embedder, tmp_path):
+    _, root, _ = source
+    target = engine_at(tmp_path / "home", embedder, rt)
+    target.import_bank(root / "all.m3bank")
+    assert len(target.retriever) == 2 and len(target.bank.keys()) == 2
+    for label in ("notes", "garden"):
+        target.remove_collection(label)
+    target.sync_memories()  # drops what no document uses any more
+    assert target.catalog.counts()["chunks"] == 0
+    assert len(target.retriever) == 0 and target.bank.keys() == []
+    with pytest.raises(NotFoundError, match="no imported collection named 'notes'"):
+        target.remove_collection("notes")
     target.close()

@@ -284,6 +284,8 @@ BAD_PATHS = {
     "cafe\u0301.md": "NFC",
     "x" * 256: "segment longer",
     "/".join(["x" * 200] * 6): "longer than 1024",
+    "invoice\u202egnp.exe": "invisible",  # a right-to-left override: reads as invoiceexe.png
+    "no\u200btes/a.md": "invisible",  # a zero-width space: looks like notes/a.md
 }
 
 
@@ -294,7 +296,10 @@ def test_bad_paths_are_refused(path: str) -> None:
     assert one_sentence(str(info.value)) and re.search(BAD_PATHS[path], str(info.value)), str(info.value)
 
 
-@pytest.mark.parametrize("label", ["", "a/b", "..", ".", "a\\b", "C:", "x\x01", "e\u0301", "y" * 256])
+@pytest.mark.parametrize(
+    "label",
+    ["", "a/b", "..", ".", "a\\b", "C:", "x\x01", "e\u0301", "y" * 256, "  ", " lead", "trail ", "a\u202eb"],
+)
 def test_bad_labels_are_refused(label: str) -> None:
     with pytest.raises(BankFileError) as info:
         check_label(label)
@@ -302,7 +307,15 @@ def test_bad_labels_are_refused(label: str) -> None:
 
 
 def test_good_paths_pass() -> None:
-    for path in ["a.md", "dir/sub/naïve café.pdf", "notes:v2.md", ".hidden/a", "a..b", "日本語/文書.txt"]:
+    for path in [
+        "a.md",
+        "dir/sub/naïve café.pdf",
+        "notes:v2.md",
+        ".hidden/a",
+        "a..b",
+        "日本語/文書.txt",
+        "می\u200cخواهم.md",
+    ]:
         check_path("notes", path)
     check_label("My Notes")
 

@@ -41,7 +41,7 @@ from engine.memory.codec import encode
 from ingest.chunker import text_hash
 
 ORDER = ("documents", "chunks", "memories", "vectors")
-LONG = os.urandom(35_000).hex()  # 70,000 characters that do not compress past the ratio cap
+LONG = os.urandom(2_100).hex()  # 4,200 characters (over the cap) that do not compress past the ratio cap
 
 
 @dataclass
@@ -392,8 +392,12 @@ def test_duplicate_chunk_hashes_with_different_text_are_refused(tmp_path: Path) 
         (lambda c: c[0].update(document=9), r"chunk of document 9, which it lacks"),
         (lambda c: c[0].update(char_start=50, char_end=10), r"impossible character span"),
         (lambda c: c[0].update(line_start=0), r"impossible line span"),
-        (lambda c: c[0].update(page=0), r"page number below 1"),
-        (lambda c: c[0].update(text=LONG, hash=text_hash(LONG)), r"longer than 65536"),
+        (lambda c: c[0].update(page=0), r"impossible page number"),
+        (lambda c: c[0].update(page=2**100), r"impossible page number"),
+        (lambda c: c[0].update(line_start=2**63, line_end=2**63), r"impossible line span"),
+        (lambda c: c[0].update(line_end=10_000), r"impossible line span"),  # more lines than characters
+        (lambda c: c[0].update(char_end=c[0]["char_end"] + 1), r"impossible character span"),
+        (lambda c: c[0].update(text=LONG, hash=text_hash(LONG)), r"longer than 4096"),
         (lambda c: c[0].update(hash="Z" * 64), r"malformed hash"),
         (lambda c: c[0].update(ord="0"), r"does not fit the format"),
         (lambda c: c[0].update(extra=True), r"unknown field `extra`"),

@@ -30,16 +30,17 @@ def test_export_inspect_import_remove(tmp_path, tiny):
     bank = tmp_path / "notes.m3bank"
 
     out = ok(m3(*model, "bank", "export", str(bank), home=source))
-    assert f"Wrote {bank}" in out and "3 documents" in out
+    assert f"Wrote {bank}" in out and "3 documents" in out and "Left out" not in out
     assert_one_sentence_error(m3(*model, "bank", "export", str(bank), home=source), "exists", "--force")
     ok(m3(*model, "bank", "export", str(bank), "--force", "--folder", str(notes), home=source))
     assert_one_sentence_error(
         m3(*model, "bank", "export", str(tmp_path / "x.m3bank"), "--folder", str(tmp_path), home=source),
-        "neither a watched folder nor an imported collection",
+        "is not a watched folder",
     )
 
     shown = ok(m3(*model, "bank", "inspect", str(bank), home=target))
-    assert "Verdict: compatible" in shown and "documents: 3 new" in shown
+    assert "Compatible: its memories and vectors are used as they are." in shown
+    assert "Documents: 3 new, 0 replaced, 0 unchanged." in shown
     report = json.loads(ok(m3(*model, "bank", "inspect", "--json", str(bank), home=target)))
     assert report["manifest"]["counts"]["documents"] == 3 and report["plan"]["new_collections"] == ["notes"]
 
@@ -48,10 +49,10 @@ def test_export_inspect_import_remove(tmp_path, tiny):
     assert status(target, tiny) == before  # a dry run changes nothing
 
     imported = ok(m3(*model, "bank", "import", str(bank), home=target))
-    assert "Imported: collections notes" in imported
+    assert "\nImported\nCollections: notes (new: notes)." in imported
     assert "Documents: 3" in status(target, tiny)
     again = ok(m3(*model, "bank", "import", str(bank), home=target))
-    assert "documents: 0 new, 0 replaced, 3 unchanged" in again
+    assert "Documents: 0 new, 0 replaced, 3 unchanged." in again
     answer = json.loads(ok(m3(*model, "ask", "--json", "Which hook holds the key of door 1?", home=target)))
     assert all(c["path"].startswith("notes/note-") for c in answer["citations"])
 

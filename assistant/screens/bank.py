@@ -21,15 +21,15 @@ from textual.widgets import Button, Footer, Label, ProgressBar, Static
 from textual.worker import get_current_worker
 
 from assistant import actions
+from assistant.bank_text import exported_text, report_text
 from assistant.messages import BankEnded, BankStep, StatusChanged
 from assistant.screens.bank_dialogs import BankPathScreen, BankPlanScreen
 from assistant.screens.dialogs import ConfirmScreen
 from assistant.screens.folders import short_path
-from assistant.widgets.bank_transfer import BankTransfer, exported_text, human_bytes, report_text
+from assistant.units import human_bytes
+from assistant.widgets.bank_transfer import BankTransfer
 from assistant.widgets.status_bar import StatusBar
 from engine.service.client import BankProgress, Exported, ServiceError, ServiceUnreachable
-
-__all__ = ["BankScreen", "human_bytes"]
 
 NEARLY_FULL = 0.9
 FULL_HINT = (
@@ -40,7 +40,11 @@ TITLES = {"export": "Exporting the bank to {}", "inspect": "Checking {}", "impor
 CANCELLED = {
     "export": "The export was cancelled; no file was written.",
     "inspect": "The check was cancelled; nothing was changed.",
-    "import": "The import was cancelled; if it had not been committed yet, nothing was changed.",
+    "import": "The import was cancelled before its commit; nothing was changed.",
+    "committed": (
+        "The import was already committed: its documents are in, and the engine applies the rest of its"
+        " memories and vectors in the background."
+    ),
 }
 
 
@@ -53,6 +57,7 @@ class BankScreen(Screen):
         self.stats: dict[str, Any] | None = None
         self.job: str | None = None  # the bank stream running: export, inspect or import
         self.cancelled = False  # Esc or Cancel: the worker hangs up at its next event
+        self.committed = False  # the import running has committed (it is applying)
 
     def compose(self) -> ComposeResult:
         yield Static("[b]Memory bank[/b]", id="bank-head")
@@ -176,7 +181,7 @@ class BankScreen(Screen):
             self._start("inspect", path)
 
     def _start(self, job: str, path: str, replace: bool = False) -> None:
-        self.job, self.cancelled = job, False
+        self.job, self.cancelled, self.committed = job, False, False
         self.refresh_bindings()
         self.query_one(BankTransfer).start(TITLES[job].format(short_path(path, 60)))
         self.transfer(job, path, replace)
@@ -201,13 +206,13 @@ class BankScreen(Screen):
             else:
                 stream = (client.inspect_bank if job == "inspect" else client.import_bank)(path)
             with stream:
-                for event in stream:
-                    if worker.is_cancelled or self.cancelled:
-                        break
+                for event in stream:  # each event is told, so the screen knows what happened
                     if isinstance(event, BankProgress):
                         self.post_message(BankStep(event))
                     else:
                         result = event
+                    if worker.is_cancelled or self.cancelled:
+                        break
         except ServiceError as exc:
             error = exc
         if result is None and error is None and not self.cancelled and not worker.is_cancelled:
@@ -215,6 +220,8 @@ class BankScreen(Screen):
         self.post_message(BankEnded(job, path, result, None if self.cancelled else error))
 
     def on_bank_step(self, message: BankStep) -> None:
+        if message.event.stage.startswith(("applying", "embedding")):
+            self.committed = True  # an import applies only what it has committed
         if self.job is not None and not self.cancelled:
             self.query_one(BankTransfer).show(message.event)
 
@@ -228,7 +235,7 @@ class BankScreen(Screen):
         elif error is not None:
             self._last(Text(str(error), "red"), severity="error")
         elif result is None:
-            self._last(Text(CANCELLED[job]), severity="warning")
+            self._last(Text(CANCELLED["committed" if self.committed else job]), severity="warning")
         elif isinstance(result, Exported):
             self._last(Text(exported_text(result)))
             self.refresh_stats()

@@ -15,8 +15,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 from textual_fspicker import FileOpen, Filters
 
+from assistant.bank_text import report_text
 from assistant.screens.path_entry import PathScreen, PathSuggester, complete_path
-from assistant.widgets.bank_transfer import report_text
 from engine.service.client import BankReport
 
 SUFFIX = ".m3bank"
@@ -68,8 +68,10 @@ class BankPathScreen(PathScreen):
             self.notify("Type the bank file's path.", timeout=4)
         elif path.is_dir():
             self.notify(f"{path} is a folder; type the bank file's name.", timeout=5, markup=False)
-        elif self.importing and not path.is_file():
+        elif self.importing and not path.exists():
             self.notify(f"There is no file at {path}.", timeout=5, markup=False)
+        elif self.importing and not path.is_file():
+            self.notify(f"{path} is not a regular file.", timeout=5, markup=False)
         else:
             self.dismiss(str(path))
 

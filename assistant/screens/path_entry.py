@@ -56,6 +56,7 @@ class PathScreen(ModalScreen[str | None]):
     PathScreen > Vertical {
         width: 76; max-width: 95%; height: auto; padding: 1 2; border: thick $primary; background: $surface;
     }
+    PathScreen Label { width: 100%; }
     PathScreen Input { margin: 1 0; }
     PathScreen Horizontal { height: auto; align-horizontal: right; }
     PathScreen Button { margin-left: 1; }

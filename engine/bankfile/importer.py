@@ -5,16 +5,20 @@ The steps, and what a kill -9 during each leaves:
 1. copy the file into the data folder's `imports/` under a temporary name, fsynced (a file we own, so
    nothing can change it between the check and the use); 2. read and check every byte of the copy;
 3. rename it to `bank-<token>.m3bank`; 4. one catalog transaction adds the collections, documents and
-chunks, marks the memories the file brings as written, and records the import as pending.
-Before 4 commits, nothing of the user's changed: the next start deletes the staged copy. After it, the
-import is decided: 5. its memories and vectors are applied in short turns (answers go first), from the
-staged copy, by this call or, after a crash or a cancel, by the engine's background work; then the
-pending row and the copy are deleted. Applying is idempotent (both the bank and the index skip what they
-hold), so a crash halfway through is finished by running it again.
+chunks, marks the memories the file brings as written, and records the import, with those texts, as
+pending. Before 4 commits, nothing of the user's changed: the next start deletes the staged copy. After
+it, the import is decided: 5. the memories and vectors it brings are applied in short turns (answers go
+first), from the staged copy, by this call or, after a crash or a cancel, by the engine's background
+work; then the pending row and the copy are deleted. Applying is idempotent (the bank and the index skip
+what they hold), so a crash halfway through is finished by running it again.
 
-Merging is by chunk hash (a chunk's hash is its text's): a text already here keeps its memory and vector,
-and importing the same file twice changes nothing. Nothing in the file is unpickled, evaluated or used as
-a path: documents live in the catalog only, in read-only collections named by their labels.
+A file brings memories only for texts new to this catalog (merging is by chunk hash, a chunk's hash is
+its text's): a text already here keeps its memory and vector, or has them written here, so importing the
+same file twice changes nothing and no file can replace or plant the memory of a text the user has. Texts
+whose memory the file does not bring (another model, a missing memory) are written here from the text by
+the background work, which indexes them as it writes (so an index entry always has its memory written).
+Nothing in the file is unpickled, evaluated or used as a path: documents live in the catalog only, in
+read-only collections named by their labels.
 """
 
 from __future__ import annotations
@@ -23,29 +27,41 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-from engine.bankfile.layout import BankFileCancelled, BankFileError
+from engine.bankfile.layout import BankFileError, check_cancel
 from engine.bankfile.manifest import Manifest
-from engine.bankfile.plan import Contents, Plan, Verdict, plan, read_contents, verdict, written_here
-from engine.bankfile.reader import BankReader
+from engine.bankfile.plan import (
+    CANCELLED,
+    Contents,
+    Plan,
+    Verdict,
+    brought,
+    place,
+    plan,
+    read_contents,
+    verdict,
+)
+from engine.bankfile.reader import BankReader, open_regular
 from engine.memory.codec import decode
 from ingest.atomic import fsync_dir
 from ingest.catalog import PendingImport
 from ingest.chunker import Chunk
-from ingest.sqlite import batches, placeholders
 
 if TYPE_CHECKING:
     from engine.facade import Engine
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 COPY_BLOCK = 4 << 20
 APPLY_BATCH = 64  # memories or vectors per turn on the engine: an answer waits for one batch at most
+RETRY_S = 60.0  # an import whose applying failed (a full disk, a failing one) is tried again this much later
 STAGED = "bank-{}.m3bank"
 INCOMING = ".incoming-{}"
 
@@ -69,6 +85,7 @@ class Importer:
         self.engine = engine
         self.folder = engine.home.data / "imports"
         self._lock = threading.Lock()
+        self._failed: dict[int, float] = {}  # import id -> when its applying last failed (monotonic)
 
     def inspect(
         self, path: Path, on_progress: Progress | None = None, cancel: threading.Event | None = None
@@ -92,7 +109,9 @@ class Importer:
                 size = BankReader.open(path).size  # the cheap checks first, on the user's file
                 _copy(Path(path), incoming, size, on_progress, cancel)
                 inspection, contents = self._inspect(BankReader.open(incoming), on_progress, cancel)
-                _cancelled(cancel)
+                if not contents.documents:
+                    raise BankFileError("The bank file holds no documents: there is nothing to import.")
+                check_cancel(cancel, CANCELLED)
                 if not inspection.plan.work:  # the same file again: nothing to commit or apply
                     inspection.imported = True
                     return inspection
@@ -131,42 +150,53 @@ class Importer:
     # The commit
 
     def _commit(self, contents: Contents, decided: Verdict, staged: str) -> None:
-        """Everything the catalog learns from the file, in one transaction."""
+        """Everything the catalog learns from the file, in one transaction; the staged copy is deleted
+        at once when it brings no memory (the background work writes them all here)."""
         catalog = self.engine.catalog
         with catalog.atomic():
+            bringing = brought(self.engine, contents, decided)  # read before the chunks go in
             collections = {str(f.path): f.id for f in catalog.folders("imported")}
             for doc in contents.documents:
-                if doc.label not in collections:
-                    collections[doc.label] = catalog.add_folder(Path(doc.label), kind="imported").id
-                folder_id = collections[doc.label]
                 chunks = [
                     Chunk(c.text, c.char_start, c.char_end, c.line_start, c.line_end, c.page)
                     for c in contents.chunks.get(doc.id, [])
                 ]
-                here = catalog.documents(folder_id, doc.path).get(doc.path)
+                if doc.label not in collections:
+                    collections[doc.label] = catalog.add_folder(Path(doc.label), kind="imported").id
+                where, here = place(catalog, collections[doc.label], doc.path, [c.hash for c in chunks])
+                if where == "unchanged":
+                    continue
                 if here is None:
                     doc_id = catalog.insert_document(
-                        folder_id, doc.path, doc.size, 0, doc.sha256, status="ok"
+                        collections[doc.label], doc.path, doc.size, 0, doc.sha256, status="ok"
                     )
-                elif catalog.chunk_hashes(here.id) == [c.hash for c in chunks]:
-                    continue
                 else:
                     doc_id = here.id
                     catalog.update_document(doc_id, size=doc.size, sha256=doc.sha256, status="ok", error=None)
                 catalog.replace_chunks(doc_id, chunks)
-            if decided.memories == "import":
-                brought = contents.memories & contents.hashes
-                catalog.complete_memory_work(written=brought - written_here(self.engine, brought))
-            catalog.add_import(staged, decided.memories == "import", decided.vectors == "import")
+            if bringing:
+                catalog.complete_memory_work(written=bringing)
+                catalog.add_import(staged, True, decided.vectors == "import", bringing)
+        if not bringing:
+            (self.folder / staged).unlink(missing_ok=True)
 
     # Applying
 
     def _apply_pending(self, stop: threading.Event | None, on_progress: Progress | None = None) -> bool:
-        """Apply every pending import, then delete stray staged copies; False if `stop` cut it short."""
+        """Apply every pending import, then delete stray staged copies; False if `stop` cut it short.
+        An import that fails to apply is logged and tried again RETRY_S later: it never holds up the
+        memory writing that runs after this."""
         catalog = self.engine.catalog
         for pending in catalog.pending_imports():
-            if not self._apply(pending, stop, on_progress):
-                return False
+            if time.monotonic() - self._failed.get(pending.id, -RETRY_S) < RETRY_S:
+                continue
+            try:
+                if not self._apply(pending, stop, on_progress):
+                    return False
+            except Exception:
+                log.exception("applying the bank file %s failed; trying again later", pending.file)
+                self._failed[pending.id] = time.monotonic()
+                continue
             catalog.finish_import(pending.id)
             (self.folder / pending.file).unlink(missing_ok=True)
         self._remove_strays({p.file for p in catalog.pending_imports()})
@@ -176,71 +206,76 @@ class Importer:
         self, pending: PendingImport, stop: threading.Event | None, on_progress: Progress | None
     ) -> bool:
         path = self.folder / pending.file
+        hashes = self.engine.catalog.import_hashes(pending.id)
         try:
-            return self._apply_from(BankReader.open(path), pending, stop, on_progress)
+            reader = BankReader.open(path)
+            if not self._apply_memories(reader, hashes, stop, on_progress):
+                return False
+            vectors = reader.vectors() if pending.vectors else iter(())
+            return self._apply_vectors(vectors, hashes, stop, on_progress)
         except BankFileError as exc:  # checked before the commit: only a failing disk gets here
-            log.error("the staged bank file %s is unreadable (%s); its texts are embedded again", path, exc)
-            self._fall_back()
+            log.error("the staged bank file %s is unreadable (%s); its texts are written again", path, exc)
+            self._fall_back(hashes)
             return True
 
-    def _apply_from(
+    def _apply_memories(
+        self, reader: BankReader, hashes: set[str], stop: threading.Event | None, on_progress: Progress | None
+    ) -> bool:
+        """Store the file's memories of `hashes`, batch by batch, until done or the bank's budget is full
+        (the rest are written at their first retrieval, as for any memory over budget)."""
+        bank, catalog = self.engine.bank, self.engine.catalog
+        done, total = 0, len(hashes)
+        for batch in batched((h, p) for h, p in reader.memories() if h in hashes):
+            full = False
+
+            def put(batch: list[tuple[str, bytes]] = batch) -> None:
+                nonlocal full
+                wanted = catalog.memory_hashes([h for h, _ in batch], wanted=True)  # not removed since
+                new = [(h, decode(p)) for h, p in batch if h in wanted and h not in bank]
+                full = bank.put_many(new) < len(new)
+
+            if not self._turn(stop, put):
+                return False
+            done += len(batch)
+            _progress(on_progress, "applying memories", done, total)
+            if full:
+                break
+        return True
+
+    def _apply_vectors(
         self,
-        reader: BankReader,
-        pending: PendingImport,
+        vectors: Iterable[tuple[str, object]],
+        hashes: set[str],
         stop: threading.Event | None,
         on_progress: Progress | None,
     ) -> bool:
+        """Index `hashes`: with the file's vectors where it has them, embedding the rest."""
         engine = self.engine
-        hashes = {c.hash for c in reader.chunks()}
-        if pending.memories:
-            todo = reader.manifest.counts.memories
-            batch: list[tuple[str, bytes]] = []
-            done = 0
-            for item in reader.memories():
-                batch.append(item)
-                if len(batch) == APPLY_BATCH:
-                    if not self._put_memories(batch, stop):
-                        return False
-                    done += len(batch)
-                    batch = []
-                    _progress(on_progress, "applying memories", done, todo)
-            if batch and not self._put_memories(batch, stop):
+        todo = hashes - engine.retriever.stored(hashes)
+        done, total = 0, len(todo)
+
+        def index(batch: list[tuple[str, object]], embedded: bool) -> bool:
+            nonlocal done
+
+            def add() -> None:
+                wanted = engine.catalog.memory_hashes([h for h, _ in batch], wanted=True)
+                texts = engine.catalog.chunk_texts(h for h, _ in batch if h in wanted)
+                if embedded:
+                    engine.retriever.add_embedded([(h, texts[h], v) for h, v in batch if h in texts])
+                else:
+                    engine.retriever.add(list(texts.items()))
+
+            if not self._turn(stop, add):
                 return False
-            _progress(on_progress, "applying memories", todo, todo)
-        texts_needed = hashes - engine.retriever.stored(hashes)
-        if pending.vectors:
-            vectors = [(h, v) for h, v in reader.vectors() if h in texts_needed]
-            for a in range(0, len(vectors), APPLY_BATCH):
-                part = vectors[a : a + APPLY_BATCH]
-                texts = engine.catalog.chunk_texts(h for h, _ in part)
-                if not self._turn(
-                    stop,
-                    lambda p=part, t=texts: engine.retriever.add_embedded(
-                        [(h, t[h], v) for h, v in p if h in t]
-                    ),
-                ):
-                    return False
-                _progress(on_progress, "applying vectors", a + len(part), len(vectors))
-            texts_needed -= {h for h, _ in vectors}
-        missing = sorted(texts_needed)
-        for a in range(0, len(missing), APPLY_BATCH):
-            texts = engine.catalog.chunk_texts(missing[a : a + APPLY_BATCH])
-            if not self._turn(stop, lambda t=texts: engine.retriever.add(list(t.items()))):
+            done += len(batch)
+            _progress(on_progress, "applying vectors" if embedded else "embedding", done, total)
+            return True
+
+        for batch in batched((h, v) for h, v in vectors if h in todo):
+            if not index(list(batch), embedded=True):
                 return False
-            _progress(on_progress, "embedding", a + len(texts), len(missing))
-        return True
-
-    def _put_memories(self, batch: list[tuple[str, bytes]], stop: threading.Event | None) -> bool:
-        """Store the batch's memories that are still wanted and not stored yet; one turn."""
-        engine = self.engine
-
-        def put() -> None:
-            wanted = _wanted(engine, [h for h, _ in batch])
-            new = [(h, payload) for h, payload in batch if h in wanted and h not in engine.bank]
-            # over budget: those left out are written at their first retrieval
-            engine.bank.put_many([(h, decode(payload)) for h, payload in new])
-
-        return self._turn(stop, put)
+            todo -= {h for h, _ in batch}
+        return all(index([(h, None) for h in part], embedded=False) for part in batched(sorted(todo)))
 
     def _turn(self, stop: threading.Event | None, work: Callable[[], object]) -> bool:
         with self.engine.turns.batch(stop) as granted:
@@ -248,35 +283,35 @@ class Importer:
                 work()
             return granted
 
-    def _fall_back(self) -> None:
-        """The staged copy is unreadable (it was checked before the commit: only a failing disk gets
-        here). Its texts are in the catalog: embed those the index lacks; their memories are written at
-        their first retrieval, as for any memory the bank lost."""
+    def _fall_back(self, hashes: set[str]) -> None:
+        """The staged copy went bad: the texts whose memory it brought and the bank lacks are written
+        again here by the background work (which indexes them); those it stored are indexed now."""
         engine = self.engine
-        hashes = {r["hash"] for r in engine.catalog.rows("SELECT DISTINCT hash FROM chunks")}
-        missing = sorted(hashes - engine.retriever.stored(hashes))
-        for a in range(0, len(missing), APPLY_BATCH):
-            engine.retriever.add(list(engine.catalog.chunk_texts(missing[a : a + APPLY_BATCH]).items()))
+        stored = {h for h in hashes if h in engine.bank}
+        engine.catalog.complete_memory_work(dropped=hashes - stored)
+        missing = sorted(stored - engine.retriever.stored(stored))
+        for part in batched(missing):
+            engine.retriever.add(list(engine.catalog.chunk_texts(part).items()))
 
     def _remove_strays(self, keep: set[str]) -> None:
         if not self.folder.is_dir():
             return
         for entry in os.scandir(self.folder):
-            if entry.name not in keep:
+            if entry.name not in keep and not entry.is_dir(follow_symlinks=False):
                 log.info("removing %s, a bank file staged by an import that never committed", entry.path)
                 Path(entry.path).unlink(missing_ok=True)
 
 
-def _wanted(engine: Engine, hashes: list[str]) -> set[str]:
-    found: set[str] = set()
-    for part in batches(hashes):
-        found.update(
-            r["hash"]
-            for r in engine.catalog.rows(
-                f"SELECT hash FROM memory_work WHERE wanted = 1 AND hash IN ({placeholders(len(part))})", part
-            )
-        )
-    return found
+def batched(items: Iterable[T], n: int = APPLY_BATCH) -> Iterator[list[T]]:
+    """`items` in lists of `n` (itertools.batched, Python 3.12)."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _copy(
@@ -284,9 +319,9 @@ def _copy(
 ) -> None:
     """Copy `size` bytes of `source` (what the reader saw) to `target`, fsynced, with progress."""
     done = 0
-    with open(source, "rb") as src, open(target, "xb") as out:
+    with open_regular(source) as src, open(target, "xb") as out:
         while done < size:
-            _cancelled(cancel)
+            check_cancel(cancel, CANCELLED)
             block = src.read(min(COPY_BLOCK, size - done))
             if not block:
                 raise BankFileError(f"{source} became shorter while it was being read.")
@@ -297,11 +332,6 @@ def _copy(
             raise BankFileError(f"{source} grew while it was being read.")
         out.flush()
         os.fsync(out.fileno())
-
-
-def _cancelled(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise BankFileCancelled("The import was cancelled; nothing was changed.")
 
 
 def _progress(on_progress: Progress | None, stage: str, done: int, total: int) -> None:

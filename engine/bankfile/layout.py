@@ -14,7 +14,9 @@ it is checked against a cap before anything is allocated or decompressed.
 from __future__ import annotations
 
 import struct
+import threading
 
+from ingest import chunker
 from ingest.errors import M3Error
 
 MAGIC = b"M3BANK\r\n"  # the \r\n catches a text-mode transfer that rewrote line ends
@@ -33,7 +35,7 @@ MAX_MANIFEST_BYTES = 1 << 20
 MAX_TEXT_SECTION_RAW = 4 << 30  # documents and chunks, decompressed
 MAX_ZSTD_RATIO = 64  # raw_length / length of a zstd section; text compresses 3-10x, a bomb 30,000x
 MAX_LINE_BYTES = 1 << 20  # one JSON line of documents or chunks
-MAX_TEXT_CHARS = 65_536  # a chunk's text; real chunks are at most 128 tokens (a few KB)
+MAX_TEXT_CHARS = chunker.MAX_TOKENS * chunker.MAX_CHARS_PER_TOKEN  # the longest chunk the chunker cuts
 MAX_LABEL_CHARS = 1024  # also the cap on scope values, names and producer strings
 MAX_PATH_BYTES = 1024  # a document's path, UTF-8
 MAX_SEGMENT_BYTES = 255  # one path segment or a label, UTF-8
@@ -41,6 +43,7 @@ MAX_MEMORY_RECORD = 16 << 20  # one memory payload (a dense fp32 memory of a lar
 MAX_DOCUMENTS = 1_000_000
 MAX_CHUNKS = 4_000_000  # a reader keeps one 32-byte digest per chunk to check memories and vectors
 MAX_VECTOR_DIM = 8192
+MAX_NUMBER = 2**53  # sizes, offsets, line and page numbers: exact in any JSON reader, and in SQLite
 MAX_LAYERS = 1024  # n_layer and n_kv_head
 MAX_HEAD_DIM = 4096
 
@@ -59,6 +62,13 @@ class BankFileError(M3Error):
 
 class BankFileCancelled(BankFileError):
     """Reading a bank file was cancelled by the caller (its `cancel` event was set)."""
+
+
+def check_cancel(cancel: threading.Event | None, sentence: str) -> None:
+    """Raise BankFileCancelled(`sentence`) if `cancel` is set: the one check export, reading and import
+    make between records."""
+    if cancel is not None and cancel.is_set():
+        raise BankFileCancelled(sentence)
 
 
 def align(n: int) -> int:

@@ -160,11 +160,11 @@ def _scope(scope: Scope) -> None:
     if scope.kind == "all":
         if scope.value is not None:
             raise BankFileError("The bank file's scope 'all' carries a value.")
-    elif scope.value is None:
-        raise BankFileError(f"The bank file's scope '{scope.kind}' has no value.")
     elif scope.kind == "folder":
+        if scope.value is None:
+            raise BankFileError("The bank file's scope 'folder' names no label.")
         check_label(scope.value)
-    else:
+    elif scope.value is not None:  # a glob naming folders is withheld: it may carry the user's name
         _text(scope.value, "scope pattern")
 
 

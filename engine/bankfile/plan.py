@@ -16,17 +16,18 @@ from typing import TYPE_CHECKING, Literal
 import msgspec
 
 from engine.bankfile.export import profile_info
-from engine.bankfile.layout import BankFileCancelled
+from engine.bankfile.layout import check_cancel
 from engine.bankfile.manifest import Manifest
 from engine.bankfile.reader import BankReader, MemoryExpectation
 from engine.bankfile.records import ChunkRecord, DocumentRecord
 from ingest import chunker
-from ingest.sqlite import batches, placeholders
 
 if TYPE_CHECKING:
     from engine.facade import Engine
+    from ingest.catalog import Catalog, Document
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+CANCELLED = "The import was cancelled before its commit; nothing was changed."
 
 
 @dataclass
@@ -110,11 +111,6 @@ def verdict(engine: Engine, manifest: Manifest) -> Verdict:
             f"Its memories have the profile {manifest.profile.name}, this engine uses {engine.profile.name};"
             " they will be written again here from the text, in the background."
         )
-    elif manifest.counts.memories < manifest.counts.chunks:
-        reasons.append(
-            f"It holds memories for {manifest.counts.memories} of its {manifest.counts.chunks} chunks; the"
-            " rest will be written here from the text, in the background."
-        )
     embedder = engine.retriever.embedder
     theirs = manifest.embedder
     vectors: Literal["import", "embed"] = "import"
@@ -158,8 +154,7 @@ def read_contents(
     vector_hashes: set[str] = set()
 
     def keep(section: str, record: object) -> None:
-        if cancel is not None and cancel.is_set():
-            raise BankFileCancelled("The import was cancelled; nothing was changed.")
+        check_cancel(cancel, CANCELLED)
         if section == "documents":
             documents.append(record)
         elif section == "chunks":
@@ -174,47 +169,51 @@ def read_contents(
     return Contents(manifest, documents, chunks, memory_hashes, vector_hashes)
 
 
+def place(
+    catalog: Catalog, folder_id: int | None, path: str, hashes: list[str]
+) -> tuple[str, Document | None]:
+    """Where a file's document goes in its collection (`folder_id`, None if the collection is new): "new",
+    "unchanged" (the same chunks in order) or "replaced", with the document already there."""
+    here = catalog.documents(folder_id, path).get(path) if folder_id is not None else None
+    if here is None:
+        return "new", None
+    return ("unchanged" if catalog.chunk_hashes(here.id) == hashes else "replaced"), here
+
+
+def brought(engine: Engine, contents: Contents, verdict: Verdict) -> set[str]:
+    """The chunk texts whose memory (and vector) the file brings: new to this catalog, and held by the
+    file under a verdict that takes its memories. A text this home knows keeps its own (or has it
+    written here): a file can never replace, or plant, a memory for a text already here."""
+    if verdict.memories != "import":
+        return set()
+    hashes = contents.hashes
+    return (contents.memories & hashes) - engine.catalog.memory_hashes(hashes)
+
+
 def plan(engine: Engine, contents: Contents, verdict: Verdict) -> Plan:
     """What importing `contents` into this engine's catalog, bank and index would change."""
     catalog = engine.catalog
     out = Plan()
-    existing = {str(f.path): f for f in catalog.folders("imported")}
-    labels = list(dict.fromkeys(d.label for d in contents.documents))
-    out.collections = labels
-    out.new_collections = [label for label in labels if label not in existing]
+    existing = {str(f.path): f.id for f in catalog.folders("imported")}
+    out.collections = list(dict.fromkeys(d.label for d in contents.documents))
+    out.new_collections = [label for label in out.collections if label not in existing]
     for doc in contents.documents:
-        folder = existing.get(doc.label)
-        here = catalog.documents(folder.id, doc.path).get(doc.path) if folder else None
-        theirs = [c.hash for c in contents.chunks.get(doc.id, [])]
-        if here is None:
-            out.documents_new += 1
-        elif catalog.chunk_hashes(here.id) == theirs:
-            out.documents_unchanged += 1
-        else:
-            out.documents_replaced += 1
+        hashes = [c.hash for c in contents.chunks.get(doc.id, [])]
+        where, _ = place(catalog, existing.get(doc.label), doc.path, hashes)
+        setattr(out, f"documents_{where}", getattr(out, f"documents_{where}") + 1)
     hashes = contents.hashes
-    written = written_here(engine, hashes)
+    known = catalog.memory_hashes(hashes)
+    taken = brought(engine, contents, verdict)
     out.chunks = len(hashes)
-    out.memories_present = len(written)
-    taken = (contents.memories & hashes) - written if verdict.memories == "import" else set()
+    out.memories_present = len(catalog.memory_hashes(hashes, written=True))
     out.memories_import = len(taken)
-    out.memories_write = len(hashes - written - taken)
-    stored = engine.retriever.stored(hashes)
-    out.vectors_present = len(stored)
-    out.vectors_import = len((contents.vectors & hashes) - stored) if verdict.vectors == "import" else 0
-    out.vectors_embed = len(hashes - stored) - out.vectors_import
-    return out
-
-
-def written_here(engine: Engine, hashes: set[str]) -> set[str]:
-    """The hashes among `hashes` whose memory this engine has written (or given up on: over budget)."""
-    found: set[str] = set()
-    for part in batches(list(hashes)):
-        found.update(
-            r["hash"]
-            for r in engine.catalog.rows(
-                f"SELECT hash FROM memory_work WHERE written = 1 AND hash IN ({placeholders(len(part))})",
-                part,
-            )
+    out.memories_write = len(hashes - known - taken)
+    out.vectors_present = len(engine.retriever.stored(hashes))
+    out.vectors_import = len(taken & contents.vectors) if verdict.vectors == "import" else 0
+    out.vectors_embed = len(hashes - known) - out.vectors_import
+    if verdict.memories == "import" and out.memories_write:
+        verdict.reasons.append(
+            f"It holds no memory for {out.memories_write} of its texts; they will be written here from the"
+            " text, in the background."
         )
-    return found
+    return out

@@ -43,6 +43,7 @@ from engine.bankfile.layout import (
     BankFileCancelled,
     BankFileError,
     align,
+    check_cancel,
 )
 from engine.bankfile.manifest import REQUIRED_SECTIONS, SECTION_CODEC, Manifest, Section, decode_manifest
 from engine.bankfile.records import (
@@ -71,7 +72,7 @@ class BankReader:
         """Check everything but the sections' contents; BankFileError (one sentence) if anything is wrong."""
         path = Path(path)
         try:
-            with _open(path) as f:
+            with open_regular(path) as f:
                 return cls._validate(path, f)
         except OSError as e:
             raise BankFileError(f"The bank file cannot be read ({e.strerror or e}).") from e
@@ -193,11 +194,11 @@ class BankReader:
             return
         known = self.chunk_hashes()
         seen: set[bytes] = set()
-        with _open(self.path) as f:
+        with open_regular(self.path) as f:
             src = _Source(f, section, _progress)
             try:
                 for _ in range(section.records):
-                    _check_cancel(cancel)
+                    check_cancel(cancel, "Reading the bank file was cancelled.")
                     length, raw_key = MEMORY_FRAME.unpack(src.read_exact(MEMORY_FRAME.size))
                     if length > MAX_MEMORY_RECORD:
                         raise BankFileError(
@@ -220,11 +221,11 @@ class BankReader:
         known = self.chunk_hashes()
         seen: set[bytes] = set()
         dim = self.manifest.embedder.dim
-        with _open(self.path) as f:
+        with open_regular(self.path) as f:
             src = _Source(f, section, _progress)
             try:
                 for _ in range(section.records):
-                    _check_cancel(cancel)
+                    check_cancel(cancel, "Reading the bank file was cancelled.")
                     raw = src.read_exact(HASH_HEX + 4 * dim)
                     key = _key(raw[:HASH_HEX], known, seen, "vector")
                     vector = np.frombuffer(raw, dtype="<f4", offset=HASH_HEX).astype(np.float32)
@@ -295,7 +296,7 @@ class BankReader:
         past MAX_LINE_BYTES stops it; the record count, raw length and SHA-256 are checked at the end. A
         fault found on the way is reported as the section failing its checksum when it does."""
         name = section.name
-        with _open(self.path) as f:
+        with open_regular(self.path) as f:
             src = _Source(f, section, progress)
             stream = zstandard.ZstdDecompressor().stream_reader(
                 src, read_size=BLOCK, read_across_frames=True, closefd=False
@@ -318,7 +319,7 @@ class BankReader:
                     buf += block
                     start, pos = 0, scanned  # bytes before `scanned` hold no newline
                     while (nl := buf.find(b"\n", pos)) >= 0:
-                        _check_cancel(cancel)
+                        check_cancel(cancel, "Reading the bank file was cancelled.")
                         if records == section.records:
                             raise BankFileError(
                                 f"The bank file's {name} section holds more than its "
@@ -465,7 +466,7 @@ def _check_section(s: Section, manifest: Manifest, manifest_offset: int, count: 
             )
 
 
-def _open(path: Path) -> BinaryIO:
+def open_regular(path: Path) -> BinaryIO:
     """Open for reading without blocking (a FIFO named like a bank would hang a plain open) and only if it
     is a regular file."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
@@ -514,11 +515,6 @@ def _key(raw: bytes, known: frozenset[bytes], seen: set[bytes], what: str) -> st
         raise BankFileError(f"The bank file has two {what} records for chunk {key[:12]}.")
     seen.add(digest)
     return key
-
-
-def _check_cancel(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise BankFileCancelled("Reading the bank file was cancelled.")
 
 
 __all__ = ["BankReader", "MemoryExpectation"]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from engine.bankfile.layout import (
+    MAX_NUMBER,
     MAX_PATH_BYTES,
     MAX_SEGMENT_BYTES,
     MAX_TEXT_CHARS,
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _DRIVE = re.compile(r"[A-Za-z]:")
+# Invisible characters that make one name look like another (bidirectional overrides and marks, the
+# zero-width space, the byte-order mark). The zero-width joiners are kept: scripts and emoji need them.
+_SPOOFING = frozenset("\u061c\u200b\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff")
 
 
 class DocumentRecord(msgspec.Struct, forbid_unknown_fields=True):
@@ -59,8 +63,10 @@ def is_hex64(s: str) -> bool:
 
 
 def check_label(label: str) -> None:
-    """A collection label: one path segment under the path rules."""
+    """A collection label: one path segment under the path rules, without spaces at either end."""
     _check_text(label, "label")
+    if label != label.strip():
+        raise BankFileError(f"The bank file has a document label with spaces at an end ({label[:80]!r}).")
     if "/" in label:
         raise BankFileError(f"The bank file has a document label with a slash in it ({label[:80]!r}).")
     _check_segments(label, "label")
@@ -88,6 +94,10 @@ def _check_text(s: str, what: str) -> None:
         )
     if "\\" in s:
         raise BankFileError(f"The bank file has a document {what} with a backslash in it ({s[:80]!r}).")
+    if not _SPOOFING.isdisjoint(s):
+        raise BankFileError(
+            f"The bank file has a document {what} with an invisible direction or spacing mark ({s[:80]!r})."
+        )
     if unicodedata.normalize("NFC", s) != s:
         raise BankFileError(
             f"The bank file has a document {what} that is not in Unicode NFC form ({s[:80]!r})."
@@ -117,8 +127,8 @@ def check_document(doc: DocumentRecord, expected_id: int) -> None:
     check_path(doc.label, doc.path)
     if doc.sha256 is not None and not is_hex64(doc.sha256):
         raise BankFileError(f"The bank file's document {doc.id} has a malformed SHA-256.")
-    if doc.size < 0:
-        raise BankFileError(f"The bank file's document {doc.id} has a negative size.")
+    if not 0 <= doc.size <= MAX_NUMBER:
+        raise BankFileError(f"The bank file's document {doc.id} has an impossible size.")
 
 
 def check_chunk(chunk: ChunkRecord) -> None:
@@ -126,12 +136,17 @@ def check_chunk(chunk: ChunkRecord) -> None:
     where = f"chunk {chunk.ord} of document {chunk.document}"
     if len(chunk.text) > MAX_TEXT_CHARS:
         raise BankFileError(f"The bank file's {where} is longer than {MAX_TEXT_CHARS} characters.")
-    if not 0 <= chunk.char_start <= chunk.char_end:
+    # A chunk is its document's text between char_start and char_end; its lines are within it.
+    if not 0 <= chunk.char_start <= chunk.char_end <= MAX_NUMBER or (
+        chunk.char_end - chunk.char_start != len(chunk.text)
+    ):
         raise BankFileError(f"The bank file's {where} has an impossible character span.")
-    if not 1 <= chunk.line_start <= chunk.line_end:
+    if not 1 <= chunk.line_start <= chunk.line_end <= MAX_NUMBER or (
+        chunk.line_end - chunk.line_start > len(chunk.text)
+    ):
         raise BankFileError(f"The bank file's {where} has an impossible line span.")
-    if chunk.page is not None and chunk.page < 1:
-        raise BankFileError(f"The bank file's {where} has a page number below 1.")
+    if chunk.page is not None and not 1 <= chunk.page <= MAX_NUMBER:
+        raise BankFileError(f"The bank file's {where} has an impossible page number.")
     if not is_hex64(chunk.hash):
         raise BankFileError(f"The bank file's {where} has a malformed hash.")
 

@@ -285,7 +285,8 @@ class Client:
     def passage(self, hash: str, path: str | Path | None = None, context: int = 2) -> Passage:
         """The chunk `hash` (of the document at `path`, for a text several hold) with up to `context`
         chunks before and after it."""
-        params: dict[str, Any] = {"context": context} | ({} if path is None else {"path": _absolute(path)})
+        # as citations name it: an absolute path, or label/path in an imported collection
+        params: dict[str, Any] = {"context": context} | ({} if path is None else {"path": str(path)})
         return self._call("GET", f"/v1/passages/{hash}", Passage, params=params)
 
     def bank_stats(self) -> dict[str, Any]:
@@ -299,12 +300,14 @@ class Client:
         vectors: bool = True,
         replace: bool = False,
     ) -> Stream:
-        """Write a bank file (`BankProgress` events, then `Exported`); `folder`: a watched folder's path
-        or an imported collection's label; `documents`: a glob. Closing the stream cancels it."""
-        if folder is not None and Path(folder).expanduser().exists():
-            folder = _absolute(folder)
-        body = {"path": _absolute(path), "folder": None if folder is None else str(folder)}
-        body |= {"documents": documents, "vectors": vectors, "replace": replace}
+        """Write a bank file (`BankProgress` events, then `Exported`); `folder`: an imported collection's
+        label, or else a watched folder's path (a label wins wherever the command runs; `./name` is a
+        path); `documents`: a glob. Closing the stream cancels it."""
+        body: dict[str, Any] = {"path": _absolute(path), "documents": documents, "vectors": vectors}
+        if folder is not None:
+            labels = {f.path for f in self.folders() if f.kind == "imported"}
+            body |= {"collection": str(folder)} if str(folder) in labels else {"folder": _absolute(folder)}
+        body["replace"] = replace
         return self._stream("/v1/bank/export", body, _EXPORT)
 
     def inspect_bank(self, path: str | Path) -> Stream:

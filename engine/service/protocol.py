@@ -24,7 +24,7 @@ MAX_CHATS = 1000  # chats in one listing
 
 
 # The service runs in its own working folder: a path travels absolute.
-AbsolutePath = Annotated[str, msgspec.Meta(pattern="^/", max_length=4096)]
+AbsolutePath = Annotated[str, msgspec.Meta(pattern="^/[^\x00]*$", max_length=4096)]
 
 
 class FolderRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -69,7 +69,8 @@ class PassageQuery(msgspec.Struct, forbid_unknown_fields=True):
 
 class ExportRequest(msgspec.Struct, forbid_unknown_fields=True):
     path: AbsolutePath  # the bank file to write
-    folder: Annotated[str, msgspec.Meta(max_length=4096)] | None = None  # a watched path, a collection label
+    folder: AbsolutePath | None = None  # a watched folder
+    collection: Annotated[str, msgspec.Meta(max_length=1024)] | None = None  # an imported collection's label
     documents: Annotated[str, msgspec.Meta(max_length=4096)] | None = None  # a glob
     vectors: bool = True
     replace: bool = False  # replace an existing file at `path`

@@ -62,6 +62,7 @@ class Status(msgspec.Struct, frozen=True):
     answers: list[str]
     background: str  # idle, working or paused
     collections: list[str] = []  # labels of the collections imported from bank files
+    imports_pending: int = 0  # bank files imported whose memories and vectors are still being applied
 
 
 class Check(msgspec.Struct, frozen=True):

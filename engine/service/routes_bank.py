@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from engine.bankfile.importer import Inspection
 from engine.service import events, protocol
-from engine.service.errors import BadRequestError, ConflictError
+from engine.service.errors import ConflictError
 from engine.service.web import read_body, reply, service_of
 
 Emit = Callable[[events.Event], None]
@@ -46,16 +46,13 @@ async def export(request: Request) -> Response:
     engine = service.ready()
     body = await read_body(request, protocol.ExportRequest)
     target = Path(body.path)
-    if target.is_dir():
-        raise BadRequestError(f"{target} is a folder; give the bank file's name.")
-    if not target.parent.is_dir():
-        raise BadRequestError(f"{target.parent} does not exist.")
-    if target.exists() and not body.replace:
+    if target.is_file() and not body.replace:
         raise ConflictError(f"{target} exists; replace it explicitly (m3 bank export --force).")
     cancel = threading.Event()
+    scope = (body.folder, body.collection, body.documents)
 
     def produce(emit: Emit) -> None:
-        done = engine.export_bank(target, body.folder, body.documents, body.vectors, _progress(emit), cancel)
+        done = engine.export_bank(target, *scope, body.vectors, _progress(emit), cancel)
         emit(
             events.Exported(
                 str(done.path),

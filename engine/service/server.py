@@ -90,7 +90,7 @@ async def status(request: Request) -> Response:
     engine = service.ready()
     s = await to_thread.run_sync(engine.status)
     p = s.progress
-    pending = bool(p.files_pending or p.chunks_pending or s.memories_to_drop)
+    pending = bool(p.files_pending or p.chunks_pending or s.memories_to_drop or s.imports)
     return reply(
         replies.Status(
             folders=[str(f.path) for f in s.folders],
@@ -102,6 +102,7 @@ async def status(request: Request) -> Response:
             answers=service.answers.ids(),
             background=service.background_state(pending),
             collections=[str(f.path) for f in s.collections],
+            imports_pending=s.imports,
         )
     )
 

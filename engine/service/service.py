@@ -125,7 +125,9 @@ class Service:
         if self.state != "ready":
             return True
         counts = self.engine.catalog.counts()
-        return not (counts["jobs"] or counts["memories_to_write"] or counts["memories_to_drop"])
+        return not (
+            counts["jobs"] or counts["memories_to_write"] or counts["memories_to_drop"] or counts["imports"]
+        )
 
     def exit(self) -> None:
         """Stop answering: every answer and stream is told to stop now, then the server ends (it waits for
