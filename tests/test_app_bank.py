@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from app_pilot import notices, service_home, text, until
 from service_rig import corpus
-from textual.widgets import Input, Static
+from textual.widgets import Checkbox, Input, Static
 
 from assistant.app import M3App
 from assistant.screens.bank import CANCELLED, BankScreen
@@ -131,6 +131,25 @@ async def export_scenario(app: M3App, pilot, path: Path) -> None:
     await pilot.press("y")
     await until(pilot, lambda: sum(n.startswith("Wrote") for n in notices(app)) == 2)
     assert path.stat().st_size == size
+
+
+def test_export_of_only_a_glob_without_vectors(source, tmp_path):
+    m3, client = source
+    path = tmp_path / "some.m3bank"
+    run(m3, scoped_export_scenario, path, "*/note-1?.md")
+    found = report(client.inspect_bank(path))
+    assert found.manifest["counts"]["documents"] == 10 and found.manifest["counts"]["vectors"] == 0
+
+
+async def scoped_export_scenario(app: M3App, pilot, path: Path, glob: str) -> None:
+    await pilot.press("e")
+    await until(pilot, lambda: isinstance(app.screen, BankPathScreen))
+    app.screen.query_one(Input).value = str(path)
+    app.screen.query_one("#only", Input).value = glob
+    app.screen.query_one(Checkbox).value = True
+    await pilot.press("enter")
+    await until(pilot, lambda: any(n.startswith("Wrote") for n in notices(app)))
+    assert "10 documents" in text(app) and ", 0 vectors" in text(app)
 
 
 # --- import ----------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from textual.worker import get_current_worker
 from assistant import actions
 from assistant.bank_text import exported_text, report_text
 from assistant.messages import BankEnded, BankStep, StatusChanged
-from assistant.screens.bank_dialogs import BankPathScreen, BankPlanScreen
+from assistant.screens.bank_dialogs import BankPathScreen, BankPlanScreen, Export
 from assistant.screens.dialogs import ConfirmScreen
 from assistant.screens.folders import short_path
 from assistant.units import human_bytes
@@ -128,7 +128,7 @@ class BankScreen(Screen):
         device = (health.device or "cpu").upper() if health is not None else "?"
         live, disk = stats["bytes_live"], stats["bytes_on_disk"]
         grid.add_row("Memories", f"{stats['memories']:,}")
-        grid.add_row("Chunks", f"{stats['chunks']:,} passages of your files, one memory each")
+        grid.add_row("Chunks", f"{stats['chunks']:,} passages of your files")
         grid.add_row("Profile", Text(str(stats["profile"])))  # names are shown as they are, never as markup
         grid.add_row("Model", Text(f"{model} on {device}"))
         grid.add_row("Live", human_bytes(live))
@@ -163,14 +163,18 @@ class BankScreen(Screen):
         if self._can_start():
             self.app.push_screen(BankPathScreen(importing=False), self._export_to)
 
-    def _export_to(self, path: str | None) -> None:
-        if path is None:
+    def _export_to(self, export: Export | None) -> None:
+        if export is None:
             return
+        path, options = export.path, export.options()
         if not Path(path).exists():
-            self._start("export", path)
+            self._start("export", path, options)
             return
         question = f"{short_path(path, 60)} exists. Replace it with this export?"
-        self.app.push_screen(ConfirmScreen(question), lambda sure: sure and self._start("export", path, True))
+        replace = options | {"replace": True}
+        self.app.push_screen(
+            ConfirmScreen(question), lambda sure: sure and self._start("export", path, replace)
+        )
 
     def action_import_bank(self) -> None:
         if self._can_start():
@@ -180,11 +184,12 @@ class BankScreen(Screen):
         if path is not None:
             self._start("inspect", path)
 
-    def _start(self, job: str, path: str, replace: bool = False) -> None:
+    def _start(self, job: str, path: str, options: dict[str, Any] | None = None) -> None:
+        """Run `job` on the bank file at `path`; an export's `options` are `Client.export_bank`'s keywords."""
         self.job, self.cancelled, self.committed = job, False, False
         self.refresh_bindings()
         self.query_one(BankTransfer).start(TITLES[job].format(short_path(path, 60)))
-        self.transfer(job, path, replace)
+        self.transfer(job, path, options or {})
 
     @on(Button.Pressed, "#transfer-cancel")
     def action_cancel_bank(self) -> None:
@@ -193,7 +198,7 @@ class BankScreen(Screen):
             self.query_one(BankTransfer).cancelling()
 
     @work(thread=True, exclusive=True, group="bank-transfer")
-    def transfer(self, job: str, path: str, replace: bool) -> None:
+    def transfer(self, job: str, path: str, options: dict[str, Any]) -> None:
         """Follow one bank stream; cancelled (Esc, or the app quitting), it leaves the stream at the next
         event, and closing it cancels the work on the service."""
         worker = get_current_worker()
@@ -202,7 +207,7 @@ class BankScreen(Screen):
         try:
             client = self.app.engine_client()
             if job == "export":
-                stream = client.export_bank(path, replace=replace)
+                stream = client.export_bank(path, **options)
             else:
                 stream = (client.inspect_bank if job == "inspect" else client.import_bank)(path)
             with stream:

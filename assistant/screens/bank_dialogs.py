@@ -1,18 +1,21 @@
 """The bank screen's two modals: the bank file's path (typed, with completion from the disk, or browsed
-for), and the report of an inspected file with the question whether to import it."""
+for; an export also asks what it holds), and the report of an inspected file with the question whether to
+import it."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, Checkbox, Input, Label, Static
 from textual_fspicker import FileOpen, Filters
 
 from assistant.bank_text import report_text
@@ -20,7 +23,27 @@ from assistant.screens.path_entry import PathScreen, PathSuggester, complete_pat
 from engine.service.client import BankReport
 
 SUFFIX = ".m3bank"
+ONLY = "a watched folder, a collection's label, or a glob such as *.pdf"
 BANK_FILES = Filters(("Bank files", lambda p: p.suffix == SUFFIX), ("Any file", lambda _: True))
+GLOB = set("*?[")
+
+
+@dataclass(frozen=True)
+class Export:
+    """What the export dialog was given: the file, what to put in it (`only`: empty for everything) and
+    whether the vectors go too."""
+
+    path: str
+    only: str = ""
+    vectors: bool = True
+
+    def options(self) -> dict[str, Any]:
+        """`Client.export_bank`'s keywords: `only` is its `documents` glob when it holds any of `*?[`, else
+        its `folder` (the client tells a collection's label from a watched folder's path)."""
+        options: dict[str, Any] = {"vectors": self.vectors}
+        if self.only:
+            options["documents" if GLOB & set(self.only) else "folder"] = self.only
+        return options
 
 
 def default_export_path(today: date | None = None) -> str:
@@ -34,7 +57,12 @@ def complete_bank_file(value: str) -> str | None:
 
 
 class BankPathScreen(PathScreen):
-    """Dismissed with the absolute path typed (import: an existing file), or None when cancelled."""
+    """Dismissed with the absolute path typed (import: an existing file; export: in an `Export`, with what
+    the export holds), or None when cancelled."""
+
+    DEFAULT_CSS = """
+    BankPathScreen #only { margin-top: 0; }
+    """
 
     def __init__(self, importing: bool):
         super().__init__()
@@ -50,6 +78,10 @@ class BankPathScreen(PathScreen):
             value = "" if self.importing else default_export_path()
             suggester = PathSuggester(complete_bank_file)
             yield Input(value, placeholder="~/memory3.m3bank", suggester=suggester)
+            if not self.importing:
+                yield Label("Only (empty: everything)")
+                yield Input(placeholder=ONLY, id="only")
+                yield Checkbox("Leave out vectors (the importer computes them)", id="no-vectors")
             with Horizontal():
                 if self.importing:
                     yield Button("Browse…", id="browse")
@@ -62,7 +94,7 @@ class BankPathScreen(PathScreen):
     @on(Input.Submitted)
     @on(Button.Pressed, "#go")
     def _submit(self) -> None:
-        value = self.query_one(Input).value.strip()
+        value = self.query_one(Input).value.strip()  # the path: the first input
         path = Path(os.path.expanduser(value)).absolute() if value else None
         if path is None:
             self.notify("Type the bank file's path.", timeout=4)
@@ -72,8 +104,11 @@ class BankPathScreen(PathScreen):
             self.notify(f"There is no file at {path}.", timeout=5, markup=False)
         elif self.importing and not path.is_file():
             self.notify(f"{path} is not a regular file.", timeout=5, markup=False)
-        else:
+        elif self.importing:
             self.dismiss(str(path))
+        else:
+            only = self.query_one("#only", Input).value.strip()
+            self.dismiss(Export(str(path), only, not self.query_one(Checkbox).value))
 
     @on(Button.Pressed, "#browse")
     def action_browse(self) -> None:

@@ -57,7 +57,7 @@ from engine.bankfile.records import (
 from ingest.chunker import text_hash
 
 BLOCK = 1 << 16  # bytes read or decompressed at a time
-Progress = Callable[[int], None]
+ByteProgress = Callable[[int], None]  # bytes read since the last call
 
 
 class BankReader:
@@ -127,7 +127,7 @@ class BankReader:
     # Streaming
 
     def documents(
-        self, cancel: threading.Event | None = None, _progress: Progress | None = None
+        self, cancel: threading.Event | None = None, _progress: ByteProgress | None = None
     ) -> Iterator[DocumentRecord]:
         """The documents in order, each checked: ids 0..n-1, path rules, no (label, path) twice."""
         section = self._section("documents")
@@ -145,7 +145,7 @@ class BankReader:
         yield from self._lines(section, parse, cancel, _progress)
 
     def chunks(
-        self, cancel: threading.Event | None = None, _progress: Progress | None = None
+        self, cancel: threading.Event | None = None, _progress: ByteProgress | None = None
     ) -> Iterator[ChunkRecord]:
         """The chunks in order: grouped by document (ascending), ords 0..n-1 within each, each hash the
         hash of its text (so one hash never names two texts)."""
@@ -185,7 +185,7 @@ class BankReader:
         self._chunk_hashes = frozenset(hashes)
 
     def memories(
-        self, cancel: threading.Event | None = None, _progress: Progress | None = None
+        self, cancel: threading.Event | None = None, _progress: ByteProgress | None = None
     ) -> Iterator[tuple[str, bytes]]:
         """(chunk hash, payload) per memory; payloads are codec bytes, not yet decoded (see
         MemoryExpectation.decode). Each hash is a chunk's, at most once."""
@@ -212,7 +212,7 @@ class BankReader:
                 raise
 
     def vectors(
-        self, cancel: threading.Event | None = None, _progress: Progress | None = None
+        self, cancel: threading.Event | None = None, _progress: ByteProgress | None = None
     ) -> Iterator[tuple[str, np.ndarray]]:
         """(chunk hash, float32 vector of the embedder's dim) per vector; each hash a chunk's, once."""
         section = self.manifest.section("vectors")
@@ -290,7 +290,7 @@ class BankReader:
         section: Section,
         parse: Callable[[bytes, int], object],
         cancel: threading.Event | None,
-        progress: Progress | None,
+        progress: ByteProgress | None,
     ) -> Iterator[Any]:
         """parse(line, n) of each JSON line of a zstd section, bounded: output past raw_length or a line
         past MAX_LINE_BYTES stops it; the record count, raw length and SHA-256 are checked at the end. A
@@ -351,7 +351,7 @@ class BankReader:
 class _Source:
     """A section's stored bytes as a file, read at most to its end, hashed and counted as they go by."""
 
-    def __init__(self, f: BinaryIO, section: Section, progress: Progress | None):
+    def __init__(self, f: BinaryIO, section: Section, progress: ByteProgress | None):
         self.f, self.section, self.progress = f, section, progress
         self.remaining = section.length
         self.sha = hashlib.sha256()
