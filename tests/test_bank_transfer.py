@@ -357,9 +357,12 @@ def test_export_refuses_targets_it_must_not_replace(source, tmp_path):
         (tmp_path, "is a folder"),
         (tmp_path / "missing" / "x.m3bank", "does not exist"),
         (Path("/proc/x.m3bank"), "cannot be written"),
+        (tmp_path / "a\0b.m3bank", "NUL"),
     ]:
         with pytest.raises(BankFileError, match=match):
             engine.export_bank(target)
+    with pytest.raises(BankFileError, match="NUL"):
+        engine.import_bank(tmp_path / "a\0b.m3bank")
     assert stat.S_ISFIFO(os.stat(tmp_path / "pipe").st_mode)
 
 

@@ -259,7 +259,9 @@ def test_folders_come_with_their_counts(service, docs, tmp_path, client):
                 "memories",
                 "memories_pending",
                 "failed",
+                "kind",
             }
+            assert folder["kind"] == "watched"
             docs_of = db.execute(
                 "SELECT id, status FROM documents WHERE folder_id = ?", (folder["id"],)
             ).fetchall()

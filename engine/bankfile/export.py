@@ -256,6 +256,8 @@ def _scope(docs: list[_Doc], folder: str | None, collection: str | None, glob: s
 
 def _check_target(engine: Engine, target: Path) -> None:
     """Refuse a target that is not a plain file to replace, or that lies in memory3's own folders."""
+    if "\0" in str(target):
+        raise BankFileError("A file's name cannot hold a NUL character.")
     if target.is_dir():
         raise BankFileError(f"{target} is a folder; give the bank file's name.")
     if not target.parent.is_dir():

@@ -469,6 +469,8 @@ def _check_section(s: Section, manifest: Manifest, manifest_offset: int, count: 
 def open_regular(path: Path) -> BinaryIO:
     """Open for reading without blocking (a FIFO named like a bank would hang a plain open) and only if it
     is a regular file."""
+    if "\0" in str(path):
+        raise BankFileError("A file's name cannot hold a NUL character.")
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):

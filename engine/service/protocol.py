@@ -24,7 +24,7 @@ MAX_CHATS = 1000  # chats in one listing
 
 
 # The service runs in its own working folder: a path travels absolute.
-AbsolutePath = Annotated[str, msgspec.Meta(pattern="^/[^\x00]*$", max_length=4096)]
+AbsolutePath = Annotated[str, msgspec.Meta(pattern="^/", max_length=4096)]
 
 
 class FolderRequest(msgspec.Struct, forbid_unknown_fields=True):
