@@ -378,7 +378,10 @@ def bank_remove(client: Client, label: str) -> None:
     click.echo(f"Removed the collection {label}.")
 
 
-CANCELLED_IMPORT = "The import was cancelled before its commit; nothing was changed."
+CANCELLED_IMPORT = (
+    "The import was cancelled; unless the engine had just committed it (m3 status would list its"
+    " collection), nothing was changed."
+)
 COMMITTED_IMPORT = (
     "The import was already committed: its documents are in; the engine applies the rest of its memories"
     " and vectors in the background (m3 status shows it)."

@@ -372,6 +372,9 @@ def test_an_absolute_glob_stays_out_of_the_file(source, tmp_path):
     manifest = BankReader.open(tmp_path / "glob.m3bank").manifest
     assert manifest.scope.kind == "documents" and manifest.scope.value is None
     assert str(root).encode() not in (tmp_path / "glob.m3bank").read_bytes()
+    secret = root.name  # a piece of a folder's name, matched against the full path
+    engine.export_bank(tmp_path / "piece.m3bank", documents=f"*{secret}*")
+    assert secret.encode() not in (tmp_path / "piece.m3bank").read_bytes()
 
 
 def test_an_imported_collection_keeps_its_label_beside_a_watched_folder_of_that_name(

@@ -286,6 +286,9 @@ BAD_PATHS = {
     "/".join(["x" * 200] * 6): "longer than 1024",
     "invoice\u202egnp.exe": "invisible",  # a right-to-left override: reads as invoiceexe.png
     "no\u200btes/a.md": "invisible",  # a zero-width space: looks like notes/a.md
+    "no\u2060tes/a.md": "invisible",  # a word joiner
+    "no\u00adtes/a.md": "invisible",  # a soft hyphen
+    "\u115fnotes/a.md": "invisible",  # a Hangul filler
 }
 
 

@@ -33,6 +33,10 @@ def test_export_inspect_import_remove(tmp_path, tiny):
     assert f"Wrote {bank}" in out and "3 documents" in out and "Left out" not in out
     assert_one_sentence_error(m3(*model, "bank", "export", str(bank), home=source), "exists", "--force")
     ok(m3(*model, "bank", "export", str(bank), "--force", "--folder", str(notes), home=source))
+    (tmp_path / "link.m3bank").symlink_to(tmp_path / "nowhere.m3bank")  # dangling: still not replaced
+    assert_one_sentence_error(
+        m3(*model, "bank", "export", str(tmp_path / "link.m3bank"), home=source), "exists"
+    )
     assert_one_sentence_error(
         m3(*model, "bank", "export", str(tmp_path / "x.m3bank"), "--folder", str(tmp_path), home=source),
         "is not a watched folder",

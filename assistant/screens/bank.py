@@ -40,7 +40,10 @@ TITLES = {"export": "Exporting the bank to {}", "inspect": "Checking {}", "impor
 CANCELLED = {
     "export": "The export was cancelled; no file was written.",
     "inspect": "The check was cancelled; nothing was changed.",
-    "import": "The import was cancelled before its commit; nothing was changed.",
+    "import": (
+        "The import was cancelled; unless the engine had just committed it (Folders would list its"
+        " collection), nothing was changed."
+    ),
     "committed": (
         "The import was already committed: its documents are in, and the engine applies the rest of its"
         " memories and vectors in the background."

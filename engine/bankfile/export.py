@@ -246,11 +246,12 @@ def _labels(folders: list[dict]) -> dict[int, str]:
 
 
 def _scope(docs: list[_Doc], folder: str | None, collection: str | None, glob: str | None) -> dict:
-    """The manifest's scope. A glob naming folders is not kept: a folder's name may be a user's."""
+    """The manifest's scope. A glob is not kept: it is matched against full paths, so any part of it may
+    name the user's folders."""
     if folder is not None or collection is not None:
         return {"kind": "folder", "value": docs[0].label}
     if glob is not None:
-        return {"kind": "documents", "value": None if "/" in glob or "~" in glob else glob}
+        return {"kind": "documents", "value": None}
     return {"kind": "all", "value": None}
 
 

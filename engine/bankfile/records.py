@@ -30,8 +30,13 @@ if TYPE_CHECKING:
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _DRIVE = re.compile(r"[A-Za-z]:")
 # Invisible characters that make one name look like another (bidirectional overrides and marks, the
-# zero-width space, the byte-order mark). The zero-width joiners are kept: scripts and emoji need them.
-_SPOOFING = frozenset("\u061c\u200b\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff")
+# zero-width space, word joiner and invisible operators, the soft hyphen, the combining grapheme joiner,
+# the Hangul and Mongolian fillers, the byte-order mark). The zero-width joiners (U+200C, U+200D) are
+# kept: scripts and emoji need them.
+_SPOOFING = frozenset(
+    "\u00ad\u034f\u061c\u115f\u1160\u180e\u200b\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+    "\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\u3164\ufeff\uffa0"
+)
 
 
 class DocumentRecord(msgspec.Struct, forbid_unknown_fields=True):

@@ -46,7 +46,7 @@ async def export(request: Request) -> Response:
     engine = service.ready()
     body = await read_body(request, protocol.ExportRequest)
     target = Path(body.path)
-    if target.is_file() and not body.replace:
+    if (target.is_file() or target.is_symlink()) and not body.replace:
         raise ConflictError(f"{target} exists; replace it explicitly (m3 bank export --force).")
     cancel = threading.Event()
     scope = (body.folder, body.collection, body.documents)
