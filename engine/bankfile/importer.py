@@ -86,6 +86,7 @@ class Importer:
         self.folder = engine.home.data / "imports"
         self._lock = threading.Lock()
         self._failed: dict[int, float] = {}  # import id -> when its applying last failed (monotonic)
+        self._swept = False  # strays are looked for once, then after each import, not at every resume
 
     def inspect(
         self, path: Path, on_progress: Progress | None = None, cancel: threading.Event | None = None
@@ -124,6 +125,7 @@ class Importer:
                     incoming.unlink(missing_ok=True)
                     staged.unlink(missing_ok=True)
             inspection.imported = True
+            self._swept = False  # its staged copy is removed once applied
             inspection.pending = not self._apply_pending(cancel, on_progress)
             return inspection
 
@@ -187,7 +189,10 @@ class Importer:
         An import that fails to apply is logged and tried again RETRY_S later: it never holds up the
         memory writing that runs after this."""
         catalog = self.engine.catalog
-        for pending in catalog.pending_imports():
+        pending_imports = catalog.pending_imports()
+        if self._swept and not pending_imports:
+            return True  # the background's resume, every half second: nothing to do
+        for pending in pending_imports:
             if time.monotonic() - self._failed.get(pending.id, -RETRY_S) < RETRY_S:
                 continue
             try:
@@ -200,6 +205,7 @@ class Importer:
             catalog.finish_import(pending.id)
             (self.folder / pending.file).unlink(missing_ok=True)
         self._remove_strays({p.file for p in catalog.pending_imports()})
+        self._swept = True
         return True
 
     def _apply(
