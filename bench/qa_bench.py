@@ -36,6 +36,7 @@ from bench.qa_eval import Outcome, ask_all, quality, speed
 from engine.chat.chat import Chat
 from engine.chat.generation import CHUNK_TOKENS
 from engine.chat.prompt import BASE, PromptFormat
+from engine.config import EngineConfig
 from engine.facade import Engine
 from engine.memory.bank import MemoryBank
 from engine.memory.profiles import PROFILES, MemoryProfile
@@ -246,7 +247,8 @@ def run(
     data = data_folder()
     xquad = squad.load(data / "xquad-en" / "xquad.en.json")
     v2 = squad.load(data / "squad-v2-dev-subset" / "dev-v2.0-subset.json")
-    rt = Runtime.load(model_path, device=device)
+    int8_decode = EngineConfig.load(home.config_file).int8_decode
+    rt = Runtime.load(model_path, device=device, cache=home.cache, int8_decode=int8_decode)
     embedder = Embedder.load(home.cache / "embedder", device=device)
     half = len(xquad.articles) // 2
     tune_articles, heldout_articles = range(half)[: plan.articles], range(half, 2 * half)[: plan.articles]
@@ -277,6 +279,7 @@ def run(
     results["machine"] = machine_info()
     results["model"] = {"file": rt.path.name, "arch": rt.model.config.arch, "layers": rt.model.config.n_layer}
     results["device"] = str(rt.model.device)
+    results["int8_decode"] = rt.model.head_int8 is not None
     results["threads"] = torch.get_num_threads()
     results["date"] = datetime.now(UTC).isoformat(timespec="seconds")
     qa_plots.save(results, output_dir)

@@ -114,7 +114,9 @@ class Engine:
 
     @cached_property
     def runtime(self) -> Runtime:
-        return Runtime.load(self.model_path, device=self._device)
+        return Runtime.load(
+            self.model_path, device=self._device, cache=self.home.cache, int8_decode=self.config.int8_decode
+        )
 
     @cached_property
     def tokenizer(self) -> Tokenizer:

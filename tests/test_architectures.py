@@ -23,8 +23,6 @@ from bench.tiny_gguf import ARCHS, N_WORDS, vocab_size, write_tiny_gguf
 from engine.errors import ModelLoadError, UnsupportedModelError
 from engine.memory.profiles import MemoryProfile
 from engine.memory.writer import write_memories
-from engine.models.gguf_file import GGUFFile
-from engine.models.loader import load_transformer
 from engine.models.runtime import Runtime
 
 LOGIT_TOLERANCE = {"F32": 0.05, "Q8_0": 0.5}
@@ -124,4 +122,4 @@ def test_damaged_files_raise_a_load_error(tmp_path: Path, damage: str):
     else:
         path.unlink()
     with pytest.raises(ModelLoadError):
-        load_transformer(GGUFFile.open(path), torch.float32, torch.device("cpu"))
+        Runtime.load(path, device="cpu", dtype=torch.float32)

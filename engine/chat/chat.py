@@ -105,6 +105,7 @@ class Chat:
             chunks = self._search(query)
             # called by `gen` (assigned below) once it has recorded the step of this reading
             readings.append(Reading(gen.steps[-1], query, chunks[::-1]))
+            gen.sources_ids = [tok.encode(c.text) for c in chunks]  # what drafting copies from
             return self.sources.recall(chunks)
 
         options = dict(

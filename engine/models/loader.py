@@ -10,6 +10,7 @@ from engine.errors import ModelLoadError, UnsupportedModelError
 from engine.models import gemma3, llama, qwen
 from engine.models.config import ModelConfig
 from engine.models.gguf_file import GGUFFile
+from engine.models.quantized import Linear
 from engine.models.transformer import Transformer
 
 ARCHITECTURES: dict[str, Callable[[GGUFFile, int], ModelConfig]] = {
@@ -49,10 +50,8 @@ def model_config(f: GGUFFile) -> ModelConfig:
     return ARCHITECTURES[arch](f, vocab)
 
 
-def load_transformer(f: GGUFFile, dtype: torch.dtype, device: torch.device) -> Transformer:
-    config = model_config(f)
-    with torch.device("meta"):
-        model = Transformer(config)
+def gguf_state(f: GGUFFile, config: ModelConfig, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The Transformer's parameters, dequantized from the GGUF into `dtype` (our names)."""
     names = f.tensor_names()
     state: dict[str, torch.Tensor] = {
         "embed.weight": f.tensor("token_embd.weight", dtype),
@@ -64,14 +63,43 @@ def load_transformer(f: GGUFFile, dtype: torch.dtype, device: torch.device) -> T
         for ours, theirs in _BLOCK_TENSORS.items():
             if f"blk.{i}.{theirs}" in names:
                 state[f"blocks.{i}.{ours}"] = f.tensor(f"blk.{i}.{theirs}", dtype)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
+    return state
+
+
+def build(
+    config: ModelConfig, state: dict[str, torch.Tensor], device: torch.device, source: object
+) -> Transformer:
+    """A Transformer holding `state`'s tensors (moved to `device`, not copied on the CPU).
+
+    `state` has every parameter and may have the int8 decode copies (`*.int8`, `*.int8_scale`,
+    `head_int8*`, engine/models/quantized.py). Raises ModelLoadError, naming `source`, when a tensor is
+    missing, unexpected or of the wrong shape."""
+    with torch.device("meta"):
+        model = Transformer(config)
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    for name in list(expected):
+        if name.endswith(".weight") and isinstance(model.get_submodule(name[: -len(".weight")]), Linear):
+            out_features = expected[name][0]
+            expected[name.replace(".weight", ".int8")] = expected[name]
+            expected[name.replace(".weight", ".int8_scale")] = (out_features,)
+    head = expected.get("lm_head.weight", expected["embed.weight"])
+    expected |= {"head_int8": head, "head_int8_scale": (head[0],)}
+    quantized = {name for name in state if "int8" in name}
+    required = {name for name in expected if "int8" not in name or quantized}  # the copies: all or none
+    missing = sorted(required - set(state))
     if missing:
-        raise ModelLoadError(f"{f.path} lacks tensors the {config.arch} architecture needs: {missing[:3]}.")
+        raise ModelLoadError(f"{source} lacks tensors the {config.arch} architecture needs: {missing[:3]}.")
     for name, tensor in state.items():
-        want = tuple(expected[name].shape)
-        if tuple(tensor.shape) != want:
+        if name not in expected:
+            raise ModelLoadError(
+                f"{source} holds a tensor {name} the {config.arch} architecture does not have."
+            )
+        if tuple(tensor.shape) != expected[name]:
             got = tuple(tensor.shape)
-            raise ModelLoadError(f"Tensor {name} in {f.path} has shape {got}, expected {want}.")
-    model.load_state_dict({k: t.to(device) for k, t in state.items()}, assign=True)
+            raise ModelLoadError(f"Tensor {name} in {source} has shape {got}, expected {expected[name]}.")
+    plain = {k: t.to(device) for k, t in state.items() if k not in quantized}
+    model.load_state_dict(plain, assign=True)
+    for name in quantized:
+        owner, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(owner) if owner else model, attr, state[name].to(device))
     return model.eval()

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import torch
 
-from engine.errors import DeviceError
+from engine.errors import DeviceError, ModelLoadError
+from engine.models import weight_cache
 from engine.models.gguf_file import GGUFFile
-from engine.models.loader import load_transformer
+from engine.models.loader import build
+from engine.models.quantized import int8_supported
 from engine.models.tokenizer import Tokenizer
 from engine.models.transformer import Transformer
 
@@ -52,12 +54,12 @@ class Runtime:
     model: Transformer
     tokenizer: Tokenizer
     instruct: bool  # the file carries a chat template: an instruction-tuned model
-    gguf: GGUFFile  # the file it was loaded from, kept open (memory-mapped) for `fingerprints`
+    known_fingerprints: tuple[str, str] | None = None  # from the weight cache, when loaded from it
 
     @cached_property
     def fingerprints(self) -> tuple[str, str]:
         """(model, tokenizer) SHA-256 digests of the GGUF file (GGUFFile.fingerprints), computed once."""
-        return self.gguf.fingerprints()
+        return self.known_fingerprints or GGUFFile.open(self.path).fingerprints()
 
     @classmethod
     def load(
@@ -65,14 +67,35 @@ class Runtime:
         path: str | Path,
         device: str | torch.device | None = None,
         dtype: torch.dtype = torch.bfloat16,
+        cache: Path | None = None,
+        int8_decode: bool = True,
     ) -> Runtime:
+        """Load the GGUF at `path` onto `device` (CUDA when present by default) in `dtype`.
+
+        cache: memory3's cache folder; the prepared weights are kept in its `weights/` folder
+        (engine/models/weight_cache.py) and memory-mapped from there by later loads. int8_decode: give the
+        linears int8 copies for decode steps (CPU and half precision only; engine/models/quantized.py).
+        Raises ModelLoadError, UnsupportedModelError, DeviceError."""
         path = Path(path)
+        if not path.is_file():
+            raise ModelLoadError(f"Model file not found: {path}.")
         device = resolve_device(device)
-        gguf = GGUFFile.open(path)
-        model = load_transformer(gguf, dtype, device)
+        quantize = int8_decode and int8_supported(dtype, device)
+        if cache is None:
+            prepared = weight_cache.from_gguf(path, dtype, quantize, fingerprints=False)
+        else:
+            prepared = weight_cache.load_or_build(cache / "weights", path, dtype, quantize)
+        model = build(prepared.config, prepared.state, device, path)
         tokenizer = Tokenizer(path)
-        log.info("loaded %s (%s) on %s in %s", path.name, model.config.arch, device, dtype)
-        return cls(path, model, tokenizer, "tokenizer.chat_template" in gguf.metadata, gguf)
+        log.info(
+            "loaded %s (%s) on %s in %s, int8 decode %s",
+            path.name,
+            prepared.config.arch,
+            device,
+            dtype,
+            quantize,
+        )
+        return cls(path, model, tokenizer, prepared.instruct, prepared.fingerprints)
 
     @property
     def sink(self) -> list[int]:

@@ -16,6 +16,7 @@ from torch import nn
 
 from engine.models.config import ModelConfig
 from engine.models.kv_cache import KVCache
+from engine.models.quantized import DECODE_ROWS, Linear, int8_matmul, quantize_rows
 
 
 class Capture(Protocol):
@@ -45,18 +46,28 @@ class RMSNorm(nn.Module):
         return (x32 * self.weight.float()).to(x.dtype)
 
 
+Rope = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (..., T, D/2) float32
+
+
 class Rotary(nn.Module):
-    """Rotary position embedding, applied at any positions (memories are roped at read time)."""
+    """Rotary position embedding, applied at any positions (memories are roped at read time).
+
+    `angles(pos)` is computed once per forward pass and base and shared by every layer using that base
+    (gpt-fast's `freqs_cis`), rather than once per layer and call."""
 
     def __init__(self, head_dim: int, base: float, style: str):
         super().__init__()
         self.head_dim, self.base, self.style = head_dim, base, style
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        # x: (..., T, D); pos: broadcastable to (..., T), integer positions
-        exponents = torch.arange(0, self.head_dim, 2, dtype=torch.float64, device=x.device) / self.head_dim
-        angles = pos.to(torch.float64).unsqueeze(-1) / (self.base**exponents)  # (..., T, D/2)
-        cos, sin = angles.cos().float(), angles.sin().float()
+    def angles(self, pos: torch.Tensor) -> Rope:
+        """(cos, sin) of integer positions `pos` (..., T): (..., T, D/2) float32, computed in float64."""
+        exponents = torch.arange(0, self.head_dim, 2, dtype=torch.float64, device=pos.device) / self.head_dim
+        angles = pos.to(torch.float64).unsqueeze(-1) / (self.base**exponents)
+        return angles.cos().float(), angles.sin().float()
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, rope: Rope | None = None) -> torch.Tensor:
+        """x (..., T, D) roped at positions pos (broadcastable to (..., T)), or at precomputed `rope`."""
+        cos, sin = rope if rope is not None else self.angles(pos)
         xf = x.float()
         if self.style == "neox":
             x1, x2 = xf.chunk(2, dim=-1)
@@ -74,10 +85,10 @@ class Attention(nn.Module):
         self.layer, self.n_head, self.n_kv_head, self.head_dim = layer, c.n_head, c.n_kv_head, c.head_dim
         self.scale = c.attn_scale
         self.window = c.sliding_window if c.local_layers[layer] else None
-        self.wq = nn.Linear(c.d_model, c.n_head * c.head_dim, bias=c.qkv_bias)
-        self.wk = nn.Linear(c.d_model, c.n_kv_head * c.head_dim, bias=c.qkv_bias)
-        self.wv = nn.Linear(c.d_model, c.n_kv_head * c.head_dim, bias=c.qkv_bias)
-        self.wo = nn.Linear(c.n_head * c.head_dim, c.d_model, bias=False)
+        self.wq = Linear(c.d_model, c.n_head * c.head_dim, bias=c.qkv_bias)
+        self.wk = Linear(c.d_model, c.n_kv_head * c.head_dim, bias=c.qkv_bias)
+        self.wv = Linear(c.d_model, c.n_kv_head * c.head_dim, bias=c.qkv_bias)
+        self.wo = Linear(c.n_head * c.head_dim, c.d_model, bias=False)
         self.q_norm = RMSNorm(c.head_dim, c.norm_eps) if c.qk_norm else None
         self.k_norm = RMSNorm(c.head_dim, c.norm_eps) if c.qk_norm else None
         local_base = c.rope_base_local if (self.window and c.rope_base_local) else c.rope_base
@@ -87,10 +98,12 @@ class Attention(nn.Module):
         self,
         x: torch.Tensor,
         pos: torch.Tensor,
+        rope: Rope,
         cache: KVCache | None,
         capture: Capture | None,
         probe: Probe | None = None,
     ) -> torch.Tensor:
+        """rope: this layer's base's (cos, sin) at `pos`, shaped (B, 1, T, D/2)."""
         B, T, _ = x.shape
         q = self.wq(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = self.wk(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
@@ -98,8 +111,8 @@ class Attention(nn.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         k_pre = k  # memories store keys before RoPE, so the reader may place them anywhere
-        q = self.rotary(q, pos[:, None, :])
-        k = self.rotary(k, pos[:, None, :])
+        q = self.rotary(q, pos, rope)
+        k = self.rotary(k, pos, rope)
         if capture is not None:
             capture.record(self.layer, q, k_pre, k, v)
         if cache is None:
@@ -146,9 +159,9 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.gate = nn.Linear(config.d_model, config.ffn_dim, bias=False)
-        self.up = nn.Linear(config.d_model, config.ffn_dim, bias=False)
-        self.down = nn.Linear(config.ffn_dim, config.d_model, bias=False)
+        self.gate = Linear(config.d_model, config.ffn_dim, bias=False)
+        self.up = Linear(config.d_model, config.ffn_dim, bias=False)
+        self.down = Linear(config.ffn_dim, config.d_model, bias=False)
         self.act = (lambda t: F.gelu(t, approximate="tanh")) if config.activation == "gelu_tanh" else F.silu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -170,11 +183,13 @@ class Block(nn.Module):
         self,
         x: torch.Tensor,
         pos: torch.Tensor,
+        ropes: dict[float, Rope],
         cache: KVCache | None,
         capture: Capture | None,
         probe: Probe | None,
     ) -> torch.Tensor:
-        x = x + self.post_attn_norm(self.attn(self.attn_norm(x), pos, cache, capture, probe))
+        rope = ropes[self.attn.rotary.base]
+        x = x + self.post_attn_norm(self.attn(self.attn_norm(x), pos, rope, cache, capture, probe))
         return x + self.post_mlp_norm(self.mlp(self.mlp_norm(x)))
 
 
@@ -188,12 +203,15 @@ class Transformer(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        # given an (uninitialized) weight, Embedding skips its random init: on the meta device the first
+        # normal_() costs 1.3 s of one-time set-up, a third of loading from the weight cache
+        table = torch.empty(config.vocab_size, config.d_model)
+        self.embed = nn.Embedding(config.vocab_size, config.d_model, _weight=table)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.norm = RMSNorm(config.d_model, config.norm_eps)
-        self.lm_head = (
-            None if config.tied_embeddings else nn.Linear(config.d_model, config.vocab_size, bias=False)
-        )
+        self.lm_head = None if config.tied_embeddings else Linear(config.d_model, config.vocab_size)
+        self.register_buffer("head_int8", None)  # the output head's int8 copy (see `quantize`)
+        self.register_buffer("head_int8_scale", None)
 
     @property
     def device(self) -> torch.device:
@@ -216,16 +234,32 @@ class Transformer(nn.Module):
         x = self.embed(tokens)
         if self.config.embed_scale != 1.0:
             x = (x.float() * self.config.embed_scale).to(x.dtype)
+        rotaries = {b.attn.rotary.base: b.attn.rotary for b in self.blocks}
+        ropes = {base: r.angles(pos[:, None, :]) for base, r in rotaries.items()}
         for block in self.blocks:
-            x = block(x, pos, cache, capture, probe)
+            x = block(x, pos, ropes, cache, capture, probe)
         if cache is not None:
             cache.advance(tokens.shape[1])
         h = self.norm(x)
         if logits == "none":
             return ForwardOut(None, h)
         hl = h[:, -1:] if logits == "last" else h
+        return ForwardOut(self.head(hl).float(), h)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits (..., vocab) of final hidden states h (..., d_model), in the model's dtype."""
+        if self.head_int8 is not None and h.numel() <= DECODE_ROWS * h.shape[-1]:
+            return int8_matmul(h, self.head_int8, self.head_int8_scale)
+        return F.linear(h, self.embed.weight if self.lm_head is None else self.lm_head.weight)
+
+    def quantize(self) -> None:
+        """Add int8 copies of every linear and of the output head for decode steps
+        (engine/models/quantized.py); the bf16 weights stay for prefill and memory writing."""
+        for module in self.modules():
+            if isinstance(module, Linear) and module is not self.lm_head:
+                module.quantize()
         head = self.embed.weight if self.lm_head is None else self.lm_head.weight
-        return ForwardOut(F.linear(hl, head).float(), h)
+        self.head_int8, self.head_int8_scale = quantize_rows(head.detach())
 
     def new_cache(self, max_seq: int, memory_slots: int = 0, batch: int = 1) -> KVCache:
         c = self.config
