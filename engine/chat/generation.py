@@ -257,8 +257,9 @@ class Generation:
         while n < len(guesses) and picks[n] == guesses[n]:
             n += 1
         cache.length = length + 1 + n
-        if held is not None:
-            held.replay(probe, 1 + n)
+        if held is not None:  # the rows one-at-a-time decoding would have read: none from a stop token on
+            stop = next((i for i, t in enumerate(guesses[:n]) if t in self.stop_ids), n)
+            held.replay(probe, 1 + stop)
         history.extend(guesses[:n])
         self.drafted, self.accepted = self.drafted + len(guesses), self.accepted + n
         return guesses[:n], logits[n]
@@ -266,7 +267,7 @@ class Generation:
     def _guesses(self, history: list[int], fed: int) -> list[int]:
         """Tokens to check after the last of `history` (body token `fed`): never past the reply's limit,
         nor past the next re-reading of memories (which changes what the following tokens see)."""
-        room = min(DRAFT_TOKENS, self.max_new_tokens - len(self.tokens))
+        room = min(DRAFT_TOKENS, self.max_new_tokens - len(self.tokens) - 1)  # the last is never read
         if self.retrieve is not None:
             room = min(room, self.chunk - 1 - fed % self.chunk)
         context = [*self.prompt[: self.sink_len], *history]

@@ -85,8 +85,7 @@ def load_or_build(folder: Path, path: Path, dtype: torch.dtype, quantize: bool) 
 
 
 def _key(path: Path, dtype: torch.dtype, quantize: bool) -> str:
-    stat = path.stat()
-    source = [FORMAT, str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(dtype), quantize]
+    source = [FORMAT, str(path.resolve()), *_stamp(path), str(dtype), quantize]
     return hashlib.sha256(json.dumps(source).encode()).hexdigest()[:32]
 
 
@@ -102,7 +101,7 @@ def _read(folder: Path, key: str) -> Prepared:
         config = meta["config"]
         config["local_layers"] = tuple(config["local_layers"])
         return Prepared(ModelConfig(**config), state, bool(meta["instruct"]), tuple(meta["fingerprints"]))
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, NotADirectoryError) as exc:
         raise WeightCacheError(f"no entry {key}") from exc
     except (OSError, ValueError, KeyError, TypeError) as exc:  # unreadable JSON, header or fields
         _remove(folder, key)
@@ -116,7 +115,8 @@ def _write(folder: Path, key: str, path: Path, prepared: Prepared) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob(".*.partial"):
         stale.unlink(missing_ok=True)
-    _remove_entries_of(folder, str(path.resolve()))
+    source, stamp = str(path.resolve()), _stamp(path)
+    _remove_older_entries(folder, source, stamp)
     tensors = folder / f"{key}.safetensors"
     partial = folder / f".{key}.safetensors.partial"
     save_file({k: t.contiguous() for k, t in prepared.state.items()}, partial)
@@ -124,7 +124,8 @@ def _write(folder: Path, key: str, path: Path, prepared: Prepared) -> None:
     os.replace(partial, tensors)
     meta = {
         "format": FORMAT,
-        "source": str(path.resolve()),
+        "source": source,
+        "stamp": stamp,
         "size": tensors.stat().st_size,
         "crc32": _crc32(tensors),
         "config": asdict(prepared.config),
@@ -138,14 +139,20 @@ def _write(folder: Path, key: str, path: Path, prepared: Prepared) -> None:
     _fsync(folder)
 
 
-def _remove_entries_of(folder: Path, source: str) -> None:
-    """Drop the entries made from an earlier version of the same model file."""
+def _stamp(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _remove_older_entries(folder: Path, source: str, stamp: list[int]) -> None:
+    """Drop the entries made from an earlier version of the same model file (any variant)."""
     for sidecar in folder.glob("*.json"):
         try:
-            same = json.loads(sidecar.read_text()).get("source") == source
+            meta = json.loads(sidecar.read_text())
+            stale = meta.get("source") == source and meta.get("stamp") != stamp
         except (OSError, ValueError, AttributeError):
-            same = True  # unreadable: nothing can use it
-        if same:
+            stale = True  # unreadable: nothing can use it
+        if stale:
             _remove(folder, sidecar.stem)
 
 

@@ -1,0 +1,110 @@
+"""The prepared-weights cache: used when valid, rebuilt when damaged or stale, never required."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.tiny_gguf import write_tiny_gguf
+from engine.models.runtime import Runtime
+
+
+def _logits(rt: Runtime) -> torch.Tensor:
+    ids = [1, 5, 9, 14, 3, 7, 22, 4, 8, 11]
+    with torch.inference_mode():
+        return rt.model(torch.tensor([ids]), torch.arange(len(ids))[None], logits="all").logits[0].float()
+
+
+def _entry(cache: Path) -> tuple[Path, Path]:
+    (tensors,) = (cache / "weights").glob("*.safetensors")
+    return tensors, tensors.with_suffix(".json")
+
+
+def _spoil_tensor_data(path: Path) -> None:
+    """Change the GGUF's weights while keeping its size and modification time (what the key hashes)."""
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) - 4000, len(data) - 8):
+        data[i] ^= 0x55
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    return write_tiny_gguf(tmp_path / "tiny-gemma3.gguf", "gemma3")
+
+
+def test_a_second_load_reads_the_cache_not_the_gguf(tiny: Path, tmp_path: Path):
+    cache = tmp_path / "cache"
+    first = Runtime.load(tiny, device="cpu", cache=cache)
+    _spoil_tensor_data(tiny)  # same size and time: only a load that skips the GGUF keeps the old weights
+    cached = Runtime.load(tiny, device="cpu", cache=cache)
+    assert torch.equal(_logits(cached), _logits(first))
+    assert not torch.equal(_logits(Runtime.load(tiny, device="cpu")), _logits(first))
+    assert cached.fingerprints == first.fingerprints and cached.instruct == first.instruct
+    assert cached.model.config == first.model.config
+
+
+def test_the_cached_model_matches_one_prepared_from_the_gguf(tiny: Path, tmp_path: Path):
+    cache = tmp_path / "cache"
+    Runtime.load(tiny, device="cpu", cache=cache)
+    cached = Runtime.load(tiny, device="cpu", cache=cache)
+    fresh = Runtime.load(tiny, device="cpu")
+    assert torch.equal(_logits(cached), _logits(fresh))
+    assert cached.fingerprints == fresh.fingerprints  # stored at build; computed from the file here
+    assert cached.model.head_int8 is not None and torch.equal(cached.model.head_int8, fresh.model.head_int8)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "sidecar", "no-sidecar", "empty"])
+def test_a_damaged_entry_is_detected_and_rebuilt(tiny: Path, tmp_path: Path, damage: str):
+    cache = tmp_path / "cache"
+    good = _logits(Runtime.load(tiny, device="cpu", cache=cache))
+    tensors, sidecar = _entry(cache)
+    data = bytearray(tensors.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x01  # one bit of one weight: only the checksum can tell
+        tensors.write_bytes(bytes(data))
+    elif damage == "truncate":
+        tensors.write_bytes(bytes(data[: len(data) // 3]))
+    elif damage == "sidecar":
+        sidecar.write_text("{not json")
+    elif damage == "no-sidecar":
+        sidecar.unlink()
+    else:
+        tensors.write_bytes(b"")
+    assert torch.equal(_logits(Runtime.load(tiny, device="cpu", cache=cache)), good)
+    tensors, sidecar = _entry(cache)  # rebuilt: one valid entry again
+    assert json.loads(sidecar.read_text())["size"] == tensors.stat().st_size
+
+
+def test_a_replaced_model_gets_a_new_entry_and_the_old_one_goes(tiny: Path, tmp_path: Path):
+    cache = tmp_path / "cache"
+    Runtime.load(tiny, device="cpu", cache=cache)
+    old, _ = _entry(cache)
+    write_tiny_gguf(tiny, "gemma3", rope_base=5_000.0)
+    replaced = Runtime.load(tiny, device="cpu", cache=cache)
+    new, _ = _entry(cache)
+    assert new != old and not old.exists()
+    assert torch.equal(_logits(replaced), _logits(Runtime.load(tiny, device="cpu")))
+
+
+def test_an_unwritable_cache_only_costs_time(tiny: Path, tmp_path: Path):
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache folder should be")
+    rt = Runtime.load(tiny, device="cpu", cache=blocked)
+    assert torch.equal(_logits(rt), _logits(Runtime.load(tiny, device="cpu")))
+
+
+def test_float32_and_int8_choices_get_entries_of_their_own(tiny: Path, tmp_path: Path):
+    cache = tmp_path / "cache"
+    exact = Runtime.load(tiny, device="cpu", dtype=torch.float32, cache=cache)
+    plain = Runtime.load(tiny, device="cpu", cache=cache, int8_decode=False)
+    quick = Runtime.load(tiny, device="cpu", cache=cache)
+    assert exact.model.head_int8 is None and plain.model.head_int8 is None and quick.model.head_int8 is not None
+    assert exact.model.dtype == torch.float32
+    assert len(list((cache / "weights").glob("*.safetensors"))) == 3
