@@ -78,6 +78,7 @@ def test_a_draft_continues_the_last_tokens_where_they_occur(context, sources, n)
     assert len(guess) <= n
     if not guess:
         return
+
     # some run of the last 2 or 3 tokens occurs, earlier in the context or in a source, followed by guess
     def follows(seq: list[int], size: int) -> bool:
         key = context[-size:]
