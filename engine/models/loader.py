@@ -51,18 +51,19 @@ def model_config(f: GGUFFile) -> ModelConfig:
 
 
 def gguf_state(f: GGUFFile, config: ModelConfig, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """The Transformer's parameters, dequantized from the GGUF into `dtype` (our names)."""
+    """The Transformer's parameters, dequantized from the GGUF into `dtype` (norms: float32), by our names."""
     names = f.tensor_names()
     state: dict[str, torch.Tensor] = {
         "embed.weight": f.tensor("token_embd.weight", dtype),
-        "norm.weight": f.tensor("output_norm.weight", dtype),
+        "norm.weight": f.tensor("output_norm.weight", torch.float32),
     }
     if not config.tied_embeddings:
         state["lm_head.weight"] = f.tensor("output.weight", dtype)
     for i in range(config.n_layer):
         for ours, theirs in _BLOCK_TENSORS.items():
             if f"blk.{i}.{theirs}" in names:
-                state[f"blocks.{i}.{ours}"] = f.tensor(f"blk.{i}.{theirs}", dtype)
+                norm = ours.endswith("norm.weight")  # norms stay float32 (RMSNorm)
+                state[f"blocks.{i}.{ours}"] = f.tensor(f"blk.{i}.{theirs}", torch.float32 if norm else dtype)
     return state
 
 

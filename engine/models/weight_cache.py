@@ -33,7 +33,7 @@ from engine.models.loader import build, gguf_state, model_config
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when what is stored changes meaning
+FORMAT = 2  # bump when what is stored changes meaning
 _READ_CHUNK = 16 * 2**20
 
 
