@@ -164,8 +164,16 @@ def answer_ours(runtime: Runtime, prompt: Sequence[int], sources: list[list[int]
 
 
 def answer_llamacpp(lc: LlamaCpp, prompt: Sequence[int]) -> float:
-    """The same on llama.cpp: prefill, then ANSWER_TOKENS greedy tokens one at a time."""
-    return seconds(lambda: lc.greedy(prompt, 1 + ANSWER_TOKENS))
+    """The same on llama.cpp: prefill, then ANSWER_TOKENS greedy tokens one at a time (the last token
+    decided is not fed back, as on our side)."""
+
+    def answer() -> None:
+        token = int(np.argmax(lc.next_logits(prompt)))
+        for _ in range(ANSWER_TOKENS):
+            lc.llm.eval([token])
+            token = int(np.argmax(lc._last_logits()))
+
+    return seconds(answer)
 
 
 def write_llamacpp(lc: LlamaCpp, sink: Sequence[int], refs: Sequence[Sequence[int]]) -> float:
@@ -304,7 +312,9 @@ def run(
             lambda: engine_process.child("load", str(model_path), device_arg, empty)["load_s"],
             repeats["load"],
         )
-    rss = engine_process.child("rss", str(model_path), device_arg, str(home.cache), str(ask_wall.SAMPLE))
+    rss = engine_process.child(
+        "rss", str(model_path), device_arg, str(home.cache), str(int8_decode), str(ask_wall.SAMPLE)
+    )
     ask_s = ask_wall.measure(model_path, device, repeats["ask_cold"], repeats["ask_warm"])
 
     results = {

@@ -23,19 +23,24 @@ QUESTION = "Who discovered oxygen in Uppsala?"
 
 def child(*args: str) -> dict:
     """Run this module with `args` in a fresh Python; its JSON result."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.engine_process", *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    if proc.returncode != 0:
-        raise BenchmarkError(f"bench child {args[0]} failed: {proc.stderr.strip().splitlines()[-1:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.engine_process", *args],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BenchmarkError(f"The bench's {args[0]} child did not finish in {TIMEOUT_S} s.") from exc
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        raise BenchmarkError(f"The bench's {args[0]} child failed: {last}")
+    return json.loads(lines[-1])
 
 
-def _load(model: str, device: str, cache: str) -> dict:
+def _load(model: str, device: str, cache: str, int8_decode: str) -> dict:
     """Seconds for Runtime.load in this fresh process (torch already imported, as in the service)."""
     import torch
 
@@ -44,11 +49,12 @@ def _load(model: str, device: str, cache: str) -> dict:
 
     torch.set_num_threads(compute_threads())
     started = time.perf_counter()
-    Runtime.load(model, device=None if device == "auto" else device, cache=Path(cache))
+    run_device = None if device == "auto" else device
+    Runtime.load(model, device=run_device, cache=Path(cache), int8_decode=int8_decode == "True")
     return {"load_s": time.perf_counter() - started}
 
 
-def _rss(model: str, device: str, cache: str, sample: str) -> dict:
+def _rss(model: str, device: str, cache: str, int8_decode: str, sample: str) -> dict:
     """Resident memory (MiB) of an engine with the model loaded: idle, then the peak while it ingests
     `sample` (memories written, embedded, indexed), then the peak while it answers a question."""
     import torch
@@ -64,7 +70,7 @@ def _rss(model: str, device: str, cache: str, sample: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="m3-rss-") as tmp:
         folder = Path(tmp) / "sample"
         shutil.copytree(sample, folder)
-        runtime = Runtime.load(model, device=run_device, cache=Path(cache))
+        runtime = Runtime.load(model, device=run_device, cache=Path(cache), int8_decode=int8_decode == "True")
         embedder = Embedder.load(Path(cache) / "embedder", device=run_device)
         home = Home.at(Path(tmp) / "home")
         engine = Engine.open(home, model=model, device=run_device, runtime=runtime, embedder=embedder)

@@ -73,3 +73,12 @@ def test_service_settings_are_checked(tmp_path: Path, text: str, message: str):
     (tmp_path / "config.toml").write_text(text)
     with pytest.raises(ConfigError, match=message):
         ServiceConfig.load(tmp_path / "config.toml")
+
+
+def test_a_true_or_false_setting_takes_only_a_boolean(tmp_path: Path):
+    (tmp_path / "config.toml").write_text("[engine]\nint8_decode = false\n")
+    assert EngineConfig.load(tmp_path / "config.toml").int8_decode is False
+    for wrong in ("0", "'no'", "1.0"):
+        (tmp_path / "config.toml").write_text(f"[engine]\nint8_decode = {wrong}\n")
+        with pytest.raises(ConfigError, match="int8_decode must be true or false"):
+            EngineConfig.load(tmp_path / "config.toml")

@@ -122,8 +122,43 @@ def test_drafting_changes_nothing_but_speed_in_rag_mode(rt32):
         plain, drafted = runs
         assert drafted.tokens == plain.tokens
         assert drafted.accepted > 0 and plain.drafted == 0
-        for (key_a, share_a), (key_b, share_b) in zip(plain.sources(), drafted.sources(), strict=True):
-            assert key_a == key_b and abs(share_a - share_b) < 1e-4
+        _same_citations(plain, drafted)
+
+
+def _same_citations(plain: Generation, drafted: Generation) -> None:
+    for (key_a, share_a), (key_b, share_b) in zip(plain.sources(), drafted.sources(), strict=True):
+        assert key_a == key_b and abs(share_a - share_b) < 1e-4
+
+
+def test_a_stop_token_among_confirmed_drafts_ends_the_answer_as_it_would_without(rt32):
+    """Stop at each of several tokens of the answer: some arrive as confirmed drafts, whose rows after
+    the stop must not reach the citations."""
+    prompt, spans = _rag_prompt(rt32, QUESTIONS[0])
+    full = Generation(rt32.model, rt32.tokenizer, prompt, 24, lookup=False)
+    list(full.run())
+    stops = list(dict.fromkeys(full.tokens[3:10]))
+    confirmed_before_stop = 0
+    for stop in stops:
+        runs = [
+            Generation(
+                rt32.model,
+                rt32.tokenizer,
+                prompt,
+                24,
+                stop_ids=frozenset({stop}),
+                text_sources=spans,
+                cite=True,
+                lookup=on,
+            )
+            for on in (False, True)
+        ]
+        for gen in runs:
+            list(gen.run())
+        plain, drafted = runs
+        assert drafted.tokens == plain.tokens == full.tokens[: full.tokens.index(stop)]
+        _same_citations(plain, drafted)
+        confirmed_before_stop += drafted.accepted
+    assert confirmed_before_stop > 0
 
 
 def test_drafting_changes_nothing_but_speed_in_memory_mode(rt32):
@@ -161,4 +196,4 @@ def test_drafting_changes_nothing_but_speed_in_memory_mode(rt32):
         (plain, plain_queries), (drafted, drafted_queries) = runs
         assert drafted.tokens == plain.tokens and drafted_queries == plain_queries
         assert drafted.accepted > 0
-        assert [k for k, _ in drafted.sources()] == [k for k, _ in plain.sources()]
+        _same_citations(plain, drafted)

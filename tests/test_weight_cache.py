@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from bench.tiny_gguf import write_tiny_gguf
+from engine.models import weight_cache
 from engine.models.runtime import Runtime
 
 
@@ -39,15 +42,74 @@ def tiny(tmp_path: Path) -> Path:
     return write_tiny_gguf(tmp_path / "tiny-gemma3.gguf", "gemma3")
 
 
-def test_a_second_load_reads_the_cache_not_the_gguf(tiny: Path, tmp_path: Path):
+def test_a_second_load_reads_the_cache_not_the_gguf(tiny: Path, tmp_path: Path, monkeypatch):
     cache = tmp_path / "cache"
     first = Runtime.load(tiny, device="cpu", cache=cache)
-    _spoil_tensor_data(tiny)  # same size and time: only a load that skips the GGUF keeps the old weights
+    prepared: list[Path] = []
+    real = weight_cache.from_gguf
+    monkeypatch.setattr(
+        weight_cache, "from_gguf", lambda path, *a, **k: prepared.append(path) or real(path, *a, **k)
+    )
     cached = Runtime.load(tiny, device="cpu", cache=cache)
+    assert prepared == []  # nothing was dequantized: the weights came from the entry
     assert torch.equal(_logits(cached), _logits(first))
-    assert not torch.equal(_logits(Runtime.load(tiny, device="cpu")), _logits(first))
     assert cached.fingerprints == first.fingerprints and cached.instruct == first.instruct
     assert cached.model.config == first.model.config
+
+
+def test_a_model_rewritten_in_place_is_prepared_again(tiny: Path, tmp_path: Path):
+    """Same size, same modification time (a `cp -p` over it): the change time still tells."""
+    cache = tmp_path / "cache"
+    first = Runtime.load(tiny, device="cpu", cache=cache)
+    _spoil_tensor_data(tiny)
+    again = Runtime.load(tiny, device="cpu", cache=cache)
+    assert not torch.equal(_logits(again), _logits(first))
+    assert torch.equal(_logits(again), _logits(Runtime.load(tiny, device="cpu")))
+    assert len(list((cache / "weights").glob("*.json"))) == 1  # the old entry went
+
+
+def test_a_model_with_its_own_output_head_loads_from_the_cache(tmp_path: Path):
+    """Llama's output head is a separate tensor: its int8 copy is the head's, not the Linear's."""
+    path = write_tiny_gguf(tmp_path / "llama.gguf", "llama")
+    cache = tmp_path / "cache"
+    built = Runtime.load(path, device="cpu", cache=cache)
+    cached = Runtime.load(path, device="cpu", cache=cache)
+    assert built.model.lm_head is not None and cached.model.head_int8 is not None
+    assert torch.equal(_logits(cached), _logits(built))
+
+
+def test_leftovers_of_killed_builds_and_old_entries_are_swept(tiny: Path, tmp_path: Path):
+    cache = tmp_path / "cache"
+    Runtime.load(tiny, device="cpu", cache=cache)
+    folder = cache / "weights"
+    junk = [folder / ".abc.safetensors.partial", folder / "tmpx123", folder / "orphan.safetensors"]
+    for path in junk:
+        path.write_bytes(b"x" * 100)
+    (folder / "gone.json").write_text(json.dumps({"format": 2, "source": "/nowhere.gguf", "stamp": []}))
+    write_tiny_gguf(tiny, "gemma3", rope_base=5_000.0)  # a new version: the next load builds
+    Runtime.load(tiny, device="cpu", cache=cache)
+    left = sorted(p.name for p in folder.iterdir() if p.name != ".build.lock")
+    assert len(left) == 2 and {Path(n).suffix for n in left} == {".json", ".safetensors"}
+
+
+def test_two_processes_preparing_at_once_leave_one_entry(tiny: Path, tmp_path: Path):
+    cache = tmp_path / "cache"
+    script = (
+        "import sys, torch; from pathlib import Path; from engine.models.runtime import Runtime;"
+        "rt = Runtime.load(sys.argv[1], device='cpu', cache=Path(sys.argv[2]));"
+        "print(float(rt.model.embed.weight.float().sum()))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tiny), str(cache)], cwd=root, stdout=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0] and outputs[0] == outputs[1]
+    left = sorted(p.name for p in (cache / "weights").iterdir() if p.name != ".build.lock")
+    assert len(left) == 2
 
 
 def test_the_cached_model_matches_one_prepared_from_the_gguf(tiny: Path, tmp_path: Path):

@@ -175,7 +175,7 @@ class Generation:
         self._after_prompt = (cache, cache.length, logits, fed, next_pos, list(history), self._placed)
         stream = self.tokenizer.stream()
         drafting = self.lookup and self.sampling.temperature <= 0
-        while not self._cancelled():
+        while len(self.tokens) < self.max_new_tokens and not self._cancelled():
             token = sample(logits, self.sampling, rng)
             if token in self.stop_ids:
                 break
@@ -202,8 +202,9 @@ class Generation:
             yield tail
 
     def _cancelled(self) -> bool:
-        """Checked before every token and every 64-token chunk of the prompt: a stop takes effect within
-        one step (a prompt read as text in one piece, as in RAG mode, is read to its end first)."""
+        """Checked before every decode step and every 64-token chunk of the prompt: a stop takes effect
+        within one step (a step may confirm up to DRAFT_TOKENS drafted tokens besides its own; a prompt
+        read as text in one piece, as in RAG mode, is read to its end first)."""
         return self.cancel is not None and self.cancel.is_set()
 
     @torch.inference_mode()

@@ -70,19 +70,31 @@ def gguf_state(f: GGUFFile, config: ModelConfig, dtype: torch.dtype) -> dict[str
 def build(
     config: ModelConfig, state: dict[str, torch.Tensor], device: torch.device, source: object
 ) -> Transformer:
-    """A Transformer holding `state`'s tensors (moved to `device`, not copied on the CPU).
+    """A Transformer holding `state`'s tensors (moved to `device`, not copied on the CPU); `check_state`
+    first."""
+    check_state(config, state, source)
+    with torch.device("meta"):
+        model = Transformer(config)
+    quantized = {name for name in state if "int8" in name}
+    model.load_state_dict({k: t.to(device) for k, t in state.items() if k not in quantized}, assign=True)
+    for name in quantized:
+        owner, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(owner) if owner else model, attr, state[name].to(device))
+    return model.eval()
 
-    `state` has every parameter and may have the int8 decode copies (`*.int8`, `*.int8_scale`,
-    `head_int8*`, engine/models/quantized.py). Raises ModelLoadError, naming `source`, when a tensor is
-    missing, unexpected or of the wrong shape."""
+
+def check_state(config: ModelConfig, state: dict[str, torch.Tensor], source: object) -> None:
+    """Raise ModelLoadError, naming `source`, unless `state` has every parameter of the architecture with
+    its shape and a floating dtype, and either none or all of the int8 decode copies (`*.int8` int8,
+    `*.int8_scale` in the weights' dtype; `head_int8*` for the output head: engine/models/quantized.py)."""
     with torch.device("meta"):
         model = Transformer(config)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     for name in list(expected):
-        if name.endswith(".weight") and isinstance(model.get_submodule(name[: -len(".weight")]), Linear):
-            out_features = expected[name][0]
-            expected[name.replace(".weight", ".int8")] = expected[name]
-            expected[name.replace(".weight", ".int8_scale")] = (out_features,)
+        owner = name.removesuffix(".weight")
+        if owner != name and owner != "lm_head" and isinstance(model.get_submodule(owner), Linear):
+            expected[f"{owner}.int8"] = expected[name]
+            expected[f"{owner}.int8_scale"] = (expected[name][0],)
     head = expected.get("lm_head.weight", expected["embed.weight"])
     expected |= {"head_int8": head, "head_int8_scale": (head[0],)}
     quantized = {name for name in state if "int8" in name}
@@ -90,6 +102,7 @@ def build(
     missing = sorted(required - set(state))
     if missing:
         raise ModelLoadError(f"{source} lacks tensors the {config.arch} architecture needs: {missing[:3]}.")
+    weights = state["embed.weight"].dtype
     for name, tensor in state.items():
         if name not in expected:
             raise ModelLoadError(
@@ -98,9 +111,6 @@ def build(
         if tuple(tensor.shape) != expected[name]:
             got = tuple(tensor.shape)
             raise ModelLoadError(f"Tensor {name} in {source} has shape {got}, expected {expected[name]}.")
-    plain = {k: t.to(device) for k, t in state.items() if k not in quantized}
-    model.load_state_dict(plain, assign=True)
-    for name in quantized:
-        owner, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(owner) if owner else model, attr, state[name].to(device))
-    return model.eval()
+        want = torch.int8 if name.endswith("int8") else weights if name.endswith("int8_scale") else None
+        if (want is not None and tensor.dtype != want) or (want is None and not tensor.is_floating_point()):
+            raise ModelLoadError(f"Tensor {name} in {source} has the wrong type {tensor.dtype}.")

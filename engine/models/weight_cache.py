@@ -8,10 +8,12 @@ model is instruction-tuned, the GGUF's fingerprints for bank files). Reading it 
 (most of the embedding table) never occupy memory.
 
 An entry is `<cache>/weights/<key>.safetensors` plus `<key>.json`, written after it and naming its size
-and CRC32; the key hashes the GGUF's resolved path, size and modification time with the variant (dtype,
-int8 copies) and this format's version, so a replaced model file gets a new entry (the old one is
-removed). A truncated, altered or unreadable entry fails its size or CRC check and is rebuilt; files
-are written to a temporary name, fsynced and renamed, so a crash never leaves a half entry under a key.
+and CRC32; the key hashes the GGUF's resolved path, size, times and inode with the variant (dtype, int8
+copies) and this format's version, so a changed model file gets a new entry (the old one is removed).
+A truncated, altered or unreadable entry fails its size, CRC or tensor check and is rebuilt; files are
+written to a temporary name, fsynced and renamed, so a crash never leaves a half entry under a key.
+Checking reads the whole entry once per start (about 0.3 s here); the pages it reads stay in the OS
+page cache, not in the process.
 """
 
 from __future__ import annotations
@@ -25,15 +27,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from engine.errors import ModelLoadError
 from engine.models.config import ModelConfig
 from engine.models.gguf_file import GGUFFile
-from engine.models.loader import build, gguf_state, model_config
+from engine.models.loader import build, check_state, gguf_state, model_config
 
 log = logging.getLogger(__name__)
 
 FORMAT = 2  # bump when what is stored changes meaning
+LOCK = ".build.lock"
 _READ_CHUNK = 16 * 2**20
 
 
@@ -68,25 +74,48 @@ def from_gguf(path: Path, dtype: torch.dtype, quantize: bool, fingerprints: bool
 
 def load_or_build(folder: Path, path: Path, dtype: torch.dtype, quantize: bool) -> Prepared:
     """The cached preparation of the GGUF at `path`, building (and caching) it first when there is none
-    or it is damaged. A cache that cannot be written (a full or read-only disk) is logged and skipped."""
+    or it is damaged. One process builds at a time (a file lock in `folder`); one that waited reads what
+    the other wrote. A cache that cannot be written (a full or read-only disk) is logged and skipped.
+    Raises what `from_gguf` raises."""
     key = _key(path, dtype, quantize)
     try:
         return _read(folder, key)
     except WeightCacheError as exc:
         log.info("weight cache: %s; preparing %s", exc, path.name)
-    prepared = from_gguf(path, dtype, quantize, fingerprints=True)
     try:
-        _write(folder, key, path, prepared)
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(folder / LOCK)
+        lock.acquire()
     except OSError as exc:
-        log.warning(
-            "weight cache: could not write %s (%s); the next start prepares the model again", folder, exc
-        )
-    return prepared
+        log.warning("weight cache: %s cannot be used (%s); preparing %s without it", folder, exc, path.name)
+        return from_gguf(path, dtype, quantize, fingerprints=True)
+    try:
+        try:
+            return _read(folder, key)  # written meanwhile by the process that held the lock
+        except WeightCacheError:
+            pass
+        prepared = from_gguf(path, dtype, quantize, fingerprints=True)
+        try:
+            _sweep(folder, str(path.resolve()), _stamp(path))
+            _write(folder, key, path, prepared)
+        except (OSError, SafetensorError) as exc:
+            _remove(folder, key)
+            log.warning("weight cache: could not write %s (%s); the next start prepares again", folder, exc)
+        return prepared
+    finally:
+        lock.release()
 
 
 def _key(path: Path, dtype: torch.dtype, quantize: bool) -> str:
     source = [FORMAT, str(path.resolve()), *_stamp(path), str(dtype), quantize]
     return hashlib.sha256(json.dumps(source).encode()).hexdigest()[:32]
+
+
+def _stamp(path: Path) -> list[int]:
+    """What changes when the file does: size, times (a copy that keeps the modification time still gets
+    a new change time) and inode (a replacement file)."""
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
 
 
 def _read(folder: Path, key: str) -> Prepared:
@@ -98,13 +127,14 @@ def _read(folder: Path, key: str) -> Prepared:
         if tensors.stat().st_size != meta["size"] or _crc32(tensors) != meta["crc32"]:
             raise WeightCacheError(f"entry {key} is damaged (size or checksum)")
         state = load_file(tensors)
-        config = meta["config"]
-        config["local_layers"] = tuple(config["local_layers"])
-        return Prepared(ModelConfig(**config), state, bool(meta["instruct"]), tuple(meta["fingerprints"]))
+        fields = meta["config"]
+        config = ModelConfig(**{**fields, "local_layers": tuple(fields["local_layers"])})
+        check_state(config, state, tensors)
+        return Prepared(config, state, bool(meta["instruct"]), tuple(meta["fingerprints"]))
     except (FileNotFoundError, NotADirectoryError) as exc:
         raise WeightCacheError(f"no entry {key}") from exc
-    except (OSError, ValueError, KeyError, TypeError) as exc:  # unreadable JSON, header or fields
-        _remove(folder, key)
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError, ModelLoadError) as exc:
+        _remove(folder, key)  # unreadable JSON, header, fields or tensors
         raise WeightCacheError(f"entry {key} is unreadable ({exc})") from exc
     except WeightCacheError:
         _remove(folder, key)
@@ -112,11 +142,7 @@ def _read(folder: Path, key: str) -> Prepared:
 
 
 def _write(folder: Path, key: str, path: Path, prepared: Prepared) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob(".*.partial"):
-        stale.unlink(missing_ok=True)
-    source, stamp = str(path.resolve()), _stamp(path)
-    _remove_older_entries(folder, source, stamp)
+    """Write the entry (the caller holds the lock): tensors first, then the sidecar that completes it."""
     tensors = folder / f"{key}.safetensors"
     partial = folder / f".{key}.safetensors.partial"
     save_file({k: t.contiguous() for k, t in prepared.state.items()}, partial)
@@ -124,8 +150,8 @@ def _write(folder: Path, key: str, path: Path, prepared: Prepared) -> None:
     os.replace(partial, tensors)
     meta = {
         "format": FORMAT,
-        "source": source,
-        "stamp": stamp,
+        "source": str(path.resolve()),
+        "stamp": _stamp(path),
         "size": tensors.stat().st_size,
         "crc32": _crc32(tensors),
         "config": asdict(prepared.config),
@@ -139,26 +165,37 @@ def _write(folder: Path, key: str, path: Path, prepared: Prepared) -> None:
     _fsync(folder)
 
 
-def _stamp(path: Path) -> list[int]:
-    stat = path.stat()
-    return [stat.st_size, stat.st_mtime_ns]
-
-
-def _remove_older_entries(folder: Path, source: str, stamp: list[int]) -> None:
-    """Drop the entries made from an earlier version of the same model file (any variant)."""
+def _sweep(folder: Path, source: str, stamp: list[int]) -> None:
+    """Remove (the caller holds the lock) what no load can use: entries of another format, of an earlier
+    version of this model file or of a file that is gone, tensors without their sidecar, and anything
+    else left in the folder (partial files of a build that was killed)."""
+    complete: set[str] = set()
     for sidecar in folder.glob("*.json"):
         try:
             meta = json.loads(sidecar.read_text())
-            stale = meta.get("source") == source and meta.get("stamp") != stamp
-        except (OSError, ValueError, AttributeError):
-            stale = True  # unreadable: nothing can use it
+            old = meta["source"] == source and meta["stamp"] != stamp
+            stale = meta["format"] != FORMAT or old or not Path(meta["source"]).exists()
+        except (OSError, ValueError, KeyError, TypeError):
+            stale = True
         if stale:
             _remove(folder, sidecar.stem)
+        else:
+            complete.add(sidecar.stem)
+    for item in folder.iterdir():
+        if item.name != LOCK and item.stem not in complete:
+            _unlink(item)
 
 
 def _remove(folder: Path, key: str) -> None:
-    (folder / f"{key}.json").unlink(missing_ok=True)
-    (folder / f"{key}.safetensors").unlink(missing_ok=True)
+    _unlink(folder / f"{key}.json")
+    _unlink(folder / f"{key}.safetensors")
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:  # a folder the user cannot write: the entry stays unusable, and is skipped
+        log.warning("weight cache: could not remove %s (%s)", path, exc)
 
 
 def _crc32(path: Path) -> int:
