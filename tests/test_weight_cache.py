@@ -171,3 +171,16 @@ def test_float32_and_int8_choices_get_entries_of_their_own(tiny: Path, tmp_path:
     assert quick.model.head_int8 is not None
     assert exact.model.dtype == torch.float32
     assert len(list((cache / "weights").glob("*.safetensors"))) == 3
+
+
+def test_every_cached_tensor_is_aligned_for_the_int8_kernels(tiny: Path, tmp_path: Path):
+    """A weight at an address that is not a multiple of 64 bytes crashed the int8 kernel (a general
+    protection fault when verifying four drafted tokens); the entry's header is padded for it."""
+    cache = tmp_path / "cache"
+    Runtime.load(tiny, device="cpu", cache=cache)
+    model = Runtime.load(tiny, device="cpu", cache=cache).model
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    assert {name: t.data_ptr() % 64 for name, t in tensors.items() if t.data_ptr() % 64} == {}
+    tensors_file, _ = _entry(cache)
+    header = int.from_bytes(tensors_file.read_bytes()[:8], "little")
+    assert (8 + header) % 64 == 0

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,8 +39,9 @@ from engine.models.loader import build, check_state, gguf_state, model_config
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # bump when what is stored changes meaning
+FORMAT = 3  # bump when what is stored changes meaning
 LOCK = ".build.lock"
+ALIGN = 64  # bytes: the int8 kernels load vectors aligned to this (a misaligned weight crashes them)
 _READ_CHUNK = 16 * 2**20
 
 
@@ -126,7 +128,8 @@ def _read(folder: Path, key: str) -> Prepared:
             raise WeightCacheError(f"entry {key} has format {meta.get('format')}")
         if tensors.stat().st_size != meta["size"] or _crc32(tensors) != meta["crc32"]:
             raise WeightCacheError(f"entry {key} is damaged (size or checksum)")
-        state = load_file(tensors)
+        # a tensor after one whose size is not a multiple of ALIGN is misaligned: copied, not mapped
+        state = {k: t.clone() if t.data_ptr() % ALIGN else t for k, t in load_file(tensors).items()}
         fields = meta["config"]
         config = ModelConfig(**{**fields, "local_layers": tuple(fields["local_layers"])})
         check_state(config, state, tensors)
@@ -146,8 +149,8 @@ def _write(folder: Path, key: str, path: Path, prepared: Prepared) -> None:
     tensors = folder / f"{key}.safetensors"
     partial = folder / f".{key}.safetensors.partial"
     save_file({k: t.contiguous() for k, t in prepared.state.items()}, partial)
-    _fsync(partial)
-    os.replace(partial, tensors)
+    _align(partial, folder / f".{key}.aligned.partial")
+    os.replace(folder / f".{key}.aligned.partial", tensors)
     meta = {
         "format": FORMAT,
         "source": str(path.resolve()),
@@ -163,6 +166,22 @@ def _write(folder: Path, key: str, path: Path, prepared: Prepared) -> None:
     _fsync(partial)
     os.replace(partial, folder / f"{key}.json")
     _fsync(folder)
+
+
+def _align(source: Path, target: Path) -> None:
+    """Copy a safetensors file with its header padded (spaces, as safetensors pads) so that the data
+    starts at a multiple of ALIGN: every tensor in it is then aligned when the file is memory-mapped
+    (safetensors aligns the data only to 8 bytes; the default model's tensor sizes are all multiples of
+    64, and a tensor that ends up misaligned is copied when read)."""
+    with source.open("rb") as src, target.open("wb") as dst:
+        length = int.from_bytes(src.read(8), "little")
+        header = src.read(length)
+        pad = -(8 + length) % ALIGN
+        dst.write((length + pad).to_bytes(8, "little") + header + b" " * pad)
+        shutil.copyfileobj(src, dst, _READ_CHUNK)
+        dst.flush()
+        os.fsync(dst.fileno())
+    source.unlink()
 
 
 def _sweep(folder: Path, source: str, stamp: list[int]) -> None:
