@@ -223,14 +223,14 @@ def test_ask_json_and_doctor_repairs_a_damaged_bank_and_index(tmp_path, new_home
         return ok(m3("--model", str(model_path), *args, home=home))
 
     run("ingest", str(notes))
-    out = json.loads(run("ask", "What is the boat called?", "--json"))
+    out = json.loads(run("ask", "What is the name of the boat?", "--json"))
     assert set(out) == {"answer", "mode", "citations", "reads"} and out["mode"] == "memory"
     assert "Heron" in out["answer"]
     first = out["citations"][0]
     assert set(first) == {"n", "path", "page", "line_start", "line_end", "text", "share", "hash"}
     assert first["n"] == 1 and first["path"] == str(notes.resolve() / "boat.md") and first["line_start"] == 1
     assert first["hash"] == hashlib.sha256(first["text"].encode()).hexdigest()  # the chunk's
-    assert out["reads"][0]["step"] == 0 and out["reads"][0]["query"] == "What is the boat called?"
+    assert out["reads"][0]["step"] == 0 and out["reads"][0]["query"] == "What is the name of the boat?"
     assert first["hash"] in {s["hash"] for r in out["reads"] for s in r["sources"]}
 
     run("stop")
@@ -245,7 +245,7 @@ def test_ask_json_and_doctor_repairs_a_damaged_bank_and_index(tmp_path, new_home
     assert "FAIL" not in report
     run("doctor")  # now clean
     assert "0 waiting for memories" in run("ingest")  # the lost memory was written again
-    assert "Heron" in json.loads(run("ask", "What is the boat called?", "--json"))["answer"]
+    assert "Heron" in json.loads(run("ask", "What is the name of the boat?", "--json"))["answer"]
 
 
 # --- the service's lifetime (the tiny model) ------------------------------------------------------------
