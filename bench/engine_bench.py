@@ -307,11 +307,9 @@ def run(
 
     device_arg = "auto" if device is None else device
     with tempfile.TemporaryDirectory(prefix="m3-weights-") as empty:
-        first = engine_process.child("load", str(model_path), device_arg, empty)["load_s"]
-        cached = median(
-            lambda: engine_process.child("load", str(model_path), device_arg, empty)["load_s"],
-            repeats["load"],
-        )
+        load = ("load", str(model_path), device_arg, empty, str(int8_decode))
+        first = engine_process.child(*load)["load_s"]
+        cached = median(lambda: engine_process.child(*load)["load_s"], repeats["load"])
     rss = engine_process.child(
         "rss", str(model_path), device_arg, str(home.cache), str(int8_decode), str(ask_wall.SAMPLE)
     )
