@@ -36,6 +36,7 @@ from engine.errors import ModelLoadError
 from engine.models.config import ModelConfig
 from engine.models.gguf_file import GGUFFile
 from engine.models.loader import build, check_state, gguf_state, model_config
+from ingest.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -161,11 +162,7 @@ def _write(folder: Path, key: str, path: Path, prepared: Prepared) -> None:
         "instruct": prepared.instruct,
         "fingerprints": list(prepared.fingerprints or ()),
     }
-    partial = folder / f".{key}.json.partial"
-    partial.write_text(json.dumps(meta))
-    _fsync(partial)
-    os.replace(partial, folder / f"{key}.json")
-    _fsync(folder)
+    write_atomic(folder / f"{key}.json", json.dumps(meta))  # fsynced, renamed, folder fsynced
 
 
 def _align(source: Path, target: Path) -> None:
@@ -225,11 +222,3 @@ def _crc32(path: Path) -> int:
         while n := f.readinto(buffer):
             crc = zlib.crc32(view[:n], crc)
     return crc
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
