@@ -352,7 +352,7 @@ def run(
         "model": {"file": model_path.name, "arch": config.arch, "layers": config.n_layer},
         "device": run_device,
         "dtype": run_dtype,
-        "int8_decode": model.head_int8 is not None,
+        "int8_decode": model.head_int4 is not None,
         "threads": threads,
         "repeats": repeats,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

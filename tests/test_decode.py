@@ -1,4 +1,5 @@
-"""Faster decoding: int8 weight copies for decode steps, and prompt-lookup drafting (lossless)."""
+"""Faster decoding: int8 weight copies and an int4 shortlisting head for decode steps, and prompt-lookup
+drafting (lossless)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from hypothesis import given, settings
 from engine.chat.generation import Generation, decode_one, draft, prefill
 from engine.memory.profiles import PROFILES
 from engine.memory.writer import write_memories
-from engine.models.quantized import DECODE_ROWS, Linear, quantize_rows
+from engine.models import quantized
+from engine.models.quantized import DECODE_ROWS, Linear, head_logits, int4_matmul, quantize_int4, quantize_rows
 from tests.test_oracle import KL_BOUND, PROMPTS
 
 SOURCES = [
@@ -50,10 +52,53 @@ def test_a_linear_uses_its_int8_copy_for_few_rows_only():
     assert relative < 0.02  # ...which is close
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 40), st.sampled_from([32, 64, 96]), st.floats(1e-3, 1e2), st.integers(0, 2**31 - 1))
+def test_int4_copies_report_their_own_rounding_error(n: int, k: int, magnitude: float, seed: int):
+    w = (torch.randn(n, k, generator=torch.Generator().manual_seed(seed)) * magnitude).to(torch.bfloat16)
+    w[0, :32] = 0  # a constant group must not divide by zero
+    packed, scales_zeros, error = quantize_int4(w)
+    assert packed.shape == (n + -n % 16, k // 2) and error.shape == (n,)
+    back = int4_matmul(torch.eye(k, dtype=torch.bfloat16), packed, scales_zeros).float().T[:n]  # the kernel's view
+    measured = (w.float() - back).norm(dim=1)
+    assert torch.allclose(measured, error, atol=float(back.norm(dim=1).max()) * 2**-8 + 1e-6)
+    assert torch.all(error <= w.float().abs().amax(1) * k**0.5 / 15)  # at most half a step (range/15) each
+
+
+def test_int4_copies_are_the_same_made_in_pieces(monkeypatch):
+    w = torch.randn(400, 64).to(torch.bfloat16)
+    whole = quantize_int4(w)
+    monkeypatch.setattr(quantized, "INT4_CHUNK", 64)
+    for a, b in zip(whole, quantize_int4(w)):
+        assert torch.equal(a, b)
+
+
+def test_the_int4_head_rescoring_gives_the_exact_best_token(rt):
+    """Final hidden states of real prompts: the shortlisting head's best token and its logit are those of
+    the float32 product with the bf16 table; an ambiguous row (all zeros: every token ties) falls back to
+    the full table."""
+    model = rt.model
+    assert model.head_int4 is not None
+    table = model.embed.weight
+    for prompt in PROMPTS:
+        ids = rt.tokenizer.encode(prompt, bos=True)
+        with torch.inference_mode():
+            h = model(torch.tensor([ids]), torch.arange(len(ids))[None], logits="none").hidden[0, -4:]
+            fast = model.head(h)
+            exact = h.float() @ table.float().T
+        best = exact.max(-1)
+        assert torch.equal(fast.argmax(-1), best.indices), prompt
+        assert torch.allclose(fast.max(-1).values, best.values, rtol=1e-5, atol=1e-4), prompt
+        assert not torch.allclose(fast, exact, atol=1e-3)  # the rest are int4 values, not rescored
+    zero = torch.zeros(1, table.shape[1], dtype=table.dtype)
+    args = (model.head_int4, model.head_int4_scales, model.head_int4_error)
+    assert torch.equal(head_logits(zero, table, *args), F.linear(zero, table).float())
+
+
 def test_int8_decode_steps_stay_near_the_exact_model(rt, rt32):
-    """The engine's bf16 model with int8 decode copies against float32 with none: the next-token
+    """The engine's bf16 model with int8 and int4 decode copies against float32 with none: the next-token
     distribution after a decode step stays within the oracle's bound on every prompt."""
-    assert rt.model.head_int8 is not None and rt32.model.head_int8 is None
+    assert rt.model.head_int4 is not None and rt32.model.head_int4 is None
     for prompt in PROMPTS:
         ids = rt.tokenizer.encode(prompt, bos=True)
         logits = []

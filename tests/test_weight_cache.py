@@ -74,7 +74,7 @@ def test_a_model_with_its_own_output_head_loads_from_the_cache(tmp_path: Path):
     cache = tmp_path / "cache"
     built = Runtime.load(path, device="cpu", cache=cache)
     cached = Runtime.load(path, device="cpu", cache=cache)
-    assert built.model.lm_head is not None and cached.model.head_int8 is not None
+    assert built.model.lm_head is not None and cached.model.head_int4 is not None
     assert torch.equal(_logits(cached), _logits(built))
 
 
@@ -119,7 +119,7 @@ def test_the_cached_model_matches_one_prepared_from_the_gguf(tiny: Path, tmp_pat
     fresh = Runtime.load(tiny, device="cpu")
     assert torch.equal(_logits(cached), _logits(fresh))
     assert cached.fingerprints == fresh.fingerprints  # stored at build; computed from the file here
-    assert cached.model.head_int8 is not None and torch.equal(cached.model.head_int8, fresh.model.head_int8)
+    assert cached.model.head_int4 is not None and torch.equal(cached.model.head_int4, fresh.model.head_int4)
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "sidecar", "no-sidecar", "empty"])
@@ -167,8 +167,8 @@ def test_float32_and_int8_choices_get_entries_of_their_own(tiny: Path, tmp_path:
     exact = Runtime.load(tiny, device="cpu", dtype=torch.float32, cache=cache)
     plain = Runtime.load(tiny, device="cpu", cache=cache, int8_decode=False)
     quick = Runtime.load(tiny, device="cpu", cache=cache)
-    assert exact.model.head_int8 is None and plain.model.head_int8 is None
-    assert quick.model.head_int8 is not None
+    assert exact.model.head_int4 is None and plain.model.head_int4 is None
+    assert quick.model.head_int4 is not None
     assert exact.model.dtype == torch.float32
     assert len(list((cache / "weights").glob("*.safetensors"))) == 3
 

@@ -62,10 +62,11 @@ def prefill(model: Transformer, cache: KVCache, ids: Sequence[int], start: int) 
 
 
 def decode_one(
-    model: Transformer, cache: KVCache, token: int, pos: int, probe: Probe | None = None
+    model: Transformer, cache: KVCache, token: int, pos: int, probe: Probe | None = None, exact: bool = False
 ) -> torch.Tensor:
-    """Read one token at `pos`; the logits (vocab,) of the next."""
-    return _forward(model, cache, [token], pos, probe, "last")[-1]
+    """Read one token at `pos`; the logits (vocab,) of the next (`exact`: every one through the full
+    output head, as scoring needs; otherwise only the likeliest ones, Transformer.head)."""
+    return _forward(model, cache, [token], pos, probe, "last", exact)[-1]
 
 
 def verify(
@@ -76,11 +77,13 @@ def verify(
     return _forward(model, cache, ids, start, probe, "all")
 
 
-def _forward(model, cache, ids: Sequence[int], start: int, probe: Probe | None, rows: str) -> torch.Tensor:
+def _forward(
+    model, cache, ids: Sequence[int], start: int, probe: Probe | None, rows: str, exact: bool = False
+) -> torch.Tensor:
     device = model.device
     tokens = torch.tensor([list(ids)], device=device)
     pos = torch.arange(start, start + len(ids), device=device)[None]
-    return model(tokens, pos, cache=cache, probe=probe, logits=rows).logits[0]
+    return model(tokens, pos, cache=cache, probe=probe, logits=rows, exact=exact).logits[0]
 
 
 def draft(context: Sequence[int], sources: Sequence[Sequence[int]], n: int) -> list[int]:
@@ -213,6 +216,8 @@ class Generation:
 
         The cache `run()` filled is rewound to the end of the prompt, with the memories attached there, and
         the tokens go through the same re-reading schedule: scoring costs the reply, not a second prefill.
+        Every distribution comes through the full output head (the prompt's last token is read again
+        for it), not the shortlist decoding uses.
         """
         if self._after_prompt is None:
             raise RuntimeError("score() reads the context that run() built: run the generation first")
@@ -222,11 +227,14 @@ class Generation:
         cache.length, history = length, list(history)
         if placed is not None:
             attach(self.model, cache, *placed)
+        if fed:
+            cache.length = length - 1
+            logits = decode_one(self.model, cache, self.prompt[-1], next_pos - 1, exact=True)
         total = 0.0
         for i, token in enumerate(tokens):
             total += float(torch.log_softmax(logits.float(), dim=-1)[token])
             if i + 1 < len(tokens):
-                _, logits = self._advance(cache, history, token, fed, next_pos)
+                _, logits = self._advance(cache, history, token, fed, next_pos, exact=True)
                 fed, next_pos = fed + 1, next_pos + 1
         return total
 
@@ -241,16 +249,16 @@ class Generation:
         return self.tokenizer.decode(history[fed - self.chunk : fed])
 
     def _advance(
-        self, cache, history: list[int], token: int, fed: int, next_pos: int, probe=None, drafting=False
+        self, cache, history, token: int, fed: int, next_pos: int, probe=None, drafting=False, exact=False
     ) -> tuple[list[int], torch.Tensor]:
         """Feed one reply token (re-reading memories first at a chunk boundary) and, when drafting, the
-        tokens prompt lookup proposes after it. Returns the drafted tokens greedy decoding confirms and
+        tokens prompt lookup proposes after it (`exact`: see `decode_one`). Returns the drafted tokens greedy decoding confirms and
         the logits after the last token kept; the cache keeps exactly the tokens returned."""
         history.append(token)
         self._maybe_reattach(cache, history, fed, next_pos)
         guesses = self._guesses(history, fed) if drafting else []
         if not guesses:
-            return [], decode_one(self.model, cache, token, next_pos, probe)
+            return [], decode_one(self.model, cache, token, next_pos, probe, exact)
         held, length = (_Held() if probe is not None else None), cache.length
         logits = verify(self.model, cache, [token, *guesses], next_pos, held)
         picks = logits.argmax(-1).tolist()  # picks[i]: the greedy token after the i-th one fed

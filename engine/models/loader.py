@@ -10,7 +10,7 @@ from engine.errors import ModelLoadError, UnsupportedModelError
 from engine.models import gemma3, llama, qwen
 from engine.models.config import ModelConfig
 from engine.models.gguf_file import GGUFFile
-from engine.models.quantized import Linear
+from engine.models.quantized import INT4_GROUP, Linear, decode_copy
 from engine.models.transformer import Transformer
 
 ARCHITECTURES: dict[str, Callable[[GGUFFile, int], ModelConfig]] = {
@@ -75,7 +75,7 @@ def build(
     check_state(config, state, source)
     with torch.device("meta"):
         model = Transformer(config)
-    quantized = {name for name in state if "int8" in name}
+    quantized = {name for name in state if decode_copy(name)}
     model.load_state_dict({k: t.to(device) for k, t in state.items() if k not in quantized}, assign=True)
     for name in quantized:
         owner, _, attr = name.rpartition(".")
@@ -85,20 +85,24 @@ def build(
 
 def check_state(config: ModelConfig, state: dict[str, torch.Tensor], source: object) -> None:
     """Raise ModelLoadError, naming `source`, unless `state` has every parameter of the architecture with
-    its shape and a floating dtype, and either none or all of the int8 decode copies (`*.int8` int8,
-    `*.int8_scale` in the weights' dtype; `head_int8*` for the output head: engine/models/quantized.py)."""
+    its shape and a floating dtype, and either none or all of the decode copies (engine/models/
+    quantized.py): `*.int8` int8 and `*.int8_scale` in the weights' dtype for each linear, `head_int4`
+    uint8, `head_int4_scales` in the weights' dtype and `head_int4_error` float32 for the output head."""
     with torch.device("meta"):
         model = Transformer(config)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    kinds: dict[str, torch.dtype | str] = {}  # the decode copies' dtypes; "weights": the weights' dtype
     for name in list(expected):
         owner = name.removesuffix(".weight")
         if owner != name and owner != "lm_head" and isinstance(model.get_submodule(owner), Linear):
-            expected[f"{owner}.int8"] = expected[name]
-            expected[f"{owner}.int8_scale"] = (expected[name][0],)
-    head = expected.get("lm_head.weight", expected["embed.weight"])
-    expected |= {"head_int8": head, "head_int8_scale": (head[0],)}
-    quantized = {name for name in state if "int8" in name}
-    required = {name for name in expected if "int8" not in name or quantized}  # the copies: all or none
+            expected[f"{owner}.int8"], kinds[f"{owner}.int8"] = expected[name], torch.int8
+            expected[f"{owner}.int8_scale"], kinds[f"{owner}.int8_scale"] = (expected[name][0],), "weights"
+    n, k = expected.get("lm_head.weight", expected["embed.weight"])
+    p = n + -n % 16  # the int4 kernel's rows come in tiles of 16
+    expected |= {"head_int4": (p, k // 2), "head_int4_scales": (k // INT4_GROUP, p, 2), "head_int4_error": (n,)}
+    kinds |= {"head_int4": torch.uint8, "head_int4_scales": "weights", "head_int4_error": torch.float32}
+    quantized = {name for name in state if decode_copy(name)}
+    required = {name for name in expected if not decode_copy(name) or quantized}  # the copies: all or none
     missing = sorted(required - set(state))
     if missing:
         raise ModelLoadError(f"{source} lacks tensors the {config.arch} architecture needs: {missing[:3]}.")
@@ -111,6 +115,7 @@ def check_state(config: ModelConfig, state: dict[str, torch.Tensor], source: obj
         if tuple(tensor.shape) != expected[name]:
             got = tuple(tensor.shape)
             raise ModelLoadError(f"Tensor {name} in {source} has shape {got}, expected {expected[name]}.")
-        want = torch.int8 if name.endswith("int8") else weights if name.endswith("int8_scale") else None
+        want = kinds.get(name)
+        want = weights if want == "weights" else want
         if (want is not None and tensor.dtype != want) or (want is None and not tensor.is_floating_point()):
             raise ModelLoadError(f"Tensor {name} in {source} has the wrong type {tensor.dtype}.")

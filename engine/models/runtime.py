@@ -74,7 +74,8 @@ class Runtime:
 
         cache: memory3's cache folder; the prepared weights are kept in its `weights/` folder
         (engine/models/weight_cache.py) and memory-mapped from there by later loads. int8_decode: give the
-        linears int8 copies for decode steps (CPU and half precision only; engine/models/quantized.py).
+        linears int8 copies and the output head an int4 one for decode steps (CPU and half precision only;
+        engine/models/quantized.py).
         A cache that cannot be read or written costs time, never the load. Raises ModelLoadError,
         UnsupportedModelError, DeviceError."""
         path = Path(path)

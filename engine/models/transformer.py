@@ -16,7 +16,7 @@ from torch import nn
 
 from engine.models.config import ModelConfig
 from engine.models.kv_cache import KVCache
-from engine.models.quantized import DECODE_ROWS, Linear, int8_matmul, quantize_rows
+from engine.models.quantized import DECODE_ROWS, INT4_GROUP, Linear, head_logits, quantize_int4
 
 
 class Capture(Protocol):
@@ -211,8 +211,10 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.norm = RMSNorm(config.d_model, config.norm_eps)
         self.lm_head = None if config.tied_embeddings else Linear(config.d_model, config.vocab_size)
-        self.register_buffer("head_int8", None)  # the output head's int8 copy (see `quantize`)
-        self.register_buffer("head_int8_scale", None)
+        # the output head's int4 copy for decode steps (see `quantize`)
+        self.register_buffer("head_int4", None)
+        self.register_buffer("head_int4_scales", None)
+        self.register_buffer("head_int4_error", None)
 
     @property
     def device(self) -> torch.device:
@@ -230,8 +232,10 @@ class Transformer(nn.Module):
         capture: Capture | None = None,
         logits: str = "last",
         probe: Probe | None = None,
+        exact: bool = False,
     ) -> ForwardOut:
-        """tokens, pos: (B, T). logits: "last", "all" or "none". A cache, if given, advances by T."""
+        """tokens, pos: (B, T). logits: "last", "all" or "none"; exact: through the full output head, never
+        its int4 shortlist (see `head`). A cache, if given, advances by T."""
         x = self.embed(tokens)
         if self.config.embed_scale != 1.0:
             x = (x.float() * self.config.embed_scale).to(x.dtype)
@@ -245,22 +249,30 @@ class Transformer(nn.Module):
         if logits == "none":
             return ForwardOut(None, h)
         hl = h[:, -1:] if logits == "last" else h
-        return ForwardOut(self.head(hl).float(), h)
+        return ForwardOut(self.head(hl, exact), h)
 
-    def head(self, h: torch.Tensor) -> torch.Tensor:
-        """Logits (..., vocab) of final hidden states h (..., d_model), in the model's dtype."""
-        if self.head_int8 is not None and h.numel() <= DECODE_ROWS * h.shape[-1]:
-            return int8_matmul(h, self.head_int8, self.head_int8_scale)
-        return F.linear(h, self.embed.weight if self.lm_head is None else self.lm_head.weight)
+    def head(self, h: torch.Tensor, exact: bool = False) -> torch.Tensor:
+        """Logits (..., vocab) float32 of final hidden states h (..., d_model): through the int4 shortlist
+        for a few rows when the copy exists and not `exact` (engine/models/quantized.py, `head_logits`:
+        the best token's logit is exact, those far below it are int4 values)."""
+        table = self.embed.weight if self.lm_head is None else self.lm_head.weight
+        if self.head_int4 is not None and not exact and h.numel() <= DECODE_ROWS * h.shape[-1]:
+            rows = h.reshape(-1, h.shape[-1])
+            logits = head_logits(rows, table, self.head_int4, self.head_int4_scales, self.head_int4_error)
+            return logits.view(*h.shape[:-1], -1)
+        return F.linear(h, table).float()
 
     def quantize(self) -> None:
-        """Add int8 copies of every linear and of the output head for decode steps
-        (engine/models/quantized.py); the bf16 weights stay for prefill and memory writing."""
+        """Add int8 copies of every linear and an int4 copy of the output head for decode steps
+        (engine/models/quantized.py); the bf16 weights stay for prefill and memory writing. A model whose
+        width is not a multiple of INT4_GROUP gets none (its decode reads the bf16 weights)."""
+        if self.config.d_model % INT4_GROUP:
+            return
         for module in self.modules():
             if isinstance(module, Linear) and module is not self.lm_head:
                 module.quantize()
-        head = self.embed.weight if self.lm_head is None else self.lm_head.weight
-        self.head_int8, self.head_int8_scale = quantize_rows(head.detach())
+        table = self.embed.weight if self.lm_head is None else self.lm_head.weight
+        self.head_int4, self.head_int4_scales, self.head_int4_error = quantize_int4(table.detach())
 
     def new_cache(self, max_seq: int, memory_slots: int = 0, batch: int = 1) -> KVCache:
         c = self.config

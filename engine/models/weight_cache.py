@@ -1,14 +1,14 @@
 """The model's prepared weights, cached as safetensors so that a fresh process is ready in about a second.
 
 Preparing a GGUF takes 20-40 s here: the `gguf` reader parses the 262k-entry vocabulary into thousands of
-small arrays, then every tensor is dequantized (and given its int8 decode copy). The cache keeps the
-result, exactly the tensors `loader.build` takes, with what else loading needs (the config, whether the
+small arrays, then every tensor is dequantized (and given its decode copy: int8 linears, int4 head). The
+cache keeps the result, exactly the tensors `loader.build` takes, with what else loading needs (the config, whether the
 model is instruction-tuned, the GGUF's fingerprints for bank files). Reading it memory-maps the file
 (safetensors does not copy): pages are shared with the OS page cache, and those the model never touches
 (most of the embedding table) never occupy memory.
 
 An entry is `<cache>/weights/<key>.safetensors` plus `<key>.json`, written after it and naming its size
-and CRC32; the key hashes the GGUF's resolved path, size, times and inode with the variant (dtype, int8
+and CRC32; the key hashes the GGUF's resolved path, size, times and inode with the variant (dtype, decode
 copies) and this format's version, so a changed model file gets a new entry (the old one is removed).
 A truncated, altered or unreadable entry fails its size, CRC or tensor check and is rebuilt; files are
 written to a temporary name, fsynced and renamed, so a crash never leaves a half entry under a key.
@@ -40,7 +40,7 @@ from ingest.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
-FORMAT = 3  # bump when what is stored changes meaning
+FORMAT = 4  # bump when what is stored changes meaning
 LOCK = ".build.lock"
 ALIGN = 64  # bytes: the int8 kernels load vectors aligned to this (a misaligned weight crashes them)
 _READ_CHUNK = 16 * 2**20
@@ -61,7 +61,7 @@ class Prepared:
 
 
 def from_gguf(path: Path, dtype: torch.dtype, quantize: bool, fingerprints: bool) -> Prepared:
-    """Dequantize the GGUF at `path` (and add int8 decode copies if `quantize`). Raises ModelLoadError,
+    """Dequantize the GGUF at `path` (and add the decode copies if `quantize`: int8 linears, int4 head). Raises ModelLoadError,
     UnsupportedModelError."""
     f = GGUFFile.open(path)
     config = model_config(f)
