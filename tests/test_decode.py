@@ -14,7 +14,14 @@ from engine.chat.generation import Generation, decode_one, draft, prefill
 from engine.memory.profiles import PROFILES
 from engine.memory.writer import write_memories
 from engine.models import quantized
-from engine.models.quantized import DECODE_ROWS, Linear, head_logits, int4_matmul, quantize_int4, quantize_rows
+from engine.models.quantized import (
+    DECODE_ROWS,
+    Linear,
+    head_logits,
+    int4_matmul,
+    quantize_int4,
+    quantize_rows,
+)
 from tests.test_oracle import KL_BOUND, PROMPTS
 
 SOURCES = [
@@ -59,7 +66,8 @@ def test_int4_copies_report_their_own_rounding_error(n: int, k: int, magnitude: 
     w[0, :32] = 0  # a constant group must not divide by zero
     packed, scales_zeros, error = quantize_int4(w)
     assert packed.shape == (n + -n % 16, k // 2) and error.shape == (n,)
-    back = int4_matmul(torch.eye(k, dtype=torch.bfloat16), packed, scales_zeros).float().T[:n]  # the kernel's view
+    eye = torch.eye(k, dtype=torch.bfloat16)
+    back = int4_matmul(eye, packed, scales_zeros).float().T[:n]  # the weights as the kernel reads them
     measured = (w.float() - back).norm(dim=1)
     assert torch.allclose(measured, error, atol=float(back.norm(dim=1).max()) * 2**-8 + 1e-6)
     assert torch.all(error <= w.float().abs().amax(1) * k**0.5 / 15)  # at most half a step (range/15) each
@@ -69,7 +77,7 @@ def test_int4_copies_are_the_same_made_in_pieces(monkeypatch):
     w = torch.randn(400, 64).to(torch.bfloat16)
     whole = quantize_int4(w)
     monkeypatch.setattr(quantized, "INT4_CHUNK", 64)
-    for a, b in zip(whole, quantize_int4(w)):
+    for a, b in zip(whole, quantize_int4(w), strict=True):
         assert torch.equal(a, b)
 
 
@@ -93,6 +101,26 @@ def test_the_int4_head_rescoring_gives_the_exact_best_token(rt):
     zero = torch.zeros(1, table.shape[1], dtype=table.dtype)
     args = (model.head_int4, model.head_int4_scales, model.head_int4_error)
     assert torch.equal(head_logits(zero, table, *args), F.linear(zero, table).float())
+
+
+def test_the_int4_head_decodes_what_the_full_head_does(rt, monkeypatch):
+    """Greedy decoding of the oracle prompts, 20 tokens each: the same tokens through the int4 shortlist
+    as through the float32 product with the whole bf16 table (the int8 layers in both)."""
+    model, table = rt.model, rt.model.embed.weight
+
+    def greedy(prompt: str) -> list[int]:
+        ids = rt.tokenizer.encode(prompt, bos=True)
+        cache = model.new_cache(len(ids) + 20)
+        with torch.inference_mode():
+            logits = prefill(model, cache, ids, 0)
+            out = [int(logits.argmax())]
+            for i in range(19):
+                out.append(int(decode_one(model, cache, out[-1], len(ids) + i).argmax()))
+        return out
+
+    fast = [greedy(prompt) for prompt in PROMPTS]
+    monkeypatch.setattr(model, "head", lambda h, exact=False: h.float() @ table.float().T)
+    assert fast == [greedy(prompt) for prompt in PROMPTS]
 
 
 def test_int8_decode_steps_stay_near_the_exact_model(rt, rt32):

@@ -184,3 +184,56 @@ def test_every_cached_tensor_is_aligned_for_the_int8_kernels(tiny: Path, tmp_pat
     tensors_file, _ = _entry(cache)
     header = int.from_bytes(tensors_file.read_bytes()[:8], "little")
     assert (8 + header) % 64 == 0
+
+
+def test_cached_weights_are_views_of_the_mapped_file(tiny: Path, tmp_path: Path):
+    """Loading copies nothing: the weights stay in the file's pages until the model reads them (what keeps
+    the engine's resident memory down; safetensors' own loader read 177 MB of the default model's). Only
+    a tensor at an offset that is not a multiple of 64 bytes is copied (the tiny model has odd sizes)."""
+    cache = tmp_path / "cache"
+    Runtime.load(tiny, device="cpu", cache=cache)
+    model = Runtime.load(tiny, device="cpu", cache=cache).model
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    tensors_file, _ = _entry(cache)
+    data = tensors_file.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    aligned = [n for n, e in header.items() if n != "__metadata__" and e["data_offsets"][0] % 64 == 0]
+    maps = [line.split() for line in Path("/proc/self/maps").read_text().splitlines()]
+    spans = [[int(x, 16) for x in m[0].split("-")] for m in maps if m[-1] == str(tensors_file)]
+    assert len(aligned) > 3
+    for name in aligned:
+        assert any(start <= tensors[name].data_ptr() < end for start, end in spans), name
+
+
+def _safetensors(path: Path, header: object, data: bytes = b"") -> Path:
+    text = json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "header, data",
+    [
+        ([1, 2], b""),  # not a table
+        ({"w": {"dtype": "F64", "shape": [2], "data_offsets": [0, 16]}}, bytes(16)),  # unknown dtype
+        ({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}, bytes(8)),  # size != shape
+        ({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, bytes(8)),  # past the end
+        ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [-8, 0]}}, bytes(8)),  # before the data
+        ({"w": {"dtype": "F32", "shape": ["2"], "data_offsets": [0, 8]}}, bytes(8)),  # not a shape
+    ],
+)
+def test_a_hostile_entry_header_is_refused(tmp_path: Path, header: object, data: bytes):
+    with pytest.raises((ValueError, KeyError, TypeError)):
+        weight_cache._map(_safetensors(tmp_path / "x.safetensors", header, data))
+
+
+def test_a_header_longer_than_its_file_is_refused(tmp_path: Path):
+    path = tmp_path / "x.safetensors"
+    path.write_bytes((10**9).to_bytes(8, "little") + b"{}")
+    with pytest.raises(ValueError):
+        weight_cache._map(path)
+    empty = _safetensors(
+        tmp_path / "y.safetensors", {"w": {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]}}
+    )
+    assert weight_cache._map(empty)["w"].shape == (0,)

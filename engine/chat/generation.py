@@ -252,8 +252,9 @@ class Generation:
         self, cache, history, token: int, fed: int, next_pos: int, probe=None, drafting=False, exact=False
     ) -> tuple[list[int], torch.Tensor]:
         """Feed one reply token (re-reading memories first at a chunk boundary) and, when drafting, the
-        tokens prompt lookup proposes after it (`exact`: see `decode_one`). Returns the drafted tokens greedy decoding confirms and
-        the logits after the last token kept; the cache keeps exactly the tokens returned."""
+        tokens prompt lookup proposes after it (`exact`: see `decode_one`). Returns the drafted tokens
+        greedy decoding confirms and the logits after the last token kept; the cache keeps exactly the
+        tokens returned."""
         history.append(token)
         self._maybe_reattach(cache, history, fed, next_pos)
         guesses = self._guesses(history, fed) if drafting else []

@@ -99,7 +99,8 @@ def check_state(config: ModelConfig, state: dict[str, torch.Tensor], source: obj
             expected[f"{owner}.int8_scale"], kinds[f"{owner}.int8_scale"] = (expected[name][0],), "weights"
     n, k = expected.get("lm_head.weight", expected["embed.weight"])
     p = n + -n % 16  # the int4 kernel's rows come in tiles of 16
-    expected |= {"head_int4": (p, k // 2), "head_int4_scales": (k // INT4_GROUP, p, 2), "head_int4_error": (n,)}
+    expected |= {"head_int4": (p, k // 2), "head_int4_scales": (k // INT4_GROUP, p, 2)}
+    expected["head_int4_error"] = (n,)
     kinds |= {"head_int4": torch.uint8, "head_int4_scales": "weights", "head_int4_error": torch.float32}
     quantized = {name for name in state if decode_copy(name)}
     required = {name for name in expected if not decode_copy(name) or quantized}  # the copies: all or none

@@ -57,9 +57,9 @@ def quantize_int4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     if K % INT4_GROUP:
         raise ValueError(f"int4 needs inputs in groups of {INT4_GROUP}; this weight has {K}")
     w = F.pad(w, (0, 0, 0, -N % 16))
-    parts = [_int4_rows(w[i : i + INT4_CHUNK]) for i in range(0, N, INT4_CHUNK)]  # bounded float32 copies
-    packed, scales_zeros, error = (torch.cat(p, dim) for p, dim in zip(zip(*parts), (0, 1, 0)))
-    return packed, scales_zeros, error[:N]
+    parts = [_int4_rows(w[i : i + INT4_CHUNK]) for i in range(0, len(w), INT4_CHUNK)]  # bounded copies
+    packed, scales_zeros, error = zip(*parts, strict=True)
+    return torch.cat(packed), torch.cat(scales_zeros, 1), torch.cat(error)[:N]
 
 
 def _int4_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -84,7 +84,11 @@ def int4_matmul(x: torch.Tensor, packed: torch.Tensor, scales_zeros: torch.Tenso
 
 
 def head_logits(
-    h: torch.Tensor, table: torch.Tensor, packed: torch.Tensor, scales_zeros: torch.Tensor, error: torch.Tensor
+    h: torch.Tensor,
+    table: torch.Tensor,
+    packed: torch.Tensor,
+    scales_zeros: torch.Tensor,
+    error: torch.Tensor,
 ) -> torch.Tensor:
     """Logits (R, N) float32 of a few hidden states h (R, K) against the head `table` (N, K), through its
     int4 copy (`quantize_int4`), with every token that may be a row's best rescored in float32.

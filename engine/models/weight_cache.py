@@ -2,10 +2,10 @@
 
 Preparing a GGUF takes 20-40 s here: the `gguf` reader parses the 262k-entry vocabulary into thousands of
 small arrays, then every tensor is dequantized (and given its decode copy: int8 linears, int4 head). The
-cache keeps the result, exactly the tensors `loader.build` takes, with what else loading needs (the config, whether the
-model is instruction-tuned, the GGUF's fingerprints for bank files). Reading it memory-maps the file
-(safetensors does not copy): pages are shared with the OS page cache, and those the model never touches
-(most of the embedding table) never occupy memory.
+cache keeps the result, exactly the tensors `loader.build` takes, with what else loading needs (the
+config, whether the model is instruction-tuned, the GGUF's fingerprints for bank files). Reading it
+memory-maps the file (safetensors does not copy): pages are shared with the OS page cache, and those the
+model never touches (most of the embedding table) never occupy memory.
 
 An entry is `<cache>/weights/<key>.safetensors` plus `<key>.json`, written after it and naming its size
 and CRC32; the key hashes the GGUF's resolved path, size, times and inode with the variant (dtype, decode
@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import zlib
@@ -30,7 +31,7 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from engine.errors import ModelLoadError
 from engine.models.config import ModelConfig
@@ -61,8 +62,8 @@ class Prepared:
 
 
 def from_gguf(path: Path, dtype: torch.dtype, quantize: bool, fingerprints: bool) -> Prepared:
-    """Dequantize the GGUF at `path` (and add the decode copies if `quantize`: int8 linears, int4 head). Raises ModelLoadError,
-    UnsupportedModelError."""
+    """Dequantize the GGUF at `path` (and add the decode copies if `quantize`: int8 linears, int4 head).
+    Raises ModelLoadError, UnsupportedModelError."""
     f = GGUFFile.open(path)
     config = model_config(f)
     state = gguf_state(f, config, dtype)
@@ -129,20 +130,59 @@ def _read(folder: Path, key: str) -> Prepared:
             raise WeightCacheError(f"entry {key} has format {meta.get('format')}")
         if tensors.stat().st_size != meta["size"] or _crc32(tensors) != meta["crc32"]:
             raise WeightCacheError(f"entry {key} is damaged (size or checksum)")
-        # a tensor after one whose size is not a multiple of ALIGN is misaligned: copied, not mapped
-        state = {k: t.clone() if t.data_ptr() % ALIGN else t for k, t in load_file(tensors).items()}
+        state = _map(tensors)
         fields = meta["config"]
         config = ModelConfig(**{**fields, "local_layers": tuple(fields["local_layers"])})
         check_state(config, state, tensors)
         return Prepared(config, state, bool(meta["instruct"]), tuple(meta["fingerprints"]))
     except (FileNotFoundError, NotADirectoryError) as exc:
         raise WeightCacheError(f"no entry {key}") from exc
-    except (OSError, ValueError, KeyError, TypeError, SafetensorError, ModelLoadError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, ModelLoadError) as exc:
         _remove(folder, key)  # unreadable JSON, header, fields or tensors
         raise WeightCacheError(f"entry {key} is unreadable ({exc})") from exc
     except WeightCacheError:
         _remove(folder, key)
         raise
+
+
+_DTYPES = {
+    "BF16": torch.bfloat16,
+    "F16": torch.float16,
+    "F32": torch.float32,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+}
+
+
+def _map(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file as views of one private memory map of it.
+
+    Not `safetensors.torch.load_file`: it makes 177 MB of the default model's entry resident at load (the
+    pages it reads to set tensors up), and resident memory is a target here; mapping the file with torch
+    touches nothing until the model reads it. The header is checked (known dtypes, sizes that match the
+    shapes, offsets inside the file): ValueError otherwise. A tensor whose offset is not a multiple of
+    ALIGN (after one with an odd size) is copied: the int8 kernels crash on misaligned weights."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        if not 0 < length <= size - 8:
+            raise ValueError(f"{path} has a header length of {length} bytes in a file of {size}")
+        header = json.loads(f.read(length))
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} has a header that is not a table of tensors")
+    storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)
+    base, state = 8 + length, {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        dtype, shape, (start, end) = _DTYPES[entry["dtype"]], tuple(entry["shape"]), entry["data_offsets"]
+        nbytes = math.prod(shape) * dtype.itemsize
+        if not (start >= 0 and end - start == nbytes and base + end <= size):
+            raise ValueError(f"{path}: tensor {name} has offsets {start}-{end} for {nbytes} bytes")
+        raw = torch.empty(0, dtype=torch.uint8).set_(storage, base + start, (nbytes,), (1,))
+        raw = raw.clone() if (base + start) % ALIGN else raw
+        state[name] = raw.view(dtype).view(shape)
+    return state
 
 
 def _write(folder: Path, key: str, path: Path, prepared: Prepared) -> None:
