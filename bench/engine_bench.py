@@ -424,7 +424,7 @@ def table(r: dict) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, {r['threads']} threads each, "
         f"{m['ram_gib']} GiB RAM, GPU: {m['gpu'] or 'none'}; "
         f"{r['model']['file']} on {r['device']} in {r['dtype']}"
-        f"{', int8 decode copies' if r['int8_decode'] else ''}; "
+        f"{', int8 decode copies + int4 head' if r['int8_decode'] else ''}; "
         f"torch {m['torch']}, llama-cpp-python {m['llama_cpp_python']}; {r['date']}.",
     ]
     return "\n".join(lines)
