@@ -236,4 +236,21 @@ def test_a_header_longer_than_its_file_is_refused(tmp_path: Path):
     empty = _safetensors(
         tmp_path / "y.safetensors", {"w": {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]}}
     )
-    assert weight_cache._map(empty)["w"].shape == (0,)
+    assert weight_cache._map(empty)[0]["w"].shape == (0,)
+
+
+def test_table_rows_are_read_from_the_entry_as_the_mapping_holds_them(tiny: Path, tmp_path: Path):
+    """The embedding rows a cached model reads with pread (not through the mapping, which would make
+    the neighbouring pages resident) are the mapped table's, in any shape; bad ids raise IndexError."""
+    cache = tmp_path / "cache"
+    Runtime.load(tiny, device="cpu", cache=cache)
+    model = Runtime.load(tiny, device="cpu", cache=cache).model
+    rows, table = model.embed_rows, model.embed.weight
+    assert rows is not None
+    ids = torch.tensor([[3, 0, table.shape[0] - 1], [7, 7, 1]])
+    assert torch.equal(rows(ids), table[ids])
+    assert rows(torch.tensor([], dtype=torch.long)).shape == (0, table.shape[1])
+    for bad in (-1, table.shape[0]):
+        with pytest.raises(IndexError):
+            rows(torch.tensor([bad]))
+    assert Runtime.load(tiny, device="cpu").model.embed_rows is None  # no cache: the table is in memory

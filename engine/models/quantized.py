@@ -20,6 +20,8 @@ outside the shortlist.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -89,6 +91,7 @@ def head_logits(
     packed: torch.Tensor,
     scales_zeros: torch.Tensor,
     error: torch.Tensor,
+    rows: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Logits (R, N) float32 of a few hidden states h (R, K) against the head `table` (N, K), through its
     int4 copy (`quantize_int4`), with every token that may be a row's best rescored in float32.
@@ -96,7 +99,8 @@ def head_logits(
     The int4 logit a[j] differs from h . table[j] by h . d[j], d[j] the row's rounding error: a sum of K
     small independent terms with standard deviation about |h|_2 |d[j]|_2 / sqrt(K) (plus the kernel's
     bf16 rounding of a[j], 2^-9 |a[j]|). Tokens within RESCORE_Z of those deviations of a row's best
-    lower bound are rescored; with more than RESCORE_MAX of them the whole bf16 table is used.
+    lower bound are rescored (their rows read by `rows`, given, else indexed from `table`); with more than
+    RESCORE_MAX of them the whole bf16 table is used.
     Measured on 100 decode steps of the default model: the largest error was 5.2 deviations."""
     approx = int4_matmul(h, packed, scales_zeros)[:, : table.shape[0]].float()
     hf = h.float()
@@ -106,7 +110,8 @@ def head_logits(
     candidates = ((approx + margin) >= lo).any(0).nonzero().squeeze(1)
     if candidates.numel() > RESCORE_MAX:
         return F.linear(h, table).float()
-    approx[:, candidates] = hf @ table[candidates].float().T
+    exact = rows(candidates) if rows is not None else table[candidates]
+    approx[:, candidates] = hf @ exact.float().T
     return approx
 
 

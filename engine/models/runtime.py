@@ -88,6 +88,8 @@ class Runtime:
         else:
             prepared = weight_cache.load_or_build(cache / "weights", path, dtype, quantize)
         model = build(prepared.config, prepared.state, device, path)
+        if device.type == "cpu":
+            model.embed_rows = prepared.embed_rows
         tokenizer = Tokenizer(path)
         log.info(
             "loaded %s (%s) on %s in %s, int8 decode %s",

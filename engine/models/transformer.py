@@ -7,6 +7,7 @@ treats a memory token exactly like a text token at the same position.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -211,6 +212,8 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.norm = RMSNorm(config.d_model, config.norm_eps)
         self.lm_head = None if config.tied_embeddings else Linear(config.d_model, config.vocab_size)
+        # rows of the embedding table by token id, read without mapping the table (weight_cache.TableRows)
+        self.embed_rows: Callable[[torch.Tensor], torch.Tensor] | None = None
         # the output head's int4 copy for decode steps (see `quantize`)
         self.register_buffer("head_int4", None)
         self.register_buffer("head_int4_scales", None)
@@ -236,7 +239,7 @@ class Transformer(nn.Module):
     ) -> ForwardOut:
         """tokens, pos: (B, T). logits: "last", "all" or "none"; exact: through the full output head, never
         its int4 shortlist (see `head`). A cache, if given, advances by T."""
-        x = self.embed(tokens)
+        x = self.embed(tokens) if self.embed_rows is None else self.embed_rows(tokens)
         if self.config.embed_scale != 1.0:
             x = (x.float() * self.config.embed_scale).to(x.dtype)
         rotaries = {b.attn.rotary.base: b.attn.rotary for b in self.blocks}
@@ -258,7 +261,8 @@ class Transformer(nn.Module):
         table = self.embed.weight if self.lm_head is None else self.lm_head.weight
         if self.head_int4 is not None and not exact and h.numel() <= DECODE_ROWS * h.shape[-1]:
             rows = h.reshape(-1, h.shape[-1])
-            logits = head_logits(rows, table, self.head_int4, self.head_int4_scales, self.head_int4_error)
+            copy = (self.head_int4, self.head_int4_scales, self.head_int4_error)
+            logits = head_logits(rows, table, *copy, self.embed_rows if self.lm_head is None else None)
             return logits.view(*h.shape[:-1], -1)
         return F.linear(h, table).float()
 
