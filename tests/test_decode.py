@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import hypothesis.strategies as st
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -65,12 +66,13 @@ def test_int4_copies_report_their_own_rounding_error(n: int, k: int, magnitude: 
     w = (torch.randn(n, k, generator=torch.Generator().manual_seed(seed)) * magnitude).to(torch.bfloat16)
     w[0, :32] = 0  # a constant group must not divide by zero
     packed, scales_zeros, error = quantize_int4(w)
-    assert packed.shape == (n + -n % 16, k // 2) and error.shape == (n,)
     eye = torch.eye(k, dtype=torch.bfloat16)
     back = int4_matmul(eye, packed, scales_zeros).float().T[:n]  # the weights as the kernel reads them
-    measured = (w.float() - back).norm(dim=1)
-    assert torch.allclose(measured, error, atol=float(back.norm(dim=1).max()) * 2**-8 + 1e-6)
-    assert torch.all(error <= w.float().abs().amax(1) * k**0.5 / 15)  # at most half a step (range/15) each
+    assert packed.shape == (n + -n % 16, k // 2) and error.shape == (n,)
+    measured = (w.float() - back).square().mean(-1).sqrt()  # each row's rounding error (root mean square)
+    scale = float(back.abs().max()) * 2**-8  # the kernel returns bf16: its own rounding, at most this
+    assert torch.allclose(measured, error, rtol=2**-7, atol=scale + 1e-6)
+    assert torch.all(error <= w.float().abs().amax(1) / 15 * 1.01)  # at most half a step (range/15)
 
 
 def test_int4_copies_are_the_same_made_in_pieces(monkeypatch):
@@ -86,7 +88,8 @@ def test_the_int4_head_rescoring_gives_the_exact_best_token(rt):
     the float32 product with the bf16 table; an ambiguous row (all zeros: every token ties) falls back to
     the full table."""
     model = rt.model
-    assert model.head_int4 is not None
+    if model.device.type != "cpu":
+        pytest.skip("the decode copies are made for the CPU")
     table = model.embed.weight
     for prompt in PROMPTS:
         ids = rt.tokenizer.encode(prompt, bos=True)
@@ -107,6 +110,8 @@ def test_the_int4_head_decodes_what_the_full_head_does(rt, monkeypatch):
     """Greedy decoding of the oracle prompts, 20 tokens each: the same tokens through the int4 shortlist
     as through the float32 product with the whole bf16 table (the int8 layers in both)."""
     model, table = rt.model, rt.model.embed.weight
+    if model.device.type != "cpu":
+        pytest.skip("the decode copies are made for the CPU")
 
     def greedy(prompt: str) -> list[int]:
         ids = rt.tokenizer.encode(prompt, bos=True)
@@ -126,6 +131,8 @@ def test_the_int4_head_decodes_what_the_full_head_does(rt, monkeypatch):
 def test_int8_decode_steps_stay_near_the_exact_model(rt, rt32):
     """The engine's bf16 model with int8 and int4 decode copies against float32 with none: the next-token
     distribution after a decode step stays within the oracle's bound on every prompt."""
+    if rt.model.device.type != "cpu":
+        pytest.skip("the decode copies are made for the CPU")
     assert rt.model.head_int4 is not None and rt32.model.head_int4 is None
     for prompt in PROMPTS:
         ids = rt.tokenizer.encode(prompt, bos=True)

@@ -243,3 +243,16 @@ def test_an_answer_stopped_before_its_first_token_cites_nothing(rt):
     )
     gen.cancel.set()
     assert list(gen.run()) == [] and gen.sources() == []
+
+
+def test_a_cancelled_prompt_cannot_be_scored(rt32):
+    """score() teacher-forces a reply after the whole prompt; a generation stopped while reading it (or
+    before) has no such context and says so instead of scoring a truncated prompt."""
+    tok = rt32.tokenizer
+    prompt = tok.encode(FACT + QUESTION, bos=True)
+    cancel = threading.Event()
+    cancel.set()
+    gen = Generation(rt32.model, tok, prompt, max_new_tokens=4, cancel=cancel)
+    assert list(gen.run()) == []
+    with pytest.raises(RuntimeError):
+        gen.score(tok.encode(" 7391-QX"))

@@ -26,7 +26,7 @@ from engine.memory.attach import attach, place, span
 from engine.memory.profiles import MemoryKV
 from engine.models.kv_cache import KVCache
 from engine.models.tokenizer import Tokenizer
-from engine.models.transformer import Probe, Transformer
+from engine.models.transformer import ForwardOut, Probe, Transformer
 
 CHUNK_TOKENS = 64
 DRAFT_TOKENS = 3  # drafted tokens checked per step at most: 4 rows cost 1.4x one here, 8 rows 2.2x
@@ -58,7 +58,7 @@ def sample(logits: torch.Tensor, sampling: Sampling, rng: torch.Generator | None
 
 def prefill(model: Transformer, cache: KVCache, ids: Sequence[int], start: int) -> torch.Tensor:
     """Read `ids` at positions start.. into `cache`; the logits (vocab,) of the token after the last."""
-    return _forward(model, cache, ids, start, None, "last")[-1]
+    return _forward(model, cache, ids, start, None, "last").logits[0, -1]
 
 
 def decode_one(
@@ -66,7 +66,7 @@ def decode_one(
 ) -> torch.Tensor:
     """Read one token at `pos`; the logits (vocab,) of the next (`exact`: every one through the full
     output head, as scoring needs; otherwise only the likeliest ones, Transformer.head)."""
-    return _forward(model, cache, [token], pos, probe, "last", exact)[-1]
+    return _forward(model, cache, [token], pos, probe, "last", exact).logits[0, -1]
 
 
 def verify(
@@ -74,16 +74,16 @@ def verify(
 ) -> torch.Tensor:
     """Read a few `ids` at positions start..; logits (len(ids), vocab) after each. The cache advances by
     len(ids): rewind `cache.length` to drop a rejected tail."""
-    return _forward(model, cache, ids, start, probe, "all")
+    return _forward(model, cache, ids, start, probe, "all").logits[0]
 
 
 def _forward(
     model, cache, ids: Sequence[int], start: int, probe: Probe | None, rows: str, exact: bool = False
-) -> torch.Tensor:
+) -> ForwardOut:
     device = model.device
     tokens = torch.tensor([list(ids)], device=device)
     pos = torch.arange(start, start + len(ids), device=device)[None]
-    return model(tokens, pos, cache=cache, probe=probe, logits=rows, exact=exact).logits[0]
+    return model(tokens, pos, cache=cache, probe=probe, logits=rows, exact=exact)
 
 
 def draft(context: Sequence[int], sources: Sequence[Sequence[int]], n: int) -> list[int]:
@@ -172,10 +172,12 @@ class Generation:
             n = self.chunk - fed % self.chunk if self.retrieve else len(body)
             self._maybe_reattach(cache, history, fed, next_pos)
             piece = body[fed : fed + n]
-            logits = prefill(model, cache, piece, next_pos)
+            out = _forward(model, cache, piece, next_pos, None, "last")
+            logits, last = out.logits[0, -1], out.hidden[0, -1:].clone()  # the state score() starts from
             fed, next_pos = fed + len(piece), next_pos + len(piece)
 
-        self._after_prompt = (cache, cache.length, logits, fed, next_pos, list(history), self._placed)
+        if fed == len(body) and fed:  # read to its end (not cancelled): what score() rewinds to
+            self._after_prompt = (cache, cache.length, last, fed, next_pos, list(history), self._placed)
         stream = self.tokenizer.stream()
         drafting = self.lookup and self.sampling.temperature <= 0
         while len(self.tokens) < self.max_new_tokens and not self._cancelled():
@@ -216,20 +218,17 @@ class Generation:
 
         The cache `run()` filled is rewound to the end of the prompt, with the memories attached there, and
         the tokens go through the same re-reading schedule: scoring costs the reply, not a second prefill.
-        Every distribution comes through the full output head (the prompt's last token is read again
-        for it), not the shortlist decoding uses.
+        Every distribution comes through the full output head, not the shortlist decoding uses.
         """
         if self._after_prompt is None:
-            raise RuntimeError("score() reads the context that run() built: run the generation first")
+            raise RuntimeError("score() reads the prompt run() read to its end: run the generation first")
         if len(tokens) > self.max_new_tokens:
             raise ValueError(f"a reply of {len(tokens)} tokens exceeds max_new_tokens={self.max_new_tokens}")
-        cache, length, logits, fed, next_pos, history, placed = self._after_prompt
+        cache, length, last, fed, next_pos, history, placed = self._after_prompt
         cache.length, history = length, list(history)
         if placed is not None:
             attach(self.model, cache, *placed)
-        if fed:
-            cache.length = length - 1
-            logits = decode_one(self.model, cache, self.prompt[-1], next_pos - 1, exact=True)
+        logits = self.model.head(last, exact=True)[-1]
         total = 0.0
         for i, token in enumerate(tokens):
             total += float(torch.log_softmax(logits.float(), dim=-1)[token])

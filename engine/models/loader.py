@@ -103,6 +103,10 @@ def check_state(config: ModelConfig, state: dict[str, torch.Tensor], source: obj
     expected["head_int4_error"] = (n,)
     kinds |= {"head_int4": torch.uint8, "head_int4_scales": "weights", "head_int4_error": torch.float32}
     quantized = {name for name in state if decode_copy(name)}
+    if quantized and k % INT4_GROUP:
+        raise ModelLoadError(
+            f"{source} holds int4 copies of a head {k} wide (not a multiple of {INT4_GROUP})."
+        )
     required = {name for name in expected if not decode_copy(name) or quantized}  # the copies: all or none
     missing = sorted(required - set(state))
     if missing:

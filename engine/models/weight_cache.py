@@ -4,8 +4,9 @@ Preparing a GGUF takes 20-40 s here: the `gguf` reader parses the 262k-entry voc
 small arrays, then every tensor is dequantized (and given its decode copy: int8 linears, int4 head). The
 cache keeps the result, exactly the tensors `loader.build` takes, with what else loading needs (the
 config, whether the model is instruction-tuned, the GGUF's fingerprints for bank files). Reading it
-memory-maps the file (safetensors does not copy): pages are shared with the OS page cache, and those the
-model never touches (most of the embedding table) never occupy memory.
+memory-maps the file (with torch: nothing is copied): pages are shared with the OS page cache, and those the
+model never touches (most of the embedding table) never occupy memory; the few rows it looks up are read
+with pread (TableRows).
 
 An entry is `<cache>/weights/<key>.safetensors` plus `<key>.json`, written after it and naming its size
 and CRC32; the key hashes the GGUF's resolved path, size, times and inode with the variant (dtype, decode
@@ -18,12 +19,15 @@ page cache, not in the process.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import math
 import os
+import platform
 import shutil
+import weakref
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,10 +45,13 @@ from ingest.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
-FORMAT = 4  # bump when what is stored changes meaning
+FORMAT = 6  # bump when what is stored changes meaning
 LOCK = ".build.lock"
 ALIGN = 64  # bytes: the int8 kernels load vectors aligned to this (a misaligned weight crashes them)
 _READ_CHUNK = 16 * 2**20
+# a process short of file descriptors or memory cannot read an entry; the entry is kept (mapping errors
+# come from torch as RuntimeError, kept too)
+_SHORT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.EINTR}
 
 
 class WeightCacheError(Exception):
@@ -72,6 +79,7 @@ class TableRows:
 
     def __init__(self, path: Path, offset: int, shape: tuple[int, int], dtype: torch.dtype):
         self._fd = os.open(path, os.O_RDONLY)  # kept open: the entry may be replaced, this inode stays
+        weakref.finalize(self, os.close, self._fd)
         self.offset, (self.n, self.k), self.dtype = offset, shape, dtype
         self.row_bytes = self.k * dtype.itemsize
 
@@ -85,14 +93,11 @@ class TableRows:
         for i, row in enumerate(flat):
             if not 0 <= row < self.n:
                 raise IndexError(f"row {row} is outside the table of {self.n}")
-            part = view[i * self.row_bytes : (i + 1) * self.row_bytes]
-            if os.preadv(self._fd, [part], self.offset + row * self.row_bytes) != self.row_bytes:
+            data = os.pread(self._fd, self.row_bytes, self.offset + row * self.row_bytes)
+            if len(data) != self.row_bytes:
                 raise OSError(f"the weight cache entry ended inside row {row}")
+            view[i * self.row_bytes : (i + 1) * self.row_bytes] = data
         return torch.frombuffer(buffer, dtype=self.dtype).view(*ids.shape, self.k)
-
-    def __del__(self) -> None:
-        if (fd := getattr(self, "_fd", None)) is not None:
-            os.close(fd)
 
 
 def from_gguf(path: Path, dtype: torch.dtype, quantize: bool, fingerprints: bool) -> Prepared:
@@ -142,15 +147,26 @@ def load_or_build(folder: Path, path: Path, dtype: torch.dtype, quantize: bool) 
             return prepared
         try:  # the mapped entry, so that the prepared copy in memory (the size of the file) is freed
             return _read(folder, key)
-        except WeightCacheError:
+        except WeightCacheError as exc:
+            log.warning("weight cache: %s just after writing it; using the prepared weights", exc)
             return prepared
     finally:
         lock.release()
 
 
 def _key(path: Path, dtype: torch.dtype, quantize: bool) -> str:
-    source = [FORMAT, str(path.resolve()), *_stamp(path), str(dtype), quantize]
+    """The entry's name: the model file's identity, the variant, and `_build`."""
+    source = [FORMAT, str(path.resolve()), *_stamp(path), str(dtype), quantize, *_build(quantize)]
     return hashlib.sha256(json.dumps(source).encode()).hexdigest()[:32]
+
+
+def _build(quantize: bool) -> list[str]:
+    """What the int4 head's packed layout depends on (with decode copies): the torch build and the CPU's
+    vector instructions (AVX512 and AVX2 kernels interleave rows differently). An entry packed for
+    another reads as garbage without failing any check, so it gets another key."""
+    return (
+        [torch.__version__, torch.backends.cpu.get_cpu_capability(), platform.machine()] if quantize else []
+    )
 
 
 def _stamp(path: Path) -> list[int]:
@@ -164,8 +180,8 @@ def _read(folder: Path, key: str) -> Prepared:
     tensors, sidecar = folder / f"{key}.safetensors", folder / f"{key}.json"
     try:
         meta = json.loads(sidecar.read_text())
-        if meta.get("format") != FORMAT:
-            raise WeightCacheError(f"entry {key} has format {meta.get('format')}")
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise WeightCacheError(f"entry {key} is not of format {FORMAT}")
         if tensors.stat().st_size != meta["size"] or _crc32(tensors) != meta["crc32"]:
             raise WeightCacheError(f"entry {key} is damaged (size or checksum)")
         state, offsets = _map(tensors)
@@ -177,7 +193,12 @@ def _read(folder: Path, key: str) -> Prepared:
         return Prepared(config, state, bool(meta["instruct"]), tuple(meta["fingerprints"]), rows)
     except (FileNotFoundError, NotADirectoryError) as exc:
         raise WeightCacheError(f"no entry {key}") from exc
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, ModelLoadError) as exc:
+    except (MemoryError, RuntimeError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno not in _SHORT_OF_RESOURCES:
+            _remove(folder, key)
+            raise WeightCacheError(f"entry {key} is unreadable ({exc})") from exc
+        raise WeightCacheError(f"entry {key} cannot be read now ({exc})") from exc  # kept: not damage
+    except (ValueError, KeyError, TypeError, ArithmeticError, AssertionError, ModelLoadError) as exc:
         _remove(folder, key)  # unreadable JSON, header, fields or tensors
         raise WeightCacheError(f"entry {key} is unreadable ({exc})") from exc
     except WeightCacheError:
@@ -213,17 +234,35 @@ def _map(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
         raise ValueError(f"{path} has a header that is not a table of tensors")
     storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)
     base, state, offsets = 8 + length, {}, {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        dtype, shape, (start, end) = _DTYPES[entry["dtype"]], tuple(entry["shape"]), entry["data_offsets"]
+    entries = sorted(
+        ((name, e) for name, e in header.items() if name != "__metadata__"), key=lambda e: _offsets(e[1])
+    )
+    expected_start = 0  # tensors tile the data region exactly, in order, as safetensors writes them
+    for name, entry in entries:
+        dtype, shape, (start, end) = _DTYPES[entry["dtype"]], entry["shape"], _offsets(entry)
+        if not (isinstance(shape, list) and all(_natural(d) for d in shape)):
+            raise ValueError(f"{path}: tensor {name} has the shape {shape!r}")
         nbytes = math.prod(shape) * dtype.itemsize
-        if not (start >= 0 and end - start == nbytes and base + end <= size):
+        if start != expected_start or end - start != nbytes or base + end > size:
             raise ValueError(f"{path}: tensor {name} has offsets {start}-{end} for {nbytes} bytes")
+        expected_start = end
         raw = torch.empty(0, dtype=torch.uint8).set_(storage, base + start, (nbytes,), (1,))
         raw = raw.clone() if (base + start) % ALIGN else raw
         state[name], offsets[name] = raw.view(dtype).view(shape), base + start
+    if base + expected_start != size:
+        raise ValueError(f"{path} has {size - base - expected_start} bytes after its last tensor")
     return state, offsets
+
+
+def _natural(value: object) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _offsets(entry: dict) -> tuple[int, int]:
+    start, end = entry["data_offsets"]
+    if not (_natural(start) and _natural(end)):
+        raise ValueError(f"offsets {start!r}-{end!r} are not byte positions")
+    return start, end
 
 
 def _write(folder: Path, key: str, path: Path, prepared: Prepared) -> None:
@@ -242,6 +281,7 @@ def _write(folder: Path, key: str, path: Path, prepared: Prepared) -> None:
         "config": asdict(prepared.config),
         "instruct": prepared.instruct,
         "fingerprints": list(prepared.fingerprints or ()),
+        "build": _build("head_int4" in prepared.state),
     }
     write_atomic(folder / f"{key}.json", json.dumps(meta))  # fsynced, renamed, folder fsynced
 
@@ -271,7 +311,8 @@ def _sweep(folder: Path, source: str, stamp: list[int]) -> None:
         try:
             meta = json.loads(sidecar.read_text())
             old = meta["source"] == source and meta["stamp"] != stamp
-            stale = meta["format"] != FORMAT or old or not Path(meta["source"]).exists()
+            other_build = meta["build"] not in ([], _build(True))  # a torch or CPU this one is not
+            stale = meta["format"] != FORMAT or old or other_build or not Path(meta["source"]).exists()
         except (OSError, ValueError, KeyError, TypeError):
             stale = True
         if stale:
