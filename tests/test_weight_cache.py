@@ -307,3 +307,55 @@ def test_the_head_rescores_the_same_rows_read_or_mapped(tiny: Path, tmp_path: Pa
     read = model.head(h)
     model.embed_rows = None
     assert torch.equal(read, model.head(h))
+
+
+def test_a_failed_write_leaves_no_partial_files(tiny: Path, tmp_path: Path, monkeypatch):
+    """A disk that fills up while the entry is written: the load goes on and the folder keeps nothing of
+    the attempt (partial files left on a full disk kept it full)."""
+    cache = tmp_path / "cache"
+
+    def full(source: Path, target: Path) -> None:
+        target.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(weight_cache, "_align", full)
+    rt = Runtime.load(tiny, device="cpu", cache=cache)
+    assert torch.equal(_logits(rt), _logits(Runtime.load(tiny, device="cpu")))
+    assert [p.name for p in (cache / "weights").iterdir()] == [weight_cache.LOCK]
+
+
+@pytest.mark.parametrize("damage", ["fifo", "deep", "other-source"])
+def test_a_sidecar_that_cannot_or_must_not_be_read_is_replaced(tiny: Path, tmp_path: Path, damage: str):
+    """A FIFO where the sidecar should be (reading it would block), JSON nested too deep for the parser,
+    or a sidecar naming another model file: none is used, none hangs or escapes, the entry is rebuilt."""
+    cache = tmp_path / "cache"
+    good = _logits(Runtime.load(tiny, device="cpu", cache=cache))
+    _, sidecar = _entry(cache)
+    if damage == "fifo":
+        sidecar.unlink()
+        os.mkfifo(sidecar)
+    elif damage == "deep":
+        sidecar.write_text("[" * 100_000 + "]" * 100_000)
+    else:
+        meta = json.loads(sidecar.read_text())
+        sidecar.write_text(json.dumps({**meta, "source": str(tmp_path / "another.gguf")}))
+    assert torch.equal(_logits(Runtime.load(tiny, device="cpu", cache=cache)), good)
+    tensors, sidecar = _entry(cache)
+    assert sidecar.is_file() and json.loads(sidecar.read_text())["source"] == str(tiny.resolve())
+
+
+def test_the_entry_belongs_to_the_file_a_link_pointed_to_when_loading_began(tmp_path: Path):
+    """The model path is resolved once: entries name the real file, and a link re-pointed to another
+    model gets that model's entry, never the first one's."""
+    first = write_tiny_gguf(tmp_path / "gemma.gguf", "gemma3")
+    second = write_tiny_gguf(tmp_path / "llama.gguf", "llama")
+    link, cache = tmp_path / "model.gguf", tmp_path / "cache"
+    link.symlink_to(first)
+    a = _logits(Runtime.load(link, device="cpu", cache=cache))
+    link.unlink()
+    link.symlink_to(second)
+    b = _logits(Runtime.load(link, device="cpu", cache=cache))
+    assert torch.equal(a, _logits(Runtime.load(first, device="cpu")))
+    assert torch.equal(b, _logits(Runtime.load(second, device="cpu")))
+    sources = {json.loads(p.read_text())["source"] for p in (cache / "weights").glob("*.json")}
+    assert sources == {str(first.resolve()), str(second.resolve())}

@@ -120,9 +120,11 @@ def load_or_build(folder: Path, path: Path, dtype: torch.dtype, quantize: bool) 
     or it is damaged. One process builds at a time (a file lock in `folder`); one that waited reads what
     the other wrote. A cache that cannot be written (a full or read-only disk) is logged and skipped.
     Raises what `from_gguf` raises."""
-    key = _key(path, dtype, quantize)
+    path = path.resolve()  # once: a link re-pointed meanwhile cannot mix two models in one entry
+    stamp = _stamp(path)
+    key = _key(path, stamp, dtype, quantize)
     try:
-        return _read(folder, key)
+        return _read(folder, key, path, stamp, dtype)
     except WeightCacheError as exc:
         log.info("weight cache: %s; preparing %s", exc, path.name)
     try:
@@ -134,19 +136,22 @@ def load_or_build(folder: Path, path: Path, dtype: torch.dtype, quantize: bool) 
         return from_gguf(path, dtype, quantize, fingerprints=True)
     try:
         try:
-            return _read(folder, key)  # written meanwhile by the process that held the lock
+            return _read(folder, key, path, stamp, dtype)  # written meanwhile by the lock's holder
         except WeightCacheError:
             pass
         prepared = from_gguf(path, dtype, quantize, fingerprints=True)
+        if _stamp(path) != stamp:
+            log.warning("weight cache: %s changed while it was prepared; not cached", path.name)
+            return prepared
         try:
-            _sweep(folder, str(path.resolve()), _stamp(path))
-            _write(folder, key, path, prepared)
+            _sweep(folder, str(path), stamp)
+            _write(folder, key, path, stamp, prepared)
         except (OSError, SafetensorError) as exc:
             _remove(folder, key)
             log.warning("weight cache: could not write %s (%s); the next start prepares again", folder, exc)
             return prepared
         try:  # the mapped entry, so that the prepared copy in memory (the size of the file) is freed
-            return _read(folder, key)
+            return _read(folder, key, path, stamp, dtype)
         except WeightCacheError as exc:
             log.warning("weight cache: %s just after writing it; using the prepared weights", exc)
             return prepared
@@ -154,9 +159,9 @@ def load_or_build(folder: Path, path: Path, dtype: torch.dtype, quantize: bool) 
         lock.release()
 
 
-def _key(path: Path, dtype: torch.dtype, quantize: bool) -> str:
-    """The entry's name: the model file's identity, the variant, and `_build`."""
-    source = [FORMAT, str(path.resolve()), *_stamp(path), str(dtype), quantize, *_build(quantize)]
+def _key(path: Path, stamp: list[int], dtype: torch.dtype, quantize: bool) -> str:
+    """The entry's name: the model file's identity (resolved path, `_stamp`), the variant, `_build`."""
+    source = [FORMAT, str(path), *stamp, str(dtype), quantize, *_build(quantize)]
     return hashlib.sha256(json.dumps(source).encode()).hexdigest()[:32]
 
 
@@ -176,12 +181,18 @@ def _stamp(path: Path) -> list[int]:
     return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
 
 
-def _read(folder: Path, key: str) -> Prepared:
+def _read(folder: Path, key: str, path: Path, stamp: list[int], dtype: torch.dtype) -> Prepared:
+    """The entry `key` for the model at (resolved) `path` with `stamp`, in `dtype`. Raises
+    WeightCacheError (a damaged entry is removed first)."""
     tensors, sidecar = folder / f"{key}.safetensors", folder / f"{key}.json"
     try:
+        if sidecar.exists() and not sidecar.is_file():  # a folder or a FIFO (reading one would block)
+            raise WeightCacheError(f"entry {key} has a sidecar that is not a file")
         meta = json.loads(sidecar.read_text())
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise WeightCacheError(f"entry {key} is not of format {FORMAT}")
+        if meta["source"] != str(path) or meta["stamp"] != stamp:
+            raise WeightCacheError(f"entry {key} was prepared from another file")
         if tensors.stat().st_size != meta["size"] or _crc32(tensors) != meta["crc32"]:
             raise WeightCacheError(f"entry {key} is damaged (size or checksum)")
         state, offsets = _map(tensors)
@@ -189,10 +200,15 @@ def _read(folder: Path, key: str) -> Prepared:
         config = ModelConfig(**{**fields, "local_layers": tuple(fields["local_layers"])})
         check_state(config, state, tensors)
         table = state["embed.weight"]
+        if table.dtype != dtype:
+            raise ValueError(f"{tensors} holds {table.dtype} weights, not {dtype}")
         rows = TableRows(tensors, offsets["embed.weight"], tuple(table.shape), table.dtype)
         return Prepared(config, state, bool(meta["instruct"]), tuple(meta["fingerprints"]), rows)
     except (FileNotFoundError, NotADirectoryError) as exc:
         raise WeightCacheError(f"no entry {key}") from exc
+    except RecursionError as exc:  # a sidecar nested too deep for the JSON parser
+        _remove(folder, key)
+        raise WeightCacheError(f"entry {key} is unreadable ({exc})") from exc
     except (MemoryError, RuntimeError, OSError) as exc:
         if isinstance(exc, OSError) and exc.errno not in _SHORT_OF_RESOURCES:
             _remove(folder, key)
@@ -265,17 +281,22 @@ def _offsets(entry: dict) -> tuple[int, int]:
     return start, end
 
 
-def _write(folder: Path, key: str, path: Path, prepared: Prepared) -> None:
-    """Write the entry (the caller holds the lock): tensors first, then the sidecar that completes it."""
+def _write(folder: Path, key: str, path: Path, stamp: list[int], prepared: Prepared) -> None:
+    """Write the entry (the caller holds the lock): tensors first, then the sidecar that completes it.
+    A failed write (a full disk) leaves none of its partial files behind."""
     tensors = folder / f"{key}.safetensors"
-    partial = folder / f".{key}.safetensors.partial"
-    save_file({k: t.contiguous() for k, t in prepared.state.items()}, partial)
-    _align(partial, folder / f".{key}.aligned.partial")
-    os.replace(folder / f".{key}.aligned.partial", tensors)
+    partial, aligned = folder / f".{key}.safetensors.partial", folder / f".{key}.aligned.partial"
+    try:
+        save_file({k: t.contiguous() for k, t in prepared.state.items()}, partial)
+        _align(partial, aligned)
+        os.replace(aligned, tensors)
+    finally:
+        _unlink(partial)
+        _unlink(aligned)
     meta = {
         "format": FORMAT,
-        "source": str(path.resolve()),
-        "stamp": _stamp(path),
+        "source": str(path),
+        "stamp": stamp,
         "size": tensors.stat().st_size,
         "crc32": _crc32(tensors),
         "config": asdict(prepared.config),
@@ -309,11 +330,13 @@ def _sweep(folder: Path, source: str, stamp: list[int]) -> None:
     complete: set[str] = set()
     for sidecar in folder.glob("*.json"):
         try:
+            if not sidecar.is_file():  # a folder or a FIFO (reading one would block)
+                raise ValueError(f"{sidecar} is not a file")
             meta = json.loads(sidecar.read_text())
             old = meta["source"] == source and meta["stamp"] != stamp
             other_build = meta["build"] not in ([], _build(True))  # a torch or CPU this one is not
             stale = meta["format"] != FORMAT or old or other_build or not Path(meta["source"]).exists()
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             stale = True
         if stale:
             _remove(folder, sidecar.stem)
