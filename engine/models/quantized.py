@@ -55,8 +55,7 @@ def quantize_int4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     (packed (P, K/2) uint8, scales_zeros (K/INT4_GROUP, P, 2) in w's dtype, error (N,) float32), where
     P is N rounded up to a multiple of 16 (the kernel's tile; the extra rows are zero) and error[n] is the
     root mean square of row n's rounding error w[n] - dequantized[n] (scales and zeros rounded as the
-    kernel reads them). Raises ValueError unless K is a multiple of
-    INT4_GROUP."""
+    kernel reads them). Raises ValueError unless K is a multiple of INT4_GROUP."""
     N, K = w.shape
     if K % INT4_GROUP:
         raise ValueError(f"int4 needs inputs in groups of {INT4_GROUP}; this weight has {K}")
