@@ -224,8 +224,8 @@ def run(
     """Measure everything (quick: one timed repeat each); return the results and their Markdown tables."""
     repeats = QUICK_REPEATS if quick else REPEATS
     torch.set_num_threads(compute_threads())  # as the engine service runs
-    int8_decode = EngineConfig.load(home.config_file).int8_decode
-    rt = Runtime.load(model_path, device=device, cache=home.cache, int8_decode=int8_decode)
+    decode_weights = EngineConfig.load(home.config_file).decode_weights
+    rt = Runtime.load(model_path, device=device, cache=home.cache, decode_weights=decode_weights)
     model, tok, sink = rt.model, rt.tokenizer, rt.sink
     config, run_device, run_dtype = model.config, str(model.device), str(model.dtype).removeprefix("torch.")
     rng = random.Random(0)
@@ -307,11 +307,11 @@ def run(
 
     device_arg = "auto" if device is None else device
     with tempfile.TemporaryDirectory(prefix="m3-weights-") as empty:
-        load = ("load", str(model_path), device_arg, empty, str(int8_decode))
+        load = ("load", str(model_path), device_arg, empty, decode_weights)
         first = engine_process.child(*load)["load_s"]
         cached = median(lambda: engine_process.child(*load)["load_s"], repeats["load"])
     rss = engine_process.child(
-        "rss", str(model_path), device_arg, str(home.cache), str(int8_decode), str(ask_wall.SAMPLE)
+        "rss", str(model_path), device_arg, str(home.cache), decode_weights, str(ask_wall.SAMPLE)
     )
     ask_s = ask_wall.measure(model_path, device, repeats["ask_cold"], repeats["ask_warm"])
 
@@ -352,7 +352,7 @@ def run(
         "model": {"file": model_path.name, "arch": config.arch, "layers": config.n_layer},
         "device": run_device,
         "dtype": run_dtype,
-        "int8_decode": model.head_int4 is not None,
+        "decode_weights": model.decode_weights,
         "threads": threads,
         "repeats": repeats,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -419,12 +419,13 @@ def table(r: dict) -> str:
     lines += ["", "| profile | bytes per 128-token memory | KiB |", "|---|---:|---:|"]
     lines += [f"| {name} | {n:,} | {n / 1024:,.1f} |" for name, n in r["bytes_per_memory"].items()]
     m = r["machine"]
+    copies = "" if r["decode_weights"] == "bf16" else f", {r['decode_weights']} decode copies + int4 head"
     lines += [
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {r['threads']} threads each, "
         f"{m['ram_gib']} GiB RAM, GPU: {m['gpu'] or 'none'}; "
         f"{r['model']['file']} on {r['device']} in {r['dtype']}"
-        f"{', int8 decode copies + int4 head' if r['int8_decode'] else ''}; "
+        f"{copies}; "
         f"torch {m['torch']}, llama-cpp-python {m['llama_cpp_python']}; {r['date']}.",
     ]
     return "\n".join(lines)

@@ -40,7 +40,7 @@ def child(*args: str) -> dict:
     return json.loads(lines[-1])
 
 
-def _load(model: str, device: str, cache: str, int8_decode: str) -> dict:
+def _load(model: str, device: str, cache: str, decode_weights: str) -> dict:
     """Seconds for Runtime.load in this fresh process (torch already imported, as in the service)."""
     import torch
 
@@ -50,11 +50,11 @@ def _load(model: str, device: str, cache: str, int8_decode: str) -> dict:
     torch.set_num_threads(compute_threads())
     started = time.perf_counter()
     run_device = None if device == "auto" else device
-    Runtime.load(model, device=run_device, cache=Path(cache), int8_decode=int8_decode == "True")
+    Runtime.load(model, device=run_device, cache=Path(cache), decode_weights=decode_weights)
     return {"load_s": time.perf_counter() - started}
 
 
-def _rss(model: str, device: str, cache: str, int8_decode: str, sample: str) -> dict:
+def _rss(model: str, device: str, cache: str, decode_weights: str, sample: str) -> dict:
     """Resident memory (MiB) of an engine with the model loaded: idle, then the peak while it ingests
     `sample` (memories written, embedded, indexed), then the peak while it answers a question."""
     import torch
@@ -70,7 +70,7 @@ def _rss(model: str, device: str, cache: str, int8_decode: str, sample: str) -> 
     with tempfile.TemporaryDirectory(prefix="m3-rss-") as tmp:
         folder = Path(tmp) / "sample"
         shutil.copytree(sample, folder)
-        runtime = Runtime.load(model, device=run_device, cache=Path(cache), int8_decode=int8_decode == "True")
+        runtime = Runtime.load(model, device=run_device, cache=Path(cache), decode_weights=decode_weights)
         embedder = Embedder.load(Path(cache) / "embedder", device=run_device)
         home = Home.at(Path(tmp) / "home")
         engine = Engine.open(home, model=model, device=run_device, runtime=runtime, embedder=embedder)

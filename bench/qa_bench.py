@@ -247,8 +247,8 @@ def run(
     data = data_folder()
     xquad = squad.load(data / "xquad-en" / "xquad.en.json")
     v2 = squad.load(data / "squad-v2-dev-subset" / "dev-v2.0-subset.json")
-    int8_decode = EngineConfig.load(home.config_file).int8_decode
-    rt = Runtime.load(model_path, device=device, cache=home.cache, int8_decode=int8_decode)
+    decode_weights = EngineConfig.load(home.config_file).decode_weights
+    rt = Runtime.load(model_path, device=device, cache=home.cache, decode_weights=decode_weights)
     embedder = Embedder.load(home.cache / "embedder", device=device)
     half = len(xquad.articles) // 2
     tune_articles, heldout_articles = range(half)[: plan.articles], range(half, 2 * half)[: plan.articles]
@@ -279,7 +279,7 @@ def run(
     results["machine"] = machine_info()
     results["model"] = {"file": rt.path.name, "arch": rt.model.config.arch, "layers": rt.model.config.n_layer}
     results["device"] = str(rt.model.device)
-    results["int8_decode"] = rt.model.head_int4 is not None
+    results["decode_weights"] = rt.model.decode_weights
     results["threads"] = torch.get_num_threads()
     results["date"] = datetime.now(UTC).isoformat(timespec="seconds")
     qa_plots.save(results, output_dir)

@@ -14,7 +14,7 @@ class EngineConfig:
     bank_budget_gb: float = 2.0  # memories beyond it are written when first retrieved (cold start)
     retrieved: int = 5  # memories (or RAG chunks) per 64-token chunk, as in Memory³
     max_answer_tokens: int = 128
-    int8_decode: bool = True  # int8 linears, int4 output head for CPU decode steps (models/quantized.py)
+    decode_weights: str = "int8"  # CPU decode steps' copies of the linears: int4, int8 or bf16 (exact)
 
     @property
     def bank_budget_bytes(self) -> int:

@@ -31,12 +31,12 @@ class IngestConfig:
         return load_section(cls, "ingest", path)
 
 
-_KINDS: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str, "bool": bool}
+_KINDS: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str}
 
 
 def load_section(cls: type[T], section: str, path: Path) -> T:
     """Read the `[section]` table of the config.toml at `path` into the dataclass `cls`:
-    a missing file or key means its default; an unknown key, a wrong type (a number for a true/false
+    a missing file or key means its default; an unknown key, a wrong type (a number for a text
     setting), NaN or infinity, or a number
     below its range (positive; 0 or more where 0 is the default, meaning "off") is a clear error."""
     try:
@@ -51,10 +51,9 @@ def load_section(cls: type[T], section: str, path: Path) -> T:
         if key not in fields:
             raise ConfigError(f"{path}: [{section}] has no setting '{key}' (known: {', '.join(fields)}).")
         kind = _KINDS[str(fields[key].type)]
-        if kind in (str, bool):
-            if not isinstance(value, kind):
-                want = "a string" if kind is str else "true or false"
-                raise ConfigError(f"{path}: [{section}] {key} must be {want}, not {value!r}.")
+        if kind is str:
+            if not isinstance(value, str):
+                raise ConfigError(f"{path}: [{section}] {key} must be a string, not {value!r}.")
         else:
             off = fields[key].default == 0  # 0 means "off" for this setting
             number = not isinstance(value, bool) and isinstance(value, kind) and math.isfinite(value)

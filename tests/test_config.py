@@ -9,8 +9,10 @@ import pytest
 from assistant.actions import ACTIONS
 from assistant.settings import Settings
 from engine.config import EngineConfig, ServiceConfig
+from engine.facade import Engine
 from ingest.config import IngestConfig
 from ingest.errors import ConfigError
+from ingest.paths import Home
 
 
 def test_no_file_means_defaults(tmp_path: Path):
@@ -75,10 +77,18 @@ def test_service_settings_are_checked(tmp_path: Path, text: str, message: str):
         ServiceConfig.load(tmp_path / "config.toml")
 
 
-def test_a_true_or_false_setting_takes_only_a_boolean(tmp_path: Path):
-    (tmp_path / "config.toml").write_text("[engine]\nint8_decode = false\n")
-    assert EngineConfig.load(tmp_path / "config.toml").int8_decode is False
-    for wrong in ("0", "'no'", "1.0"):
-        (tmp_path / "config.toml").write_text(f"[engine]\nint8_decode = {wrong}\n")
-        with pytest.raises(ConfigError, match="int8_decode must be true or false"):
+def test_a_text_setting_takes_only_a_string(tmp_path: Path):
+    (tmp_path / "config.toml").write_text("[engine]\ndecode_weights = 'int4'\n")
+    assert EngineConfig.load(tmp_path / "config.toml").decode_weights == "int4"
+    for wrong in ("4", "false", "['int4']"):
+        (tmp_path / "config.toml").write_text(f"[engine]\ndecode_weights = {wrong}\n")
+        with pytest.raises(ConfigError, match="decode_weights must be a string"):
             EngineConfig.load(tmp_path / "config.toml")
+
+
+def test_unknown_decode_weights_are_refused_before_loading(tmp_path: Path):
+    (tmp_path / "config" / "config.toml").parent.mkdir()
+    home = Home.at(tmp_path)
+    home.config_file.write_text("[engine]\ndecode_weights = 'int2'\n")
+    with pytest.raises(ConfigError, match="decode_weights 'int2' is not one of int4, int8, bf16"):
+        Engine.open(home)

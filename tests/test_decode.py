@@ -1,5 +1,5 @@
-"""Faster decoding: int8 weight copies and an int4 shortlisting head for decode steps, and prompt-lookup
-drafting (lossless)."""
+"""Faster decoding: int8 or int4 weight copies and an int4 shortlisting head for decode steps, and
+prompt-lookup drafting (lossless)."""
 
 from __future__ import annotations
 
@@ -45,19 +45,36 @@ def test_int8_rows_are_within_half_a_step_of_the_weights(n: int, k: int, magnitu
     assert torch.all((back - w).abs() <= scale[:, None] * 0.5 + 1e-6 * w.abs().amax())
 
 
-def test_a_linear_uses_its_int8_copy_for_few_rows_only():
+@pytest.mark.parametrize(
+    ("bits", "inputs", "copy", "bound"), [(8, 64, "int8", 0.02), (4, 64, "int4", 0.12), (4, 48, "int8", 0.02)]
+)
+def test_a_linear_uses_its_decode_copy_for_few_rows_only(bits: int, inputs: int, copy: str, bound: float):
+    """int8 per row, or int4 per 32 inputs (int8 when the inputs do not come in whole groups of 32);
+    the 40 rows (not a multiple of the int4 kernel's 16-row tile) come back as 40. Widths the int8
+    kernel cannot read (it crashed the process on 40 inputs) get no copy: `test_odd_widths_keep_bf16`."""
     torch.manual_seed(0)
-    layer = Linear(64, 48).to(torch.bfloat16)
+    layer = Linear(inputs, 40, bias=True).to(torch.bfloat16)
     full = F.linear  # what a layer without a copy computes
-    many = torch.randn(DECODE_ROWS + 1, 64, dtype=torch.bfloat16)
+    many = torch.randn(DECODE_ROWS + 1, inputs, dtype=torch.bfloat16)
     few = many[:DECODE_ROWS]
-    exact_few = full(few, layer.weight)
-    layer.quantize()
-    assert torch.equal(layer(many), full(many, layer.weight))  # prefill: the bf16 weights, untouched
+    exact_few = full(few, layer.weight, layer.bias)
+    layer.quantize(bits)
+    assert getattr(layer, copy) is not None and getattr(layer, "int4" if copy == "int8" else "int8") is None
+    assert torch.equal(layer(many), full(many, layer.weight, layer.bias))  # prefill: the bf16 weights
     approx = layer(few)
+    assert approx.shape == exact_few.shape
     assert not torch.equal(approx, exact_few)  # decode rows went through the copy...
     relative = (approx.float() - exact_few.float()).norm() / exact_few.float().norm()
-    assert relative < 0.02  # ...which is close
+    assert relative < bound  # ...which is close
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_odd_widths_keep_bf16(bits: int):
+    layer = Linear(40, 24, bias=True).to(torch.bfloat16)
+    layer.quantize(bits)
+    assert layer.int4 is None and layer.int8 is None
+    x = torch.randn(2, 40, dtype=torch.bfloat16)
+    assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
 
 
 @settings(max_examples=40, deadline=None)

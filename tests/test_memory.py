@@ -135,8 +135,9 @@ def test_sparse_selection_follows_attention_received(rt32):
         x = model.embed(ids) * model.config.embed_scale
         h = model.blocks[0].attn_norm(x)
         T, D = ids.shape[1], attn.head_dim
-        q = attn.q_norm(attn.wq(h).view(1, T, attn.n_head, D).transpose(1, 2))
-        k = attn.k_norm(attn.wk(h).view(1, T, attn.n_kv_head, D).transpose(1, 2))
+        qkv = attn.wqkv(h).view(1, T, -1, D).transpose(1, 2)
+        q = attn.q_norm(qkv[:, : attn.n_head])
+        k = attn.k_norm(qkv[:, attn.n_head : attn.n_head + attn.n_kv_head])
         pos = torch.arange(T)[None, None]
         q, k = attn.rotary(q, pos), attn.rotary(k, pos)
         weights = (q @ k.transpose(-1, -2) * attn.scale).softmax(-1)  # (1, H, T, T), no causal mask

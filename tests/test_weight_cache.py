@@ -163,15 +163,20 @@ def test_an_unwritable_cache_only_costs_time(tiny: Path, tmp_path: Path):
     assert torch.equal(_logits(rt), _logits(Runtime.load(tiny, device="cpu")))
 
 
-def test_float32_and_int8_choices_get_entries_of_their_own(tiny: Path, tmp_path: Path):
+def test_each_dtype_and_decode_weights_choice_gets_an_entry_of_its_own(tiny: Path, tmp_path: Path):
     cache = tmp_path / "cache"
     exact = Runtime.load(tiny, device="cpu", dtype=torch.float32, cache=cache)
-    plain = Runtime.load(tiny, device="cpu", cache=cache, int8_decode=False)
+    plain = Runtime.load(tiny, device="cpu", cache=cache, decode_weights="bf16")
     quick = Runtime.load(tiny, device="cpu", cache=cache)
-    assert exact.model.head_int4 is None and plain.model.head_int4 is None
-    assert quick.model.head_int4 is not None
+    quicker = Runtime.load(tiny, device="cpu", cache=cache, decode_weights="int4")
+    assert exact.model.decode_weights == plain.model.decode_weights == "bf16"
+    assert (quick.model.decode_weights, quicker.model.decode_weights) == ("int8", "int4")
     assert exact.model.dtype == torch.float32
-    assert len(list((cache / "weights").glob("*.safetensors"))) == 3
+    assert len(list((cache / "weights").glob("*.safetensors"))) == 4
+    again = Runtime.load(tiny, device="cpu", cache=cache, decode_weights="int4")  # from its entry
+    assert again.model.decode_weights == "int4" and torch.equal(_logits(again), _logits(quicker))
+    with pytest.raises(ValueError, match="decode_weights is one of int4, int8, bf16"):
+        Runtime.load(tiny, device="cpu", cache=cache, decode_weights="fp8")
 
 
 def test_every_cached_tensor_is_aligned_for_the_int8_kernels(tiny: Path, tmp_path: Path):

@@ -10,7 +10,7 @@ from engine.errors import ModelLoadError, UnsupportedModelError
 from engine.models import gemma3, llama, qwen
 from engine.models.config import ModelConfig
 from engine.models.gguf_file import GGUFFile
-from engine.models.quantized import INT4_GROUP, Linear, decode_copy
+from engine.models.quantized import INT4_GROUP, Linear, copy_kind, decode_copy
 from engine.models.transformer import Transformer
 
 ARCHITECTURES: dict[str, Callable[[GGUFFile, int], ModelConfig]] = {
@@ -20,24 +20,19 @@ ARCHITECTURES: dict[str, Callable[[GGUFFile, int], ModelConfig]] = {
     "qwen3": qwen.qwen3_config,
 }
 
-# our parameter name (per block, "{i}" is the layer) -> GGUF tensor name
+# our parameter name (per block) -> the GGUF tensors it holds, stacked along the output rows
 _BLOCK_TENSORS = {
-    "attn_norm.weight": "attn_norm.weight",
-    "attn.wq.weight": "attn_q.weight",
-    "attn.wk.weight": "attn_k.weight",
-    "attn.wv.weight": "attn_v.weight",
-    "attn.wq.bias": "attn_q.bias",
-    "attn.wk.bias": "attn_k.bias",
-    "attn.wv.bias": "attn_v.bias",
-    "attn.wo.weight": "attn_output.weight",
-    "attn.q_norm.weight": "attn_q_norm.weight",
-    "attn.k_norm.weight": "attn_k_norm.weight",
-    "post_attn_norm.weight": "post_attention_norm.weight",
-    "mlp_norm.weight": "ffn_norm.weight",
-    "mlp.gate.weight": "ffn_gate.weight",
-    "mlp.up.weight": "ffn_up.weight",
-    "mlp.down.weight": "ffn_down.weight",
-    "post_mlp_norm.weight": "post_ffw_norm.weight",
+    "attn_norm.weight": ("attn_norm.weight",),
+    "attn.wqkv.weight": ("attn_q.weight", "attn_k.weight", "attn_v.weight"),
+    "attn.wqkv.bias": ("attn_q.bias", "attn_k.bias", "attn_v.bias"),
+    "attn.wo.weight": ("attn_output.weight",),
+    "attn.q_norm.weight": ("attn_q_norm.weight",),
+    "attn.k_norm.weight": ("attn_k_norm.weight",),
+    "post_attn_norm.weight": ("post_attention_norm.weight",),
+    "mlp_norm.weight": ("ffn_norm.weight",),
+    "mlp.gate_up.weight": ("ffn_gate.weight", "ffn_up.weight"),
+    "mlp.down.weight": ("ffn_down.weight",),
+    "post_mlp_norm.weight": ("post_ffw_norm.weight",),
 }
 
 
@@ -61,9 +56,14 @@ def gguf_state(f: GGUFFile, config: ModelConfig, dtype: torch.dtype) -> dict[str
         state["lm_head.weight"] = f.tensor("output.weight", dtype)
     for i in range(config.n_layer):
         for ours, theirs in _BLOCK_TENSORS.items():
-            if f"blk.{i}.{theirs}" in names:
-                norm = ours.endswith("norm.weight")  # norms stay float32 (RMSNorm)
-                state[f"blocks.{i}.{ours}"] = f.tensor(f"blk.{i}.{theirs}", torch.float32 if norm else dtype)
+            present = [f"blk.{i}.{name}" for name in theirs if f"blk.{i}.{name}" in names]
+            if not present:
+                continue
+            if len(present) < len(theirs):
+                raise ModelLoadError(f"{f.path} has {present[0]} without the tensors stacked with it.")
+            norm = ours.endswith("norm.weight")  # norms stay float32 (RMSNorm)
+            parts = [f.tensor(name, torch.float32 if norm else dtype) for name in present]
+            state[f"blocks.{i}.{ours}"] = parts[0] if len(parts) == 1 else torch.cat(parts)
     return state
 
 
@@ -86,19 +86,29 @@ def build(
 def check_state(config: ModelConfig, state: dict[str, torch.Tensor], source: object) -> None:
     """Raise ModelLoadError, naming `source`, unless `state` has every parameter of the architecture with
     its shape and a floating dtype, and either none or all of the decode copies (engine/models/
-    quantized.py): `*.int8` int8 and `*.int8_scale` in the weights' dtype for each linear, `head_int4`
-    uint8, `head_int4_scales` in the weights' dtype and `head_int4_error` float32 for the output head."""
+    quantized.py): for each linear that has one (`copy_kind`) `*.int8` int8 and `*.int8_scale` in the
+    weights' dtype, or `*.int4` uint8 and `*.int4_scales` in the weights' dtype; `head_int4` uint8,
+    `head_int4_scales` in the weights' dtype and `head_int4_error` float32 for the output head."""
     with torch.device("meta"):
         model = Transformer(config)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     kinds: dict[str, torch.dtype | str] = {}  # the decode copies' dtypes; "weights": the weights' dtype
+    int4_layers = any(name.endswith(".int4") for name in state)
     for name in list(expected):
         owner = name.removesuffix(".weight")
         if owner != name and owner != "lm_head" and isinstance(model.get_submodule(owner), Linear):
-            expected[f"{owner}.int8"], kinds[f"{owner}.int8"] = expected[name], torch.int8
-            expected[f"{owner}.int8_scale"], kinds[f"{owner}.int8_scale"] = (expected[name][0],), "weights"
+            rows, inputs = expected[name]
+            kind = copy_kind(inputs, 4 if int4_layers else 8)
+            if kind == "int4":
+                packed = rows + -rows % 16  # the int4 kernel's rows come in tiles of 16
+                expected[f"{owner}.int4"], kinds[f"{owner}.int4"] = (packed, inputs // 2), torch.uint8
+                expected[f"{owner}.int4_scales"] = (inputs // INT4_GROUP, packed, 2)
+                kinds[f"{owner}.int4_scales"] = "weights"
+            elif kind == "int8":
+                expected[f"{owner}.int8"], kinds[f"{owner}.int8"] = (rows, inputs), torch.int8
+                expected[f"{owner}.int8_scale"], kinds[f"{owner}.int8_scale"] = (rows,), "weights"
     n, k = expected.get("lm_head.weight", expected["embed.weight"])
-    p = n + -n % 16  # the int4 kernel's rows come in tiles of 16
+    p = n + -n % 16
     expected |= {"head_int4": (p, k // 2), "head_int4_scales": (k // INT4_GROUP, p, 2)}
     expected["head_int4_error"] = (n,)
     kinds |= {"head_int4": torch.uint8, "head_int4_scales": "weights", "head_int4_error": torch.float32}

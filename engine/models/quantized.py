@@ -1,13 +1,13 @@
-"""Weight-only int8 copies of the linears, for decode steps on the CPU.
+"""Weight-only int8 or int4 copies of the linears, for decode steps on the CPU.
 
 A decode step multiplies one row (a few, when verifying drafted tokens) by every weight matrix: it is
 bound by the bytes of weights read, not by arithmetic. bf16 weights cost 540 MB per token for the default
-model; an int8 copy with one scale per output row halves that, and PyTorch's `_weight_int8pack_mm` reads
-it at the memory's speed. For many rows (prefill, memory writing) the same kernel is compute-bound and
-several times slower than a bf16 matmul, so those keep the bf16 weights: `Linear` picks per call.
-
-int8 is lossy against the GGUF's own blocks (per-row scales instead of per-32 ones); its cost is measured
-by `m3 bench qa` (README, "Speed").
+model; an int8 copy with one scale per output row halves that (`_weight_int8pack_mm`), an int4 copy with
+a scale and zero point per 32 inputs (`_weight_int4pack_mm_for_cpu`, 5 bits a weight) takes it to 62 MB,
+read about a third faster per byte on this CPU. For many rows (prefill, memory writing) these kernels are
+compute-bound and several times slower than a bf16 matmul, so those keep the bf16 weights: `Linear` picks
+per call. Both are lossy against the GGUF's own blocks (mostly 5-bit here); their cost is measured by
+`m3 bench qa` (README, "Speed").
 
 The output head (262,144 x 640 for the default model: 170M of its 270M parameters) is read once per
 decode step; its int8 copy alone was 40% of a step. It gets an int4 copy instead (`_weight_int4pack_mm`,
@@ -29,9 +29,12 @@ from torch import nn
 
 DECODE_ROWS = 8  # calls with at most this many rows use the decode copies (measured crossover on AVX2)
 INT4_GROUP = 32  # weights per int4 scale and zero point (along the input dimension)
+INT8_BLOCK = 16  # the int8 kernel reads inputs 16 at a time: other widths crash it (measured: 40, 72)
 INT4_TILES = 4  # `_convert_weight_to_int4pack_for_cpu`'s inner K tiles (an argument its CPU path ignores)
 INT4_CHUNK = 16384  # rows quantized at a time (float32 copies of 40 MB, not 670 MB); the packing
 # interleaves rows in blocks of up to 64 (by CPU: weight_cache keys entries by it), pieces are multiples
+DECODE_BITS = {"int4": 4, "int8": 8, "bf16": 0}  # [engine] decode_weights -> the layers' copies (0: none)
+INT4_SEARCH = 5  # candidate scales per group for the layers' int4 copies (`quantize_int4`)
 RESCORE_Z = 8.0  # shortlist margin in standard deviations of the int4 logit error (largest seen: 4.3)
 RESCORE_MAX = 4096  # more candidates than this: the full bf16 head is cheaper than reading their rows
 
@@ -50,29 +53,48 @@ def int8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.
     return torch._weight_int8pack_mm(rows, q, scale).view(*x.shape[:-1], q.shape[0])
 
 
-def quantize_int4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def quantize_int4(w: torch.Tensor, search: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Asymmetric int4 per INT4_GROUP inputs, for `int4_matmul`: w (N, K) in bf16 or fp16 ->
     (packed (P, K/2) uint8, scales_zeros (K/INT4_GROUP, P, 2) in w's dtype, error (N,) float32), where
     P is N rounded up to a multiple of 16 (the kernel's tile; the extra rows are zero) and error[n] is the
     root mean square of row n's rounding error w[n] - dequantized[n] (scales and zeros rounded as the
-    kernel reads them). Raises ValueError unless K is a multiple of INT4_GROUP."""
+    kernel reads them). Each group tries `search` grids spanning its range over 14 to 16 steps, fits
+    scale and zero point to each by least squares and keeps the one with the least squared error
+    (llama.cpp's `make_qkx2_quants` idea; 5 grids: 45 % less KL divergence from the bf16 model than
+    min-max rounding on our decode prompts). Raises ValueError unless K is a multiple of INT4_GROUP."""
     N, K = w.shape
     if K % INT4_GROUP:
         raise ValueError(f"int4 needs inputs in groups of {INT4_GROUP}; this weight has {K}")
     w = F.pad(w, (0, 0, 0, -N % 16))
-    parts = [_int4_rows(w[i : i + INT4_CHUNK]) for i in range(0, len(w), INT4_CHUNK)]  # bounded copies
+    parts = [_int4_rows(w[i : i + INT4_CHUNK], search) for i in range(0, len(w), INT4_CHUNK)]  # bounded
     packed, scales_zeros, error = zip(*parts, strict=True)
     return torch.cat(packed), torch.cat(scales_zeros, 1), torch.cat(error)[:N]
 
 
-def _int4_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _int4_rows(w: torch.Tensor, search: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     N, K = w.shape
-    w32 = w.float().view(N, K // INT4_GROUP, INT4_GROUP)
-    low, high = w32.amin(-1, keepdim=True), w32.amax(-1, keepdim=True)
-    scale = ((high - low) / 15).clamp(min=torch.finfo(torch.float32).tiny)
-    q = ((w32 - low) / scale).round().clamp(0, 15)
-    scale, zero = scale.to(w.dtype), (low + 8 * scale).to(w.dtype)  # the kernel computes (q - 8) * s + z
-    error = (w32 - ((q - 8) * scale.float() + zero.float())).square().mean(dim=(1, 2)).sqrt()
+    x = w.float().view(N, K // INT4_GROUP, INT4_GROUP)
+    low = x.amin(-1, keepdim=True)
+    span = (x.amax(-1, keepdim=True) - low).clamp(min=torch.finfo(torch.float32).tiny)
+    best = None
+    for steps in torch.linspace(14, 16, search).tolist() if search > 1 else [15.0]:
+        q = ((x - low) / span * steps).round().clamp(0, 15)
+        # least squares a * q + b ~ x over the group; a flat group keeps the min-max grid
+        n, sq, sx, sqx = INT4_GROUP, q.sum(-1, keepdim=True), x.sum(-1, keepdim=True), (q * x).sum(-1, True)
+        det = n * (q * q).sum(-1, keepdim=True) - sq * sq
+        a = torch.where(det > 0, (n * sqx - sq * sx) / det.clamp(min=1e-30), span / 15)
+        b = (sx - a * sq) / n
+        scale, zero = a.to(w.dtype), (b + 8 * a).to(w.dtype)  # the kernel computes (q - 8) * s + z
+        s, z = scale.float(), zero.float()
+        q = ((x - z) / torch.where(s == 0, 1.0, s) + 8).round().clamp(0, 15)  # the grid as rounded
+        err = (x - ((q - 8) * s + z)).square().sum(-1, keepdim=True)
+        if best is None:
+            best = [err, q, scale, zero]
+        else:
+            better = err < best[0]
+            best = [torch.where(better, *pair) for pair in zip((err, q, scale, zero), best, strict=True)]
+    err, q, scale, zero = best
+    error = (err.sum(dim=(1, 2)) / K).sqrt()
     packed = torch._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).view(N, K), INT4_TILES)
     scales_zeros = torch.cat([scale, zero], -1).transpose(0, 1).contiguous()  # (K/G, N, 2)
     return packed, scales_zeros, error
@@ -126,32 +148,52 @@ def head_logits(
 
 def decode_copy(name: str) -> bool:
     """Whether a state name is one of a model's decode copies rather than one of its parameters."""
-    return name.endswith((".int8", ".int8_scale")) or name.startswith("head_int4")
+    return name.endswith((".int8", ".int8_scale", ".int4", ".int4_scales")) or name.startswith("head_int4")
 
 
-def int8_supported(dtype: torch.dtype, device: torch.device) -> bool:
-    """The int8 kernel is used on the CPU with half-precision weights; float32 runs (the exactness tests)
+def copies_supported(dtype: torch.dtype, device: torch.device) -> bool:
+    """Decode copies are made on the CPU for half-precision weights; float32 runs (the exactness tests)
     and CUDA (where bf16 decode is far from the bottleneck) keep their weights as they are."""
     return device.type == "cpu" and dtype in (torch.bfloat16, torch.float16)
 
 
+def copy_kind(in_features: int, bits: int) -> str | None:
+    """The decode copy a linear with this many inputs gets when `bits` are asked for: "int4" where the
+    inputs come in whole INT4_GROUPs, else "int8" where they come in whole INT8_BLOCKs, else none."""
+    if bits == 4 and in_features % INT4_GROUP == 0:
+        return "int4"
+    return "int8" if bits and in_features % INT8_BLOCK == 0 else None
+
+
 class Linear(nn.Linear):
-    """nn.Linear that may also hold an int8 copy of its weight (buffers `int8`, `int8_scale`, absent until
-    `quantize()`), used for calls of at most DECODE_ROWS rows."""
+    """nn.Linear that may also hold a decode copy of its weight, used for calls of at most DECODE_ROWS
+    rows: int8 (buffers `int8`, `int8_scale`) or int4 (`int4`, `int4_scales`), absent until `quantize`."""
 
     int8: torch.Tensor | None
     int8_scale: torch.Tensor | None
+    int4: torch.Tensor | None
+    int4_scales: torch.Tensor | None
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False):
         super().__init__(in_features, out_features, bias=bias)
-        self.register_buffer("int8", None)
-        self.register_buffer("int8_scale", None)
+        for name in ("int8", "int8_scale", "int4", "int4_scales"):
+            self.register_buffer(name, None)
 
-    def quantize(self) -> None:
-        self.int8, self.int8_scale = quantize_rows(self.weight.detach())
+    def quantize(self, bits: int) -> None:
+        """Add the decode copy `copy_kind` names for `bits` (4 or 8), if any."""
+        kind, weight = copy_kind(self.in_features, bits), self.weight.detach()
+        if kind == "int4":
+            self.int4, self.int4_scales, _ = quantize_int4(weight, INT4_SEARCH)
+        elif kind == "int8":
+            self.int8, self.int8_scale = quantize_rows(weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.int8 is not None and x.numel() <= DECODE_ROWS * x.shape[-1]:
+        if x.numel() > DECODE_ROWS * x.shape[-1]:
+            return F.linear(x, self.weight, self.bias)
+        if self.int4 is not None:
+            y = int4_matmul(x, self.int4, self.int4_scales)[..., : self.out_features]
+        elif self.int8 is not None:
             y = int8_matmul(x, self.int8, self.int8_scale)
-            return y if self.bias is None else y + self.bias
-        return F.linear(x, self.weight, self.bias)
+        else:
+            return F.linear(x, self.weight, self.bias)
+        return y if self.bias is None else y + self.bias

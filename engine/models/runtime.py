@@ -13,7 +13,7 @@ from engine.errors import DeviceError, ModelLoadError
 from engine.models import weight_cache
 from engine.models.gguf_file import GGUFFile
 from engine.models.loader import build
-from engine.models.quantized import int8_supported
+from engine.models.quantized import DECODE_BITS, copies_supported
 from engine.models.tokenizer import Tokenizer
 from engine.models.transformer import Transformer
 
@@ -68,36 +68,38 @@ class Runtime:
         device: str | torch.device | None = None,
         dtype: torch.dtype = torch.bfloat16,
         cache: Path | None = None,
-        int8_decode: bool = True,
+        decode_weights: str = "int8",
     ) -> Runtime:
         """Load the GGUF at `path` onto `device` (CUDA when present by default) in `dtype`.
 
         cache: memory3's cache folder; the prepared weights are kept in its `weights/` folder
-        (engine/models/weight_cache.py) and memory-mapped from there by later loads. int8_decode: give the
-        linears int8 copies and the output head an int4 one for decode steps (CPU and half precision only;
-        engine/models/quantized.py).
+        (engine/models/weight_cache.py) and memory-mapped from there by later loads. decode_weights: the
+        linears' copies for decode steps, "int4", "int8" or "bf16" (none); with copies the output head
+        gets an int4 one (CPU and half precision only; engine/models/quantized.py).
         A cache that cannot be read or written costs time, never the load. Raises ModelLoadError,
-        UnsupportedModelError, DeviceError."""
+        UnsupportedModelError, DeviceError; ValueError for another `decode_weights`."""
         path = Path(path)
         if not path.is_file():
             raise ModelLoadError(f"Model file not found: {path}.")
+        if decode_weights not in DECODE_BITS:
+            raise ValueError(f"decode_weights is one of {', '.join(DECODE_BITS)}, not {decode_weights!r}")
         device = resolve_device(device)
-        quantize = int8_decode and int8_supported(dtype, device)
+        bits = DECODE_BITS[decode_weights] if copies_supported(dtype, device) else 0
         if cache is None:
-            prepared = weight_cache.from_gguf(path, dtype, quantize, fingerprints=False)
+            prepared = weight_cache.from_gguf(path, dtype, bits, fingerprints=False)
         else:
-            prepared = weight_cache.load_or_build(cache / "weights", path, dtype, quantize)
+            prepared = weight_cache.load_or_build(cache / "weights", path, dtype, bits)
         model = build(prepared.config, prepared.state, device, path)
         if device.type == "cpu":
             model.embed_rows = prepared.embed_rows
         tokenizer = Tokenizer(path)
         log.info(
-            "loaded %s (%s) on %s in %s, int8 decode %s",
+            "loaded %s (%s) on %s in %s, decode copies of %s bits (0: none)",
             path.name,
             prepared.config.arch,
             device,
             dtype,
-            quantize,
+            bits,
         )
         return cls(path, model, tokenizer, prepared.instruct, prepared.fingerprints)
 

@@ -87,9 +87,8 @@ class Attention(nn.Module):
         self.layer, self.n_head, self.n_kv_head, self.head_dim = layer, c.n_head, c.n_kv_head, c.head_dim
         self.scale = c.attn_scale
         self.window = c.sliding_window if c.local_layers[layer] else None
-        self.wq = Linear(c.d_model, c.n_head * c.head_dim, bias=c.qkv_bias)
-        self.wk = Linear(c.d_model, c.n_kv_head * c.head_dim, bias=c.qkv_bias)
-        self.wv = Linear(c.d_model, c.n_kv_head * c.head_dim, bias=c.qkv_bias)
+        # queries, keys and values in one matmul (rows in that order): one weight read per step, not three
+        self.wqkv = Linear(c.d_model, (c.n_head + 2 * c.n_kv_head) * c.head_dim, bias=c.qkv_bias)
         self.wo = Linear(c.n_head * c.head_dim, c.d_model, bias=False)
         self.q_norm = RMSNorm(c.head_dim, c.norm_eps) if c.qk_norm else None
         self.k_norm = RMSNorm(c.head_dim, c.norm_eps) if c.qk_norm else None
@@ -107,9 +106,8 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         """rope: this layer's base's (cos, sin) at `pos`, shaped (B, 1, T, D/2)."""
         B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = self.wk(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
-        v = self.wv(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        qkv = self.wqkv(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, H + 2 Hkv, T, D)
+        q, k, v = qkv.split([self.n_head, self.n_kv_head, self.n_kv_head], dim=1)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         k_pre = k  # memories store keys before RoPE, so the reader may place them anywhere
@@ -161,13 +159,13 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.gate = Linear(config.d_model, config.ffn_dim, bias=False)
-        self.up = Linear(config.d_model, config.ffn_dim, bias=False)
+        self.gate_up = Linear(config.d_model, 2 * config.ffn_dim, bias=False)  # gate rows, then up rows
         self.down = Linear(config.ffn_dim, config.d_model, bias=False)
         self.act = (lambda t: F.gelu(t, approximate="tanh")) if config.activation == "gelu_tanh" else F.silu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(self.act(self.gate(x)) * self.up(x))
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(self.act(gate) * up)
 
 
 class Block(nn.Module):
@@ -227,6 +225,15 @@ class Transformer(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.embed.weight.dtype
 
+    @property
+    def decode_weights(self) -> str:
+        """The linears' decode copies, "int4" or "int8" (some int8 among int4 ones: see `quantize`), or
+        "bf16" when there are none."""
+        if self.head_int4 is None:
+            return "bf16"
+        linears = [m for m in self.blocks.modules() if isinstance(m, Linear)]
+        return "int4" if any(m.int4 is not None for m in linears) else "int8"
+
     def forward(
         self,
         tokens: torch.Tensor,
@@ -266,15 +273,16 @@ class Transformer(nn.Module):
             return logits.view(*h.shape[:-1], -1)
         return F.linear(h, table).float()
 
-    def quantize(self) -> None:
-        """Add int8 copies of every linear and an int4 copy of the output head for decode steps
-        (engine/models/quantized.py); the bf16 weights stay for prefill and memory writing. A model whose
-        width is not a multiple of INT4_GROUP gets none (its decode reads the bf16 weights)."""
+    def quantize(self, bits: int) -> None:
+        """Add decode copies (engine/models/quantized.py): of every linear in `bits` (4 or 8; int8 where
+        a linear's inputs do not come in whole int4 groups) and an int4 copy of the output head; the bf16
+        weights stay for prefill and memory writing. A model whose width is not a multiple of INT4_GROUP
+        gets none (its decode reads the bf16 weights)."""
         if self.config.d_model % INT4_GROUP:
             return
         for module in self.modules():
             if isinstance(module, Linear) and module is not self.lm_head:
-                module.quantize()
+                module.quantize(bits)
         table = self.embed.weight if self.lm_head is None else self.lm_head.weight
         self.head_int4, self.head_int4_scales, self.head_int4_error = quantize_int4(table.detach())
 

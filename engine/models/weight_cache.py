@@ -1,8 +1,8 @@
 """The model's prepared weights, cached as safetensors so that a fresh process is ready in about a second.
 
 Preparing a GGUF takes 20-40 s here: the `gguf` reader parses the 262k-entry vocabulary into thousands of
-small arrays, then every tensor is dequantized (and given its decode copy: int8 linears, int4 head). The
-cache keeps the result, exactly the tensors `loader.build` takes, with what else loading needs (the
+small arrays, then every tensor is dequantized (and given its decode copy: int4 or int8 linears, int4
+head). The cache keeps the result, exactly the tensors `loader.build` takes, with what else loading needs (the
 config, whether the model is instruction-tuned, the GGUF's fingerprints for bank files). Reading it
 memory-maps the file (with torch: nothing is copied): pages are shared with the OS page cache, and those the
 model never touches (most of the embedding table) never occupy memory; the few rows it looks up are read
@@ -45,7 +45,7 @@ from ingest.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
-FORMAT = 6  # bump when what is stored changes meaning
+FORMAT = 7  # bump when what is stored changes meaning
 LOCK = ".build.lock"
 ALIGN = 64  # bytes: the int8 kernels load vectors aligned to this (a misaligned weight crashes them)
 _READ_CHUNK = 16 * 2**20
@@ -100,29 +100,29 @@ class TableRows:
         return torch.frombuffer(buffer, dtype=self.dtype).view(*ids.shape, self.k)
 
 
-def from_gguf(path: Path, dtype: torch.dtype, quantize: bool, fingerprints: bool) -> Prepared:
-    """Dequantize the GGUF at `path` (and add the decode copies if `quantize`: int8 linears, int4 head).
-    Raises ModelLoadError, UnsupportedModelError."""
+def from_gguf(path: Path, dtype: torch.dtype, bits: int, fingerprints: bool) -> Prepared:
+    """Dequantize the GGUF at `path` (and add the decode copies unless `bits` is 0: the linears' in int4
+    or int8, the head's in int4). Raises ModelLoadError, UnsupportedModelError."""
     f = GGUFFile.open(path)
     config = model_config(f)
     state = gguf_state(f, config, dtype)
-    if quantize:
+    if bits:
         model = build(config, state, torch.device("cpu"), path)
-        model.quantize()
+        model.quantize(bits)
         state = model.state_dict()
     return Prepared(
         config, state, "tokenizer.chat_template" in f.metadata, f.fingerprints() if fingerprints else None
     )
 
 
-def load_or_build(folder: Path, path: Path, dtype: torch.dtype, quantize: bool) -> Prepared:
+def load_or_build(folder: Path, path: Path, dtype: torch.dtype, bits: int) -> Prepared:
     """The cached preparation of the GGUF at `path`, building (and caching) it first when there is none
     or it is damaged. One process builds at a time (a file lock in `folder`); one that waited reads what
     the other wrote. A cache that cannot be written (a full or read-only disk) is logged and skipped.
     Raises what `from_gguf` raises."""
     path = path.resolve()  # once: a link re-pointed meanwhile cannot mix two models in one entry
     stamp = _stamp(path)
-    key = _key(path, stamp, dtype, quantize)
+    key = _key(path, stamp, dtype, bits)
     try:
         return _read(folder, key, path, stamp, dtype)
     except WeightCacheError as exc:
@@ -133,13 +133,13 @@ def load_or_build(folder: Path, path: Path, dtype: torch.dtype, quantize: bool) 
         lock.acquire()
     except OSError as exc:
         log.warning("weight cache: %s cannot be used (%s); preparing %s without it", folder, exc, path.name)
-        return from_gguf(path, dtype, quantize, fingerprints=True)
+        return from_gguf(path, dtype, bits, fingerprints=True)
     try:
         try:
             return _read(folder, key, path, stamp, dtype)  # written meanwhile by the lock's holder
         except WeightCacheError:
             pass
-        prepared = from_gguf(path, dtype, quantize, fingerprints=True)
+        prepared = from_gguf(path, dtype, bits, fingerprints=True)
         if _stamp(path) != stamp:
             log.warning("weight cache: %s changed while it was prepared; not cached", path.name)
             return prepared
@@ -159,19 +159,17 @@ def load_or_build(folder: Path, path: Path, dtype: torch.dtype, quantize: bool) 
         lock.release()
 
 
-def _key(path: Path, stamp: list[int], dtype: torch.dtype, quantize: bool) -> str:
+def _key(path: Path, stamp: list[int], dtype: torch.dtype, bits: int) -> str:
     """The entry's name: the model file's identity (resolved path, `_stamp`), the variant, `_build`."""
-    source = [FORMAT, str(path), *stamp, str(dtype), quantize, *_build(quantize)]
+    source = [FORMAT, str(path), *stamp, str(dtype), bits, *_build(bool(bits))]
     return hashlib.sha256(json.dumps(source).encode()).hexdigest()[:32]
 
 
-def _build(quantize: bool) -> list[str]:
+def _build(copies: bool) -> list[str]:
     """What the int4 head's packed layout depends on (with decode copies): the torch build and the CPU's
     vector instructions (AVX512 and AVX2 kernels interleave rows differently). An entry packed for
     another reads as garbage without failing any check, so it gets another key."""
-    return (
-        [torch.__version__, torch.backends.cpu.get_cpu_capability(), platform.machine()] if quantize else []
-    )
+    return [torch.__version__, torch.backends.cpu.get_cpu_capability(), platform.machine()] if copies else []
 
 
 def _stamp(path: Path) -> list[int]:
