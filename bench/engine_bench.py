@@ -5,7 +5,9 @@ memory for every profile, the time to first token and to a whole answer (first t
 read with 5 attached memories versus the same 5 references as text (RAG), model load time in a fresh
 process (empty and warm weight cache), the engine's resident memory (idle, ingesting, answering), and
 decode and memory writing again while another process keeps one core busy. Both runtimes use the
-engine's thread count (engine/threads.py). Every figure is a median over repeats, after one warm-up.
+engine's thread count (engine/threads.py). Every figure is a median over repeats, after one warm-up;
+decode and writing are measured in turns with llama.cpp's (`paired`), so that their ratios are fair on
+a machine whose speed drifts.
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ REPEATS = {
     "ttft": 5,
     "answer": 3,
     "load": 3,
-    "loaded": 3,
     "ask_cold": 3,
     "ask_warm": 5,
 }
@@ -121,6 +122,14 @@ def median(measure: Callable[[], float], repeats: int) -> float:
     """Median of `repeats` measurements taken after one warm-up."""
     measure()
     return statistics.median([measure() for _ in range(repeats)])
+
+
+def paired(ours: Callable[[], float], theirs: Callable[[], float], repeats: int) -> tuple[float, float]:
+    """Medians of two measurements taken in turns after one warm-up each: a machine that slows down
+    meanwhile (a shared one does, for minutes) slows both alike, and their ratio stays fair."""
+    ours(), theirs()
+    pairs = [(ours(), theirs()) for _ in range(repeats)]
+    return statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
 
 
 @torch.inference_mode()
@@ -242,6 +251,25 @@ def run(
     def decode_s() -> float:
         return decode_ours(model, decode_prompt, DECODE_TOKENS)
 
+    threads = torch.get_num_threads()
+    lc = open_llamacpp(rt.path, threads)
+
+    def decode_theirs() -> float:
+        return decode_llamacpp(lc, decode_prompt, DECODE_TOKENS)
+
+    def write_theirs() -> float:
+        return write_llamacpp(lc, sink, refs)
+
+    def rates() -> dict[str, dict[str, float]]:
+        """Decode and writing speed, ours and llama.cpp's measured in turns (`paired`)."""
+        decode = paired(decode_s, decode_theirs, repeats["decode"])
+        write = paired(write_s, write_theirs, repeats["write"])
+        return {
+            "decode_tok_s": {"ours": DECODE_TOKENS / decode[0], "llamacpp": DECODE_TOKENS / decode[1]},
+            "write_refs_s": {"ours": WRITE_REFERENCES / write[0], "llamacpp": WRITE_REFERENCES / write[1]},
+        }
+
+    quiet = rates()
     ref128 = references(tok, 1, seed=2, lengths=(128, 128))
     kvs = [m.unpack(model.dtype, model.device) for m in write_memories(model, sink, refs[:ATTACHED], dense)]
     memory = {
@@ -253,8 +281,6 @@ def run(
     memory_prompt, sources = [*sink, *question], [list(r) for r in refs[:ATTACHED]]
     ours = {
         "prefill": PREFILL_TOKENS / median(lambda: prefill_ours(model, prefill_ids), repeats["prefill"]),
-        "decode": DECODE_TOKENS / median(decode_s, repeats["decode"]),
-        "write": WRITE_REFERENCES / median(write_s, repeats["write"]),
         "ttft_memory": median(lambda: ttft_ours(rt, memory_prompt, **memory), repeats["ttft"]),
         "ttft_rag": median(lambda: ttft_ours(rt, rag_prompt), repeats["ttft"]),
         "answer_memory": median(lambda: answer_ours(rt, memory_prompt, sources, **memory), repeats["answer"]),
@@ -264,45 +290,23 @@ def run(
         name: write_memories(model, sink, ref128, profile)[0].nbytes for name, profile in PROFILES.items()
     }
     peak = matmul_peak(model.device)
-    write_flops = ours["write"] * statistics.mean(map(len, refs)) * 2 * linear_params(model)
-
-    threads = torch.get_num_threads()
-    lc = open_llamacpp(rt.path, threads)
-
-    def decode_theirs() -> float:
-        return decode_llamacpp(lc, decode_prompt, DECODE_TOKENS)
-
-    def write_theirs() -> float:
-        return write_llamacpp(lc, sink, refs)
+    write_flops = quiet["write_refs_s"]["ours"] * statistics.mean(map(len, refs)) * 2 * linear_params(model)
 
     theirs = {
         "prefill": PREFILL_TOKENS
         / median(lambda: seconds(lambda: lc.next_logits(prefill_ids)), repeats["prefill"]),
-        "decode": DECODE_TOKENS / median(decode_theirs, repeats["decode"]),
-        "write": WRITE_REFERENCES / median(write_theirs, repeats["write"]),
         "ttft_rag": median(lambda: seconds(lambda: np.argmax(lc.next_logits(rag_prompt))), repeats["ttft"]),
         "answer_rag": median(lambda: answer_llamacpp(lc, rag_prompt), repeats["answer"]),
     }
 
     spinner = engine_process.spin()  # another process keeps one core busy
     try:
-        loaded = {
-            "decode_tok_s": {
-                "ours": DECODE_TOKENS / median(decode_s, repeats["loaded"]),
-                "llamacpp": DECODE_TOKENS / median(decode_theirs, repeats["loaded"]),
-            },
-            "write_refs_s": {
-                "ours": WRITE_REFERENCES / median(write_s, repeats["loaded"]),
-                "llamacpp": WRITE_REFERENCES / median(write_theirs, repeats["loaded"]),
-            },
-        }
+        loaded = rates()
     finally:
         spinner.kill()
         spinner.wait()
-    quiet = {"decode_tok_s": "decode", "write_refs_s": "write"}
     loaded["kept"] = {
-        key: {"ours": loaded[key]["ours"] / ours[name], "llamacpp": loaded[key]["llamacpp"] / theirs[name]}
-        for key, name in quiet.items()
+        key: {side: loaded[key][side] / quiet[key][side] for side in ("ours", "llamacpp")} for key in quiet
     }
 
     device_arg = "auto" if device is None else device
@@ -317,9 +321,9 @@ def run(
 
     results = {
         "prefill_tok_s": {"ours": ours["prefill"], "llamacpp": theirs["prefill"]},
-        "decode_tok_s": {"ours": ours["decode"], "llamacpp": theirs["decode"]},
-        "write_refs_s": ours["write"],
-        "write_refs_s_llamacpp": theirs["write"],
+        "decode_tok_s": quiet["decode_tok_s"],
+        "write_refs_s": quiet["write_refs_s"]["ours"],
+        "write_refs_s_llamacpp": quiet["write_refs_s"]["llamacpp"],
         "write_peak_fraction": write_flops / peak,
         "matmul_peak_gflop_s": peak / 1e9,
         "bytes_per_memory": bytes_per_memory,
