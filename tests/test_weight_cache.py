@@ -13,7 +13,11 @@ import pytest
 import torch
 
 from bench.tiny_gguf import write_tiny_gguf
+from engine.errors import ModelLoadError
 from engine.models import weight_cache
+from engine.models.gguf_file import GGUFFile
+from engine.models.loader import check_state, four_bit_linears, model_config
+from engine.models.quantized import int4_matmul, quantize_rows
 from engine.models.runtime import Runtime
 
 
@@ -364,3 +368,38 @@ def test_the_entry_belongs_to_the_file_a_link_pointed_to_when_loading_began(tmp_
     assert torch.equal(b, _logits(Runtime.load(second, device="cpu")))
     sources = {json.loads(p.read_text())["source"] for p in (cache / "weights").glob("*.json")}
     assert sources == {str(first.resolve()), str(second.resolve())}
+
+
+def test_weights_stored_in_4_bit_blocks_get_int4_copies_even_beside_int8_ones(tmp_path: Path):
+    """Q4_0 blocks sit on one affine grid per 32 weights, which an int4 copy holds up to the rounding of
+    its scales: a closer copy than int8 per row, at 5 bits a weight instead of 8."""
+    path = write_tiny_gguf(tmp_path / "q4.gguf", "gemma3", qtype="Q4_0")
+    f = GGUFFile.open(path)
+    config = model_config(f)
+    assert len(four_bit_linears(f, config)) == 4 * config.n_layer  # wqkv, wo, gate_up, down
+    rt = Runtime.load(path, device="cpu", decode_weights="int8")
+    assert rt.model.decode_weights == "int4"  # every linear's blocks are 4-bit
+    for linear in (rt.model.blocks[0].attn.wqkv, rt.model.blocks[0].mlp.down):
+        eye = torch.eye(linear.in_features, dtype=torch.bfloat16)
+        back = int4_matmul(eye, linear.int4, linear.int4_scales).float().T[: linear.out_features]
+        q, scale = quantize_rows(linear.weight.detach())  # what an int8 copy would hold
+        weight = linear.weight.float()
+        int4_error = (back - weight).square().mean().sqrt()
+        int8_error = (q.float() * scale.float()[:, None] - weight).square().mean().sqrt()
+        assert int4_error < int8_error  # (4x closer on the default model's Q4_K tensors)
+
+
+def test_an_entry_with_two_copies_of_one_weight_or_none_is_refused(tiny: Path):
+    f = GGUFFile.open(tiny)
+    config = model_config(f)
+    state = weight_cache.from_gguf(tiny, torch.bfloat16, 8, fingerprints=False).state
+    int4 = weight_cache.from_gguf(tiny, torch.bfloat16, 4, fingerprints=False).state
+    check_state(config, state, "entry")
+    check_state(config, int4, "entry")
+    with pytest.raises(ModelLoadError, match="both an int4 and an int8 copy of blocks.0.attn.wqkv"):
+        check_state(
+            config, state | {k: v for k, v in int4.items() if k.startswith("blocks.0.attn.wqkv.int4")}, "e"
+        )
+    without = {k: v for k, v in state.items() if not k.startswith("blocks.1.mlp.down.int8")}
+    with pytest.raises(ModelLoadError, match="lacks tensors"):
+        check_state(config, without, "entry")

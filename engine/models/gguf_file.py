@@ -60,6 +60,10 @@ class GGUFFile:
         """A tensor's shape in torch order (GGUF lists dimensions innermost first)."""
         return tuple(int(n) for n in reversed(self._info(name).shape.tolist()))
 
+    def block_type(self, name: str) -> str:
+        """A tensor's GGUF storage type, e.g. "Q4_K", "Q5_0", "F32"."""
+        return self._info(name).tensor_type.name
+
     def tensor(self, name: str, dtype: torch.dtype) -> torch.Tensor:
         """Dequantize one tensor into (out_features, in_features) order, as nn.Linear stores weights."""
         t, shape = self._info(name), self.shape(name)

@@ -36,6 +36,24 @@ _BLOCK_TENSORS = {
 }
 
 
+# 4-bit GGUF blocks whose values sit on one affine grid per 32 weights: an int4 copy (a bf16 scale and
+# zero point per 32) holds them up to bf16 rounding (4x closer than an int8 copy on the default model's Q4_K)
+AFFINE_4BIT = {"Q4_0", "Q4_1", "Q4_K"}
+
+
+def four_bit_linears(f: GGUFFile, config: ModelConfig) -> set[str]:
+    """Our linears (module names) whose GGUF tensors are all stored in AFFINE_4BIT blocks: they get int4
+    decode copies even when the others get int8 ones (`Transformer.quantize`)."""
+    names = f.tensor_names()
+    found = set()
+    for i in range(config.n_layer):
+        for ours, theirs in _BLOCK_TENSORS.items():
+            tensors = [f"blk.{i}.{t}" for t in theirs if f"blk.{i}.{t}" in names]
+            if ours.endswith(".weight") and tensors and all(f.block_type(t) in AFFINE_4BIT for t in tensors):
+                found.add(f"blocks.{i}.{ours.removesuffix('.weight')}")
+    return found
+
+
 def model_config(f: GGUFFile) -> ModelConfig:
     arch = f.architecture
     if arch not in ARCHITECTURES:
@@ -93,31 +111,39 @@ def check_state(config: ModelConfig, state: dict[str, torch.Tensor], source: obj
         model = Transformer(config)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     kinds: dict[str, torch.dtype | str] = {}  # the decode copies' dtypes; "weights": the weights' dtype
-    int4_layers = any(name.endswith(".int4") for name in state)
+    pairs: dict[str, list[tuple[str, str]]] = {}  # per linear: the copies it may hold (one of them)
     for name in list(expected):
         owner = name.removesuffix(".weight")
         if owner != name and owner != "lm_head" and isinstance(model.get_submodule(owner), Linear):
             rows, inputs = expected[name]
-            kind = copy_kind(inputs, 4 if int4_layers else 8)
-            if kind == "int4":
-                packed = rows + -rows % 16  # the int4 kernel's rows come in tiles of 16
+            packed = rows + -rows % 16  # the int4 kernel's rows come in tiles of 16
+            if copy_kind(inputs, 4) == "int4":
                 expected[f"{owner}.int4"], kinds[f"{owner}.int4"] = (packed, inputs // 2), torch.uint8
                 expected[f"{owner}.int4_scales"] = (inputs // INT4_GROUP, packed, 2)
                 kinds[f"{owner}.int4_scales"] = "weights"
-            elif kind == "int8":
+                pairs.setdefault(owner, []).append((f"{owner}.int4", f"{owner}.int4_scales"))
+            if copy_kind(inputs, 8) == "int8":
                 expected[f"{owner}.int8"], kinds[f"{owner}.int8"] = (rows, inputs), torch.int8
                 expected[f"{owner}.int8_scale"], kinds[f"{owner}.int8_scale"] = (rows,), "weights"
+                pairs.setdefault(owner, []).append((f"{owner}.int8", f"{owner}.int8_scale"))
     n, k = expected.get("lm_head.weight", expected["embed.weight"])
     p = n + -n % 16
-    expected |= {"head_int4": (p, k // 2), "head_int4_scales": (k // INT4_GROUP, p, 2)}
-    expected["head_int4_error"] = (n,)
+    head = {"head_int4": (p, k // 2), "head_int4_scales": (k // INT4_GROUP, p, 2), "head_int4_error": (n,)}
+    expected |= head
     kinds |= {"head_int4": torch.uint8, "head_int4_scales": "weights", "head_int4_error": torch.float32}
     quantized = {name for name in state if decode_copy(name)}
     if quantized and k % INT4_GROUP:
         raise ModelLoadError(
             f"{source} holds int4 copies of a head {k} wide (not a multiple of {INT4_GROUP})."
         )
-    required = {name for name in expected if not decode_copy(name) or quantized}  # the copies: all or none
+    required = {name for name in expected if not decode_copy(name)}
+    if quantized:  # the copies: all or none, one kind per linear
+        required |= set(head)
+        for owner, options in pairs.items():
+            held = [pair for pair in options if set(pair) & quantized]
+            if len(held) > 1:
+                raise ModelLoadError(f"{source} holds both an int4 and an int8 copy of {owner}.")
+            required |= set(held[0] if held else options[0])
     missing = sorted(required - set(state))
     if missing:
         raise ModelLoadError(f"{source} lacks tensors the {config.arch} architecture needs: {missing[:3]}.")

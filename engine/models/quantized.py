@@ -21,7 +21,7 @@ other token.) Sampling sees int4 values outside the shortlist.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,7 @@ INT4_TILES = 4  # `_convert_weight_to_int4pack_for_cpu`'s inner K tiles (an argu
 INT4_CHUNK = 16384  # rows quantized at a time (float32 copies of 40 MB, not 670 MB); the packing
 # interleaves rows in blocks of up to 64 (by CPU: weight_cache keys entries by it), pieces are multiples
 DECODE_BITS = {"int4": 4, "int8": 8, "bf16": 0}  # [engine] decode_weights -> the layers' copies (0: none)
-INT4_SEARCH = 5  # candidate scales per group for the layers' int4 copies (`quantize_int4`)
+INT4_GRIDS = (11, 12, 13, 14, 15, 16)  # steps a group's range may span, tried for the layers' int4 copies
 RESCORE_Z = 8.0  # shortlist margin in standard deviations of the int4 logit error (largest seen: 4.3)
 RESCORE_MAX = 4096  # more candidates than this: the full bf16 head is cheaper than reading their rows
 
@@ -53,31 +53,34 @@ def int8_matmul(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.
     return torch._weight_int8pack_mm(rows, q, scale).view(*x.shape[:-1], q.shape[0])
 
 
-def quantize_int4(w: torch.Tensor, search: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def quantize_int4(
+    w: torch.Tensor, grids: Sequence[float] = (15,)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Asymmetric int4 per INT4_GROUP inputs, for `int4_matmul`: w (N, K) in bf16 or fp16 ->
     (packed (P, K/2) uint8, scales_zeros (K/INT4_GROUP, P, 2) in w's dtype, error (N,) float32), where
     P is N rounded up to a multiple of 16 (the kernel's tile; the extra rows are zero) and error[n] is the
     root mean square of row n's rounding error w[n] - dequantized[n] (scales and zeros rounded as the
-    kernel reads them). Each group tries `search` grids spanning its range over 14 to 16 steps, fits
-    scale and zero point to each by least squares and keeps the one with the least squared error
-    (llama.cpp's `make_qkx2_quants` idea; 5 grids: 45 % less KL divergence from the bf16 model than
-    min-max rounding on our decode prompts). Raises ValueError unless K is a multiple of INT4_GROUP."""
+    kernel reads them). Each group is rounded to grids spanning its range in each of `grids` steps, the
+    scale and zero point refitted to each by least squares, and the grid with the least squared error
+    kept (llama.cpp's `make_qkx2_quants` idea; INT4_GRIDS: 40 % less KL divergence from the bf16 model
+    than min-max rounding on our decode prompts, and a GGUF's own 4-bit grid found again where its
+    levels span 11 steps or more). Raises ValueError unless K is a multiple of INT4_GROUP."""
     N, K = w.shape
     if K % INT4_GROUP:
         raise ValueError(f"int4 needs inputs in groups of {INT4_GROUP}; this weight has {K}")
     w = F.pad(w, (0, 0, 0, -N % 16))
-    parts = [_int4_rows(w[i : i + INT4_CHUNK], search) for i in range(0, len(w), INT4_CHUNK)]  # bounded
+    parts = [_int4_rows(w[i : i + INT4_CHUNK], grids) for i in range(0, len(w), INT4_CHUNK)]  # bounded
     packed, scales_zeros, error = zip(*parts, strict=True)
     return torch.cat(packed), torch.cat(scales_zeros, 1), torch.cat(error)[:N]
 
 
-def _int4_rows(w: torch.Tensor, search: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _int4_rows(w: torch.Tensor, grids: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     N, K = w.shape
     x = w.float().view(N, K // INT4_GROUP, INT4_GROUP)
     low = x.amin(-1, keepdim=True)
     span = (x.amax(-1, keepdim=True) - low).clamp(min=torch.finfo(torch.float32).tiny)
     best = None
-    for steps in torch.linspace(14, 16, search).tolist() if search > 1 else [15.0]:
+    for steps in grids:
         q = ((x - low) / span * steps).round().clamp(0, 15)
         # least squares a * q + b ~ x over the group; a flat group keeps the min-max grid
         n, sq, sx, sqx = INT4_GROUP, q.sum(-1, keepdim=True), x.sum(-1, keepdim=True), (q * x).sum(-1, True)
@@ -183,7 +186,7 @@ class Linear(nn.Linear):
         """Add the decode copy `copy_kind` names for `bits` (4 or 8), if any."""
         kind, weight = copy_kind(self.in_features, bits), self.weight.detach()
         if kind == "int4":
-            self.int4, self.int4_scales, _ = quantize_int4(weight, INT4_SEARCH)
+            self.int4, self.int4_scales, _ = quantize_int4(weight, INT4_GRIDS)
         elif kind == "int8":
             self.int8, self.int8_scale = quantize_rows(weight)
 

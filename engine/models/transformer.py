@@ -7,7 +7,7 @@ treats a memory token exactly like a text token at the same position.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -227,12 +227,12 @@ class Transformer(nn.Module):
 
     @property
     def decode_weights(self) -> str:
-        """The linears' decode copies, "int4" or "int8" (some int8 among int4 ones: see `quantize`), or
-        "bf16" when there are none."""
+        """The linears' decode copies: "int8" when any is int8 (those the GGUF stores in 4-bit blocks are
+        int4 even then: see `quantize`), else "int4"; "bf16" when there are none."""
         if self.head_int4 is None:
             return "bf16"
         linears = [m for m in self.blocks.modules() if isinstance(m, Linear)]
-        return "int4" if any(m.int4 is not None for m in linears) else "int8"
+        return "int8" if any(m.int8 is not None for m in linears) else "int4"
 
     def forward(
         self,
@@ -273,16 +273,16 @@ class Transformer(nn.Module):
             return logits.view(*h.shape[:-1], -1)
         return F.linear(h, table).float()
 
-    def quantize(self, bits: int) -> None:
-        """Add decode copies (engine/models/quantized.py): of every linear in `bits` (4 or 8; int8 where
-        a linear's inputs do not come in whole int4 groups) and an int4 copy of the output head; the bf16
-        weights stay for prefill and memory writing. A model whose width is not a multiple of INT4_GROUP
-        gets none (its decode reads the bf16 weights)."""
+    def quantize(self, bits: int, four_bit: Collection[str] = ()) -> None:
+        """Add decode copies (engine/models/quantized.py): of every linear in `bits` (4 or 8), in int4 for
+        the linears named in `four_bit` (those the GGUF stores in 4-bit blocks: loader.four_bit_linears),
+        and an int4 copy of the output head; the bf16 weights stay for prefill and memory writing. A model
+        whose width is not a multiple of INT4_GROUP gets none (its decode reads the bf16 weights)."""
         if self.config.d_model % INT4_GROUP:
             return
-        for module in self.modules():
+        for name, module in self.named_modules():
             if isinstance(module, Linear) and module is not self.lm_head:
-                module.quantize(bits)
+                module.quantize(4 if name in four_bit else bits)
         table = self.embed.weight if self.lm_head is None else self.lm_head.weight
         self.head_int4, self.head_int4_scales, self.head_int4_error = quantize_int4(table.detach())
 

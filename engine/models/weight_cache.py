@@ -40,12 +40,12 @@ from safetensors.torch import save_file
 from engine.errors import ModelLoadError
 from engine.models.config import ModelConfig
 from engine.models.gguf_file import GGUFFile
-from engine.models.loader import build, check_state, gguf_state, model_config
+from engine.models.loader import build, check_state, four_bit_linears, gguf_state, model_config
 from ingest.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
-FORMAT = 7  # bump when what is stored changes meaning
+FORMAT = 8  # bump when what is stored changes meaning
 LOCK = ".build.lock"
 ALIGN = 64  # bytes: the int8 kernels load vectors aligned to this (a misaligned weight crashes them)
 _READ_CHUNK = 16 * 2**20
@@ -108,7 +108,7 @@ def from_gguf(path: Path, dtype: torch.dtype, bits: int, fingerprints: bool) -> 
     state = gguf_state(f, config, dtype)
     if bits:
         model = build(config, state, torch.device("cpu"), path)
-        model.quantize(bits)
+        model.quantize(bits, four_bit_linears(f, config))
         state = model.state_dict()
     return Prepared(
         config, state, "tokenizer.chat_template" in f.metadata, f.fingerprints() if fingerprints else None
