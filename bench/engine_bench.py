@@ -356,7 +356,7 @@ def run(
         "model": {"file": model_path.name, "arch": config.arch, "layers": config.n_layer},
         "device": run_device,
         "dtype": run_dtype,
-        "decode_weights": model.decode_weights,
+        "decode_weights": decode_weights if model.head_int4 is not None else "bf16",  # as configured
         "threads": threads,
         "repeats": repeats,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -279,7 +279,7 @@ def run(
     results["machine"] = machine_info()
     results["model"] = {"file": rt.path.name, "arch": rt.model.config.arch, "layers": rt.model.config.n_layer}
     results["device"] = str(rt.model.device)
-    results["decode_weights"] = rt.model.decode_weights
+    results["decode_weights"] = decode_weights if rt.model.head_int4 is not None else "bf16"
     results["threads"] = torch.get_num_threads()
     results["date"] = datetime.now(UTC).isoformat(timespec="seconds")
     qa_plots.save(results, output_dir)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.models.quantized import DECODE_BITS
 from ingest.config import load_section
+from ingest.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,14 @@ class EngineConfig:
 
     @classmethod
     def load(cls, path: Path) -> EngineConfig:
-        return load_section(cls, "engine", path)
+        """ConfigError with one sentence for a bad setting (an unknown decode_weights among them)."""
+        config = load_section(cls, "engine", path)
+        if config.decode_weights not in DECODE_BITS:
+            known = ", ".join(DECODE_BITS)
+            raise ConfigError(
+                f"{path}: [engine] decode_weights '{config.decode_weights}' is not one of {known}."
+            )
+        return config
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ from engine.memory.cache import MemoryCache
 from engine.memory.profiles import MAX_REFERENCE_TOKENS, PROFILES, MemoryProfile
 from engine.memory.store import MemoryStore
 from engine.memory.writer import write_memories
-from engine.models.quantized import DECODE_BITS
 from engine.models.runtime import Runtime, default_model_path
 from engine.models.tokenizer import Tokenizer
 from engine.retrieval.embedder import Embedder
@@ -38,7 +37,7 @@ from engine.turns import Turns
 from ingest.catalog import Catalog, Folder
 from ingest.chats import Chats
 from ingest.config import IngestConfig
-from ingest.errors import ConfigError, NotFoundError
+from ingest.errors import NotFoundError
 from ingest.folders import add_folder, candidates, remove_folder
 from ingest.ingester import Ingester, Progress, Status
 from ingest.paths import Home
@@ -99,11 +98,6 @@ class Engine:
         if config.profile not in PROFILES:
             raise UnknownProfileError(
                 f"config.toml: [engine] profile '{config.profile}' is not one of {', '.join(PROFILES)}."
-            )
-        if config.decode_weights not in DECODE_BITS:
-            raise ConfigError(
-                f"config.toml: [engine] decode_weights '{config.decode_weights}' is not one of "
-                f"{', '.join(DECODE_BITS)}."
             )
         ingest_config = IngestConfig.load(home.config_file)
         return cls(home, Path(model) if model else None, device, runtime, embedder, config, ingest_config)

@@ -79,25 +79,27 @@ def _int4_rows(w: torch.Tensor, grids: Sequence[float]) -> tuple[torch.Tensor, t
     x = w.float().view(N, K // INT4_GROUP, INT4_GROUP)
     low = x.amin(-1, keepdim=True)
     span = (x.amax(-1, keepdim=True) - low).clamp(min=torch.finfo(torch.float32).tiny)
+    u = (x - low) / span  # in [0, 1]: the sums below cannot overflow, whatever the weights' magnitude
     best = None
     for steps in grids:
-        q = ((x - low) / span * steps).round().clamp(0, 15)
-        # least squares a * q + b ~ x over the group; a flat group keeps the min-max grid
-        n, sq, sx, sqx = INT4_GROUP, q.sum(-1, keepdim=True), x.sum(-1, keepdim=True), (q * x).sum(-1, True)
+        q = (u * steps).round().clamp(0, 15)
+        # least squares a * q + b ~ u over the group
+        n, sq, su, squ = INT4_GROUP, q.sum(-1, keepdim=True), u.sum(-1, keepdim=True), (q * u).sum(-1, True)
         det = n * (q * q).sum(-1, keepdim=True) - sq * sq
-        a = torch.where(det > 0, (n * sqx - sq * sx) / det.clamp(min=1e-30), span / 15)
-        b = (sx - a * sq) / n
+        a = torch.where(det > 0, (n * squ - sq * su) / det.clamp(min=1e-30), 0.0)  # flat: scale 0
+        b = (su - a * sq) / n
+        a, b = a * span, b * span + low  # back to the weights' scale
         scale, zero = a.to(w.dtype), (b + 8 * a).to(w.dtype)  # the kernel computes (q - 8) * s + z
         s, z = scale.float(), zero.float()
         q = ((x - z) / torch.where(s == 0, 1.0, s) + 8).round().clamp(0, 15)  # the grid as rounded
-        err = (x - ((q - 8) * s + z)).square().sum(-1, keepdim=True)
+        err = ((x - ((q - 8) * s + z)) / span).square().sum(-1, keepdim=True)  # in units of the range
         if best is None:
             best = [err, q, scale, zero]
         else:
             better = err < best[0]
             best = [torch.where(better, *pair) for pair in zip((err, q, scale, zero), best, strict=True)]
     err, q, scale, zero = best
-    error = (err.sum(dim=(1, 2)) / K).sqrt()
+    error = ((err.double() * span.double().square()).sum(dim=(1, 2)) / K).sqrt().float()
     packed = torch._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).view(N, K), INT4_TILES)
     scales_zeros = torch.cat([scale, zero], -1).transpose(0, 1).contiguous()  # (K/G, N, 2)
     return packed, scales_zeros, error

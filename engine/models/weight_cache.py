@@ -45,7 +45,7 @@ from ingest.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 
-FORMAT = 8  # bump when what is stored changes meaning
+FORMAT = 9  # bump when what is stored changes meaning
 LOCK = ".build.lock"
 ALIGN = 64  # bytes: the int8 kernels load vectors aligned to this (a misaligned weight crashes them)
 _READ_CHUNK = 16 * 2**20
