@@ -10,7 +10,7 @@ from engine.errors import ModelLoadError, UnsupportedModelError
 from engine.models import gemma3, llama, qwen
 from engine.models.config import ModelConfig
 from engine.models.gguf_file import GGUFFile
-from engine.models.quantized import INT4_GROUP, Linear, copy_kind, decode_copy
+from engine.models.quantized import INT4_GROUP, Linear, copy_kind, decode_copy, packed_rows
 from engine.models.transformer import Transformer
 
 ARCHITECTURES: dict[str, Callable[[GGUFFile, int], ModelConfig]] = {
@@ -116,7 +116,7 @@ def check_state(config: ModelConfig, state: dict[str, torch.Tensor], source: obj
         owner = name.removesuffix(".weight")
         if owner != name and owner != "lm_head" and isinstance(model.get_submodule(owner), Linear):
             rows, inputs = expected[name]
-            packed = rows + -rows % 16  # the int4 kernel's rows come in tiles of 16
+            packed = packed_rows(rows)
             if copy_kind(inputs, 4) == "int4":
                 expected[f"{owner}.int4"], kinds[f"{owner}.int4"] = (packed, inputs // 2), torch.uint8
                 expected[f"{owner}.int4_scales"] = (inputs // INT4_GROUP, packed, 2)
@@ -127,7 +127,7 @@ def check_state(config: ModelConfig, state: dict[str, torch.Tensor], source: obj
                 expected[f"{owner}.int8_scale"], kinds[f"{owner}.int8_scale"] = (rows,), "weights"
                 pairs.setdefault(owner, []).append((f"{owner}.int8", f"{owner}.int8_scale"))
     n, k = expected.get("lm_head.weight", expected["embed.weight"])
-    p = n + -n % 16
+    p = packed_rows(n)
     head = {"head_int4": (p, k // 2), "head_int4_scales": (k // INT4_GROUP, p, 2), "head_int4_error": (n,)}
     expected |= head
     kinds |= {"head_int4": torch.uint8, "head_int4_scales": "weights", "head_int4_error": torch.float32}

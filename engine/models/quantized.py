@@ -29,6 +29,7 @@ from torch import nn
 
 DECODE_ROWS = 8  # calls with at most this many rows use the decode copies (measured crossover on AVX2)
 INT4_GROUP = 32  # weights per int4 scale and zero point (along the input dimension)
+INT4_TILE = 16  # the int4 kernel's rows come in tiles of this many: copies are padded to it
 INT8_BLOCK = 16  # the int8 kernel reads inputs 16 at a time: other widths crash it (measured: 40, 72)
 INT4_TILES = 4  # `_convert_weight_to_int4pack_for_cpu`'s inner K tiles (an argument its CPU path ignores)
 INT4_CHUNK = 16384  # rows quantized at a time (float32 copies of 40 MB, not 670 MB); the packing
@@ -58,7 +59,7 @@ def quantize_int4(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Asymmetric int4 per INT4_GROUP inputs, for `int4_matmul`: w (N, K) in bf16 or fp16 ->
     (packed (P, K/2) uint8, scales_zeros (K/INT4_GROUP, P, 2) in w's dtype, error (N,) float32), where
-    P is N rounded up to a multiple of 16 (the kernel's tile; the extra rows are zero) and error[n] is the
+    P = packed_rows(N) (whole kernel tiles; the extra rows are zero) and error[n] is the
     root mean square of row n's rounding error w[n] - dequantized[n] (scales and zeros rounded as the
     kernel reads them). Each group is rounded to grids spanning its range in each of `grids` steps, the
     scale and zero point refitted to each by least squares, and the grid with the least squared error
@@ -68,7 +69,7 @@ def quantize_int4(
     N, K = w.shape
     if K % INT4_GROUP:
         raise ValueError(f"int4 needs inputs in groups of {INT4_GROUP}; this weight has {K}")
-    w = F.pad(w, (0, 0, 0, -N % 16))
+    w = F.pad(w, (0, 0, 0, packed_rows(N) - N))
     parts = [_int4_rows(w[i : i + INT4_CHUNK], grids) for i in range(0, len(w), INT4_CHUNK)]  # bounded
     packed, scales_zeros, error = zip(*parts, strict=True)
     return torch.cat(packed), torch.cat(scales_zeros, 1), torch.cat(error)[:N]
@@ -103,6 +104,11 @@ def _int4_rows(w: torch.Tensor, grids: Sequence[float]) -> tuple[torch.Tensor, t
     packed = torch._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).view(N, K), INT4_TILES)
     scales_zeros = torch.cat([scale, zero], -1).transpose(0, 1).contiguous()  # (K/G, N, 2)
     return packed, scales_zeros, error
+
+
+def packed_rows(n: int) -> int:
+    """Rows of the int4 copy of a weight with `n` rows (rounded up to whole INT4_TILEs)."""
+    return n + -n % INT4_TILE
 
 
 def int4_matmul(x: torch.Tensor, packed: torch.Tensor, scales_zeros: torch.Tensor) -> torch.Tensor:
