@@ -377,9 +377,11 @@ def test_another_model_than_the_running_one_is_refused(tmp_path, new_home, tiny_
     ok(m3("folders", home=home))  # no model named: whatever runs will do
 
 
-def test_ctrl_c_stops_the_answer_but_not_the_service(tmp_path, new_home):
+@pytest.mark.parametrize("frozen", [False, True], ids=["answering", "frozen"])
+def test_ctrl_c_stops_the_answer_but_not_the_service(tmp_path, new_home, frozen):
     """Ctrl-C during `m3 ask`: the command prints what came and exits 130; the service stays up and saves
-    the answer as far as it went, marked stopped."""
+    the answer as far as it went, marked stopped. A service too busy to answer the stop request at once
+    (here: frozen with SIGSTOP) does not keep the command waiting: hanging up stops the answer too."""
     home = new_home()
     (home / "config").mkdir()
     (home / "config" / "config.toml").write_text("[engine]\nmax_answer_tokens = 100000\n")
@@ -397,9 +399,16 @@ def test_ctrl_c_stops_the_answer_but_not_the_service(tmp_path, new_home):
     ) as asking:
         assert asking.stdout is not None
         first = asking.stdout.read(1)  # the answer is streaming
+        if frozen:
+            os.kill(pid, signal.SIGSTOP)
+        interrupted = time.monotonic()
         asking.send_signal(signal.SIGINT)
-        out, err = asking.communicate(timeout=60)
+        try:
+            out, err = asking.communicate(timeout=60)
+        finally:
+            os.kill(pid, signal.SIGCONT)
     assert asking.returncode == 130, err
+    assert time.monotonic() - interrupted < 20  # the stop request waits 5 s at most
     assert b"Traceback" not in err and first
     assert alive(pid) and service_pid(home) == pid
     deadline = time.monotonic() + 30

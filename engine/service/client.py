@@ -181,10 +181,12 @@ class Stream:
         return event
 
     def cancel(self) -> None:
-        """Tell the service to stop this answer, then hang up (a stream not yet started is just closed)."""
+        """Tell the service to stop this answer, then hang up (a stream not yet started is just closed).
+        A service too busy to answer within HEALTH_S is not waited for: hanging up stops the answer too.
+        Raises ServiceError when the stop request fails."""
         try:
             if self.id is not None:
-                self._client.cancel(self.id)
+                self._client.cancel(self.id, timeout=HEALTH_S)
         finally:
             self.close()
 
