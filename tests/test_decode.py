@@ -100,6 +100,28 @@ def test_int4_copies_are_the_same_made_in_pieces(monkeypatch):
         assert torch.equal(a, b)
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 300), st.floats(1e-2, 1e2), st.integers(0, 2**31 - 1))
+def test_the_int4_head_rescores_every_token_within_the_margin(rows: int, n: int, magnitude: float, seed: int):
+    """The shortlist by its definition: every token whose int4 logit plus its margin reaches the best
+    lower bound of its row (less the bf16 rounding) is rescored in float32; the others keep int4 values."""
+    g = torch.Generator().manual_seed(seed)
+    table = (torch.randn(n, 64, generator=g) * magnitude).to(torch.bfloat16)
+    table[: n // 3] = table[n // 3 : 2 * (n // 3)]  # ties
+    h = (torch.randn(rows, 64, generator=g) * magnitude).to(torch.bfloat16)
+    packed, scales, error = quantize_int4(table)
+    out = head_logits(h, table, packed, scales, error)
+    approx = int4_matmul(h, packed, scales)[:, :n].float()
+    exact = h.float() @ table.float().T
+    margin = error * (quantized.RESCORE_Z * h.float().norm(dim=-1, keepdim=True))
+    rounding = 2**-8 * approx.abs().amax(-1, keepdim=True)
+    lo = (approx - margin).amax(-1, keepdim=True) - rounding
+    shortlist = ((approx + margin) >= lo - rounding).any(0)
+    assert torch.allclose(out[:, shortlist], exact[:, shortlist], rtol=1e-5, atol=1e-5)
+    assert torch.equal(out[:, ~shortlist], approx[:, ~shortlist])
+    assert torch.allclose(out.max(-1).values, exact.max(-1).values, rtol=1e-5, atol=1e-5)
+
+
 def test_the_int4_head_rescoring_gives_the_exact_best_token(rt):
     """Final hidden states of real prompts: the shortlisting head's best token and its logit are those of
     the float32 product with the bf16 table; an ambiguous row (all zeros: every token ties) falls back to
