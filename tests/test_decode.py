@@ -122,6 +122,18 @@ def test_the_int4_head_rescores_every_token_within_the_margin(rows: int, n: int,
     assert torch.allclose(out.max(-1).values, exact.max(-1).values, rtol=1e-5, atol=1e-5)
 
 
+def test_the_int4_head_survives_a_diverged_hidden_state():
+    """Infinite or NaN hidden states (a broken model) give the whole table's logits, not an error."""
+    table = torch.randn(50, 64).to(torch.bfloat16)
+    copy = quantize_int4(table)
+    for bad in (float("inf"), float("nan")):
+        h = torch.ones(1, 64, dtype=torch.bfloat16)
+        h[0, 3] = bad
+        out = head_logits(h, table, *copy)
+        assert out.shape == (1, 50)
+        assert torch.equal(out.isnan(), (h.float() @ table.float().T).isnan())
+
+
 def test_the_int4_head_rescoring_gives_the_exact_best_token(rt):
     """Final hidden states of real prompts: the shortlisting head's best token and its logit are those of
     the float32 product with the bf16 table; an ambiguous row (all zeros: every token ties) falls back to

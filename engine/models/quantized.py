@@ -152,10 +152,13 @@ def head_logits(
     rounding = 2**-8 * torch.maximum(top, -approx.amin(-1, keepdim=True))  # bf16 output: half a step, doubled
     floor = top - error[best] * spread  # no higher than the best lower bound of all rows
     near = (approx >= floor - 2 * rounding - error.max() * spread).any(0).nonzero().squeeze(1)
-    sub, margin = approx[:, near], error[near] * spread
-    lo = (sub - margin).amax(-1, keepdim=True) - rounding
-    candidates = near[((sub + margin) >= lo - rounding).any(0)]
-    if candidates.numel() > RESCORE_MAX:  # the whole table in bf16, then its near-best rows in float32
+    candidates = near  # none when the logits are not finite (a diverged model): the whole table decides
+    if near.numel():
+        sub, margin = approx[:, near], error[near] * spread
+        lo = (sub - margin).amax(-1, keepdim=True) - rounding
+        candidates = near[((sub + margin) >= lo - rounding).any(0)]
+    if not candidates.numel() or candidates.numel() > RESCORE_MAX:
+        # the whole table in bf16, then its near-best rows in float32
         approx = F.linear(h, table).float()
         near = approx >= approx.amax(-1, keepdim=True) - 2**-7 * approx.abs().amax(-1, keepdim=True)
         candidates = near.any(0).nonzero().squeeze(1)
