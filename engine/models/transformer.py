@@ -45,7 +45,13 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x.float(), self.weight.shape, self.weight, self.eps).to(x.dtype)
+        return rms_norm(x, self.weight, self.eps)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x (..., D) normalised over D in float32, times `weight` (float32, broadcastable to x: (D,), or one
+    row per head), returned in x's dtype."""
+    return (F.rms_norm(x.float(), x.shape[-1:], None, eps) * weight).to(x.dtype)
 
 
 Rope = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (..., T, D/2) float32
@@ -106,13 +112,15 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         """rope: this layer's base's (cos, sin) at `pos`, shaped (B, 1, T, D/2)."""
         B, T, _ = x.shape
-        qkv = self.wqkv(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, H + 2 Hkv, T, D)
-        q, k, v = qkv.split([self.n_head, self.n_kv_head, self.n_kv_head], dim=1)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        k_pre = k  # memories store keys before RoPE, so the reader may place them anywhere
-        q = self.rotary(q, pos, rope)
-        k = self.rotary(k, pos, rope)
+        H, D = self.n_head, self.head_dim
+        qkv = self.wqkv(x).view(B, T, -1, D).transpose(1, 2)  # (B, H + 2 Hkv, T, D)
+        qk, v = qkv.split([H + self.n_kv_head, self.n_kv_head], dim=1)
+        if self.q_norm is not None:  # queries and keys normed, then roped, together: half the small ops
+            q_weight, k_weight = self.q_norm.weight, self.k_norm.weight
+            weight = torch.cat([q_weight.expand(H, 1, D), k_weight.expand(self.n_kv_head, 1, D)])
+            qk = rms_norm(qk, weight, self.q_norm.eps)
+        k_pre = qk[:, H:]  # memories store keys before RoPE, so the reader may place them anywhere
+        q, k = self.rotary(qk, pos, rope).split([H, self.n_kv_head], dim=1)
         if capture is not None:
             capture.record(self.layer, q, k_pre, k, v)
         if cache is None:
@@ -144,8 +152,9 @@ class Attention(nn.Module):
         B, H, T, D = q.shape
         G = H // self.n_kv_head
         qg = q.reshape(B, self.n_kv_head, G * T, D)
-        mask = self.allowed(q_pos, key_pos)  # (B, Hkv, T, N)
-        mask = mask[:, :, None].expand(-1, -1, G, -1, -1).reshape(B, self.n_kv_head, G * T, -1)
+        mask = self.allowed(q_pos, key_pos)  # (B, Hkv, T, N); one query (decode) broadcasts over G
+        if T > 1:
+            mask = mask[:, :, None].expand(-1, -1, G, -1, -1).reshape(B, self.n_kv_head, G * T, -1)
         if probe is None:
             y = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask, scale=self.scale)
         else:  # the same attention with its weights in hand (used for decode steps, not prefill)
