@@ -463,16 +463,22 @@ def stop(session: Session) -> None:
 @click.option(
     "--sample", type=click.IntRange(min=1), help="qa only: ask a seeded sample of N questions per split."
 )
+@click.option(
+    "--main",
+    is_flag=True,
+    help="qa only: none, rag and the default memory profile only, with the memory/RAG F1 ratio's interval.",
+)
 @click.pass_obj
-def bench(session: Session, name: str, out_dir: Path, quick: bool, sample: int | None) -> None:
+def bench(session: Session, name: str, out_dir: Path, quick: bool, sample: int | None, main: bool) -> None:
     """Run benchmark NAME: print its table and write <out>/NAME.json and NAME.md (qa adds PNG plots).
 
     Benchmarks run the engine in this process, in temporary homes of their own."""
-    if sample is not None and name != "qa":
-        raise click.UsageError("--sample applies to the qa benchmark only.")
+    for flag, value in (("--sample", sample), ("--main", main or None)):
+        if value is not None and name != "qa":
+            raise click.UsageError(f"{flag} applies to the qa benchmark only.")
     from bench import run_benchmark  # benchmarks sit above the engine: loaded only when asked for
 
-    options = {"sample": sample} if sample else {}
+    options = ({"sample": sample} if sample else {}) | ({"main": True} if main else {})
     _, table = run_benchmark(name, out_dir, session.home, session.model, session.device, quick, **options)
     click.echo(table)
 

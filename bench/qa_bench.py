@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bench import qa_plots, squad
@@ -54,6 +55,8 @@ WITHIN = 0.02  # the default profile: the smallest memory whose held-out F1 is w
 SPEED_K = (1, 5, 10)
 SPEED_TOKENS = 32  # decoded without stopping, to time decoding
 SPEED_QUESTIONS = 5
+RESAMPLES = 10_000  # bootstrap resamples of the held-out questions for the memory/RAG F1 ratio
+READER = "base"  # how the model reads memories: the untrained model itself (no adapter)
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,8 @@ class Plan:
     v2_articles: int | None  # SQuAD v2 articles ingested, the first ones
     sweep: bool
     prompts: bool
-    speed_questions: int
+    speed_questions: int  # 0: no speed part
+    main_only: bool = False  # only none, rag and the default memory profile
 
 
 FULL = Plan(None, None, None, None, None, sweep=True, prompts=True, speed_questions=SPEED_QUESTIONS)
@@ -77,6 +81,11 @@ QUICK = Plan(2, 25, 25, 10, 1, sweep=False, prompts=False, speed_questions=1)
 def sampled(questions: int) -> Plan:
     """The full run on a seeded sample of `questions` per split (and as many unanswerable ones)."""
     return replace(FULL, tune=questions, heldout=questions, unanswerable=questions)
+
+
+def main_only(plan: Plan) -> Plan:
+    """`--main`: the questions of `plan` asked in none, rag and the default memory profile only."""
+    return replace(plan, sweep=False, prompts=False, speed_questions=0, main_only=True)
 
 
 @dataclass(frozen=True)
@@ -238,11 +247,14 @@ def run(
     output_dir: Path,
     quick: bool = False,
     sample: int | None = None,
+    main: bool = False,
     plan: Plan | None = None,
 ) -> tuple[dict, str]:
     """quick: a 50-question slice; sample: a seeded sample of that many questions per split (and as many
-    unanswerable ones) from all articles; otherwise every question."""
+    unanswerable ones) from all articles; otherwise every question. main: only none, rag and the default
+    memory profile (no sweep, prompts or speed part)."""
     plan = plan or (QUICK if quick else sampled(sample) if sample else FULL)
+    plan = main_only(plan) if main else plan
     started = time.perf_counter()
     data = data_folder()
     xquad = squad.load(data / "xquad-en" / "xquad.en.json")
@@ -272,7 +284,8 @@ def run(
         "v2_chunks": len(lab_v2.chunks),
     }
     results["plan"] = {
-        "name": "quick" if plan == QUICK else "full" if plan == FULL else "sample",
+        "name": ("main " if plan.main_only else "")
+        + ("quick" if plan.articles else "full" if plan.tune is None else "sample"),
         **asdict(plan),
     }
     results["duration_s"] = time.perf_counter() - started
@@ -296,9 +309,11 @@ class Questions:
 def _measure(rt: Runtime, plan: Plan, lab: Lab, lab_v2: Lab, qs: Questions) -> dict:
     recall = lab.recall_at(qs.tune + qs.heldout)
     default = PROFILES[lab.engine.config.profile]
-    profiles = dict.fromkeys((default.name, *MAIN_PROFILES))  # the default first
+    profiles = dict.fromkeys((default.name, *(() if plan.main_only else MAIN_PROFILES)))  # the default first
     main = [Setting("none"), Setting("rag")] + [Setting("memory", PROFILES[p]) for p in profiles]
-    records = [{**_record(s, lab, lab_v2, qs, recall), "table": "main"} for s in main]
+    measured_main = [_record(s, lab, lab_v2, qs, recall) for s in main]
+    records = [{**r, "table": "main"} for r, _ in measured_main]
+    heldout_f1 = [f1s for _, f1s in measured_main]  # per question, in the same order in every setting
     if plan.sweep:
         measured = {
             (_shape(s.profile), s.k, s.interval): r for s, r in zip(main, records, strict=True) if s.profile
@@ -308,20 +323,49 @@ def _measure(rt: Runtime, plan: Plan, lab: Lab, lab_v2: Lab, qs: Questions) -> d
             if same is not None:  # already in the main table: label it, do not ask again
                 same["knob"], same["value"] = s.knob, s.value
             else:
-                records.append(
-                    {**_record(s, lab, lab_v2, replace(qs, unanswerable=[]), recall), "table": "sweep"}
-                )
+                record, _ = _record(s, lab, lab_v2, replace(qs, unanswerable=[]), recall)
+                records.append({**record, "table": "sweep"})
     prompts = []
     if plan.prompts:
         for prompt in PROMPTS:
             for s in (Setting("rag", prompt=prompt), Setting("memory", default, prompt=prompt)):
                 outcomes = _ask(lab, s, qs.tune)
                 prompts.append({"prompt": prompt.name, "mode": s.mode, **quality(outcomes)})
+    speed = _speed(rt, lab, default, qs.heldout[: plan.speed_questions]) if plan.speed_questions else []
     return {
         "records": records,
         "prompts": prompts,
-        "speed": _speed(rt, lab, default, qs.heldout[: plan.speed_questions]),
+        "speed": speed,
         "default": choose_default(records),
+        "f1_ratio_heldout": {
+            **f1_ratio(heldout_f1[2], heldout_f1[1], seed=0),  # the default memory profile over rag
+            "memory_profile": default.name,
+            "reader": READER,
+        },
+    }
+
+
+def f1_ratio(memory: Sequence[float], rag: Sequence[float], seed: int, resamples: int = RESAMPLES) -> dict:
+    """Mean F1 of `memory` over mean F1 of `rag`, paired by question, with a percentile bootstrap 95%
+    interval (Efron & Tibshirani 1993, ch. 13): the questions are resampled with replacement, the same
+    draw for both modes. ratio and ci95 are None when rag scored nothing; ci95's upper end is None when
+    more than 2.5% of the draws hold no rag credit (a handful of questions)."""
+    n = len(memory)
+    if n != len(rag):
+        raise ValueError(f"{n} memory answers against {len(rag)} rag answers: they must be paired")
+    both = np.array([memory, rag], dtype=np.float64).reshape(2, n)
+    if n == 0 or both[1].sum() == 0:
+        return {"ratio": None, "ci95": None, "n_heldout": n, "resamples": resamples}
+    draws = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    sums = both[:, draws].sum(axis=-1)  # (2, resamples)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = sums[0] / sums[1]  # a draw with no rag credit is +inf (or nan: no credit at all)
+    bounds = np.nanpercentile(ratios, [2.5, 97.5], method="inverted_cdf")  # drawn values: inf stays inf
+    return {
+        "ratio": float(both[0].sum() / both[1].sum()),
+        "ci95": [float(b) if np.isfinite(b) else None for b in bounds],  # None: no upper bound (few answers)
+        "n_heldout": n,
+        "resamples": resamples,
     }
 
 
@@ -332,7 +376,8 @@ def _ask(lab: Lab, s: Setting, questions: list[squad.Question], score: bool = Tr
     return outcomes
 
 
-def _record(s: Setting, lab: Lab, lab_v2: Lab, qs: Questions, recall: float) -> dict:
+def _record(s: Setting, lab: Lab, lab_v2: Lab, qs: Questions, recall: float) -> tuple[dict, list[float]]:
+    """The setting's record, and its held-out answers' F1 in question order (for the bootstrap)."""
     answered = _ask(lab, s, qs.tune + qs.heldout)
     t, h = quality(answered[: len(qs.tune)]), quality(answered[len(qs.tune) :])
     abstained = quality(_ask(lab_v2, s, qs.unanswerable, score=False))["abstain"] if qs.unanswerable else None
@@ -349,6 +394,9 @@ def _record(s: Setting, lab: Lab, lab_v2: Lab, qs: Questions, recall: float) -> 
         "f1_heldout": h["f1"],
         "em_heldout": h["em"],
         "gold_logprob": quality(answered)["gold_logprob"],
+        "gold_logprob_tune": t["gold_logprob"],
+        "gold_logprob_heldout": h["gold_logprob"],
+        "reader": READER,
         "recall_at_5": recall if s.mode != "none" else None,
         "citation_at_1": quality(answered)["citation_at_1"],
         **speed(answered),
@@ -356,7 +404,7 @@ def _record(s: Setting, lab: Lab, lab_v2: Lab, qs: Questions, recall: float) -> 
         "bank_bytes": bank,
         "abstain_unanswerable": abstained,
         "abstain_answerable": quality(answered)["abstain"],
-    }
+    }, [o.f1 for o in answered[len(qs.tune) :]]
 
 
 def choose_default(records: list[dict]) -> dict:
@@ -440,16 +488,17 @@ def table(r: dict) -> str:
         f"Questions: {q['tune']} tuning, {q['heldout']} held out, {q['unanswerable']} unanswerable "
         f"({r['plan']['name']} run, {r['corpus']['chunks']} chunks, {r['duration_s'] / 60:.0f} min).",
         "",
-        "| mode | profile | F1 | EM | F1 held-out | EM held-out | gold log-prob | recall@5 | cited@1 "
-        "| TTFT s | decode tok/s | bytes/memory | bank MiB | abstains (unanswerable) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| mode | profile | F1 | EM | F1 held-out | EM held-out | gold log-prob | gold log-prob held-out "
+        "| recall@5 | cited@1 | TTFT s | decode tok/s | bytes/memory | bank MiB | abstains (unanswerable) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for x in r["records"]:
         if x["table"] != "main":
             continue
         lines.append(
             f"| {x['mode']} | {x['profile'] or '—'} | {_f(x['f1'])} | {_f(x['em'])} | {_f(x['f1_heldout'])} "
-            f"| {_f(x['em_heldout'])} | {_f(x['gold_logprob'], 2)} | {_f(x['recall_at_5'], 2)} "
+            f"| {_f(x['em_heldout'])} | {_f(x['gold_logprob'], 2)} | {_f(x['gold_logprob_heldout'], 2)} "
+            f"| {_f(x['recall_at_5'], 2)} "
             f"| {_f(x['citation_at_1'], 2)} "
             f"| {_f(x['ttft_s'])} | {_f(x['decode_tok_s'], 1)} "
             f"| {_bytes(x['bytes_per_memory'])} | {_mib(x['bank_bytes'])} "
@@ -473,14 +522,22 @@ def table(r: dict) -> str:
             f"| {p['prompt']} | {p['mode']} | {_f(p['f1'])} | {_f(p['em'])} | {_f(p['abstain'], 2)} |"
             for p in r["prompts"]
         ]
-    lines += ["", "| chunks | mode | engine | TTFT s | decode tok/s |", "|---:|---|---|---:|---:|"]
-    lines += [
-        f"| {s['retrieved']} | {s['mode']} | {s['engine']} | {_f(s['ttft_s'])} | {_f(s['decode_tok_s'], 1)} |"
-        for s in r["speed"]
-    ]
+    if r["speed"]:
+        lines += ["", "| chunks | mode | engine | TTFT s | decode tok/s |", "|---:|---|---|---:|---:|"]
+        lines += [
+            f"| {s['retrieved']} | {s['mode']} | {s['engine']} | {_f(s['ttft_s'])} "
+            f"| {_f(s['decode_tok_s'], 1)} |"
+            for s in r["speed"]
+        ]
     d = r["default"]
     m = r["machine"]
+    ratio = r["f1_ratio_heldout"]
+    lo, hi = ratio["ci95"] or (None, None)
+    interval = "—" if lo is None else f"{lo:.2f}–{'∞' if hi is None else f'{hi:.2f}'}"
     lines += [
+        "",
+        f"Held-out F1, memory ({ratio['memory_profile']}, reader: {ratio['reader']}) over RAG: "
+        f"**{_f(ratio['ratio'], 2)}** (95% bootstrap interval {interval}, {ratio['n_heldout']} questions).",
         "",
         f"Default profile: **{d['profile']}** (held-out F1 {_f(d['f1_heldout'])}, "
         f"{d['bytes_per_memory']:,.0f} bytes per memory); best: {d['best_profile']} "

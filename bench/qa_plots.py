@@ -13,8 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def save(results: dict, folder: Path) -> list[Path]:
+    """The figures this run has data for (a `--main` run has no speed part, so no speed figure)."""
     folder.mkdir(parents=True, exist_ok=True)
-    return [_quality(results, folder / "qa-quality.png"), _speed(results, folder / "qa-speed.png")]
+    speed = [_speed(results, folder / "qa-speed.png")] if results["speed"] else []
+    return [_quality(results, folder / "qa-quality.png"), *speed]
 
 
 def _quality(results: dict, path: Path) -> Path:

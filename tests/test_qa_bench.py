@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given, settings
 
 from bench import run_benchmark
-from bench.qa_bench import MAIN_PROFILES, _shape, choose_default, sweep_settings
+from bench.qa_bench import MAIN_PROFILES, _shape, choose_default, f1_ratio, sweep_settings
 from engine.config import EngineConfig
 from engine.memory.profiles import PROFILES
 
@@ -20,6 +22,9 @@ KEYS = {
     "f1_heldout",
     "em_heldout",
     "gold_logprob",
+    "gold_logprob_tune",
+    "gold_logprob_heldout",
+    "reader",
     "recall_at_5",
     "ttft_s",
     "decode_tok_s",
@@ -62,6 +67,55 @@ def test_every_mode_and_profile_has_a_record_with_the_contract_keys(quick):
     assert all(f"| memory | {p} |" in table for p in profiles)
     for png in ("qa-quality.png", "qa-speed.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_main_asks_none_rag_and_the_default_memory_with_the_ratio_interval(
+    tmp_path, home, model_path, monkeypatch
+):
+    """`--main`: three settings only, no speed part or figure, and the held-out memory/RAG F1 ratio with
+    its bootstrap interval over every held-out question asked."""
+    monkeypatch.setenv("M3_QA_DATA", str(FIXTURE))
+    results, table = run_benchmark("qa", tmp_path, home, model_path, quick=True, main=True)
+    records = results["records"]
+    assert [(r["mode"], r["profile"]) for r in records] == [
+        ("none", None),
+        ("rag", None),
+        ("memory", EngineConfig().profile),
+    ]
+    assert results["speed"] == [] and not (tmp_path / "qa-speed.png").exists()
+    assert (tmp_path / "qa-quality.png").exists() and results["plan"]["name"] == "main quick"
+    ratio = results["f1_ratio_heldout"]
+    assert ratio["n_heldout"] == results["questions"]["heldout"] > 0
+    assert ratio["memory_profile"] == EngineConfig().profile and ratio["reader"] == "base"
+    by_mode = {r["mode"]: r for r in records}
+    assert ratio["ratio"] == pytest.approx(by_mode["memory"]["f1_heldout"] / by_mode["rag"]["f1_heldout"])
+    assert ratio["ci95"][0] <= ratio["ratio"] <= ratio["ci95"][1]
+    assert "over RAG" in table and json.loads((tmp_path / "qa.json").read_text()) == results
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=60), st.integers(0, 99))
+def test_the_f1_ratio_interval_holds_its_estimate(pairs, seed):
+    memory, rag = [m for m, _ in pairs], [r for _, r in pairs]
+    out = f1_ratio(memory, rag, seed, resamples=500)
+    assert out["n_heldout"] == len(pairs)
+    if sum(rag) == 0:
+        assert out["ratio"] is None and out["ci95"] is None
+        return
+    assert out["ratio"] == pytest.approx(sum(memory) / sum(rag))
+    lo, hi = out["ci95"]
+    assert lo - 1e-9 <= out["ratio"] <= (float("inf") if hi is None else hi + 1e-9)
+    same = f1_ratio(rag, rag, seed, resamples=500)  # a mode against itself: exactly 1, no spread
+    assert same["ratio"] == 1 and same["ci95"] == [1, 1]
+
+
+def test_the_f1_ratio_interval_narrows_with_more_questions():
+    memory, rag = [0.0, 1.0, 0.5, 1.0, 0.0], [1.0, 1.0, 0.0, 1.0, 0.5]
+    few = f1_ratio(memory, rag, seed=0)["ci95"]
+    many = f1_ratio(memory * 20, rag * 20, seed=0)["ci95"]
+    assert few[1] - few[0] > 2 * (many[1] - many[0])
+    with pytest.raises(ValueError, match="paired"):
+        f1_ratio(memory, rag[:-1], seed=0)
 
 
 def test_sources_are_found_and_make_the_gold_answer_likelier(quick):
