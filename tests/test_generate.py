@@ -185,6 +185,30 @@ def test_citations_rank_the_source_the_answer_came_from(rt):
     assert rag.sources()[0][0] == "t2"
 
 
+@pytest.mark.parametrize("fact_at", [0, 1, 2])
+def test_rag_citations_follow_content_not_place(rt, fact_at):
+    """Wherever the passage holding the answer sits among the sources read as text, it is cited first:
+    only the layers that see the whole context count (a sliding-window layer attends by proximity), and
+    the probe is handed no other layer's weights."""
+    tok, sink = rt.tokenizer, rt.sink
+    texts = [*DISTRACTORS]
+    texts.insert(fact_at, FACT)
+    prompt, spans = list(sink), []
+    for i, text in enumerate(texts):
+        ids = tok.encode(text)
+        spans.append((f"t{i}", len(prompt), len(prompt) + len(ids)))
+        prompt += ids
+    rag = Generation(
+        rt.model, tok, prompt + tok.encode(QUESTION), max_new_tokens=8, text_sources=spans, cite=True
+    )
+    seen: set[int] = set()
+    observe = rag._mass.observe
+    rag._mass.observe = lambda layer, weights: (seen.add(layer), observe(layer, weights))
+    assert "7391" in "".join(rag.run())
+    assert rag.sources()[0][0] == f"t{fact_at}"
+    assert seen == rt.model.global_layers == {5, 11, 17}  # Gemma 3 270M: one global layer in six
+
+
 def test_measuring_attention_does_not_change_the_answer(rt32):
     tok = rt32.tokenizer
     ids = tok.encode(FACT + QUESTION, bos=True)

@@ -105,7 +105,8 @@ def draft(context: Sequence[int], sources: Sequence[Sequence[int]], n: int) -> l
 class _Held:
     """A probe that keeps attention weights until the drafted rows that were accepted are known."""
 
-    def __init__(self) -> None:
+    def __init__(self, layers: frozenset[int]) -> None:
+        self.layers = layers
         self.seen: list[tuple[int, torch.Tensor]] = []
 
     def observe(self, layer: int, weights: torch.Tensor) -> None:
@@ -142,7 +143,8 @@ class Generation:
         self.tokens: list[int] = []  # generated ids
         self.attached: list[list[MemoryKV]] = []  # memories attached per chunk, in order
         self.steps: list[int] = []  # before each retrieval: how many body and reply tokens were read
-        self._mass = SourceMass(self.memory_slots, self.text_sources) if self.cite else None
+        layers = self.model.global_layers  # citations count these (citations.SourceMass)
+        self._mass = SourceMass(self.memory_slots, self.text_sources, layers) if self.cite else None
         self._placed: tuple[list[MemoryKV], list[int]] | None = None  # memories attached last, where
         self._after_prompt: tuple | None = None  # what score() rewinds to
         self.sources_ids: list[list[int]] = []  # token ids of the sources read as memories (for drafting)
@@ -259,7 +261,7 @@ class Generation:
         guesses = self._guesses(history, fed) if drafting else []
         if not guesses:
             return [], decode_one(self.model, cache, token, next_pos, probe, exact)
-        held, length = (_Held() if probe is not None else None), cache.length
+        held, length = (_Held(probe.layers) if probe is not None else None), cache.length
         logits = verify(self.model, cache, [token, *guesses], next_pos, held)
         picks = logits.argmax(-1).tolist()  # picks[i]: the greedy token after the i-th one fed
         n = 0

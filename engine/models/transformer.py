@@ -29,7 +29,10 @@ class Capture(Protocol):
 
 
 class Probe(Protocol):
-    """Receives each layer's attention weights, for citing the sources an answer attended to."""
+    """Receives attention weights, for citing the sources an answer attended to, from `layers` only (the
+    other layers attend without handing their weights out, through the fused kernel)."""
+
+    layers: frozenset[int]
 
     def observe(self, layer: int, weights: torch.Tensor) -> None:
         """weights: (B, Hkv, G, T, N) softmax probabilities of T queries (G per KV head) over N keys."""
@@ -235,6 +238,13 @@ class Transformer(nn.Module):
         return self.embed.weight.dtype
 
     @property
+    def global_layers(self) -> frozenset[int]:
+        """The layers that attend to the whole context: those without a sliding window (every layer of a
+        model made of windowed layers only)."""
+        everywhere = frozenset(range(self.config.n_layer))
+        return frozenset(i for i in everywhere if not self.config.local_layers[i]) or everywhere
+
+    @property
     def decode_weights(self) -> str:
         """The linears' decode copies: "int8" when any is int8 (those the GGUF stores in 4-bit blocks are
         int4 even then: see `quantize`), else "int4"; "bf16" when there are none."""
@@ -260,8 +270,8 @@ class Transformer(nn.Module):
             x = (x.float() * self.config.embed_scale).to(x.dtype)
         rotaries = {b.attn.rotary.base: b.attn.rotary for b in self.blocks}
         ropes = {base: r.angles(pos[:, None, :]) for base, r in rotaries.items()}
-        for block in self.blocks:
-            x = block(x, pos, ropes, cache, capture, probe)
+        for i, block in enumerate(self.blocks):
+            x = block(x, pos, ropes, cache, capture, probe if probe and i in probe.layers else None)
         if cache is not None:
             cache.advance(tokens.shape[1])
         h = self.norm(x)
