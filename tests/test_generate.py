@@ -153,8 +153,8 @@ QUESTION = "\n\nQuestion: What is the access code for the blue vault?\nAnswer: T
 
 
 def test_citations_rank_the_source_the_answer_came_from(rt):
-    """The attention of the generated tokens falls mostly on the memory that holds the answer, and the
-    same holds in RAG mode, where the sources are spans of the prompt."""
+    """The attention of the generated tokens falls mostly on the memory that holds the answer (RAG mode,
+    where the sources are spans of the prompt: the next test)."""
     tok, sink = rt.tokenizer, rt.sink
     texts = [*DISTRACTORS, FACT]
     memories = write_memories(rt.model, sink, [tok.encode(t) for t in texts], PROFILES["dense"])
@@ -172,17 +172,6 @@ def test_citations_rank_the_source_the_answer_came_from(rt):
     assert "7391" in "".join(gen.run())
     sources = gen.sources()
     assert sources[0][0] == "m2" and abs(sum(share for _, share in sources) - 1) < 1e-6
-
-    prompt, spans = list(sink), []
-    for i, text in enumerate(texts):
-        ids = tok.encode(text)
-        spans.append((f"t{i}", len(prompt), len(prompt) + len(ids)))
-        prompt += ids
-    rag = Generation(
-        rt.model, tok, prompt + tok.encode(QUESTION), max_new_tokens=8, text_sources=spans, cite=True
-    )
-    assert "7391" in "".join(rag.run())
-    assert rag.sources()[0][0] == "t2"
 
 
 @pytest.mark.parametrize("fact_at", [0, 1, 2])
