@@ -137,6 +137,14 @@ def test_missing_model(tmp_path):
     assert_one_sentence_error(result, "not found", "m3.log")
 
 
+@pytest.mark.parametrize("flag", [("--sample", "5"), ("--main",)])
+def test_qa_options_are_refused_for_other_benchmarks(tmp_path, flag):
+    """Before any model loads: one usage sentence, exit status 2."""
+    result = m3("bench", "engine", *flag, home=tmp_path / "home")
+    assert result.returncode == 2
+    assert f"{flag[0]} applies to the qa benchmark only." in result.stderr
+
+
 @pytest.mark.parametrize("content", [b"", b"GGUF" + bytes(range(256)) * 8, b"just some text\n" * 100])
 def test_corrupt_model(tmp_path, content):
     path = tmp_path / "broken.gguf"
