@@ -271,7 +271,8 @@ class Transformer(nn.Module):
         rotaries = {b.attn.rotary.base: b.attn.rotary for b in self.blocks}
         ropes = {base: r.angles(pos[:, None, :]) for base, r in rotaries.items()}
         for i, block in enumerate(self.blocks):
-            x = block(x, pos, ropes, cache, capture, probe if probe and i in probe.layers else None)
+            observed = probe if probe is not None and i in probe.layers else None
+            x = block(x, pos, ropes, cache, capture, observed)
         if cache is not None:
             cache.advance(tokens.shape[1])
         h = self.norm(x)
