@@ -298,7 +298,8 @@ def _relay(stream: Stream, echo: bool, lead: bool = True) -> Relayed:
                 elif isinstance(event, Done):
                     return Relayed(event.text, citations, reads, interrupted=False, stopped=event.stopped)
         except KeyboardInterrupt:
-            with contextlib.suppress(M3Error):  # the service is gone: nothing left to stop
+            # the service is gone (nothing left to stop), or a second Ctrl-C: hanging up stops it too
+            with contextlib.suppress(M3Error, KeyboardInterrupt):
                 stream.cancel()
             return Relayed("".join(pieces).strip(), citations, reads, interrupted=True, stopped=True)
     raise service.ServiceError("The engine service ended the answer without finishing it.")

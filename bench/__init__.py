@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from bench import bank_bench, engine_bench, qa_bench, retrieval_bench, tui_bench
-from bench.errors import UnknownBenchmarkError
+from bench.errors import BenchmarkError, UnknownBenchmarkError
 from engine.models.runtime import default_model_path
 from ingest.atomic import write_atomic
 from ingest.paths import Home
@@ -36,7 +36,10 @@ def run_benchmark(
     if name not in BENCHMARKS:
         raise UnknownBenchmarkError(f"There is no benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}.")
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    try:  # before any model loads: a run that cannot write its results is not started
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchmarkError(f"Cannot write the results into {output_dir}: {exc.strerror}.") from exc
     model_path = Path(model) if model else default_model_path(home.cache)
     results, table = BENCHMARKS[name](home, model_path, device, output_dir, quick, **options)
     write_atomic(output_dir / f"{name}.json", json.dumps(results, indent=2) + "\n")

@@ -145,6 +145,13 @@ def test_qa_options_are_refused_for_other_benchmarks(tmp_path, flag):
     assert f"{flag[0]} applies to the qa benchmark only." in result.stderr
 
 
+def test_a_results_folder_that_cannot_be_made_is_one_sentence(tmp_path):
+    """Before any model loads: a file where the results folder should be."""
+    (tmp_path / "taken").write_text("not a folder")
+    result = m3("bench", "qa", "--main", "--out", str(tmp_path / "taken"), home=tmp_path / "home")
+    assert_one_sentence_error(result, f"Cannot write the results into {tmp_path / 'taken'}: File exists.")
+
+
 @pytest.mark.parametrize("content", [b"", b"GGUF" + bytes(range(256)) * 8, b"just some text\n" * 100])
 def test_corrupt_model(tmp_path, content):
     path = tmp_path / "broken.gguf"
