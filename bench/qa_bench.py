@@ -33,7 +33,7 @@ from bench.engine_bench import decode_llamacpp, open_llamacpp
 from bench.errors import QADataMissingError
 from bench.machine import machine_info
 from bench.qa_corpus import holds_gold, write_articles
-from bench.qa_eval import Outcome, ask_all, quality, speed
+from bench.qa_eval import MAX_FALSE_ABSTAIN, Outcome, ask_all, calibrate, quality, speed, withdrawn_share
 from engine.chat.chat import Chat
 from engine.chat.generation import CHUNK_TOKENS
 from engine.chat.prompt import BASE, PromptFormat
@@ -311,7 +311,7 @@ def _measure(rt: Runtime, plan: Plan, lab: Lab, lab_v2: Lab, qs: Questions) -> d
     default = PROFILES[lab.engine.config.profile]
     profiles = dict.fromkeys((default.name, *(() if plan.main_only else MAIN_PROFILES)))  # the default first
     main = [Setting("none"), Setting("rag")] + [Setting("memory", PROFILES[p]) for p in profiles]
-    measured_main = [_record(s, lab, lab_v2, qs, recall) for s in main]
+    measured_main = [_record(s, lab, lab_v2, qs, recall, calibrated=True) for s in main]
     records = [{**r, "table": "main"} for r, _ in measured_main]
     (_, rag_f1), (_, memory_f1) = measured_main[1:3]  # held-out F1 per question: rag, the default memory
     if plan.sweep:
@@ -369,18 +369,25 @@ def f1_ratio(memory: Sequence[float], rag: Sequence[float], seed: int, resamples
     }
 
 
-def _ask(lab: Lab, s: Setting, questions: list[squad.Question], score: bool = True) -> list[Outcome]:
+def _ask(
+    lab: Lab, s: Setting, questions: list[squad.Question], score: bool = True, support: bool = False
+) -> list[Outcome]:
     t = time.perf_counter()
-    outcomes = ask_all(lab.chat(s), questions, s.mode, score, lambda c, q: holds_gold(c, q, lab.paths))
+    gold = lambda c, q: holds_gold(c, q, lab.paths)  # noqa: E731
+    outcomes = ask_all(lab.chat(s), questions, s.mode, score, gold, support=support)
     log.info("%s: %d questions in %.0f s", s.label, len(questions), time.perf_counter() - t)
     return outcomes
 
 
-def _record(s: Setting, lab: Lab, lab_v2: Lab, qs: Questions, recall: float) -> tuple[dict, list[float]]:
-    """The setting's record, and its held-out answers' F1 in question order (for the bootstrap)."""
-    answered = _ask(lab, s, qs.tune + qs.heldout)
+def _record(
+    s: Setting, lab: Lab, lab_v2: Lab, qs: Questions, recall: float, calibrated: bool = False
+) -> tuple[dict, list[float]]:
+    """The setting's record, and its held-out answers' F1 in question order (for the bootstrap).
+    calibrated: measure each answer's support and calibrate abstention on it (`abstention`)."""
+    answered = _ask(lab, s, qs.tune + qs.heldout, support=calibrated)
     t, h = quality(answered[: len(qs.tune)]), quality(answered[len(qs.tune) :])
-    abstained = quality(_ask(lab_v2, s, qs.unanswerable, score=False))["abstain"] if qs.unanswerable else None
+    unanswered = _ask(lab_v2, s, qs.unanswerable, score=False, support=calibrated) if qs.unanswerable else []
+    abstained = quality(unanswered)["abstain"] if unanswered else None
     per_memory, bank = lab.bank_size(s.profile) if s.mode == "memory" else (None, None)
     return {
         "mode": s.mode,
@@ -404,7 +411,35 @@ def _record(s: Setting, lab: Lab, lab_v2: Lab, qs: Questions, recall: float) -> 
         "bank_bytes": bank,
         "abstain_unanswerable": abstained,
         "abstain_answerable": quality(answered)["abstain"],
+        "abstention": (
+            abstention(answered[: len(qs.tune)], answered[len(qs.tune) :], unanswered)
+            if calibrated and s.mode != "none"
+            else None
+        ),
     }, [o.f1 for o in answered[len(qs.tune) :]]
+
+
+def abstention(tune: list[Outcome], heldout: list[Outcome], unanswerable: list[Outcome]) -> dict:
+    """Abstention below a support threshold chosen on the answerable tuning questions (at most
+    MAX_FALSE_ABSTAIN of them withdrawn), reported on each split: the unanswerable questions of SQuAD v2's
+    first article (Normans) beside the tuning split, those of the others (Rhine) beside the held-out one.
+    unanswerable: the share of unanswerable questions withdrawn; answerable: of answerable ones (false)."""
+    threshold = calibrate(tune)
+    first = [o for o in unanswerable if o.question.article == 0]
+    others = [o for o in unanswerable if o.question.article != 0]
+    return {
+        "signal": "support",
+        "threshold": threshold,
+        "max_false": MAX_FALSE_ABSTAIN,
+        "tune": {
+            "unanswerable": withdrawn_share(first, threshold),
+            "answerable": withdrawn_share(tune, threshold),
+        },
+        "heldout": {
+            "unanswerable": withdrawn_share(others, threshold),
+            "answerable": withdrawn_share(heldout, threshold),
+        },
+    }
 
 
 def choose_default(records: list[dict]) -> dict:
@@ -504,6 +539,22 @@ def table(r: dict) -> str:
             f"| {_bytes(x['bytes_per_memory'])} | {_mib(x['bank_bytes'])} "
             f"| {_f(x['abstain_unanswerable'], 2)} |"
         )
+    calibrated = [x for x in r["records"] if x["table"] == "main" and x.get("abstention")]
+    if calibrated:
+        lines += [
+            "",
+            "| mode | profile | abstain below (support) | abstains, unanswerable (tuning) "
+            "| false, answerable (tuning) | abstains, unanswerable (held-out) "
+            "| false, answerable (held-out) |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for x in calibrated:
+            a = x["abstention"]
+            lines.append(
+                f"| {x['mode']} | {x['profile'] or '—'} | {_f(a['threshold'], 2)} "
+                f"| {_f(a['tune']['unanswerable'], 2)} | {_f(a['tune']['answerable'], 2)} "
+                f"| {_f(a['heldout']['unanswerable'], 2)} | {_f(a['heldout']['answerable'], 2)} |"
+            )
     sweep = [x for x in r["records"] if x["knob"]]
     if sweep:
         lines += [

@@ -3,6 +3,10 @@
 Every answer is timed as a user sees it (from the call to the first streamed piece, then the rest), and
 scored with SQuAD's EM and F1. The gold answer's log-probability is measured separately, by feeding it
 as the reply to the same context (teacher forcing), which says how close a wrong answer came.
+
+Abstention: a 270M base model never answers `unknown` by itself, so an answer is withdrawn when its
+sources did not support it (`Chat.support`: its log-probability with them minus without them, per
+token) below a threshold chosen on answerable tuning questions (`calibrate`).
 """
 
 from __future__ import annotations
@@ -32,12 +36,26 @@ class Outcome:
     ttft_s: float | None  # None when the answer was empty
     decode_tok_s: float | None  # forward passes per second after the first token
     cites_gold: bool | None  # whether the top citation is the gold passage; None without citations
+    support: float | None = None  # Chat.support (nats per token); None when not measured
+
+    def withdrawn(self, threshold: float | None) -> bool:
+        """Whether the answer abstains: it says so, or its support is below `threshold` (None: never)."""
+        low = threshold is not None and self.support is not None and self.support < threshold
+        return self.abstained or low
 
 
 Gold = Callable[[Citation, Question], bool]  # whether a citation points into the question's passage
 
 
-def ask(chat: Chat, question: Question, mode: str, score: bool = True, gold: Gold | None = None) -> Outcome:
+def ask(
+    chat: Chat,
+    question: Question,
+    mode: str,
+    score: bool = True,
+    gold: Gold | None = None,
+    support: bool = False,
+) -> Outcome:
+    """score: measure the gold answer's log-probability; support: measure `Chat.support` (not in none)."""
     start = time.perf_counter()
     answer = chat.ask(question.text, mode, MAX_ANSWER_TOKENS)
     first = None
@@ -58,6 +76,7 @@ def ask(chat: Chat, question: Question, mode: str, score: bool = True, gold: Gol
         None if first is None else first - start,
         answer.tokens / (end - first) if first is not None and end > first and answer.tokens else None,
         gold(answer.citations[0], question) if gold and answer.citations and question.answers else None,
+        chat.support(answer) if support else None,
     )
 
 
@@ -76,10 +95,11 @@ def ask_all(
     score: bool = True,
     gold: Gold | None = None,
     on_answer: Callable[[Outcome], None] | None = None,
+    support: bool = False,
 ) -> list[Outcome]:
     outcomes = []
     for q in questions:
-        outcomes.append(ask(chat, q, mode, score, gold))
+        outcomes.append(ask(chat, q, mode, score, gold, support and mode != "none"))
         if on_answer is not None:
             on_answer(outcomes[-1])
     return outcomes
@@ -112,3 +132,22 @@ def speed(outcomes: Sequence[Outcome]) -> dict:
         "ttft_s": _median([o.ttft_s for o in outcomes]),
         "decode_tok_s": _median([o.decode_tok_s for o in outcomes]),
     }
+
+
+MAX_FALSE_ABSTAIN = 0.10  # the share of answerable questions abstention may withdraw
+
+
+def calibrate(answerable: Sequence[Outcome], max_false: float = MAX_FALSE_ABSTAIN) -> float | None:
+    """The support threshold that withdraws the most answers while withdrawing at most `max_false` of
+    these answerable ones (those that abstain by themselves count against it): abstain below it.
+    None when no support was measured, or the answers' own abstentions already exceed `max_false`."""
+    measured = sorted(o.support for o in answerable if o.support is not None and not o.abstained)
+    budget = int(max_false * len(answerable)) - sum(o.abstained for o in answerable)
+    if not measured or budget < 0:
+        return None
+    return measured[min(budget, len(measured) - 1)]
+
+
+def withdrawn_share(outcomes: Sequence[Outcome], threshold: float | None) -> float | None:
+    """The share of answers that abstain under `threshold` (None: no answers)."""
+    return _mean([float(o.withdrawn(threshold)) for o in outcomes])

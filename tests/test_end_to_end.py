@@ -52,6 +52,16 @@ def test_answer_and_top_citation_come_from_the_file(engine, folder, mode):
     assert sum(c.share for c in answer.citations) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("mode", ["memory", "rag"])
+def test_the_sources_support_an_answer_only_they_hold(engine, mode):
+    """Chat.support: the vault's code is far likelier with the file read than without it; an answer the
+    model knows by itself (France's capital) owes the sources nothing."""
+    assert engine.chat.support(ask(engine, mode)) > 1.0
+    known = engine.chat.ask("What is the capital of France?", mode, 8)
+    assert "Paris" in "".join(known)
+    assert engine.chat.support(known) < 0.5
+
+
 def test_without_documents_the_model_does_not_know(engine):
     answer = ask(engine, "none")
     assert "7391" not in answer.text and answer.citations == []

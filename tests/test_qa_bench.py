@@ -12,6 +12,8 @@ from hypothesis import given, settings
 
 from bench import run_benchmark
 from bench.qa_bench import MAIN_PROFILES, _shape, choose_default, f1_ratio, sweep_settings
+from bench.qa_eval import Outcome, calibrate, withdrawn_share
+from bench.squad import Question
 from engine.config import EngineConfig
 from engine.memory.profiles import PROFILES
 
@@ -91,6 +93,13 @@ def test_main_asks_none_rag_and_the_default_memory_with_the_ratio_interval(
     assert ratio["ratio"] == pytest.approx(by_mode["memory"]["f1_heldout"] / by_mode["rag"]["f1_heldout"])
     assert ratio["ci95"][0] <= ratio["ratio"] <= ratio["ci95"][1]
     assert "over RAG" in table and json.loads((tmp_path / "qa.json").read_text()) == results
+    assert by_mode["none"]["abstention"] is None
+    for mode in ("rag", "memory"):
+        calibrated = by_mode[mode]["abstention"]
+        assert calibrated["signal"] == "support" and isinstance(calibrated["threshold"], float)
+        assert calibrated["tune"]["answerable"] <= calibrated["max_false"]
+        assert 0 <= calibrated["tune"]["unanswerable"] <= 1  # the fixture's SQuAD v2 has one article: Normans
+        assert calibrated["heldout"]["unanswerable"] is None and 0 <= calibrated["heldout"]["answerable"] <= 1
 
 
 @settings(max_examples=50, deadline=None)
@@ -116,6 +125,41 @@ def test_the_f1_ratio_interval_narrows_with_more_questions():
     assert few[1] - few[0] > 2 * (many[1] - many[0])
     with pytest.raises(ValueError, match="paired"):
         f1_ratio(memory, rag[:-1], seed=0)
+
+
+def outcome(support: float | None, abstained: bool = False) -> Outcome:
+    q = Question("q", "Why?", ("because",), 0, 0)
+    return Outcome(q, "", 0.0, 0.0, abstained, None, None, None, None, support)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(-5, 5) | st.none(), st.booleans()), min_size=1, max_size=40),
+    st.sampled_from([0.0, 0.1, 0.25, 0.5]),
+)
+def test_calibration_withdraws_the_most_it_may_and_no_more(answers, max_false):
+    """Below the threshold an answer is withdrawn: at most `max_false` of the answerable ones are (their own
+    abstentions included), and the next measured support up as threshold would withdraw more than that."""
+    outcomes = [outcome(s, a) for s, a in answers]
+    threshold = calibrate(outcomes, max_false)
+    allowed = int(max_false * len(outcomes))
+    measured = sorted({o.support for o in outcomes if o.support is not None and not o.abstained})
+    if threshold is None:
+        assert not measured or sum(o.abstained for o in outcomes) > allowed
+        return
+    withdrawn = sum(o.withdrawn(threshold) for o in outcomes)
+    assert withdrawn <= allowed
+    assert withdrawn_share(outcomes, threshold) == pytest.approx(withdrawn / len(outcomes))
+    higher = [s for s in measured if s > threshold]
+    if higher:
+        assert sum(o.withdrawn(higher[0]) for o in outcomes) > allowed
+
+
+def test_an_answer_without_a_measured_support_is_withdrawn_only_when_it_says_so():
+    assert not outcome(None).withdrawn(3.0) and outcome(None, abstained=True).withdrawn(None)
+    assert (
+        outcome(-1.0).withdrawn(0.0) and not outcome(1.0).withdrawn(0.0) and not outcome(-1.0).withdrawn(None)
+    )
 
 
 def test_sources_are_found_and_make_the_gold_answer_likelier(quick):

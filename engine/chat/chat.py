@@ -24,6 +24,7 @@ from engine.chat.prompt import PromptFormat
 from engine.chat.sources import Chunk, Reading, Sources
 from engine.errors import EmptyPromptError, UnknownModeError
 from engine.memory.profiles import MAX_REFERENCE_TOKENS, MemoryKV
+from engine.memory.reader import MemoryReader
 from engine.models.runtime import Runtime
 
 MODES = ("memory", "rag", "none")
@@ -52,8 +53,12 @@ class Answer:
     def logprob(self, reply: str) -> tuple[float, int]:
         """(summed log-probability, tokens) of `reply` given instead of this answer, in the very context
         this answer was read in (once streamed): how close the model came to another answer."""
-        ids = self._gen.tokenizer.encode(self._lead + reply.strip())
+        ids = self.reply_ids(reply)
         return self._gen.score(ids), len(ids)
+
+    def reply_ids(self, reply: str) -> list[int]:
+        """`reply` as the token ids this answer's reply would be (cut to its length limit)."""
+        return self._gen.tokenizer.encode(self._lead + reply.strip())[: self._gen.max_new_tokens]
 
 
 class Chat:
@@ -64,10 +69,12 @@ class Chat:
         prompt: PromptFormat,
         k: int = 5,
         interval: int = CHUNK_TOKENS,
+        reader: MemoryReader | None = None,
     ):
-        """k: chunks retrieved per reading; interval: tokens between memory re-readings."""
+        """k: chunks retrieved per reading; interval: tokens between memory re-readings; reader: how
+        memory mode reads its memories (None: as the model reads text)."""
         self.runtime, self.sources, self.prompt = runtime, sources, prompt
-        self.k, self.interval = k, interval
+        self.k, self.interval, self.reader = k, interval, reader
 
     def ask(
         self,
@@ -125,6 +132,7 @@ class Chat:
                 question=question,
                 memory_slots=self.k * MAX_REFERENCE_TOKENS,
                 chunk=self.interval,
+                reader=self.reader,
                 **options,
             )
         else:
@@ -138,6 +146,19 @@ class Chat:
                 prompt += ids
             gen = Generation(self.runtime.model, tok, prompt + body, text_sources=spans, **options)
         return gen, readings
+
+    def support(self, answer: Answer) -> float | None:
+        """How much what `answer` read made it likelier: its mean log-probability per token (nats) in its
+        own context minus in `none` mode (the same prompt without sources). An answer the model gives
+        just as readily without the sources is not supported by them: the signal `m3 bench qa` calibrates
+        abstention on (README "Abstention"). None for a `none`-mode answer, which read nothing.
+
+        Costs a prefill of the prompt without sources and the answer's tokens twice (teacher forcing)."""
+        if answer.mode == "none":
+            return None
+        ids = answer.reply_ids(answer.text)
+        gen, _ = self.generation(answer.question, "none", max_new_tokens=len(ids))
+        return (answer.logprob(answer.text)[0] - gen.score(ids)) / len(ids)
 
     def _search(self, query: str) -> list[Chunk]:
         """The retrieved chunks in reading order: the best one last, right before the question.

@@ -24,6 +24,7 @@ from engine.chat.citations import SourceMass
 from engine.errors import EmptyPromptError
 from engine.memory.attach import attach, place, span
 from engine.memory.profiles import MemoryKV
+from engine.memory.reader import MemoryReader
 from engine.models.kv_cache import KVCache
 from engine.models.tokenizer import Tokenizer
 from engine.models.transformer import ForwardOut, Probe, Transformer
@@ -136,6 +137,7 @@ class Generation:
     text_sources: Sequence[tuple[str, int, int]] = ()  # (key, start, end): prompt spans read as sources (RAG)
     cite: bool = False  # measure the attention the generated tokens pay to each source
     lookup: bool = True  # greedy only: draft tokens from the prompt and `sources` (prompt lookup)
+    reader: MemoryReader | None = None  # how attached memories are read (None: as the model reads text)
 
     def __post_init__(self) -> None:
         if len(self.prompt) <= self.sink_len:
@@ -156,30 +158,8 @@ class Generation:
 
     @torch.inference_mode()
     def run(self) -> Iterator[str]:
-        model = self.model
         rng = torch.Generator().manual_seed(self.sampling.seed) if self.sampling.seed is not None else None
-        body = list(self.prompt[self.sink_len :])
-        history = list(body)  # body and generated tokens: what later retrieval queries are cut from
-        cache = model.new_cache(len(self.prompt) + self.max_new_tokens, self.memory_slots)
-        if self.sink_len:
-            prefill(model, cache, self.prompt[: self.sink_len], 0)
-        next_pos = self.sink_len
-        if self.retrieve is not None:
-            first = self._read(history, 0)
-            next_pos += span(first)  # the first chunk sits right after its memories, as text would
-            self._attach(cache, first, next_pos)
-
-        fed, logits = 0, None
-        while fed < len(body) and not self._cancelled():  # prefill, a chunk at a time when reading memories
-            n = self.chunk - fed % self.chunk if self.retrieve else len(body)
-            self._maybe_reattach(cache, history, fed, next_pos)
-            piece = body[fed : fed + n]
-            out = _forward(model, cache, piece, next_pos, None, "last")
-            logits, last = out.logits[0, -1], out.hidden[0, -1:].clone()  # the state score() starts from
-            fed, next_pos = fed + len(piece), next_pos + len(piece)
-
-        if fed == len(body) and fed:  # read to its end (not cancelled): what score() rewinds to
-            self._after_prompt = (cache, cache.length, last, fed, next_pos, list(history), self._placed)
+        cache, history, fed, next_pos, logits = self._read_prompt()
         stream = self.tokenizer.stream()
         drafting = self.lookup and self.sampling.temperature <= 0
         while len(self.tokens) < self.max_new_tokens and not self._cancelled():
@@ -208,6 +188,35 @@ class Generation:
         if tail:
             yield tail
 
+    def _read_prompt(self) -> tuple[KVCache, list[int], int, int, torch.Tensor | None]:
+        """Read the prompt into a new cache (attaching memories a chunk at a time when reading them); returns
+        the cache, the history (body tokens), body tokens read, the next position and the logits after the
+        last token read (None when cancelled before any). Read to its end, it is what `score()` rewinds to."""
+        model = self.model
+        body = list(self.prompt[self.sink_len :])
+        history = list(body)  # body and generated tokens: what later retrieval queries are cut from
+        cache = model.new_cache(len(self.prompt) + self.max_new_tokens, self.memory_slots)
+        if self.sink_len:
+            prefill(model, cache, self.prompt[: self.sink_len], 0)
+        next_pos = self.sink_len
+        if self.retrieve is not None:
+            first = self._read(history, 0)
+            next_pos += span(first)  # the first chunk sits right after its memories, as text would
+            self._attach(cache, first, next_pos)
+
+        fed, logits = 0, None
+        while fed < len(body) and not self._cancelled():  # prefill, a chunk at a time when reading memories
+            n = self.chunk - fed % self.chunk if self.retrieve else len(body)
+            self._maybe_reattach(cache, history, fed, next_pos)
+            piece = body[fed : fed + n]
+            out = _forward(model, cache, piece, next_pos, None, "last")
+            logits, last = out.logits[0, -1], out.hidden[0, -1:].clone()  # the state score() starts from
+            fed, next_pos = fed + len(piece), next_pos + len(piece)
+
+        if fed == len(body) and fed:  # read to its end (not cancelled): what score() rewinds to
+            self._after_prompt = (cache, cache.length, last, fed, next_pos, list(history), self._placed)
+        return cache, history, fed, next_pos, logits
+
     def _cancelled(self) -> bool:
         """Checked before every decode step and every 64-token chunk of the prompt: a stop takes effect
         within one step (a step may confirm up to DRAFT_TOKENS drafted tokens besides its own; a prompt
@@ -220,16 +229,19 @@ class Generation:
 
         The cache `run()` filled is rewound to the end of the prompt, with the memories attached there, and
         the tokens go through the same re-reading schedule: scoring costs the reply, not a second prefill.
-        Every distribution comes through the full output head, not the shortlist decoding uses.
+        Every distribution comes through the full output head, not the shortlist decoding uses. Before any
+        `run()`, the prompt is read here (nothing is generated): a reply scored in a context of its own.
         """
         if self._after_prompt is None:
-            raise RuntimeError("score() reads the prompt run() read to its end: run the generation first")
+            self._read_prompt()
+        if self._after_prompt is None:
+            raise RuntimeError("score() reads the whole prompt first, and this generation was cancelled")
         if len(tokens) > self.max_new_tokens:
             raise ValueError(f"a reply of {len(tokens)} tokens exceeds max_new_tokens={self.max_new_tokens}")
         cache, length, last, fed, next_pos, history, placed = self._after_prompt
         cache.length, history = length, list(history)
         if placed is not None:
-            attach(self.model, cache, *placed)
+            attach(self.model, cache, *placed, self.reader)
         logits = self.model.head(last, exact=True)[-1]
         total = 0.0
         for i, token in enumerate(tokens):
@@ -296,7 +308,7 @@ class Generation:
 
     def _attach(self, cache, memories: list[MemoryKV], end: int) -> None:
         self._placed = (memories, place(memories, end, self.sink_len))
-        layout = attach(self.model, cache, *self._placed)
+        layout = attach(self.model, cache, *self._placed, self.reader)
         self.attached.append(memories)
         if self._mass is not None:
             self._mass.read(layout)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from engine.memory.profiles import MemoryKV
+from engine.memory.reader import MemoryReader
 from engine.models.kv_cache import KVCache
 from engine.models.transformer import Transformer
 
@@ -50,9 +51,16 @@ def place(memories: Sequence[MemoryKV], end: int, floor: int) -> list[int]:
     return starts
 
 
-def attach(model: Transformer, cache: KVCache, memories: Sequence[MemoryKV], starts: Sequence[int]) -> Layout:
+def attach(
+    model: Transformer,
+    cache: KVCache,
+    memories: Sequence[MemoryKV],
+    starts: Sequence[int],
+    reader: MemoryReader | None = None,
+) -> Layout:
     """Rope each memory layer's keys at their placed positions and load them into the cache, packed in the
-    order given; returns where each memory's keys went."""
+    order given, read through `reader` (None: as the model reads text); returns where each memory's keys
+    went."""
     B = cache.k.shape[1]
     layers = []
     for layer, block in enumerate(model.blocks):
@@ -70,7 +78,11 @@ def attach(model: Transformer, cache: KVCache, memories: Sequence[MemoryKV], sta
         v = torch.cat([m.v[i] for m, _, i in parts], dim=1)
         pos = torch.cat([s + m.index[i] for m, s, i in parts], dim=1)  # (Hkv, M)
         k = block.attn.rotary(k, pos)
-        cache.set_memory(layer, k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1), pos.expand(B, -1, -1))
+        bias = None
+        if reader is not None:
+            k = (k.float() * reader.key_factor(layer).to(k.device)).to(k.dtype)
+            bias = reader.bias(layer)
+        cache.set_memory(layer, k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1), pos.expand(B, -1, -1), bias)
     return Layout(tuple(layers))
 
 

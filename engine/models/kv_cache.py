@@ -29,6 +29,9 @@ class KVCache:
         self.k = torch.zeros(n_layer, batch, n_kv_head, n, head_dim, dtype=dtype, device=device)
         self.v = torch.zeros_like(self.k)
         self.pos = torch.full((n_layer, batch, n_kv_head, n), EMPTY, dtype=torch.int64, device=device)
+        # per layer: None, or (Hkv, n) logit biases of every key slot (a MemoryReader's log-scale on the
+        # memory region, zero on the context)
+        self._bias: list[torch.Tensor | None] = [None] * n_layer
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor):
         """Write T new context keys (B, Hkv, T, D) at their positions (B, T); return the visible span."""
@@ -45,8 +48,21 @@ class KVCache:
     def advance(self, n: int) -> None:
         self.length += n
 
-    def set_memory(self, layer: int, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> None:
-        """Replace layer's memory region with roped keys, values (B, Hkv, M, D) at positions (B, Hkv, M)."""
+    def key_bias(self, layer: int, end: int) -> torch.Tensor | None:
+        """(Hkv, end) float32 biases added to the logits of the first `end` key slots; None: no bias."""
+        bias = self._bias[layer]
+        return None if bias is None else bias[:, :end]
+
+    def set_memory(
+        self,
+        layer: int,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        pos: torch.Tensor,
+        bias: torch.Tensor | None = None,
+    ) -> None:
+        """Replace layer's memory region with roped keys, values (B, Hkv, M, D) at positions (B, Hkv, M);
+        bias (Hkv,): added to these keys' attention logits (None: nothing added)."""
         M = k.shape[2]
         if self.memory_slots < M:
             raise ValueError(f"{M} memory tokens exceed the {self.memory_slots} memory slots")
@@ -54,6 +70,12 @@ class KVCache:
         self.v[layer, :, :, :M] = v
         self.pos[layer, :, :, :M] = pos
         self.pos[layer, :, :, M : self.memory_slots] = EMPTY
+        if bias is None:
+            self._bias[layer] = None
+            return
+        row = torch.zeros(bias.shape[0], self.pos.shape[-1], dtype=torch.float32, device=self.k.device)
+        row[:, :M] = bias.to(row.device, torch.float32)[:, None]
+        self._bias[layer] = row
 
     def clear_memory(self) -> None:
         self.pos[:, :, :, : self.memory_slots] = EMPTY

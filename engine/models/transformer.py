@@ -127,10 +127,11 @@ class Attention(nn.Module):
         if capture is not None:
             capture.record(self.layer, q, k_pre, k, v)
         if cache is None:
-            keys, values, key_pos = k, v, pos[:, None, :].expand(B, self.n_kv_head, T)
+            keys, values, key_pos, bias = k, v, pos[:, None, :].expand(B, self.n_kv_head, T), None
         else:
             keys, values, key_pos = cache.update(self.layer, k, v, pos)
-        y = self._attend(q, keys, values, pos, key_pos, probe)  # (B, H, T, D)
+            bias = cache.key_bias(self.layer, keys.shape[2])
+        y = self._attend(q, keys, values, pos, key_pos, bias, probe)  # (B, H, T, D)
         return self.wo(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
 
     def allowed(self, q_pos: torch.Tensor, key_pos: torch.Tensor) -> torch.Tensor:
@@ -149,20 +150,25 @@ class Attention(nn.Module):
         v: torch.Tensor,
         q_pos: torch.Tensor,
         key_pos: torch.Tensor,
+        bias: torch.Tensor | None,
         probe: Probe | None,
     ) -> torch.Tensor:
+        """bias: None, or (Hkv, N) float32 added to the logits of the visible keys (a MemoryReader's)."""
         # Grouped-query attention without copying K/V: fold each group's query heads into the time axis.
         B, H, T, D = q.shape
         G = H // self.n_kv_head
         qg = q.reshape(B, self.n_kv_head, G * T, D)
         mask = self.allowed(q_pos, key_pos)  # (B, Hkv, T, N); one query (decode) broadcasts over G
+        if bias is not None:  # a float mask: the bias where visible, -inf elsewhere
+            mask = torch.where(mask, bias[None, :, None, :].to(q.dtype), float("-inf"))
         if T > 1:
             mask = mask[:, :, None].expand(-1, -1, G, -1, -1).reshape(B, self.n_kv_head, G * T, -1)
         if probe is None:
             y = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask, scale=self.scale)
         else:  # the same attention with its weights in hand (used for decode steps, not prefill)
             scores = (qg.float() @ k.float().transpose(-1, -2)) * self.scale
-            weights = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+            scores = scores + mask.float() if bias is not None else scores.masked_fill(~mask, float("-inf"))
+            weights = scores.softmax(-1)
             probe.observe(self.layer, weights.view(B, self.n_kv_head, G, T, -1))
             y = (weights @ v.float()).to(v.dtype)
         return y.reshape(B, H, T, D)
