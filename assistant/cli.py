@@ -484,6 +484,35 @@ def bench(session: Session, name: str, out_dir: Path, quick: bool, sample: int |
     click.echo(table)
 
 
+@cli.group()
+def train() -> None:
+    """Train what memory3 learns on top of the model (the model's own weights never change)."""
+
+
+@train.command("reader")
+@click.option(
+    "--out", "out_dir", type=click.Path(path_type=Path), default=Path("bench/results"), show_default=True
+)
+@click.option(
+    "--reader",
+    "reader_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where to write the reader [default: assets/memory-reader.safetensors].",
+)
+@click.option("--steps", type=click.IntRange(min=1), help="Gradient steps (default 400; --quick: 4).")
+@click.option("--quick", is_flag=True, help="Two tuning articles and a few steps: a check that it runs.")
+@click.pass_obj
+def train_reader(
+    session: Session, out_dir: Path, reader_path: Path | None, steps: int | None, quick: bool
+) -> None:
+    """Train the memory reader by self-distillation on the QA benchmark's tuning articles (README
+    "Memory reader"): write it, its loss curve (<out>/reader-loss.png) and reader.json."""
+    from bench import train_reader as run_training  # benchmarks sit above the engine: loaded when asked
+
+    _, table = run_training(out_dir, session.home, session.model, session.device, reader_path, quick, steps)
+    click.echo(table)
+
+
 def main() -> None:
     """The console script: our errors become one sentence on stderr and exit status 1."""
     try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import bank_bench, engine_bench, qa_bench, retrieval_bench, tui_bench
+from bench import bank_bench, engine_bench, qa_bench, reader_training, retrieval_bench, tui_bench
 from bench.errors import BenchmarkError, UnknownBenchmarkError
 from engine.models.runtime import default_model_path
 from ingest.atomic import write_atomic
@@ -35,13 +35,34 @@ def run_benchmark(
     model, the exported embedder); each benchmark keeps its data in a temporary home of its own."""
     if name not in BENCHMARKS:
         raise UnknownBenchmarkError(f"There is no benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}.")
-    output_dir = Path(output_dir)
-    try:  # before any model loads: a run that cannot write its results is not started
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BenchmarkError(f"Cannot write the results into {output_dir}: {exc.strerror}.") from exc
+    output_dir = _results_folder(output_dir)
     model_path = Path(model) if model else default_model_path(home.cache)
     results, table = BENCHMARKS[name](home, model_path, device, output_dir, quick, **options)
     write_atomic(output_dir / f"{name}.json", json.dumps(results, indent=2) + "\n")
     write_atomic(output_dir / f"{name}.md", table + "\n")
     return results, table
+
+
+def _results_folder(output_dir: str | Path) -> Path:
+    """The folder, made: before any model loads, a run that cannot write its results is not started."""
+    output_dir = Path(output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchmarkError(f"Cannot write the results into {output_dir}: {exc.strerror}.") from exc
+    return output_dir
+
+
+def train_reader(
+    output_dir: str | Path,
+    home: Home,
+    model: str | Path | None = None,
+    device: str | None = None,
+    reader_path: Path | None = None,
+    quick: bool = False,
+    steps: int | None = None,
+) -> tuple[dict, str]:
+    """`m3 train reader`: bench/reader_training.py, with the results folder checked before any model loads."""
+    output_dir = _results_folder(output_dir)
+    model_path = Path(model) if model else default_model_path(home.cache)
+    return reader_training.run(home, model_path, device, output_dir, reader_path, quick, steps)

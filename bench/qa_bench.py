@@ -41,6 +41,7 @@ from engine.config import EngineConfig
 from engine.facade import Engine
 from engine.memory.bank import MemoryBank
 from engine.memory.profiles import PROFILES, MemoryProfile
+from engine.memory.reader import MemoryReader
 from engine.memory.store import MemoryStore
 from engine.models.runtime import Runtime
 from engine.retrieval.embedder import Embedder
@@ -56,7 +57,6 @@ SPEED_K = (1, 5, 10)
 SPEED_TOKENS = 32  # decoded without stopping, to time decoding
 SPEED_QUESTIONS = 5
 RESAMPLES = 10_000  # bootstrap resamples of the held-out questions for the memory/RAG F1 ratio
-READER = "base"  # how the model reads memories: the untrained model itself (no adapter)
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,7 @@ class Setting:
     k: int = K
     interval: int = CHUNK_TOKENS
     prompt: PromptFormat = BASE
+    reader: str = "configured"  # memory mode: the engine's configured reader, or "base" (none)
     knob: str = ""  # what the sweep varies here, and to what
     value: str = ""
 
@@ -156,6 +157,7 @@ def sweep_settings(default: MemoryProfile, n_layer: int) -> list[Setting]:
         Setting("memory", default, k=8, knob="memories", value="8"),
         Setting("memory", default, interval=32, knob="interval", value="32"),
         Setting("memory", default, interval=128, knob="interval", value="128"),
+        Setting("memory", default, reader="base", knob="reader", value="base"),
     ]
 
 
@@ -199,7 +201,15 @@ class Lab:
     def chat(self, s: Setting) -> Chat:
         store = self.store(s.profile) if s.mode == "memory" and s.profile else None
         sources = self.engine.sources.with_store(store)
-        return Chat(self.engine.runtime, sources, s.prompt, k=s.k, interval=s.interval)
+        return Chat(self.engine.runtime, sources, s.prompt, k=s.k, interval=s.interval, reader=self.reader(s))
+
+    def reader(self, s: Setting) -> MemoryReader | None:
+        return self.engine.reader if s.reader == "configured" else None
+
+    def reader_name(self, s: Setting) -> str:
+        """What reads memories in `s`: the reader's name, or "base" (the model itself, no reader)."""
+        reader = self.reader(s)
+        return reader.name if reader is not None else "base"
 
     def bank_size(self, profile: MemoryProfile) -> tuple[float, int]:
         """(bytes per memory, bank bytes on disk) of the profile's bank."""
@@ -316,10 +326,12 @@ def _measure(rt: Runtime, plan: Plan, lab: Lab, lab_v2: Lab, qs: Questions) -> d
     (_, rag_f1), (_, memory_f1) = measured_main[1:3]  # held-out F1 per question: rag, the default memory
     if plan.sweep:
         measured = {
-            (_shape(s.profile), s.k, s.interval): r for s, r in zip(main, records, strict=True) if s.profile
+            (_shape(s.profile), s.k, s.interval, lab.reader_name(s)): r
+            for s, r in zip(main, records, strict=True)
+            if s.profile
         }
         for s in sweep_settings(default, rt.model.config.n_layer):
-            same = measured.get((_shape(s.profile), s.k, s.interval))
+            same = measured.get((_shape(s.profile), s.k, s.interval, lab.reader_name(s)))
             if same is not None:  # already in the main table: label it, do not ask again
                 same["knob"], same["value"] = s.knob, s.value
             else:
@@ -340,7 +352,7 @@ def _measure(rt: Runtime, plan: Plan, lab: Lab, lab_v2: Lab, qs: Questions) -> d
         "f1_ratio_heldout": {
             **f1_ratio(memory_f1, rag_f1, seed=0),
             "memory_profile": default.name,
-            "reader": READER,
+            "reader": lab.reader_name(main[2]),
         },
     }
 
@@ -403,7 +415,7 @@ def _record(
         "gold_logprob": quality(answered)["gold_logprob"],
         "gold_logprob_tune": t["gold_logprob"],
         "gold_logprob_heldout": h["gold_logprob"],
-        "reader": READER,
+        "reader": lab.reader_name(s) if s.mode == "memory" else "base",
         "recall_at_5": recall if s.mode != "none" else None,
         "citation_at_1": quality(answered)["citation_at_1"],
         **speed(answered),

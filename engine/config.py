@@ -17,6 +17,9 @@ class EngineConfig:
     retrieved: int = 5  # memories (or RAG chunks) per 64-token chunk, as in Memory³
     max_answer_tokens: int = 128
     decode_weights: str = "int8"  # CPU decode steps' copies of the linears: int4, int8 or bf16 (exact)
+    reader: str = (
+        "trained"  # how memories are read: "trained" (assets/, for the bundled model), "base" or a path
+    )
 
     @property
     def bank_budget_bytes(self) -> int:

@@ -47,3 +47,7 @@ class BankError(M3Error):
 
 class BankCorruptError(BankError):
     """A stored memory or bank record is damaged; the memory can be rebuilt from its text."""
+
+
+class ReaderFileError(M3Error):
+    """A memory reader file is missing, not a reader, or was trained for another model."""

@@ -27,6 +27,8 @@ from engine.errors import EmptyPromptError, UnknownProfileError
 from engine.memory.bank import MemoryBank
 from engine.memory.cache import MemoryCache
 from engine.memory.profiles import MAX_REFERENCE_TOKENS, PROFILES, MemoryProfile
+from engine.memory.reader import MemoryReader
+from engine.memory.reader import resolve as resolve_reader
 from engine.memory.store import MemoryStore
 from engine.memory.writer import write_memories
 from engine.models.runtime import Runtime, default_model_path
@@ -105,7 +107,7 @@ class Engine:
     def load(self) -> None:
         """Load now what an answer needs (the service does so once, before it says it is ready). Opening
         repairs what a crash left (the bank's torn tail, a stale vector index), migrates an old catalog."""
-        for name in ("runtime", "catalog", "bank", "store", "retriever", "chat"):
+        for name in ("runtime", "reader", "catalog", "bank", "store", "retriever", "chat"):
             getattr(self, name)
 
     @cached_property
@@ -116,6 +118,12 @@ class Engine:
     def runtime(self) -> Runtime:
         weights, cache = self.config.decode_weights, self.home.cache
         return Runtime.load(self.model_path, device=self._device, cache=cache, decode_weights=weights)
+
+    @cached_property
+    def reader(self) -> MemoryReader | None:
+        """How memory mode reads memories (`[engine] reader`; engine/memory/reader.py); None: as text."""
+        c = self.runtime.model.config
+        return resolve_reader(self.config.reader, self.runtime.fingerprints[0], (c.n_layer, c.n_kv_head))
 
     @cached_property
     def tokenizer(self) -> Tokenizer:
@@ -317,9 +325,8 @@ class Engine:
     @cached_property
     def chat(self) -> Chat:
         rt = self.runtime
-        return Chat(
-            rt, self.sources, prompt_format(rt.model.config.arch, rt.instruct), k=self.config.retrieved
-        )
+        prompt = prompt_format(rt.model.config.arch, rt.instruct)
+        return Chat(rt, self.sources, prompt, k=self.config.retrieved, reader=self.reader)
 
     def ask(
         self,

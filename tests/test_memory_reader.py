@@ -8,8 +8,18 @@ import pytest
 import torch
 from memory_checks import memory_logits, one_memory
 
-from engine.memory.profiles import PROFILES
-from engine.memory.reader import MemoryReader
+from engine.errors import ReaderFileError
+from engine.memory.distill import (
+    Example,
+    ReaderParameters,
+    distill_step,
+    kl,
+    student_logprobs,
+    teacher_logprobs,
+)
+from engine.memory.profiles import PROFILES, MemoryProfile
+from engine.memory.reader import MemoryReader, resolve
+from engine.memory.writer import write_memories
 
 FACT = " The access code for the blue vault is 7391-QX. It was set by Mara Lind in 2019."
 BODY = "\n\nQuestion: What is the access code for the blue vault?\nAnswer:"
@@ -95,3 +105,73 @@ def test_a_reader_refuses_what_it_cannot_read():
         MemoryReader("bad", torch.ones(2, 1), torch.zeros(3, 1))
     with pytest.raises(ValueError, match="scale"):
         MemoryReader.uniform("bad", 2, 1, 1.0, 0.0)
+
+
+def test_a_reader_file_round_trips_and_refuses_another_model(tmp_path):
+    reader = MemoryReader("distilled", torch.rand(3, 2) + 0.5, torch.randn(3, 2))
+    path = tmp_path / "reader.safetensors"
+    reader.save(path, "sha-of-the-model", "test data")
+    back = MemoryReader.load(path, "sha-of-the-model", (3, 2))
+    assert back.name == "distilled"
+    assert torch.equal(back.temperature, reader.temperature) and torch.equal(back.log_scale, reader.log_scale)
+    assert resolve(str(path), "sha-of-the-model", (3, 2)).name == "distilled"
+    for fingerprint, shape in (("sha-of-another", (3, 2)), ("sha-of-the-model", (4, 2))):
+        with pytest.raises(ReaderFileError, match="another model"):
+            MemoryReader.load(path, fingerprint, shape)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a reader at all", b"\xff" * 64])
+def test_a_file_that_is_not_a_reader_is_one_sentence(tmp_path, content):
+    path = tmp_path / "reader.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(ReaderFileError, match="is not a memory reader"):
+        MemoryReader.load(path, "sha", (3, 2))
+    with pytest.raises(ReaderFileError, match="is not a memory reader"):
+        resolve(str(tmp_path / "missing.safetensors"), "sha", (3, 2))
+
+
+def test_the_settings_base_and_trained_never_fail(tmp_path):
+    """ "base" reads as the model does; "trained" is the bundled reader only for the model it was trained
+    for: another model reads as it would without one (no error: the setting is the default)."""
+    assert resolve("base", "sha", (3, 2)) is None
+    assert resolve("trained", "sha-of-a-model-nobody-trained-for", (3, 2)) is None
+
+
+def test_with_exact_memories_the_student_is_the_teacher(rt32):
+    """Distillation compares like with like: a full-precision memory of one chunk is exactly the chunk as
+    text (test_memory.py), so the base reader's KL is zero, and a reader that changes attention's is not.
+    (Several chunks differ even so: each memory was written alone, the text's chunks see each other.)"""
+    tok = rt32.tokenizer
+    sources = [tok.encode(FACT)]
+    exact = MemoryProfile("exact", bits=32)
+    memories = [m.unpack(torch.float32, "cpu") for m in write_memories(rt32.model, rt32.sink, sources, exact)]
+    example = Example(sources, memories, tok.encode(BODY + " 7391-QX"))
+    teacher = teacher_logprobs(rt32.model, rt32.sink, example)
+    base = ReaderParameters(rt32.model.config.n_layer, rt32.model.config.n_kv_head)
+    with torch.no_grad():
+        assert float(kl(teacher, student_logprobs(rt32.model, rt32.sink, example, base.reader()))) < 1e-4
+        assert (
+            float(kl(teacher, student_logprobs(rt32.model, rt32.sink, example, uniform(rt32, 0.7, 2.0))))
+            > 1e-2
+        )
+
+
+def test_distillation_moves_the_reader_towards_the_text(rt):
+    """Parallel int8 memories read unlike text; a few steps on one example lower its KL, through gradients
+    that reach every layer's scalars."""
+    tok = rt.tokenizer
+    texts = [FACT, " Tomatoes grow best in warm soil with full sun.", " The ferry leaves from pier six."]
+    sources = [tok.encode(t) for t in texts]
+    profile = PROFILES["dense-parallel"]
+    memories = [
+        m.unpack(rt.model.dtype, rt.model.device) for m in write_memories(rt.model, rt.sink, sources, profile)
+    ]
+    example = Example(sources, memories, tok.encode(BODY + " 7391-QX"))
+    rt.model.requires_grad_(False)
+    params = ReaderParameters(rt.model.config.n_layer, rt.model.config.n_kv_head)
+    optimizer = torch.optim.Adam(params.parameters(), lr=0.05)
+    first = distill_step(rt.model, rt.sink, example, params, optimizer)
+    assert bool((params.log_temperature.grad != 0).all()) and bool((params.log_scale.grad != 0).all())
+    for _ in range(5):
+        distill_step(rt.model, rt.sink, example, params, optimizer)
+    assert distill_step(rt.model, rt.sink, example, params, None) < 0.8 * first

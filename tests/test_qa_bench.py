@@ -88,7 +88,7 @@ def test_main_asks_none_rag_and_the_default_memory_with_the_ratio_interval(
     assert (tmp_path / "qa-quality.png").exists() and results["plan"]["name"] == "main quick"
     ratio = results["f1_ratio_heldout"]
     assert ratio["n_heldout"] == results["questions"]["heldout"] > 0
-    assert ratio["memory_profile"] == EngineConfig().profile and ratio["reader"] == "base"
+    assert ratio["memory_profile"] == EngineConfig().profile and ratio["reader"] == "distilled"
     by_mode = {r["mode"]: r for r in records}
     assert ratio["ratio"] == pytest.approx(by_mode["memory"]["f1_heldout"] / by_mode["rag"]["f1_heldout"])
     assert ratio["ci95"][0] <= ratio["ratio"] <= ratio["ci95"][1]

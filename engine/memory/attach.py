@@ -61,7 +61,7 @@ def attach(
     """Rope each memory layer's keys at their placed positions and load them into the cache, packed in the
     order given, read through `reader` (None: as the model reads text); returns where each memory's keys
     went."""
-    B = cache.k.shape[1]
+    B = cache.k[0].shape[0]
     layers = []
     for layer, block in enumerate(model.blocks):
         placed = zip(memories, starts, strict=True)
@@ -87,6 +87,6 @@ def attach(
 
 
 def _empty(cache: KVCache):
-    B, H, _, D = cache.k.shape[1:]
-    z = cache.k.new_zeros(B, H, 0, D)
-    return z, z, cache.pos.new_zeros(B, H, 0)
+    B, H, _, D = cache.k[0].shape
+    z = cache.k[0].new_zeros(B, H, 0, D)
+    return z, z, cache.pos[0].new_zeros(B, H, 0)

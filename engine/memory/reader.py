@@ -15,8 +15,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from engine.errors import ReaderFileError
+
+FORMAT = "memory3-reader/1"  # the safetensors file's `format` metadata
+BUNDLED = Path(__file__).resolve().parents[2] / "assets" / "memory-reader.safetensors"  # `m3 train reader`
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,45 @@ class MemoryReader:
         return (1.0 / self.temperature[layer])[:, None, None]
 
     def bias(self, layer: int) -> torch.Tensor | None:
-        """(Hkv,) log S added to the layer's memory logits; None where it is zero (no float mask needed)."""
+        """(Hkv,) log S added to the layer's memory logits; None where it is zero and not being trained (no
+        float mask needed)."""
         row = self.log_scale[layer]
-        return None if not bool(row.any()) else row
+        return row if row.requires_grad or bool(row.any()) else None
+
+    def save(self, path: Path, model_fingerprint: str, provenance: str) -> None:
+        """Write the reader as safetensors (temperature, log_scale) with its name, the model it was trained
+        for (its GGUF's SHA-256) and where its training data came from in the metadata."""
+        tensors = {"temperature": self.temperature.contiguous(), "log_scale": self.log_scale.contiguous()}
+        meta = {"format": FORMAT, "name": self.name, "model": model_fingerprint, "provenance": provenance}
+        save_file(tensors, str(path), metadata=meta)
+
+    @classmethod
+    def load(cls, path: Path, model_fingerprint: str, shape: tuple[int, int]) -> MemoryReader:
+        """The reader in `path`, for the model with this fingerprint and (layers, KV heads) `shape`;
+        ReaderFileError (one sentence) for a file that is missing, not a reader, or made for another model."""
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                temperature, log_scale = f.get_tensor("temperature"), f.get_tensor("log_scale")
+            reader = cls(meta.get("name", path.stem), temperature.float(), log_scale.float())
+        except (OSError, SafetensorError, KeyError, ValueError) as exc:
+            raise ReaderFileError(f"{path} is not a memory reader memory3 can read ({exc}).") from exc
+        if meta.get("format") != FORMAT:
+            raise ReaderFileError(f"{path} is not a memory reader file ({FORMAT}).")
+        if meta.get("model") != model_fingerprint or tuple(reader.temperature.shape) != shape:
+            raise ReaderFileError(f"{path} was trained for another model than the one loaded.")
+        return reader
+
+
+def resolve(setting: str, model_fingerprint: str, shape: tuple[int, int]) -> MemoryReader | None:
+    """The reader the `[engine] reader` setting names: "base" reads memories as the model reads text
+    (None); "trained" is the bundled reader (assets/, `m3 train reader`) where it was trained for this
+    model, else None; anything else is a reader file's path (ReaderFileError when it cannot be used)."""
+    if setting == "base":
+        return None
+    if setting == "trained":
+        try:
+            return MemoryReader.load(BUNDLED, model_fingerprint, shape)
+        except ReaderFileError:
+            return None  # another model than the bundled one, or no reader shipped: read as the model does
+    return MemoryReader.load(Path(setting).expanduser(), model_fingerprint, shape)

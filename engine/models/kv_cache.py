@@ -2,7 +2,9 @@
 
 Each key slot carries its position; empty slots hold a position no query reaches, so the attention
 mask alone decides what is visible. Attaching memories writes into the memory region; nothing is
-concatenated while decoding.
+concatenated while decoding. Each layer has tensors of its own, so that a forward pass with gradients
+(training a memory reader, engine/memory/distill.py) may write one layer's slots after another's were
+read without invalidating what autograd saved.
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ class KVCache:
     ):
         self.memory_slots, self.max_seq, self.length = memory_slots, max_seq, 0
         n = memory_slots + max_seq
-        self.k = torch.zeros(n_layer, batch, n_kv_head, n, head_dim, dtype=dtype, device=device)
-        self.v = torch.zeros_like(self.k)
-        self.pos = torch.full((n_layer, batch, n_kv_head, n), EMPTY, dtype=torch.int64, device=device)
+        self.k = [
+            torch.zeros(batch, n_kv_head, n, head_dim, dtype=dtype, device=device) for _ in range(n_layer)
+        ]
+        self.v = [torch.zeros_like(k) for k in self.k]
+        self.pos = [
+            torch.full((batch, n_kv_head, n), EMPTY, dtype=torch.int64, device=device) for _ in self.k
+        ]
         # per layer: None, or (Hkv, n) logit biases of every key slot (a MemoryReader's log-scale on the
         # memory region, zero on the context)
         self._bias: list[torch.Tensor | None] = [None] * n_layer
@@ -39,11 +45,11 @@ class KVCache:
         if self.length + T > self.max_seq:
             raise ValueError(f"context of {self.length + T} tokens exceeds the cache of {self.max_seq}")
         a = self.memory_slots + self.length
-        self.k[layer, :, :, a : a + T] = k
-        self.v[layer, :, :, a : a + T] = v
-        self.pos[layer, :, :, a : a + T] = pos[:, None, :]
+        self.k[layer][:, :, a : a + T] = k
+        self.v[layer][:, :, a : a + T] = v
+        self.pos[layer][:, :, a : a + T] = pos[:, None, :]
         end = a + T
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end], self.pos[layer, :, :, :end]
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end], self.pos[layer][:, :, :end]
 
     def advance(self, n: int) -> None:
         self.length += n
@@ -66,16 +72,13 @@ class KVCache:
         M = k.shape[2]
         if self.memory_slots < M:
             raise ValueError(f"{M} memory tokens exceed the {self.memory_slots} memory slots")
-        self.k[layer, :, :, :M] = k
-        self.v[layer, :, :, :M] = v
-        self.pos[layer, :, :, :M] = pos
-        self.pos[layer, :, :, M : self.memory_slots] = EMPTY
+        self.k[layer][:, :, :M] = k
+        self.v[layer][:, :, :M] = v
+        self.pos[layer][:, :, :M] = pos
+        self.pos[layer][:, :, M : self.memory_slots] = EMPTY
         if bias is None:
             self._bias[layer] = None
             return
-        row = torch.zeros(bias.shape[0], self.pos.shape[-1], dtype=torch.float32, device=self.k.device)
+        row = torch.zeros(bias.shape[0], self.pos[layer].shape[-1], dtype=torch.float32, device=k.device)
         row[:, :M] = bias.to(row.device, torch.float32)[:, None]
         self._bias[layer] = row
-
-    def clear_memory(self) -> None:
-        self.pos[:, :, :, : self.memory_slots] = EMPTY

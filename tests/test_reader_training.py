@@ -1,0 +1,59 @@
+"""`m3 train reader --quick` on the in-repo QA excerpt: the reader file, its curve, and the engine reading
+memories through it (or refusing a reader file that does not fit, in one sentence)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import train_reader
+from engine import Engine
+from engine.errors import ReaderFileError
+from engine.memory.reader import MemoryReader
+
+FIXTURE = Path(__file__).parent / "data" / "qa"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, home, model_path) -> tuple[dict, Path]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("M3_QA_DATA", str(FIXTURE))
+        out = tmp_path_factory.mktemp("reader")
+        results, table = train_reader(
+            out, home, model_path, reader_path=out / "reader.safetensors", quick=True
+        )
+    assert "validation KL" in table
+    return results, out
+
+
+def test_quick_training_writes_the_reader_its_curve_and_its_provenance(trained):
+    results, out = trained
+    assert json.loads((out / "reader.json").read_text()) == results
+    assert (out / "reader-loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    curve = results["curve"]
+    assert (
+        curve["step"] == list(range(1, results["steps"] + 1)) and len(curve["train_kl"]) == results["steps"]
+    )
+    assert curve["validation_step"] == [0, results["steps"]] and all(k >= 0 for k in curve["validation_kl"])
+    assert "XQuAD" in results["provenance"] and "no held-out article" in results["provenance"]
+    assert set(results["articles"]["train"]).isdisjoint(results["articles"]["validation"])
+    assert all(a < 2 for a in results["articles"]["train"])  # tuning articles only (the fixture has 2 a half)
+
+
+def test_the_engine_reads_memories_through_the_configured_reader(trained, rt, roots):
+    _, out = trained
+    engine = Engine.open(roots(f"[engine]\nreader = '{out / 'reader.safetensors'}'\n"), runtime=rt)
+    assert engine.reader.name == "distilled" and engine.chat.reader is engine.reader
+    config = rt.model.config
+    MemoryReader.load(out / "reader.safetensors", rt.fingerprints[0], (config.n_layer, config.n_kv_head))
+    engine.close()
+
+
+def test_a_reader_file_that_does_not_fit_is_one_sentence(rt, roots, tmp_path):
+    engine = Engine.open(roots(f"[engine]\nreader = '{tmp_path / 'nothing-here.safetensors'}'\n"), runtime=rt)
+    with pytest.raises(ReaderFileError, match="is not a memory reader"):
+        engine.load()
+    engine.close()
+    assert Engine.open(roots("[engine]\nreader = 'base'\n"), runtime=rt).reader is None
