@@ -27,6 +27,7 @@ import matplotlib
 import torch
 
 from bench import squad
+from bench.errors import BenchmarkError
 from bench.machine import machine_info
 from bench.qa_bench import K, Lab, Setting, data_folder
 from engine.chat.prompt import BASE
@@ -109,11 +110,14 @@ def run(
     quick: bool = False,
     steps: int | None = None,
 ) -> tuple[dict, str]:
-    """Train, write the reader to `reader_path` (default: the bundled one, assets/) and the curve
-    into `output_dir`; quick: two tuning articles and a handful of steps (a check that it runs)."""
+    """Train, write the reader to `reader_path` and the curve into `output_dir`; quick: two tuning articles
+    and a handful of steps (a check that it runs). The reader goes by default to the bundled one
+    (assets/), or with `quick` into `output_dir` (a check never replaces the shipped reader).
+    BenchmarkError, before any model loads, when `reader_path` cannot be written."""
     started = time.perf_counter()
     steps = steps or (QUICK_STEPS if quick else STEPS)
-    reader_path = reader_path or BUNDLED
+    reader_path = reader_path or (output_dir / BUNDLED.name if quick else BUNDLED)
+    _check_writable(reader_path)
     xquad = squad.load(data_folder() / "xquad-en" / "xquad.en.json")
     decode_weights = EngineConfig.load(home.config_file).decode_weights
     rt = Runtime.load(model_path, device=device, cache=home.cache, decode_weights=decode_weights)
@@ -140,7 +144,6 @@ def run(
     params, curve = train(rt, train_set, validation, steps, LEARNING_RATE)
     reader = params.frozen(READER_NAME)
     provenance = PROVENANCE.format(train=f"{train_articles[0]}-{train_articles[-1]}")
-    reader_path.parent.mkdir(parents=True, exist_ok=True)
     with replacing(reader_path) as tmp_path:
         reader.save(tmp_path, rt.fingerprints[0], provenance)
     results = {
@@ -165,6 +168,17 @@ def run(
     write_atomic(output_dir / "reader.json", json.dumps(results, indent=2) + "\n")
     _plot(curve, output_dir / "reader-loss.png")
     return results, table(results)
+
+
+def _check_writable(path: Path) -> None:
+    """Make the reader's folder and try a file beside the reader: a training run is not wasted on a
+    destination that cannot take its result."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}."):
+            pass
+    except OSError as exc:
+        raise BenchmarkError(f"Cannot write the memory reader to {path}: {exc.strerror}.") from exc
 
 
 def _plot(curve: dict, path: Path) -> None:

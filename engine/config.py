@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.models.quantized import DECODE_BITS
@@ -34,7 +34,18 @@ class EngineConfig:
             raise ConfigError(
                 f"{path}: [engine] decode_weights '{config.decode_weights}' is not one of {known}."
             )
-        return config
+        return replace(config, reader=_reader_setting(config.reader, path))
+
+
+def _reader_setting(value: str, path: Path) -> str:
+    """ "trained" or "base" (any case), or a reader file's absolute path: `~` expanded, a relative path
+    taken from the folder of config.toml."""
+    if value.strip().lower() in ("trained", "base"):
+        return value.strip().lower()
+    if not value.strip():
+        raise ConfigError(f"{path}: [engine] reader must be trained, base or a reader file's path, not ''.")
+    file = Path(value).expanduser()
+    return str(file if file.is_absolute() else path.parent / file)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ class Check:
 
 
 def run(engine: Engine) -> list[Check]:
-    """Check model, embedder, catalog, index and bank, repairing what can be rebuilt from the text."""
+    """Check model, reader, embedder, catalog, index and bank, repairing what can be rebuilt from the
+    text."""
     checks: list[Check] = []
 
     def check(name: str, probe: Callable[[Engine], tuple[bool, str]]) -> None:
@@ -31,11 +32,23 @@ def run(engine: Engine) -> list[Check]:
         checks.append(Check(name, ok, detail))
 
     check("model", lambda e: (True, e.description))
+    check("reader", _check_reader)
     check("embedder", _check_embedder)
     check("catalog", _check_catalog)
     check("index", _check_index)
     check("bank", _check_bank)
     return checks
+
+
+def _check_reader(engine: Engine) -> tuple[bool, str]:
+    """Which reader memory mode reads through (a reader file that cannot be used stops the engine from
+    loading at all, with its sentence)."""
+    reader, setting = engine.reader, engine.config.reader
+    if reader is not None:
+        return True, f"{reader.name} ({'the bundled reader' if setting == 'trained' else setting})"
+    if setting == "trained":
+        return True, "base: the bundled reader was trained for another model"
+    return True, "base: memories are read as the model reads text"
 
 
 def _check_embedder(engine: Engine) -> tuple[bool, str]:

@@ -51,3 +51,7 @@ class BankCorruptError(BankError):
 
 class ReaderFileError(M3Error):
     """A memory reader file is missing, not a reader, or was trained for another model."""
+
+
+class ReaderMismatchError(ReaderFileError):
+    """A memory reader file was trained for another model than the one loaded."""

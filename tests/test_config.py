@@ -92,3 +92,21 @@ def test_unknown_decode_weights_are_refused_before_loading(tmp_path: Path):
     home.config_file.write_text("[engine]\ndecode_weights = 'int2'\n")
     with pytest.raises(ConfigError, match="decode_weights 'int2' is not one of int4, int8, bf16"):
         Engine.open(home)
+
+
+def test_the_reader_setting_is_normalised_where_it_is_read(tmp_path: Path):
+    """Names in any case; a reader file's path with `~` expanded and, when relative, taken from the folder
+    of config.toml (not from wherever the service happens to run); an empty one is a clear error."""
+    config = tmp_path / "config.toml"
+    for value, expected in (
+        ("Trained", "trained"),
+        (" BASE ", "base"),
+        ("readers/r.safetensors", str(tmp_path / "readers" / "r.safetensors")),
+        ("~/r.safetensors", str(Path.home() / "r.safetensors")),
+        ("/srv/r.safetensors", "/srv/r.safetensors"),
+    ):
+        config.write_text(f"[engine]\nreader = '{value}'\n")
+        assert EngineConfig.load(config).reader == expected
+    config.write_text("[engine]\nreader = ''\n")
+    with pytest.raises(ConfigError, match="reader must be trained, base or a reader file's path"):
+        EngineConfig.load(config)

@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 from memory_checks import memory_logits, one_memory
+from safetensors.torch import save_file
 
 from engine.errors import ReaderFileError
+from engine.memory import reader as reader_module
 from engine.memory.distill import (
     Example,
     ReaderParameters,
@@ -96,11 +98,16 @@ def test_both_attention_paths_read_the_bias_alike(rt32, memory):
     assert (fused - memory_logits(rt32, memory, body)).abs().max() > 0.1  # and the reader changed them
 
 
+@pytest.mark.parametrize(
+    "temperature, log_scale",
+    [(0.0, 0.0), (1e-30, 0.0), (21.0, 0.0), (math.nan, 0.0), (1.0, math.inf), (1.0, -11.0), (1.0, math.nan)],
+)
+def test_a_reader_refuses_values_that_make_attention_all_or_nothing(temperature, log_scale):
+    with pytest.raises(ValueError, match="must lie in"):
+        MemoryReader("bad", torch.full((2, 1), temperature), torch.full((2, 1), log_scale))
+
+
 def test_a_reader_refuses_what_it_cannot_read():
-    with pytest.raises(ValueError, match="positive"):
-        MemoryReader("bad", torch.zeros(2, 1), torch.zeros(2, 1))
-    with pytest.raises(ValueError, match="finite"):
-        MemoryReader("bad", torch.ones(2, 1), torch.full((2, 1), math.inf))
     with pytest.raises(ValueError, match="layers, kv heads"):
         MemoryReader("bad", torch.ones(2, 1), torch.zeros(3, 1))
     with pytest.raises(ValueError, match="scale"):
@@ -120,21 +127,36 @@ def test_a_reader_file_round_trips_and_refuses_another_model(tmp_path):
             MemoryReader.load(path, fingerprint, shape)
 
 
-@pytest.mark.parametrize("content", [b"", b"not a reader at all", b"\xff" * 64])
-def test_a_file_that_is_not_a_reader_is_one_sentence(tmp_path, content):
+@pytest.mark.parametrize("content", [b"", b"not a reader at all", b"\xff" * 64, "other tensors"])
+def test_a_file_that_is_not_a_reader_is_one_sentence_naming_the_setting(tmp_path, content):
     path = tmp_path / "reader.safetensors"
-    path.write_bytes(content)
-    with pytest.raises(ReaderFileError, match="is not a memory reader"):
+    if content == "other tensors":
+        save_file({"weight": torch.ones(2)}, str(path))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ReaderFileError, match="is not a memory reader file"):
         MemoryReader.load(path, "sha", (3, 2))
-    with pytest.raises(ReaderFileError, match="is not a memory reader"):
+    with pytest.raises(ReaderFileError, match=r"^\[engine\] reader = .*: .* is not a memory reader file"):
+        resolve(str(path), "sha", (3, 2))
+    with pytest.raises(ReaderFileError, match="does not exist"):
         resolve(str(tmp_path / "missing.safetensors"), "sha", (3, 2))
+    with pytest.raises(ReaderFileError, match="is a folder"):
+        resolve(str(tmp_path), "sha", (3, 2))
 
 
-def test_the_settings_base_and_trained_never_fail(tmp_path):
-    """ "base" reads as the model does; "trained" is the bundled reader only for the model it was trained
-    for: another model reads as it would without one (no error: the setting is the default)."""
+def test_trained_is_the_bundled_reader_for_its_model_only(tmp_path, monkeypatch):
+    """`base` reads as the model does; `trained` is the bundled reader only for the model it was trained
+    for: another model, or a checkout without the file, reads as it would without one (no error: the
+    setting is the default). A damaged bundled reader is an error, not silently ignored."""
     assert resolve("base", "sha", (3, 2)) is None
     assert resolve("trained", "sha-of-a-model-nobody-trained-for", (3, 2)) is None
+    monkeypatch.setattr(reader_module, "BUNDLED", tmp_path / "missing.safetensors")
+    assert resolve("trained", "sha", (3, 2)) is None
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(b"\x00" * 100)
+    monkeypatch.setattr(reader_module, "BUNDLED", damaged)
+    with pytest.raises(ReaderFileError, match="trained.*is not a memory reader file"):
+        resolve("trained", "sha", (3, 2))
 
 
 def test_with_exact_memories_the_student_is_the_teacher(rt32):

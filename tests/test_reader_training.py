@@ -44,10 +44,12 @@ def test_quick_training_writes_the_reader_its_curve_and_its_provenance(trained):
 
 def test_the_engine_reads_memories_through_the_configured_reader(trained, rt, roots):
     _, out = trained
-    engine = Engine.open(roots(f"[engine]\nreader = '{out / 'reader.safetensors'}'\n"), runtime=rt)
+    engine = Engine.open(roots(f"[engine]\nreader = '{out / 'memory-reader.safetensors'}'\n"), runtime=rt)
     assert engine.reader.name == "distilled" and engine.chat.reader is engine.reader
     config = rt.model.config
-    MemoryReader.load(out / "reader.safetensors", rt.fingerprints[0], (config.n_layer, config.n_kv_head))
+    MemoryReader.load(
+        out / "memory-reader.safetensors", rt.fingerprints[0], (config.n_layer, config.n_kv_head)
+    )
     engine.close()
 
 

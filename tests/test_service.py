@@ -252,8 +252,9 @@ def test_folders_bank_and_doctor(service, docs):
         ]
     }
     checks = service.http.post("/v1/doctor").json()["checks"]
-    assert [c["name"] for c in checks] == ["model", "embedder", "catalog", "index", "bank"]
+    assert [c["name"] for c in checks] == ["model", "reader", "embedder", "catalog", "index", "bank"]
     assert all(c["ok"] for c in checks), checks
+    assert checks[1]["detail"] == "base: the bundled reader was trained for another model"  # the tiny one
 
 
 def test_a_folder_added_is_scanned_and_followed_at_once(service, tmp_path):

@@ -21,10 +21,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from engine.errors import ReaderFileError
+from engine.errors import ReaderFileError, ReaderMismatchError
 
 FORMAT = "memory3-reader/1"  # the safetensors file's `format` metadata
 BUNDLED = Path(__file__).resolve().parents[2] / "assets" / "memory-reader.safetensors"  # `m3 train reader`
+TEMPERATURES = (0.05, 20.0)  # beyond these a reader makes attention to memories all-or-nothing
+LOG_SCALES = (-10.0, 10.0)  # the same for the memories' share (S from 1/22,000 to 22,000)
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,12 @@ class MemoryReader:
                 f"a reader's temperature {tuple(self.temperature.shape)} and log-scale "
                 f"{tuple(self.log_scale.shape)} must both be (layers, kv heads)"
             )
-        if not bool((self.temperature > 0).all()) or not bool(torch.isfinite(self.log_scale).all()):
-            raise ValueError("a reader's temperatures must be positive and its log-scales finite")
+        (t_lo, t_hi), (s_lo, s_hi) = TEMPERATURES, LOG_SCALES
+        t, s = self.temperature.detach(), self.log_scale.detach()
+        if not bool(((t >= t_lo) & (t <= t_hi)).all()) or not bool(((s >= s_lo) & (s <= s_hi)).all()):
+            raise ValueError(
+                f"a reader's temperatures must lie in [{t_lo}, {t_hi}] and its log-scales in [{s_lo}, {s_hi}]"
+            )
 
     @classmethod
     def uniform(
@@ -76,30 +82,43 @@ class MemoryReader:
     @classmethod
     def load(cls, path: Path, model_fingerprint: str, shape: tuple[int, int]) -> MemoryReader:
         """The reader in `path`, for the model with this fingerprint and (layers, KV heads) `shape`;
-        ReaderFileError (one sentence) for a file that is missing, not a reader, or made for another model."""
+        ReaderFileError (one sentence) for a file that is missing or not a reader, ReaderMismatchError for a
+        reader made for another model."""
+        if not path.exists():
+            raise ReaderFileError(f"The memory reader {path} does not exist.")
+        if path.is_dir():
+            raise ReaderFileError(f"The memory reader {path} is a folder, not a reader file.")
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
                 temperature, log_scale = f.get_tensor("temperature"), f.get_tensor("log_scale")
             reader = cls(meta.get("name", path.stem), temperature.float(), log_scale.float())
         except (OSError, SafetensorError, KeyError, ValueError) as exc:
-            raise ReaderFileError(f"{path} is not a memory reader memory3 can read ({exc}).") from exc
+            raise ReaderFileError(f"The memory reader {path} is not a memory reader file ({exc}).") from exc
         if meta.get("format") != FORMAT:
-            raise ReaderFileError(f"{path} is not a memory reader file ({FORMAT}).")
+            raise ReaderFileError(f"The memory reader {path} is not a memory reader file ({FORMAT}).")
         if meta.get("model") != model_fingerprint or tuple(reader.temperature.shape) != shape:
-            raise ReaderFileError(f"{path} was trained for another model than the one loaded.")
+            raise ReaderMismatchError(
+                f"The memory reader {path} was trained for another model than the one loaded."
+            )
         return reader
 
 
 def resolve(setting: str, model_fingerprint: str, shape: tuple[int, int]) -> MemoryReader | None:
-    """The reader the `[engine] reader` setting names: "base" reads memories as the model reads text
-    (None); "trained" is the bundled reader (assets/, `m3 train reader`) where it was trained for this
-    model, else None; anything else is a reader file's path (ReaderFileError when it cannot be used)."""
+    """The reader the `[engine] reader` setting names (EngineConfig.load normalised it): "base" reads
+    memories as the model reads text (None); "trained" is the bundled reader (assets/, `m3 train reader`)
+    where it was trained for this model, else None; anything else is a reader file's absolute path.
+    ReaderFileError (naming the setting) when the file named, or a damaged bundled one, cannot be used."""
     if setting == "base":
         return None
-    if setting == "trained":
-        try:
-            return MemoryReader.load(BUNDLED, model_fingerprint, shape)
-        except ReaderFileError:
-            return None  # another model than the bundled one, or no reader shipped: read as the model does
-    return MemoryReader.load(Path(setting).expanduser(), model_fingerprint, shape)
+    bundled = setting == "trained"
+    try:
+        return MemoryReader.load(BUNDLED if bundled else Path(setting), model_fingerprint, shape)
+    except ReaderMismatchError:
+        if bundled:
+            return None  # another model than the bundled reader's: it reads as the model does
+        raise
+    except ReaderFileError as exc:
+        if bundled and not BUNDLED.exists():
+            return None  # a checkout without the asset
+        raise ReaderFileError(f"[engine] reader = {setting!r}: {exc}") from exc
