@@ -409,8 +409,12 @@ def test_ctrl_c_stops_the_answer_but_not_the_service(tmp_path, new_home, frozen)
     ok(m3(*model, "folders", home=home))
     pid = service_pid(home)
     command = [str(M3), *model, "ask", "Tell me everything.", "--mode", "none"]
-    with subprocess.Popen(
-        command, env=environment(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    with subprocess.Popen(  # Ctrl-C as a terminal sends it, even where the tests run with SIGINT ignored
+        command,
+        env=environment(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     ) as asking:
         assert asking.stdout is not None
         first = asking.stdout.read(1)  # the answer is streaming

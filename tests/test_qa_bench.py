@@ -227,4 +227,5 @@ def test_each_sweep_name_stands_for_one_memory_shape(default):
         "combined",
         "memories",
         "interval",
+        "reader",
     }

@@ -9,23 +9,34 @@ from pathlib import Path
 import pytest
 
 from bench import train_reader
+from bench.errors import BenchmarkError
 from engine import Engine
 from engine.errors import ReaderFileError
-from engine.memory.reader import MemoryReader
+from engine.memory.reader import BUNDLED, MemoryReader
 
 FIXTURE = Path(__file__).parent / "data" / "qa"
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, home, model_path) -> tuple[dict, Path]:
+    """A quick training with the default destination: beside its results, never the bundled reader."""
+    bundled = BUNDLED.read_bytes()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("M3_QA_DATA", str(FIXTURE))
         out = tmp_path_factory.mktemp("reader")
-        results, table = train_reader(
-            out, home, model_path, reader_path=out / "reader.safetensors", quick=True
-        )
-    assert "validation KL" in table
+        results, table = train_reader(out, home, model_path, quick=True)
+    assert "validation KL" in table and BUNDLED.read_bytes() == bundled
+    assert results["reader"] == str(out / "memory-reader.safetensors")
     return results, out
+
+
+def test_a_reader_that_cannot_be_written_stops_training_before_it_starts(
+    home, model_path, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("M3_QA_DATA", str(FIXTURE))
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(BenchmarkError, match="Cannot write the memory reader"):
+        train_reader(tmp_path / "out", home, model_path, reader_path=tmp_path / "a-file" / "r.safetensors")
 
 
 def test_quick_training_writes_the_reader_its_curve_and_its_provenance(trained):
@@ -55,7 +66,7 @@ def test_the_engine_reads_memories_through_the_configured_reader(trained, rt, ro
 
 def test_a_reader_file_that_does_not_fit_is_one_sentence(rt, roots, tmp_path):
     engine = Engine.open(roots(f"[engine]\nreader = '{tmp_path / 'nothing-here.safetensors'}'\n"), runtime=rt)
-    with pytest.raises(ReaderFileError, match="is not a memory reader"):
+    with pytest.raises(ReaderFileError, match=r"^\[engine\] reader = .*nothing-here.* does not exist"):
         engine.load()
     engine.close()
     assert Engine.open(roots("[engine]\nreader = 'base'\n"), runtime=rt).reader is None
