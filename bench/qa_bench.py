@@ -14,6 +14,7 @@ questions, over their own two articles, measure how often the assistant abstains
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -45,6 +46,7 @@ from engine.memory.reader import MemoryReader
 from engine.memory.store import MemoryStore
 from engine.models.runtime import Runtime
 from engine.retrieval.embedder import Embedder
+from ingest.atomic import write_atomic
 from ingest.paths import Home
 
 log = logging.getLogger(__name__)
@@ -305,6 +307,8 @@ def run(
     results["decode_weights"] = decode_weights if rt.model.head_int4 is not None else "bf16"
     results["threads"] = torch.get_num_threads()
     results["date"] = datetime.now(UTC).isoformat(timespec="seconds")
+    answers = results.pop("answers")
+    write_atomic(output_dir / "qa-answers.jsonl", "".join(json.dumps(a) + "\n" for a in answers))
     qa_plots.save(results, output_dir)
     return results, table(results)
 
@@ -323,7 +327,13 @@ def _measure(rt: Runtime, plan: Plan, lab: Lab, lab_v2: Lab, qs: Questions) -> d
     main = [Setting("none"), Setting("rag")] + [Setting("memory", PROFILES[p]) for p in profiles]
     measured_main = [_record(s, lab, lab_v2, qs, recall, calibrated=True) for s in main]
     records = [{**r, "table": "main"} for r, _ in measured_main]
-    (_, rag_f1), (_, memory_f1) = measured_main[1:3]  # held-out F1 per question: rag, the default memory
+    answers = [
+        o.row(s.label, split)
+        for s, (_, by_split) in zip(main, measured_main, strict=True)
+        for split, outcomes in by_split.items()
+        for o in outcomes
+    ]
+    rag_f1, memory_f1 = ([o.f1 for o in by_split["heldout"]] for _, by_split in measured_main[1:3])
     if plan.sweep:
         measured = {
             (_shape(s.profile), s.k, s.interval, lab.reader_name(s)): r
@@ -346,6 +356,7 @@ def _measure(rt: Runtime, plan: Plan, lab: Lab, lab_v2: Lab, qs: Questions) -> d
     speed = _speed(rt, lab, default, qs.heldout[: plan.speed_questions]) if plan.speed_questions else []
     return {
         "records": records,
+        "answers": answers,
         "prompts": prompts,
         "speed": speed,
         "default": choose_default(records),
@@ -393,9 +404,10 @@ def _ask(
 
 def _record(
     s: Setting, lab: Lab, lab_v2: Lab, qs: Questions, recall: float, calibrated: bool = False
-) -> tuple[dict, list[float]]:
-    """The setting's record, and its held-out answers' F1 in question order (for the bootstrap).
-    calibrated: measure each answer's support and calibrate abstention on it (`abstention`)."""
+) -> tuple[dict, dict[str, list[Outcome]]]:
+    """The setting's record, and its answers by split ("tune", "heldout", "unanswerable"; in question
+    order: the bootstrap pairs held-out answers). calibrated: measure each answer's support and confidence
+    and calibrate abstention on support (`abstention`)."""
     answered = _ask(lab, s, qs.tune + qs.heldout, support=calibrated)
     t, h = quality(answered[: len(qs.tune)]), quality(answered[len(qs.tune) :])
     unanswered = _ask(lab_v2, s, qs.unanswerable, score=False, support=calibrated) if qs.unanswerable else []
@@ -428,7 +440,7 @@ def _record(
             if calibrated and s.mode != "none"
             else None
         ),
-    }, [o.f1 for o in answered[len(qs.tune) :]]
+    }, {"tune": answered[: len(qs.tune)], "heldout": answered[len(qs.tune) :], "unanswerable": unanswered}
 
 
 def abstention(tune: list[Outcome], heldout: list[Outcome], unanswerable: list[Outcome]) -> dict:

@@ -37,6 +37,25 @@ class Outcome:
     decode_tok_s: float | None  # forward passes per second after the first token
     cites_gold: bool | None  # whether the top citation is the gold passage; None without citations
     support: float | None = None  # Chat.support (nats per token); None when not measured
+    confidence: float | None = None  # Chat.confidence (nats per token); measured with support
+
+    def row(self, setting: str, split: str) -> dict:
+        """One line of the per-answer file (`qa-answers.jsonl`): what signals for abstention are tried on."""
+        q = self.question
+        return {
+            "setting": setting,
+            "split": split,
+            "id": q.id,
+            "article": q.article,
+            "answer": self.answer,
+            "f1": self.f1,
+            "em": self.em,
+            "abstained": self.abstained,
+            "gold_logprob": self.logprob,
+            "cites_gold": self.cites_gold,
+            "support": self.support,
+            "confidence": self.confidence,
+        }
 
     def withdrawn(self, threshold: float | None) -> bool:
         """Whether the answer abstains: it says so, or its support is below `threshold` (None: never)."""
@@ -77,6 +96,7 @@ def ask(
         answer.tokens / (end - first) if first is not None and end > first and answer.tokens else None,
         gold(answer.citations[0], question) if gold and answer.citations and question.answers else None,
         chat.support(answer) if support else None,
+        chat.confidence(answer) if support else None,
     )
 
 

@@ -158,7 +158,14 @@ class Chat:
             return None
         ids = answer.reply_ids(answer.text)
         gen, _ = self.generation(answer.question, "none", max_new_tokens=len(ids))
-        return (answer.logprob(answer.text)[0] - gen.score(ids)) / len(ids)
+        return self.confidence(answer) - gen.score(ids) / len(ids)
+
+    @staticmethod
+    def confidence(answer: Answer) -> float:
+        """The answer's own mean log-probability per token (nats) in the context it was read in: how
+        readily the model gave it. Costs the answer's tokens once more (teacher forcing)."""
+        total, n = answer.logprob(answer.text)
+        return total / n
 
     def _search(self, query: str) -> list[Chunk]:
         """The retrieved chunks in reading order: the best one last, right before the question.
