@@ -469,17 +469,34 @@ def stop(session: Session) -> None:
     is_flag=True,
     help="qa only: none, rag and the default memory profile only, with the memory/RAG F1 ratio's interval.",
 )
+@click.option(
+    "--profile", help="qa only: the memory profile asked as the default one [default: dense-parallel]."
+)
+@click.option(
+    "--reader", help="qa only: the memory reader: trained, base or a reader file [default: trained]."
+)
 @click.pass_obj
-def bench(session: Session, name: str, out_dir: Path, quick: bool, sample: int | None, main: bool) -> None:
+def bench(
+    session: Session,
+    name: str,
+    out_dir: Path,
+    quick: bool,
+    sample: int | None,
+    main: bool,
+    profile: str | None,
+    reader: str | None,
+) -> None:
     """Run benchmark NAME: print its table and write <out>/NAME.json and NAME.md (qa adds PNG plots).
 
-    Benchmarks run the engine in this process, in temporary homes of their own."""
-    for flag, value in (("--sample", sample), ("--main", main or None)):
+    Benchmarks run the engine in this process, in temporary homes of their own, with the engine's default
+    settings (qa: --profile and --reader change two of them)."""
+    qa_options = {"sample": sample, "main": main or None, "profile": profile, "reader": reader}
+    for option, value in qa_options.items():
         if value is not None and name != "qa":
-            raise click.UsageError(f"{flag} applies to the qa benchmark only.")
+            raise click.UsageError(f"--{option} applies to the qa benchmark only.")
     from bench import run_benchmark  # benchmarks sit above the engine: loaded only when asked for
 
-    options = ({"sample": sample} if sample else {}) | ({"main": True} if main else {})
+    options = {option: value for option, value in qa_options.items() if value is not None}
     _, table = run_benchmark(name, out_dir, session.home, session.model, session.device, quick, **options)
     click.echo(table)
 
@@ -502,15 +519,23 @@ def train() -> None:
 )
 @click.option("--steps", type=click.IntRange(min=1), help="Gradient steps (default 400; --quick: 4).")
 @click.option("--quick", is_flag=True, help="Two tuning articles and a few steps: a check that it runs.")
+@click.option("--profile", help="The memory profile it learns to read [default: the configured one].")
 @click.pass_obj
 def train_reader(
-    session: Session, out_dir: Path, reader_path: Path | None, steps: int | None, quick: bool
+    session: Session,
+    out_dir: Path,
+    reader_path: Path | None,
+    steps: int | None,
+    quick: bool,
+    profile: str | None,
 ) -> None:
     """Train the memory reader by self-distillation on the QA benchmark's tuning articles (README
     "Memory reader"): write it, its loss curve (<out>/reader-loss.png) and reader.json."""
     from bench import train_reader as run_training  # benchmarks sit above the engine: loaded when asked
 
-    _, table = run_training(out_dir, session.home, session.model, session.device, reader_path, quick, steps)
+    _, table = run_training(
+        out_dir, session.home, session.model, session.device, reader_path, quick, steps, profile
+    )
     click.echo(table)
 
 

@@ -61,8 +61,9 @@ def train_reader(
     reader_path: Path | None = None,
     quick: bool = False,
     steps: int | None = None,
+    profile: str | None = None,
 ) -> tuple[dict, str]:
     """`m3 train reader`: bench/reader_training.py, with the results folder checked before any model loads."""
     output_dir = _results_folder(output_dir)
     model_path = Path(model) if model else default_model_path(home.cache)
-    return reader_training.run(home, model_path, device, output_dir, reader_path, quick, steps)
+    return reader_training.run(home, model_path, device, output_dir, reader_path, quick, steps, profile)

@@ -21,7 +21,7 @@ import random
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +41,7 @@ from engine.chat.prompt import BASE, PromptFormat
 from engine.config import EngineConfig
 from engine.facade import Engine
 from engine.memory.bank import MemoryBank
-from engine.memory.profiles import PROFILES, MemoryProfile
+from engine.memory.profiles import PROFILES, MemoryProfile, named
 from engine.memory.reader import MemoryReader
 from engine.memory.store import MemoryStore
 from engine.models.runtime import Runtime
@@ -181,10 +181,18 @@ class Lab:
         home: Path,
         dataset: squad.Dataset,
         articles: Sequence[int],
+        settings: Mapping[str, str] | None = None,
     ):
+        """settings: `[engine]` settings of the lab's config.toml (such as profile, reader; default: none)."""
         self.home, self.dataset = home, dataset
         self.paths = write_articles(dataset, articles, home / "documents")
+        if settings:
+            config = Home.at(home).config_file
+            config.parent.mkdir(parents=True, exist_ok=True)
+            lines = [f"{key} = {json.dumps(value)}" for key, value in settings.items()]  # TOML basic strings
+            config.write_text("[engine]\n" + "\n".join(lines) + "\n")
         self.engine = Engine.open(home, runtime=runtime, embedder=embedder)
+        self.engine.reader  # noqa: B018 - a reader file that does not fit stops the run before any question
         self.engine.add_folder(home / "documents")
         self.engine.scan()
         work = self.engine.catalog.pending_memory_work()
@@ -261,10 +269,17 @@ def run(
     sample: int | None = None,
     main: bool = False,
     plan: Plan | None = None,
+    profile: str | None = None,
+    reader: str | None = None,
 ) -> tuple[dict, str]:
     """quick: a 50-question slice; sample: a seeded sample of that many questions per split (and as many
     unanswerable ones) from all articles; otherwise every question. main: only none, rag and the default
-    memory profile (no sweep, prompts or speed part)."""
+    memory profile (no sweep, prompts or speed part). profile, reader: the engine settings the run takes
+    as its default memory profile and reader (a reader file's path, or "trained" / "base"; default: the
+    engine's defaults); an unknown profile or a reader file that does not fit is one sentence
+    (UnknownProfileError, ReaderFileError, ReaderMismatchError) before any question is asked."""
+    if profile is not None:
+        named(profile)  # an unknown name stops the run before anything loads
     plan = plan or (QUICK if quick else sampled(sample) if sample else FULL)
     plan = main_only(plan) if main else plan
     started = time.perf_counter()
@@ -282,8 +297,9 @@ def run(
     v2_articles = range(len(v2.articles))[: plan.v2_articles]
     unanswerable = pick([q for q in v2.questions if not q.answers], v2_articles, plan.unanswerable, seed=3)
     with tempfile.TemporaryDirectory(prefix="m3-qa-") as tmp:
-        lab = Lab(rt, embedder, Path(tmp) / "xquad", xquad, articles)
-        lab_v2 = Lab(rt, embedder, Path(tmp) / "v2", v2, v2_articles)
+        settings = {k: v for k, v in (("profile", profile), ("reader", _reader_setting(reader))) if v}
+        lab = Lab(rt, embedder, Path(tmp) / "xquad", xquad, articles, settings)
+        lab_v2 = Lab(rt, embedder, Path(tmp) / "v2", v2, v2_articles, settings)
         try:
             results = _measure(rt, plan, lab, lab_v2, Questions(tune, heldout, unanswerable))
         finally:
@@ -311,6 +327,14 @@ def run(
     write_atomic(output_dir / "qa-answers.jsonl", "".join(json.dumps(a) + "\n" for a in answers))
     qa_plots.save(results, output_dir)
     return results, table(results)
+
+
+def _reader_setting(reader: str | None) -> str | None:
+    """A reader named on the command line: a path is the caller's (from the working folder), not one
+    relative to the lab's temporary config.toml."""
+    if reader is None or reader.strip().lower() in ("trained", "base"):
+        return reader
+    return str(Path(reader).expanduser().resolve())
 
 
 @dataclass(frozen=True)

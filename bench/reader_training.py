@@ -33,7 +33,7 @@ from bench.qa_bench import K, Lab, Setting, data_folder
 from engine.chat.prompt import BASE
 from engine.config import EngineConfig
 from engine.memory.distill import Example, ReaderParameters, distill_step
-from engine.memory.profiles import PROFILES
+from engine.memory.profiles import MemoryProfile, named
 from engine.memory.reader import BUNDLED
 from engine.models.runtime import Runtime
 from engine.retrieval.embedder import Embedder
@@ -45,7 +45,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-READER_NAME = "distilled"
+READER_NAME = "distilled"  # the default profile's reader; another profile's is named after it
 VALIDATION_ARTICLES = 2  # the last tuning articles, kept out of training
 VALIDATION_QUESTIONS = 30  # of those, a seeded sample: the validation KL every EVAL_EVERY steps
 STEPS = 400
@@ -54,15 +54,15 @@ LEARNING_RATE = 0.02
 EVAL_EVERY = 100
 PROVENANCE = (
     "self-distillation on XQuAD (SQuAD v1.1 dev, CC BY-SA 4.0) tuning articles {train}: the model's own "
-    "greedy answers with the retrieved chunks as text; no held-out article"
+    "greedy answers with the retrieved chunks as text, read as {profile} memories; no held-out article"
 )
 
 
-def build_examples(lab: Lab, questions: list[squad.Question]) -> list[Example]:
-    """One example per question: the K chunks retrieved for it, their memories in the default profile, and
-    the prompt body followed by the teacher's own answer (rag mode, greedy)."""
+def build_examples(lab: Lab, questions: list[squad.Question], profile: MemoryProfile) -> list[Example]:
+    """One example per question: the K chunks retrieved for it, their memories in `profile`, and the
+    prompt body followed by the teacher's own answer (rag mode, greedy)."""
     tok, chat = lab.engine.runtime.tokenizer, lab.chat(Setting("rag"))
-    store = lab.store(PROFILES[lab.engine.config.profile])
+    store = lab.store(profile)
     sources = lab.engine.sources.with_store(store)
     examples = []
     for q in questions:
@@ -109,18 +109,22 @@ def run(
     reader_path: Path | None = None,
     quick: bool = False,
     steps: int | None = None,
+    profile: str | None = None,
 ) -> tuple[dict, str]:
     """Train, write the reader to `reader_path` and the curve into `output_dir`; quick: two tuning articles
-    and a handful of steps (a check that it runs). The reader goes by default to the bundled one
-    (assets/), or with `quick` into `output_dir` (a check never replaces the shipped reader).
-    BenchmarkError, before any model loads, when `reader_path` cannot be written."""
+    and a handful of steps (a check that it runs); profile: the memory profile the reader learns to read
+    (default: the configured one). The reader goes by default to the bundled one (assets/), or with
+    `quick` into `output_dir` (a check never replaces the shipped reader). Before any model loads:
+    BenchmarkError when `reader_path` cannot be written, UnknownProfileError for an unknown profile."""
     started = time.perf_counter()
     steps = steps or (QUICK_STEPS if quick else STEPS)
     reader_path = reader_path or (output_dir / BUNDLED.name if quick else BUNDLED)
     _check_writable(reader_path)
+    config = EngineConfig.load(home.config_file)
+    profile = profile or config.profile
+    memories = named(profile)
     xquad = squad.load(data_folder() / "xquad-en" / "xquad.en.json")
-    decode_weights = EngineConfig.load(home.config_file).decode_weights
-    rt = Runtime.load(model_path, device=device, cache=home.cache, decode_weights=decode_weights)
+    rt = Runtime.load(model_path, device=device, cache=home.cache, decode_weights=config.decode_weights)
     embedder = Embedder.load(home.cache / "embedder", device=device)
     tuning = list(range(len(xquad.articles) // 2))[: 2 if quick else None]
     held = max(1, min(VALIDATION_ARTICLES, len(tuning) - 1))  # a single article trains and validates
@@ -136,14 +140,14 @@ def run(
             rng = random.Random(0)
             train_qs = rng.sample(train_qs, min(steps, len(train_qs)))
             validation_qs = rng.sample(validation_qs, min(VALIDATION_QUESTIONS, len(validation_qs)))
-            train_set = build_examples(lab, train_qs)
-            validation = build_examples(lab, validation_qs)
+            train_set = build_examples(lab, train_qs, memories)
+            validation = build_examples(lab, validation_qs, memories)
         finally:
             lab.close()
     prepared = time.perf_counter()
     params, curve = train(rt, train_set, validation, steps, LEARNING_RATE)
-    reader = params.frozen(READER_NAME)
-    provenance = PROVENANCE.format(train=f"{train_articles[0]}-{train_articles[-1]}")
+    reader = params.frozen(READER_NAME if profile == EngineConfig().profile else f"{READER_NAME}-{profile}")
+    provenance = PROVENANCE.format(train=f"{train_articles[0]}-{train_articles[-1]}", profile=profile)
     with replacing(reader_path) as tmp_path:
         reader.save(tmp_path, rt.fingerprints[0], provenance)
     results = {
@@ -152,7 +156,7 @@ def run(
         "learning_rate": LEARNING_RATE,
         "examples": {"train": len(train_set), "validation": len(validation)},
         "articles": {"train": train_articles, "validation": validation_articles},
-        "profile": EngineConfig.load(home.config_file).profile,
+        "profile": profile,
         "provenance": provenance,
         "curve": curve,
         "temperature": reader.temperature.tolist(),

@@ -184,3 +184,14 @@ def test_memory_profile_sizes(rt):
     assert sizes["dense-int4"] < sizes["dense"] < sizes["dense-fp16"]
     assert sizes["paper"] < sizes["top50"] < sizes["top75"] < sizes["dense"]
     assert sizes["first-half"] < sizes["dense"]
+
+
+def test_the_compact_profile_holds_a_full_reference_in_an_eighth_of_dense_fp16(rt):
+    """The issue's size target for the default model: a 128-token memory of top43-int4-parallel is at most
+    1/8 of the same memory in dense fp16 (scales and kept-token indices included)."""
+    ref = (rt.tokenizer.encode(FACT) * 128)[:128]
+    size = {
+        p: write_memories(rt.model, rt.sink, [ref], PROFILES[p])[0].nbytes
+        for p in ("top43-int4-parallel", "dense-fp16")
+    }
+    assert size["top43-int4-parallel"] <= size["dense-fp16"] / 8 == 294_912

@@ -4,6 +4,8 @@ the JSON contract, and the choice of the default profile."""
 from __future__ import annotations
 
 import json
+import re
+import statistics
 from pathlib import Path
 
 import hypothesis.strategies as st
@@ -15,6 +17,7 @@ from bench.qa_bench import MAIN_PROFILES, _shape, choose_default, f1_ratio, swee
 from bench.qa_eval import Outcome, calibrate, withdrawn_share
 from bench.squad import Question
 from engine.config import EngineConfig
+from engine.errors import ReaderFileError, UnknownProfileError
 from engine.memory.profiles import PROFILES
 
 FIXTURE = Path(__file__).parent / "data" / "qa"
@@ -71,24 +74,45 @@ def test_every_mode_and_profile_has_a_record_with_the_contract_keys(quick):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_every_main_answer_is_kept_with_its_signals(quick):
+    """qa-answers.jsonl: one line per main-table answer, agreeing with the records' means; support and
+    confidence measured in rag and memory modes (log-probabilities: confidence <= 0), never in none."""
+    results, out = quick
+    rows = [json.loads(line) for line in (out / "qa-answers.jsonl").read_text().splitlines()]
+    asked = results["questions"]
+    for record in results["records"]:
+        label = f"{record['mode']}/{record['profile'] or record['mode']} "  # Setting.label's start
+        mine = [r for r in rows if r["setting"].startswith(label)]
+        by_split = {split: [r for r in mine if r["split"] == split] for split in asked}
+        assert {split: len(rs) for split, rs in by_split.items()} == asked
+        assert statistics.fmean(r["f1"] for r in by_split["tune"]) == pytest.approx(record["f1"])
+        assert statistics.fmean(r["f1"] for r in by_split["heldout"]) == pytest.approx(record["f1_heldout"])
+        assert all(r["gold_logprob"] is None for r in by_split["unanswerable"])
+        measured = record["mode"] != "none"
+        assert all((r["support"] is not None) == measured for r in mine)
+        assert all(r["confidence"] is None if not measured else r["confidence"] <= 0 for r in mine)
+
+
 def test_main_asks_none_rag_and_the_default_memory_with_the_ratio_interval(
     tmp_path, home, model_path, monkeypatch
 ):
-    """`--main`: three settings only, no speed part or figure, and the held-out memory/RAG F1 ratio with
-    its bootstrap interval over every held-out question asked."""
+    """`--main --profile dense-int4-parallel`: three settings only (that profile as the memory one), no
+    speed part or figure, and the held-out memory/RAG F1 ratio with its bootstrap interval over every
+    held-out question asked."""
     monkeypatch.setenv("M3_QA_DATA", str(FIXTURE))
-    results, table = run_benchmark("qa", tmp_path, home, model_path, quick=True, main=True)
+    profile = "dense-int4-parallel"
+    results, table = run_benchmark("qa", tmp_path, home, model_path, quick=True, main=True, profile=profile)
     records = results["records"]
     assert [(r["mode"], r["profile"]) for r in records] == [
         ("none", None),
         ("rag", None),
-        ("memory", EngineConfig().profile),
+        ("memory", profile),
     ]
     assert results["speed"] == [] and not (tmp_path / "qa-speed.png").exists()
     assert (tmp_path / "qa-quality.png").exists() and results["plan"]["name"] == "main quick"
     ratio = results["f1_ratio_heldout"]
     assert ratio["n_heldout"] == results["questions"]["heldout"] > 0
-    assert ratio["memory_profile"] == EngineConfig().profile and ratio["reader"] == "distilled"
+    assert ratio["memory_profile"] == profile and ratio["reader"] == "distilled"
     by_mode = {r["mode"]: r for r in records}
     assert ratio["ratio"] == pytest.approx(by_mode["memory"]["f1_heldout"] / by_mode["rag"]["f1_heldout"])
     assert ratio["ci95"][0] <= ratio["ratio"] <= ratio["ci95"][1]
@@ -104,6 +128,21 @@ def test_main_asks_none_rag_and_the_default_memory_with_the_ratio_interval(
 
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=60), st.integers(0, 99))
+def test_a_profile_or_reader_that_does_not_exist_stops_the_run_in_one_sentence(
+    tmp_path, home, model_path, monkeypatch
+):
+    """Before any question: an unknown profile before anything loads; a reader file named from the
+    working folder (not the benchmark's temporary config.toml) as soon as the engine opens."""
+    monkeypatch.setenv("M3_QA_DATA", str(FIXTURE))
+    with pytest.raises(UnknownProfileError, match=r"^There is no memory profile 'sparse'; choose one of "):
+        run_benchmark("qa", tmp_path, home, model_path, quick=True, main=True, profile="sparse")
+    monkeypatch.chdir(tmp_path)
+    missing = re.escape(str(tmp_path / "readers" / "r.safetensors"))
+    with pytest.raises(ReaderFileError, match=rf"^\[engine\] reader = '{missing}': The memory reader"):
+        run_benchmark("qa", tmp_path, home, model_path, quick=True, main=True, reader="readers/r.safetensors")
+    assert not (tmp_path / "qa.json").exists()
+
+
 def test_the_f1_ratio_interval_holds_its_estimate(pairs, seed):
     memory, rag = [m for m, _ in pairs], [r for _, r in pairs]
     out = f1_ratio(memory, rag, seed, resamples=500)

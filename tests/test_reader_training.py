@@ -11,7 +11,7 @@ import pytest
 from bench import train_reader
 from bench.errors import BenchmarkError
 from engine import Engine
-from engine.errors import ReaderFileError
+from engine.errors import ReaderFileError, UnknownProfileError
 from engine.memory.reader import BUNDLED, MemoryReader
 
 FIXTURE = Path(__file__).parent / "data" / "qa"
@@ -19,12 +19,13 @@ FIXTURE = Path(__file__).parent / "data" / "qa"
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, home, model_path) -> tuple[dict, Path]:
-    """A quick training with the default destination: beside its results, never the bundled reader."""
+    """A quick training with the default destination (beside its results, never the bundled reader), on
+    memories of a profile other than the configured one."""
     bundled = BUNDLED.read_bytes()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("M3_QA_DATA", str(FIXTURE))
         out = tmp_path_factory.mktemp("reader")
-        results, table = train_reader(out, home, model_path, quick=True)
+        results, table = train_reader(out, home, model_path, quick=True, profile="dense-int4-parallel")
     assert "validation KL" in table and BUNDLED.read_bytes() == bundled
     assert results["reader"] == str(out / "memory-reader.safetensors")
     return results, out
@@ -39,6 +40,14 @@ def test_a_reader_that_cannot_be_written_stops_training_before_it_starts(
         train_reader(tmp_path / "out", home, model_path, reader_path=tmp_path / "a-file" / "r.safetensors")
 
 
+def test_an_unknown_profile_stops_training_in_one_sentence(home, model_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("M3_QA_DATA", str(FIXTURE))
+    with pytest.raises(
+        UnknownProfileError, match=r"^There is no memory profile 'sparse'; choose one of dense, "
+    ):
+        train_reader(tmp_path, home, model_path, quick=True, profile="sparse")
+
+
 def test_quick_training_writes_the_reader_its_curve_and_its_provenance(trained):
     results, out = trained
     assert json.loads((out / "reader.json").read_text()) == results
@@ -49,6 +58,10 @@ def test_quick_training_writes_the_reader_its_curve_and_its_provenance(trained):
     )
     assert curve["validation_step"] == [0, results["steps"]] and all(k >= 0 for k in curve["validation_kl"])
     assert "XQuAD" in results["provenance"] and "no held-out article" in results["provenance"]
+    assert (
+        results["profile"] == "dense-int4-parallel"
+        and "dense-int4-parallel memories" in results["provenance"]
+    )
     assert set(results["articles"]["train"]).isdisjoint(results["articles"]["validation"])
     assert all(a < 2 for a in results["articles"]["train"])  # tuning articles only (the fixture has 2 a half)
 
@@ -56,7 +69,7 @@ def test_quick_training_writes_the_reader_its_curve_and_its_provenance(trained):
 def test_the_engine_reads_memories_through_the_configured_reader(trained, rt, roots):
     _, out = trained
     engine = Engine.open(roots(f"[engine]\nreader = '{out / 'memory-reader.safetensors'}'\n"), runtime=rt)
-    assert engine.reader.name == "distilled" and engine.chat.reader is engine.reader
+    assert engine.reader.name == "distilled-dense-int4-parallel" and engine.chat.reader is engine.reader
     config = rt.model.config
     MemoryReader.load(
         out / "memory-reader.safetensors", rt.fingerprints[0], (config.n_layer, config.n_kv_head)

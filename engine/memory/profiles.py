@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.errors import UnknownProfileError
 from engine.memory.quantization import QTensor, dequantize
 
 MAX_REFERENCE_TOKENS = 128  # Memory³: a reference is at most 128 tokens, encoded alone
@@ -68,12 +69,24 @@ PROFILES: dict[str, MemoryProfile] = {
         MemoryProfile("dense-int4", bits=4),
         MemoryProfile("dense-fp16", bits=16),
         MemoryProfile("dense-parallel", positions="parallel"),  # the default: README "Evaluation"
+        MemoryProfile("dense-int4-parallel", bits=4, positions="parallel"),
+        # the 1/8 of dense fp16 (a 128-token memory: 56 tokens a head at 4 bits, 292,320 bytes)
+        MemoryProfile("top43-int4-parallel", tokens=0.43, bits=4, positions="parallel"),
         MemoryProfile("top75", tokens=0.75),
         MemoryProfile("top50", tokens=0.5),
         MemoryProfile("first-half", layers="first_half"),
         MemoryProfile("paper", layers="first_half", tokens=8, positions="parallel"),
     )
 }
+
+
+def named(name: str) -> MemoryProfile:
+    """The profile called `name`; UnknownProfileError (one sentence naming the choices) otherwise."""
+    if name not in PROFILES:
+        raise UnknownProfileError(
+            f"There is no memory profile {name!r}; choose one of {', '.join(PROFILES)}."
+        )
+    return PROFILES[name]
 
 
 @dataclass

@@ -55,7 +55,7 @@ class KVCache:
         self.length += n
 
     def key_bias(self, layer: int, end: int) -> torch.Tensor | None:
-        """(Hkv, end) float32 biases added to the logits of the first `end` key slots; None: no bias."""
+        """(Hkv, end) biases, in the cache's dtype, added to the first `end` key slots' logits; None: none."""
         bias = self._bias[layer]
         return None if bias is None else bias[:, :end]
 
@@ -79,6 +79,6 @@ class KVCache:
         if bias is None:
             self._bias[layer] = None
             return
-        row = torch.zeros(bias.shape[0], self.pos[layer].shape[-1], dtype=torch.float32, device=k.device)
-        row[:, :M] = bias.to(row.device, torch.float32)[:, None]
+        row = torch.zeros(bias.shape[0], self.pos[layer].shape[-1], dtype=k.dtype, device=k.device)
+        row[:, :M] = bias.to(row.device, k.dtype)[:, None]  # in the cache's dtype: no cast per step
         self._bias[layer] = row

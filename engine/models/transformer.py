@@ -153,7 +153,7 @@ class Attention(nn.Module):
         bias: torch.Tensor | None,
         probe: Probe | None,
     ) -> torch.Tensor:
-        """bias: None, or (Hkv, N) float32 added to the logits of the visible keys (a MemoryReader's)."""
+        """bias: None, or (Hkv, N) added to the logits of the visible keys (a MemoryReader's)."""
         # Grouped-query attention without copying K/V: fold each group's query heads into the time axis.
         B, H, T, D = q.shape
         G = H // self.n_kv_head
