@@ -405,7 +405,7 @@ def f1_ratio(memory: Sequence[float], rag: Sequence[float], seed: int, resamples
         return {"ratio": None, "ci95": None, "n_heldout": n, "resamples": resamples}
     draws = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
     sums = both[:, draws].sum(axis=-1)  # (2, resamples)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         ratios = sums[0] / sums[1]  # a draw with no rag credit is +inf (or nan: no credit at all)
     bounds = np.nanpercentile(ratios, [2.5, 97.5], method="inverted_cdf")  # drawn values: inf stays inf
     return {

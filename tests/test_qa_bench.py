@@ -126,8 +126,6 @@ def test_main_asks_none_rag_and_the_default_memory_with_the_ratio_interval(
         assert calibrated["heldout"]["unanswerable"] is None and 0 <= calibrated["heldout"]["answerable"] <= 1
 
 
-@settings(max_examples=50, deadline=None)
-@given(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=60), st.integers(0, 99))
 def test_a_profile_or_reader_that_does_not_exist_stops_the_run_in_one_sentence(
     tmp_path, home, model_path, monkeypatch
 ):
@@ -143,6 +141,8 @@ def test_a_profile_or_reader_that_does_not_exist_stops_the_run_in_one_sentence(
     assert not (tmp_path / "qa.json").exists()
 
 
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=60), st.integers(0, 99))
 def test_the_f1_ratio_interval_holds_its_estimate(pairs, seed):
     memory, rag = [m for m, _ in pairs], [r for _, r in pairs]
     out = f1_ratio(memory, rag, seed, resamples=500)
