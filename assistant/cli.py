@@ -494,6 +494,8 @@ def bench(
     for option, value in qa_options.items():
         if value is not None and name != "qa":
             raise click.UsageError(f"--{option} applies to the qa benchmark only.")
+    if reader is not None and not reader.strip():
+        raise click.BadParameter("give trained, base or a reader file's path.", param_hint="--reader")
     from bench import run_benchmark  # benchmarks sit above the engine: loaded only when asked for
 
     options = {option: value for option, value in qa_options.items() if value is not None}

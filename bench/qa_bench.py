@@ -297,7 +297,9 @@ def run(
     v2_articles = range(len(v2.articles))[: plan.v2_articles]
     unanswerable = pick([q for q in v2.questions if not q.answers], v2_articles, plan.unanswerable, seed=3)
     with tempfile.TemporaryDirectory(prefix="m3-qa-") as tmp:
-        settings = {k: v for k, v in (("profile", profile), ("reader", _reader_setting(reader))) if v}
+        settings = {
+            k: v for k, v in (("profile", profile), ("reader", _reader_setting(reader))) if v is not None
+        }
         lab = Lab(rt, embedder, Path(tmp) / "xquad", xquad, articles, settings)
         lab_v2 = Lab(rt, embedder, Path(tmp) / "v2", v2, v2_articles, settings)
         try:
@@ -332,8 +334,8 @@ def run(
 def _reader_setting(reader: str | None) -> str | None:
     """A reader named on the command line: a path is the caller's (from the working folder), not one
     relative to the lab's temporary config.toml."""
-    if reader is None or reader.strip().lower() in ("trained", "base"):
-        return reader
+    if reader is None or reader.strip().lower() in ("", "trained", "base"):
+        return reader  # a name, or nothing (which the engine's setting refuses in its own sentence)
     return str(Path(reader).expanduser().resolve())
 
 

@@ -137,12 +137,20 @@ def test_missing_model(tmp_path):
     assert_one_sentence_error(result, "not found", "m3.log")
 
 
-@pytest.mark.parametrize("flag", [("--sample", "5"), ("--main",)])
+@pytest.mark.parametrize(
+    "flag", [("--sample", "5"), ("--main",), ("--profile", "dense"), ("--reader", "base")]
+)
 def test_qa_options_are_refused_for_other_benchmarks(tmp_path, flag):
     """Before any model loads: one usage sentence, exit status 2."""
     result = m3("bench", "engine", *flag, home=tmp_path / "home")
     assert result.returncode == 2
     assert f"{flag[0]} applies to the qa benchmark only." in result.stderr
+
+
+def test_an_empty_reader_is_refused_before_any_model_loads(tmp_path):
+    result = m3("bench", "qa", "--main", "--reader", " ", home=tmp_path / "home")
+    assert result.returncode == 2
+    assert "Invalid value for --reader: give trained, base or a reader file's path." in result.stderr
 
 
 def test_a_results_folder_that_cannot_be_made_is_one_sentence(tmp_path):
