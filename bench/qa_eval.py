@@ -81,6 +81,7 @@ def ask(
     for _ in answer:
         first = first or time.perf_counter()
     end = time.perf_counter()
+    confidence = chat.confidence(answer) if support else None
     logprob = None
     if score and question.answers:
         total, n = answer.logprob(_fitting(chat, question.answers[0]))
@@ -95,8 +96,8 @@ def ask(
         None if first is None else first - start,
         answer.tokens / (end - first) if first is not None and end > first and answer.tokens else None,
         gold(answer.citations[0], question) if gold and answer.citations and question.answers else None,
-        chat.support(answer) if support else None,
-        chat.confidence(answer) if support else None,
+        chat.support(answer, confidence) if support else None,
+        confidence,
     )
 
 

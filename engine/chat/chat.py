@@ -147,18 +147,20 @@ class Chat:
             gen = Generation(self.runtime.model, tok, prompt + body, text_sources=spans, **options)
         return gen, readings
 
-    def support(self, answer: Answer) -> float | None:
+    def support(self, answer: Answer, confidence: float | None = None) -> float | None:
         """How much what `answer` read made it likelier: its mean log-probability per token (nats) in its
         own context minus in `none` mode (the same prompt without sources). An answer the model gives
         just as readily without the sources is not supported by them: the signal `m3 bench qa` calibrates
         abstention on (README "Abstention"). None for a `none`-mode answer, which read nothing.
 
-        Costs a prefill of the prompt without sources and the answer's tokens twice (teacher forcing)."""
+        confidence: `Chat.confidence(answer)` when already measured (else measured here). Costs a prefill
+        of the prompt without sources and the answer's tokens twice (teacher forcing)."""
         if answer.mode == "none":
             return None
         ids = answer.reply_ids(answer.text)
         gen, _ = self.generation(answer.question, "none", max_new_tokens=len(ids))
-        return self.confidence(answer) - gen.score(ids) / len(ids)
+        own = self.confidence(answer) if confidence is None else confidence
+        return own - gen.score(ids) / len(ids)
 
     @staticmethod
     def confidence(answer: Answer) -> float:
