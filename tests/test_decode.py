@@ -54,18 +54,34 @@ def test_a_linear_uses_its_decode_copy_for_few_rows_only(bits: int, inputs: int,
     kernel cannot read (it crashed the process on 40 inputs) get no copy: `test_odd_widths_keep_bf16`."""
     torch.manual_seed(0)
     layer = Linear(inputs, 40, bias=True).to(torch.bfloat16)
-    full = F.linear  # what a layer without a copy computes
     many = torch.randn(DECODE_ROWS + 1, inputs, dtype=torch.bfloat16)
     few = many[:DECODE_ROWS]
-    exact_few = full(few, layer.weight, layer.bias)
+    exact_few, prefill = F.linear(few, layer.weight, layer.bias), layer(many)
     layer.quantize(bits)
     assert getattr(layer, copy) is not None and getattr(layer, "int4" if copy == "int8" else "int8") is None
-    assert torch.equal(layer(many), full(many, layer.weight, layer.bias))  # prefill: the bf16 weights
+    assert torch.equal(layer(many), prefill)  # prefill: the bf16 weights, as without a copy
     approx = layer(few)
     assert approx.shape == exact_few.shape
     assert not torch.equal(approx, exact_few)  # decode rows went through the copy...
     relative = (approx.float() - exact_few.float()).norm() / exact_few.float().norm()
     assert relative < bound  # ...which is close
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_many_rows_multiply_in_float32_where_the_cpu_emulates_bf16(monkeypatch, native: bool):
+    """Without bf16 arithmetic (quantized.NATIVE_BF16 false) a prefill's rows are multiplied in float32
+    and rounded to bf16 once; with it, by torch's bf16 matmul. The two round differently somewhere in a
+    layer this size, so the test tells which one ran; decode rows are unaffected."""
+    monkeypatch.setattr(quantized, "NATIVE_BF16", native)
+    torch.manual_seed(1)
+    layer = Linear(256, 512, bias=True).to(torch.bfloat16)
+    x = torch.randn(DECODE_ROWS + 1, 256, dtype=torch.bfloat16)
+    emulated = F.linear(x, layer.weight, layer.bias)
+    upcast = F.linear(x.float(), layer.weight.float(), layer.bias.float()).to(torch.bfloat16)
+    assert not torch.equal(emulated, upcast)
+    assert torch.equal(layer(x), emulated if native else upcast)
+    few = x[:DECODE_ROWS]
+    assert torch.equal(layer(few), F.linear(few, layer.weight, layer.bias))
 
 
 @pytest.mark.parametrize("bits", [4, 8])
