@@ -42,7 +42,7 @@ from engine.config import EngineConfig
 from engine.facade import Engine
 from engine.memory.bank import MemoryBank
 from engine.memory.profiles import PROFILES, MemoryProfile, named
-from engine.memory.reader import MemoryReader
+from engine.memory.reader import MemoryReader, check_file
 from engine.memory.store import MemoryStore
 from engine.models.runtime import Runtime
 from engine.retrieval.embedder import Embedder
@@ -59,6 +59,7 @@ SPEED_K = (1, 5, 10)
 SPEED_TOKENS = 32  # decoded without stopping, to time decoding
 SPEED_QUESTIONS = 5
 RESAMPLES = 10_000  # bootstrap resamples of the held-out questions for the memory/RAG F1 ratio
+READER_NAMES = ("", "trained", "base")  # --reader values that name no file
 
 
 @dataclass(frozen=True)
@@ -280,6 +281,9 @@ def run(
     (UnknownProfileError, ReaderFileError, ReaderMismatchError) before any question is asked."""
     if profile is not None:
         named(profile)  # an unknown name stops the run before anything loads
+    reader = _reader_setting(reader)
+    if reader is not None and reader.strip().lower() not in READER_NAMES:
+        check_file(Path(reader))  # a missing file too; whether it fits the model needs the model
     plan = plan or (QUICK if quick else sampled(sample) if sample else FULL)
     plan = main_only(plan) if main else plan
     started = time.perf_counter()
@@ -298,7 +302,7 @@ def run(
     unanswerable = pick([q for q in v2.questions if not q.answers], v2_articles, plan.unanswerable, seed=3)
     with tempfile.TemporaryDirectory(prefix="m3-qa-") as tmp:
         settings = {
-            k: v for k, v in (("profile", profile), ("reader", _reader_setting(reader))) if v is not None
+            k: v for k, v in (("profile", profile), ("reader", reader)) if v is not None
         }
         lab = Lab(rt, embedder, Path(tmp) / "xquad", xquad, articles, settings)
         lab_v2 = Lab(rt, embedder, Path(tmp) / "v2", v2, v2_articles, settings)
@@ -334,7 +338,7 @@ def run(
 def _reader_setting(reader: str | None) -> str | None:
     """A reader named on the command line: a path is the caller's (from the working folder), not one
     relative to the lab's temporary config.toml."""
-    if reader is None or reader.strip().lower() in ("", "trained", "base"):
+    if reader is None or reader.strip().lower() in READER_NAMES:
         return reader  # a name, or nothing (which the engine's setting refuses in its own sentence)
     return str(Path(reader).expanduser().resolve())
 

@@ -153,6 +153,19 @@ def test_an_empty_reader_is_refused_before_any_model_loads(tmp_path):
     assert "Invalid value for --reader: give trained, base or a reader file's path." in result.stderr
 
 
+@pytest.mark.parametrize("kind", ["missing", "folder"])
+def test_a_reader_file_that_is_not_there_stops_the_qa_bench_before_the_model_loads(tmp_path, kind: str):
+    """Whether a reader fits the model needs the model; whether it is there does not (no weight cache
+    is prepared: the model was never loaded)."""
+    home, reader = tmp_path / "home", tmp_path / "reader.safetensors"
+    if kind == "folder":
+        reader.mkdir()
+    result = m3("bench", "qa", "--main", "--reader", str(reader), home=home)
+    why = "does not exist." if kind == "missing" else "is a folder, not a reader file."
+    assert_one_sentence_error(result, f"The memory reader {reader} {why}")
+    assert not (home / "cache" / "weights").exists()
+
+
 def test_a_results_folder_that_cannot_be_made_is_one_sentence(tmp_path):
     """Before any model loads: a file where the results folder should be."""
     (tmp_path / "taken").write_text("not a folder")

@@ -84,10 +84,7 @@ class MemoryReader:
         """The reader in `path`, for the model with this fingerprint and (layers, KV heads) `shape`;
         ReaderFileError (one sentence) for a file that is missing or not a reader, ReaderMismatchError for a
         reader made for another model."""
-        if not path.exists():
-            raise ReaderFileError(f"The memory reader {path} does not exist.")
-        if path.is_dir():
-            raise ReaderFileError(f"The memory reader {path} is a folder, not a reader file.")
+        check_file(path)
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
@@ -102,6 +99,15 @@ class MemoryReader:
                 f"The memory reader {path} was trained for another model than the one loaded."
             )
         return reader
+
+
+def check_file(path: Path) -> None:
+    """ReaderFileError (one sentence) for a reader path that is missing or a folder: what can be told
+    before a model is loaded."""
+    if not path.exists():
+        raise ReaderFileError(f"The memory reader {path} does not exist.")
+    if path.is_dir():
+        raise ReaderFileError(f"The memory reader {path} is a folder, not a reader file.")
 
 
 def resolve(setting: str, model_fingerprint: str, shape: tuple[int, int]) -> MemoryReader | None:
