@@ -8,11 +8,12 @@ a/an/the, collapse white space; EM and F1 are the best over the gold answers. An
 from __future__ import annotations
 
 import collections
-import json
 import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from bench.errors import QADataError
 from engine.chat.prompt import ABSTAIN
@@ -42,24 +43,52 @@ class Dataset:
     questions: tuple[Question, ...]
 
 
+class _Answer(msgspec.Struct):
+    text: str
+
+
+class _QA(msgspec.Struct):
+    id: str
+    question: str
+    answers: list[_Answer]
+    is_impossible: bool = False
+
+
+class _Paragraph(msgspec.Struct):
+    context: str
+    qas: list[_QA]
+
+
+class _Article(msgspec.Struct):
+    title: str
+    paragraphs: list[_Paragraph]
+
+
+class _File(msgspec.Struct):  # other fields (version, answer_start, plausible_answers) are ignored
+    data: list[_Article]
+
+
 def load(path: str | Path) -> Dataset:
-    """Read a SQuAD v1.1 or v2.0 JSON file."""
+    """Read a SQuAD v1.1 or v2.0 JSON file. QADataError (one sentence) for a file that cannot be read or
+    is not SQuAD JSON, naming what is wrong and where (msgspec's message, e.g. `$.data[0].title`)."""
     try:
-        return _parse(json.loads(Path(path).read_text(encoding="utf-8"))["data"])
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, IndexError) as exc:
-        raise QADataError(f"{path} is not a readable SQuAD JSON file ({type(exc).__name__}: {exc}).") from exc
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise QADataError(f"Cannot read the QA data {path}: {exc.strerror or exc}.") from exc
+    try:
+        return _dataset(msgspec.json.decode(raw, type=_File))
+    except msgspec.DecodeError as exc:  # ValidationError among them
+        raise QADataError(f"{path} is not a readable SQuAD JSON file: {exc}.") from exc
 
 
-def _parse(data: list) -> Dataset:
+def _dataset(file: _File) -> Dataset:
     articles, questions = [], []
-    for a, article in enumerate(data):
-        passages = []
-        for p, paragraph in enumerate(article["paragraphs"]):
-            passages.append(paragraph["context"])
-            for qa in paragraph["qas"]:
-                answers = () if qa.get("is_impossible") else tuple(x["text"] for x in qa["answers"])
-                questions.append(Question(qa["id"], qa["question"], answers, a, p))
-        articles.append(Article(article["title"], tuple(passages)))
+    for a, article in enumerate(file.data):
+        for p, paragraph in enumerate(article.paragraphs):
+            for qa in paragraph.qas:
+                answers = () if qa.is_impossible else tuple(x.text for x in qa.answers)
+                questions.append(Question(qa.id, qa.question, answers, a, p))
+        articles.append(Article(article.title, tuple(p.context for p in article.paragraphs)))
     return Dataset(tuple(articles), tuple(questions))
 
 

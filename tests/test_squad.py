@@ -63,12 +63,21 @@ def test_load_reads_passages_questions_and_unanswerables():
 
 
 @pytest.mark.parametrize(
-    "text", ['{"data": [{"title": 1', '{"version": "1.1"}', '{"data": [{"title": "t"}]}', "\udcff", ""]
+    ("text", "why"),
+    [
+        ('{"data": [{"title": "t"', "truncated"),
+        ('{"version": "1.1"}', "missing required field `data`"),
+        ('{"data": [{"title": "t"}]}', "missing required field `paragraphs` - at `$.data[0]`"),
+        ('{"data": [{"title": 7, "paragraphs": []}]}', "Expected `str`, got `int` - at `$.data[0].title`"),
+        ("\udcff", "malformed"),
+        ("", "truncated"),
+    ],
 )
-def test_a_damaged_file_is_one_clear_error(tmp_path, text):
+def test_a_damaged_file_is_one_clear_error_saying_where(tmp_path, text, why):
     path = tmp_path / "xquad.en.json"
     path.write_text(text, errors="surrogateescape")
-    with pytest.raises(squad.QADataError, match="not a readable SQuAD JSON file"):
+    with pytest.raises(squad.QADataError, match="not a readable SQuAD JSON file") as error:
         squad.load(path)
-    with pytest.raises(squad.QADataError):
+    assert why in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(squad.QADataError, match="Cannot read the QA data .*missing.json: No such file"):
         squad.load(tmp_path / "missing.json")
