@@ -516,8 +516,9 @@ def train() -> None:
     "--reader",
     "reader_path",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Where to write the reader [default: assets/memory-reader.safetensors, the bundled one; with "
-    "--quick: <out>/memory-reader.safetensors].",
+    help="Where to write the reader [default: assets/memory-reader.safetensors, the bundled one, for the "
+    "default profile; for another: <out>/memory-reader-<profile>.safetensors; with --quick: "
+    "<out>/memory-reader.safetensors].",
 )
 @click.option("--steps", type=click.IntRange(min=1), help="Gradient steps (default 400; --quick: 4).")
 @click.option("--quick", is_flag=True, help="Two tuning articles and a few steps: a check that it runs.")

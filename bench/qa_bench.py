@@ -59,7 +59,7 @@ SPEED_K = (1, 5, 10)
 SPEED_TOKENS = 32  # decoded without stopping, to time decoding
 SPEED_QUESTIONS = 5
 RESAMPLES = 10_000  # bootstrap resamples of the held-out questions for the memory/RAG F1 ratio
-READER_NAMES = ("", "trained", "base")  # --reader values that name no file
+READER_NAMES = ("trained", "base")  # --reader values that name no file (engine/config.py reads them)
 
 
 @dataclass(frozen=True)
@@ -301,9 +301,7 @@ def run(
     v2_articles = range(len(v2.articles))[: plan.v2_articles]
     unanswerable = pick([q for q in v2.questions if not q.answers], v2_articles, plan.unanswerable, seed=3)
     with tempfile.TemporaryDirectory(prefix="m3-qa-") as tmp:
-        settings = {
-            k: v for k, v in (("profile", profile), ("reader", reader)) if v is not None
-        }
+        settings = {k: v for k, v in (("profile", profile), ("reader", reader)) if v is not None}
         lab = Lab(rt, embedder, Path(tmp) / "xquad", xquad, articles, settings)
         lab_v2 = Lab(rt, embedder, Path(tmp) / "v2", v2, v2_articles, settings)
         try:

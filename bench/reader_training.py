@@ -113,16 +113,22 @@ def run(
 ) -> tuple[dict, str]:
     """Train, write the reader to `reader_path` and the curve into `output_dir`; quick: two tuning articles
     and a handful of steps (a check that it runs); profile: the memory profile the reader learns to read
-    (default: the configured one). The reader goes by default to the bundled one (assets/), or with
-    `quick` into `output_dir` (a check never replaces the shipped reader). Before any model loads:
-    BenchmarkError when `reader_path` cannot be written, UnknownProfileError for an unknown profile."""
+    (default: the configured one). The reader goes by default to the bundled one (assets/) when it is for
+    the default profile (the one the bundled reader is read with), else into `output_dir` as
+    memory-reader-<profile>.safetensors; with `quick` into `output_dir` (a check never replaces the
+    shipped reader). Before any model loads: BenchmarkError when `reader_path` cannot be written,
+    UnknownProfileError for an unknown profile."""
     started = time.perf_counter()
     steps = steps or (QUICK_STEPS if quick else STEPS)
-    reader_path = reader_path or (output_dir / BUNDLED.name if quick else BUNDLED)
-    _check_writable(reader_path)
     config = EngineConfig.load(home.config_file)
-    profile = profile or config.profile
+    profile = profile if profile is not None else config.profile
     memories = named(profile)
+    if reader_path is None and quick:
+        reader_path = output_dir / BUNDLED.name
+    elif reader_path is None:
+        default = profile == EngineConfig().profile
+        reader_path = BUNDLED if default else output_dir / f"{BUNDLED.stem}-{profile}{BUNDLED.suffix}"
+    _check_writable(reader_path)
     xquad = squad.load(data_folder() / "xquad-en" / "xquad.en.json")
     rt = Runtime.load(model_path, device=device, cache=home.cache, decode_weights=config.decode_weights)
     embedder = Embedder.load(home.cache / "embedder", device=device)
@@ -130,7 +136,7 @@ def run(
     held = max(1, min(VALIDATION_ARTICLES, len(tuning) - 1))  # a single article trains and validates
     train_articles, validation_articles = tuning[: len(tuning) - held] or tuning, tuning[-held:]
     with tempfile.TemporaryDirectory(prefix="m3-reader-") as tmp:
-        lab = Lab(rt, embedder, Path(tmp) / "xquad", xquad, tuning)
+        lab = Lab(rt, embedder, Path(tmp) / "xquad", xquad, tuning, {"profile": profile})  # its memories only
         try:
             questions = [q for q in xquad.questions if q.article in set(tuning)]
             if quick:

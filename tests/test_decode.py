@@ -70,18 +70,22 @@ def test_a_linear_uses_its_decode_copy_for_few_rows_only(bits: int, inputs: int,
 @pytest.mark.parametrize("native", [True, False])
 def test_many_rows_multiply_in_float32_where_the_cpu_emulates_bf16(monkeypatch, native: bool):
     """Without bf16 arithmetic (quantized.NATIVE_BF16 false) a prefill's rows are multiplied in float32
-    and rounded to bf16 once; with it, by torch's bf16 matmul. The two round differently somewhere in a
-    layer this size, so the test tells which one ran; decode rows are unaffected."""
+    and rounded to bf16 once; with it, by torch's bf16 matmul. Decode rows are unaffected."""
     monkeypatch.setattr(quantized, "NATIVE_BF16", native)
     torch.manual_seed(1)
     layer = Linear(256, 512, bias=True).to(torch.bfloat16)
     x = torch.randn(DECODE_ROWS + 1, 256, dtype=torch.bfloat16)
     emulated = F.linear(x, layer.weight, layer.bias)
     upcast = F.linear(x.float(), layer.weight.float(), layer.bias.float()).to(torch.bfloat16)
-    assert not torch.equal(emulated, upcast)
-    assert torch.equal(layer(x), emulated if native else upcast)
     few = x[:DECODE_ROWS]
-    assert torch.equal(layer(few), F.linear(few, layer.weight, layer.bias))
+    decoded = F.linear(few, layer.weight, layer.bias)
+    linear, multiplied = F.linear, []  # the dtype each product ran in
+    record = lambda a, w, b=None: multiplied.append(a.dtype) or linear(a, w, b)  # noqa: E731
+    monkeypatch.setattr(quantized.F, "linear", record)
+    y = layer(x)
+    assert multiplied == [torch.bfloat16 if native else torch.float32]
+    assert y.dtype == torch.bfloat16 and torch.equal(y, emulated if native else upcast)
+    assert torch.equal(layer(few), decoded) and multiplied[1:] == [torch.bfloat16]
 
 
 @pytest.mark.parametrize("bits", [4, 8])

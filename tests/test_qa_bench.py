@@ -129,14 +129,15 @@ def test_main_asks_none_rag_and_the_default_memory_with_the_ratio_interval(
 def test_a_profile_or_reader_that_does_not_exist_stops_the_run_in_one_sentence(
     tmp_path, home, model_path, monkeypatch
 ):
-    """Before any question: an unknown profile before anything loads; a reader file named from the
-    working folder (not the benchmark's temporary config.toml) as soon as the engine opens."""
+    """Before anything loads: an unknown profile, and a missing reader file, named from the working folder
+    (not the benchmark's temporary config.toml); one that is there but does not fit the model: a reader
+    test's (tests/test_memory_reader.py)."""
     monkeypatch.setenv("M3_QA_DATA", str(FIXTURE))
     with pytest.raises(UnknownProfileError, match=r"^There is no memory profile 'sparse'; choose one of "):
         run_benchmark("qa", tmp_path, home, model_path, quick=True, main=True, profile="sparse")
     monkeypatch.chdir(tmp_path)
     missing = re.escape(str(tmp_path / "readers" / "r.safetensors"))
-    with pytest.raises(ReaderFileError, match=rf"^\[engine\] reader = '{missing}': The memory reader"):
+    with pytest.raises(ReaderFileError, match=rf"^The memory reader {missing} does not exist\.$"):
         run_benchmark("qa", tmp_path, home, model_path, quick=True, main=True, reader="readers/r.safetensors")
     assert not (tmp_path / "qa.json").exists()
 

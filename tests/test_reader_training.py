@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import train_reader
+from bench import reader_training, train_reader
 from bench.errors import BenchmarkError
 from engine import Engine
 from engine.errors import ReaderFileError, UnknownProfileError
@@ -38,6 +38,33 @@ def test_a_reader_that_cannot_be_written_stops_training_before_it_starts(
     (tmp_path / "a-file").write_text("not a folder")
     with pytest.raises(BenchmarkError, match="Cannot write the memory reader"):
         train_reader(tmp_path / "out", home, model_path, reader_path=tmp_path / "a-file" / "r.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("profile", "quick", "where"),
+    [
+        ("dense-parallel", False, "bundled"),
+        ("top43-int4-parallel", False, "out/memory-reader-top43-int4-parallel.safetensors"),
+        ("dense-parallel", True, "out/memory-reader.safetensors"),
+    ],
+)
+def test_only_the_default_profiles_reader_replaces_the_bundled_one(
+    home, model_path, tmp_path, monkeypatch, profile, quick, where
+):
+    """Without --reader: the default profile's reader is the bundled one (assets/); another profile's goes
+    beside the results, named by its profile; a quick check's beside the results. (The destination is
+    chosen and checked before anything loads: the check is stopped here to see it.)"""
+    monkeypatch.setenv("M3_QA_DATA", str(FIXTURE))
+    chosen = []
+
+    def stop(path: Path) -> None:
+        chosen.append(path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reader_training, "_check_writable", stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_reader(tmp_path / "out", home, model_path, quick=quick, profile=profile)
+    assert chosen == [BUNDLED if where == "bundled" else tmp_path / where]
 
 
 def test_an_unknown_profile_stops_training_in_one_sentence(home, model_path, tmp_path, monkeypatch):
