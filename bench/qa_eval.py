@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from bench.squad import Question, abstains, exact_match, f1
 from engine.chat.chat import Chat
 from engine.chat.citations import Citation
+from engine.chat.prompt import ABSTAIN
 
 MAX_ANSWER_TOKENS = 32  # SQuAD answers are a few words; the prompt ends an answer at the newline
 
@@ -38,6 +39,8 @@ class Outcome:
     cites_gold: bool | None  # whether the top citation is the gold passage; None without citations
     support: float | None = None  # Chat.support (nats per token); None when not measured
     confidence: float | None = None  # Chat.confidence (nats per token); measured with support
+    unknown_logprob: float | None = None  # the abstention reply's mean log-prob per token in the answer's
+    # context (how near the model came to saying `unknown`); measured with support
 
     def row(self, setting: str, split: str) -> dict:
         """One line of the per-answer file (`qa-answers.jsonl`): what signals for abstention are tried on."""
@@ -55,6 +58,7 @@ class Outcome:
             "cites_gold": self.cites_gold,
             "support": self.support,
             "confidence": self.confidence,
+            "unknown_logprob": self.unknown_logprob,
         }
 
     def withdrawn(self, threshold: float | None) -> bool:
@@ -82,10 +86,9 @@ def ask(
         first = first or time.perf_counter()
     end = time.perf_counter()
     confidence = chat.confidence(answer) if support else None
-    logprob = None
-    if score and question.answers:
-        total, n = answer.logprob(_fitting(chat, question.answers[0]))
-        logprob = total / n
+    unknown = _per_token(answer.logprob(ABSTAIN)) if support else None
+    gold_answered = score and question.answers
+    logprob = _per_token(answer.logprob(_fitting(chat, question.answers[0]))) if gold_answered else None
     return Outcome(
         question,
         answer.text,
@@ -98,7 +101,14 @@ def ask(
         gold(answer.citations[0], question) if gold and answer.citations and question.answers else None,
         chat.support(answer, confidence) if support else None,
         confidence,
+        unknown,
     )
+
+
+def _per_token(scored: tuple[float, int]) -> float:
+    """(summed log-probability, tokens) -> nats per token."""
+    total, n = scored
+    return total / n
 
 
 def _fitting(chat: Chat, answer: str) -> str:

@@ -76,7 +76,8 @@ def test_every_mode_and_profile_has_a_record_with_the_contract_keys(quick):
 
 def test_every_main_answer_is_kept_with_its_signals(quick):
     """qa-answers.jsonl: one line per main-table answer, agreeing with the records' means; support and
-    confidence measured in rag and memory modes (log-probabilities: confidence <= 0), never in none."""
+    confidence and the log-probability of `unknown` measured in rag and memory modes (log-probabilities:
+    <= 0), never in none."""
     results, out = quick
     rows = [json.loads(line) for line in (out / "qa-answers.jsonl").read_text().splitlines()]
     asked = results["questions"]
@@ -90,7 +91,10 @@ def test_every_main_answer_is_kept_with_its_signals(quick):
         assert all(r["gold_logprob"] is None for r in by_split["unanswerable"])
         measured = record["mode"] != "none"
         assert all((r["support"] is not None) == measured for r in mine)
-        assert all(r["confidence"] is None if not measured else r["confidence"] <= 0 for r in mine)
+        for signal in ("confidence", "unknown_logprob"):
+            assert all(r[signal] is None if not measured else r[signal] <= 0 for r in mine)
+        if measured:  # the abstention reply is scored, not the answer again
+            assert any(r["unknown_logprob"] != r["confidence"] for r in mine)
 
 
 def test_main_asks_none_rag_and_the_default_memory_with_the_ratio_interval(
