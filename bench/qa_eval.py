@@ -63,8 +63,12 @@ class Outcome:
 
     def withdrawn(self, threshold: float | None) -> bool:
         """Whether the answer abstains: it says so, or its support is below `threshold` (None: never)."""
-        low = threshold is not None and self.support is not None and self.support < threshold
-        return self.abstained or low
+        return withdraws(self.support, self.abstained, threshold)
+
+
+def withdraws(signal: float | None, abstained: bool, threshold: float | None) -> bool:
+    """Whether an answer abstains: it says so, or its signal was measured and is below `threshold`."""
+    return abstained or (threshold is not None and signal is not None and signal < threshold)
 
 
 Gold = Callable[[Citation, Question], bool]  # whether a citation points into the question's passage
@@ -169,11 +173,19 @@ MAX_FALSE_ABSTAIN = 0.10  # the share of answerable questions abstention may wit
 
 
 def calibrate(answerable: Sequence[Outcome], max_false: float = MAX_FALSE_ABSTAIN) -> float | None:
-    """The support threshold that withdraws the most answers while withdrawing at most `max_false` of
-    these answerable ones (those that abstain by themselves count against it): abstain below it.
-    None when no support was measured, or the answers' own abstentions already exceed `max_false`."""
-    measured = sorted(o.support for o in answerable if o.support is not None and not o.abstained)
-    budget = int(max_false * len(answerable)) - sum(o.abstained for o in answerable)
+    """The support threshold for these answerable answers (`signal_threshold`)."""
+    return signal_threshold([(o.support, o.abstained) for o in answerable], max_false)
+
+
+def signal_threshold(
+    answerable: Sequence[tuple[float | None, bool]], max_false: float = MAX_FALSE_ABSTAIN
+) -> float | None:
+    """The threshold on a signal (higher: keep the answer) that withdraws the most answers while
+    withdrawing at most `max_false` of these answerable ones, given as (signal, abstained) pairs (those
+    that abstain by themselves count against it): abstain below it. None when no signal was measured,
+    or the answers' own abstentions already exceed `max_false`."""
+    measured = sorted(signal for signal, abstained in answerable if signal is not None and not abstained)
+    budget = int(max_false * len(answerable)) - sum(abstained for _, abstained in answerable)
     if not measured or budget < 0:
         return None
     return measured[min(budget, len(measured) - 1)]
