@@ -39,6 +39,7 @@ from engine.chat.chat import Chat
 from engine.chat.generation import CHUNK_TOKENS
 from engine.chat.prompt import BASE, PromptFormat
 from engine.config import EngineConfig
+from engine.errors import ReaderFileError
 from engine.facade import Engine
 from engine.memory.bank import MemoryBank
 from engine.memory.profiles import PROFILES, MemoryProfile, named
@@ -284,6 +285,13 @@ def run(
     reader = _reader_setting(reader)
     if reader is not None and reader.strip().lower() not in READER_NAMES:
         check_file(Path(reader))  # a missing file too; whether it fits the model needs the model
+        try:
+            reader.encode("utf-8")  # the lab's config.toml names it
+        except UnicodeEncodeError:
+            raise ReaderFileError(
+                f"The memory reader {reader!r} has a name that is not valid UTF-8, which a config.toml "
+                "cannot hold; rename it."
+            ) from None
     plan = plan or (QUICK if quick else sampled(sample) if sample else FULL)
     plan = main_only(plan) if main else plan
     started = time.perf_counter()

@@ -4,6 +4,7 @@ the JSON contract, and the choice of the default profile."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import statistics
 from pathlib import Path
@@ -143,6 +144,10 @@ def test_a_profile_or_reader_that_does_not_exist_stops_the_run_in_one_sentence(
     missing = re.escape(str(tmp_path / "readers" / "r.safetensors"))
     with pytest.raises(ReaderFileError, match=rf"^The memory reader {missing} does not exist\.$"):
         run_benchmark("qa", tmp_path, home, model_path, quick=True, main=True, reader="readers/r.safetensors")
+    latin1 = tmp_path / os.fsdecode(b"r\xe9sum\xe9.safetensors")  # a name in Latin-1 bytes
+    latin1.write_bytes(b"not read: the name is refused first")
+    with pytest.raises(ReaderFileError, match=r"^The memory reader .* is not valid UTF-8, .*; rename it\.$"):
+        run_benchmark("qa", tmp_path, home, model_path, quick=True, main=True, reader=str(latin1))
     assert not (tmp_path / "qa.json").exists()
 
 
