@@ -26,12 +26,12 @@ OTHER = {"rag": "memory", "memory": "rag"}
 
 
 def _field(name: str) -> Signal:
-    return lambda mode, answers: answers[mode][name]
+    return lambda mode, answers: answers[mode].get(name)  # None in files written before the signal
 
 
 def _margin(mode: str, answers: Answers) -> float | None:
     row = answers[mode]
-    if row["confidence"] is None or row["unknown_logprob"] is None:
+    if row.get("confidence") is None or row.get("unknown_logprob") is None:
         return None
     return row["confidence"] - row["unknown_logprob"]
 
@@ -48,7 +48,7 @@ def _negated(x: float | None) -> float | None:
 SIGNALS: dict[str, Signal] = {
     "support": _field("support"),
     "confidence": _field("confidence"),
-    "-unknown_logprob": lambda mode, answers: _negated(answers[mode]["unknown_logprob"]),
+    "-unknown_logprob": lambda mode, answers: _negated(answers[mode].get("unknown_logprob")),
     "confidence - unknown_logprob": _margin,
     "agreement with the other mode": _agreement,
 }

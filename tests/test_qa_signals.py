@@ -40,6 +40,14 @@ def test_a_signal_that_separates_withdraws_every_unanswerable_question():
     assert result["heldout"] == 0.0 and result["tune"] <= MAX_FALSE_ABSTAIN
 
 
+def test_a_file_from_before_a_signal_leaves_that_signal_unmeasured():
+    rows = [_row("tune", str(i), "rag", -1.0) for i in range(5)]
+    for row in rows:
+        del row["unknown_logprob"]
+    result = evaluate(group(rows), "rag", SIGNALS["confidence - unknown_logprob"])
+    assert result["threshold"] is None and result["tune"] == 0.0
+
+
 def test_agreement_compares_the_two_sourced_answers_to_one_question():
     rows = [
         _row("tune", "q", "rag", -1.0, answer="the river Rhine"),
