@@ -283,15 +283,6 @@ def run(
     if profile is not None:
         named(profile)  # an unknown name stops the run before anything loads
     reader = _reader_setting(reader)
-    if reader is not None and reader.strip().lower() not in READER_NAMES:
-        check_file(Path(reader))  # a missing file too; whether it fits the model needs the model
-        try:
-            reader.encode("utf-8")  # the lab's config.toml names it
-        except UnicodeEncodeError:
-            raise ReaderFileError(
-                f"The memory reader {reader!r} has a name that is not valid UTF-8, which a config.toml "
-                "cannot hold; rename it."
-            ) from None
     plan = plan or (QUICK if quick else sampled(sample) if sample else FULL)
     plan = main_only(plan) if main else plan
     started = time.perf_counter()
@@ -343,10 +334,20 @@ def run(
 
 def _reader_setting(reader: str | None) -> str | None:
     """A reader named on the command line: a path is the caller's (from the working folder), not one
-    relative to the lab's temporary config.toml."""
+    relative to the lab's temporary config.toml. A missing file, a folder, or a name a config.toml cannot
+    hold (not UTF-8) is a ReaderFileError here, before anything loads; whether a file fits the model
+    needs the model."""
     if reader is None or reader.strip().lower() in READER_NAMES:
         return reader  # a name, or nothing (which the engine's setting refuses in its own sentence)
-    return str(Path(reader).expanduser().resolve())
+    path = Path(reader).expanduser().resolve()
+    check_file(path)
+    try:
+        return str(path).encode("utf-8").decode()
+    except UnicodeEncodeError:
+        raise ReaderFileError(
+            f"The memory reader {str(path)!r} has a name that is not valid UTF-8, which a config.toml "
+            "cannot hold; rename it."
+        ) from None
 
 
 @dataclass(frozen=True)
