@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ingest.chunker import Chunk
 
 DocStatus = Literal["pending", "ok", "failed"]
+NAME_NOT_UTF8 = "file name is not valid UTF-8"  # the reason such a file is listed as failed
 FolderKind = Literal["watched", "imported"]
 
 
@@ -168,6 +169,7 @@ class Catalog:
         sql = "SELECT * FROM documents WHERE folder_id = ?"
         params: tuple = (folder_id,)
         if under:
+            under = storable(under)
             # '/' < '0' in code points: the range holds exactly the paths below `under/`.
             sql += " AND (rel_path = ? OR (rel_path > ? AND rel_path < ?))"
             params += (under, under + "/", under + "0")
@@ -182,7 +184,7 @@ class Catalog:
         rows = self.rows(
             "SELECT d.* FROM documents d JOIN folders f ON f.id = d.folder_id"
             " WHERE d.status = 'failed' AND f.path || '/' || d.rel_path = ?",
-            (str(path),),
+            (storable(str(path)),),
         )
         return _document(rows[0]) if rows else None
 
@@ -416,3 +418,13 @@ def _document(r: dict) -> Document:
     return Document(
         r["id"], r["folder_id"], r["rel_path"], r["size"], r["mtime_ns"], r["sha256"], r["status"], r["error"]
     )
+
+
+def storable(name: str) -> str:
+    r"""The catalog's form of a path: itself when it is valid Unicode. A file name of bytes that are not
+    UTF-8 (`r\xe9sum\xe9.txt`: Latin-1 from an old archive) reaches Python with lone surrogates, which
+    SQLite cannot store; those bytes are written as `\xNN` escapes, so the file can be listed (as failed)."""
+    try:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is not an undecodable byte
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")

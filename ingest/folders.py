@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ingest.catalog import Catalog, Folder
+from ingest.catalog import Catalog, Folder, storable
 from ingest.errors import FolderError
 
 # Kernel file systems: files that are processes, devices and settings, endless or changing as they are read.
@@ -36,6 +36,10 @@ def add_folder(catalog: Catalog, path: str | Path) -> Folder:
     if not os.access(given, os.R_OK | os.X_OK):
         raise FolderError(f"{given} cannot be read (permission denied).")
     resolved = given.resolve()
+    if storable(str(resolved)) != str(resolved):
+        raise FolderError(
+            f"{storable(str(resolved))}: the name is not valid UTF-8, so it cannot be recorded; rename it."
+        )
     if resolved == Path(resolved.anchor) or any(resolved.is_relative_to(s) for s in SYSTEM):
         raise FolderError(f"{resolved} holds the system's files, not documents; choose a folder of your own.")
     for folder in catalog.folders():

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.catalog import Catalog, Folder
+from ingest.catalog import NAME_NOT_UTF8, Catalog, Folder, storable
 from ingest.chunker import chunk_text
 from ingest.config import IngestConfig
 from ingest.errors import NotFoundError, ParseError
@@ -149,6 +149,10 @@ class Ingester:
             doc = self.catalog.failed_document(path)
             if doc is None:
                 raise NotFoundError(f"No document at {path} failed to be read.")
+            if doc.error == NAME_NOT_UTF8:  # it would fail again, as a vanished file: only a rename helps
+                raise NotFoundError(
+                    f"{storable(str(path))} cannot be read until it is renamed ({NAME_NOT_UTF8})."
+                )
             self.catalog.update_document(doc.id, status="pending", error=None)
             self.queue.enqueue(doc.id)
 

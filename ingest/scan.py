@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.catalog import Catalog, Document, Folder
+from ingest.catalog import NAME_NOT_UTF8, Catalog, Document, Folder, storable
 from ingest.config import IngestConfig
 from ingest.ignore import IGNORE_FILE, IgnoreRules
 from ingest.queue import JobQueue
@@ -71,7 +71,8 @@ def probe(rules: IgnoreRules, rel: str) -> Found | None:
             return Found(rel, 0, 0, describe(exc))
         return None  # gone, or a dangling link
     if stat.S_ISREG(st.st_mode) and rules.accepts_file(rel, st.st_size):
-        return Found(rel, st.st_size, st.st_mtime_ns)
+        name = storable(rel)
+        return Found(name, st.st_size, st.st_mtime_ns, NAME_NOT_UTF8 if name != rel else None)
     return None
 
 
@@ -162,8 +163,8 @@ class Reconciler:
         """Follow a file or folder rename: its documents keep their ids, chunks and memories. What ends
         up wrong (a move onto an ignored name, a file changed on the way) is fixed by the reconcile."""
         here, there = _locate(folders, src), _locate(folders, dst)
-        if here is None or there is None:
-            return 0  # into or out of the watched folders: a create or a delete, seen by the reconcile
+        if here is None or there is None or storable(str(src)) != str(src) or storable(str(dst)) != str(dst):
+            return 0  # into or out of the watched folders, or a name the catalog cannot hold: the reconcile
         (src_folder, src_rel), (dst_folder, dst_rel) = here, there
         docs = self.catalog.documents(src_folder.id, under=src_rel)
         with self.catalog.atomic():

@@ -13,8 +13,10 @@ import ingest.ingester
 import ingest.scan
 from ingest.catalog import Catalog, Document
 from ingest.config import IngestConfig
+from ingest.errors import FolderError, NotFoundError
 from ingest.folders import add_folder, remove_folder
 from ingest.ingester import Ingester
+from ingest.watcher import Batch
 
 PARAGRAPHS = [f"Paragraph {i} is about the topic number {i} and nothing else at all." for i in range(6)]
 TEXT = "\n\n".join(PARAGRAPHS) + "\n"
@@ -199,6 +201,46 @@ def test_bad_files_fail_alone_with_a_reason(ingester: Ingester, root: Path):
     assert reasons["loop1.txt"] == "symbolic link loop"
     assert reasons["broken.pdf"]  # the parser's words, whatever they are
     assert status.progress.files_parsed == 1
+
+
+def latin1(folder: Path, *names: bytes) -> Path:
+    """A file (and folders on the way) named with these Latin-1 bytes, which are not UTF-8."""
+    path = os.path.join(os.fsencode(folder), *names)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(TEXT.encode())
+    return Path(os.fsdecode(path))
+
+
+def test_a_file_name_that_is_not_utf8_fails_alone_and_stays_listed(ingester: Ingester, root: Path):
+    write(root / "good.txt")
+    resume = latin1(root, b"r\xe9sum\xe9-2019.txt")
+    latin1(root, b"\xe9t\xe9", b"notes.txt")  # a folder of such a name: its files fail the same way
+    report = synced(ingester)
+    assert (report.new, report.failed) == (3, 2)
+    reasons = {str(path.relative_to(root)): reason for path, reason in ingester.status().failures}
+    assert reasons == {
+        "r\\xe9sum\\xe9-2019.txt": "file name is not valid UTF-8",
+        "\\xe9t\\xe9/notes.txt": "file name is not valid UTF-8",
+    }
+    assert ingester.status().progress.files_parsed == 1
+    again = synced(ingester)  # nothing changed: nothing new, nothing failed twice
+    assert (again.new, again.changed, again.deleted, again.failed) == (0, 0, 0, 0)
+    with pytest.raises(NotFoundError):  # a retry cannot help a name: it stays failed
+        ingester.retry(resume)
+    seen = ingester.apply(Batch(frozenset({resume}), (), 1))  # what the watcher hands over
+    assert (seen.new, seen.changed, seen.deleted) == (0, 0, 0)
+    resume.unlink()
+    gone = ingester.apply(Batch(frozenset({resume}), (), 1))
+    assert gone.deleted == 1 and len(ingester.status().failures) == 1
+
+
+def test_a_folder_whose_name_is_not_utf8_is_refused_in_one_sentence(catalog: Catalog, tmp_path: Path):
+    folder = Path(os.fsdecode(os.path.join(os.fsencode(tmp_path), b"caf\xe9")))
+    folder.mkdir()
+    with pytest.raises(FolderError, match=r"caf\\xe9: the name is not valid UTF-8"):
+        add_folder(catalog, folder)
+    assert catalog.folders() == []
 
 
 def test_an_unreadable_file_fails_with_permission_denied(ingester: Ingester, root: Path, monkeypatch):
