@@ -19,20 +19,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-from ingest.document import ParsedText
+from ingest.document import LINE_BREAK, ParsedText
 
 MAX_TOKENS = 128
-VERSION = 1  # bumped when the same text would be cut differently; a bank file records it
+VERSION = 2  # bumped when the same text is cut differently (2: CR alone ends a line); bank files keep it
 ANCHOR_EVERY = 6  # about one piece in this many opens a chunk whatever came before it
 ANCHOR_WORDS = 8  # the words of a piece that decide whether it does
 MAX_CHARS_PER_TOKEN = 32  # a chunk is never longer than max_tokens times this: bounds every count_tokens call
 
-_PARAGRAPH = re.compile(r"\n[^\S\n]*\n\s*")
+_BREAK = f"(?:{LINE_BREAK})"
+_PARAGRAPH = re.compile(rf"{_BREAK}[^\S\r\n]*{_BREAK}\s*")
 _SENTENCE = re.compile(r"[.!?…]+[\"'”’)\]]*\s+|[。！？]+\s*")
-_LINE = re.compile(r"\n\s*")
+_LINE = re.compile(rf"{_BREAK}\s*")
 _SPACE = re.compile(r"\s+")
 _CONTENT = re.compile(r"\S")
-_HEADING = re.compile(r"#{1,6}\s.*|[^\n]+\n[=\-~^*+#]{3,}", re.DOTALL)
+_HEADING = re.compile(rf"#{{1,6}}\s.*|[^\r\n]+{_BREAK}[=\-~^*+#]{{3,}}", re.DOTALL)
 # Every separator ends by eating all the whitespace after it, so each piece after a cut starts with content.
 _LEVELS = (_PARAGRAPH, _SENTENCE, _LINE)
 

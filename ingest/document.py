@@ -7,6 +7,9 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from functools import cached_property
 
+LINE_BREAK = r"\r\n|\r|\n"  # a line break as editors count them: LF, CRLF, or CR alone (old Mac files)
+_BREAK = re.compile(LINE_BREAK)
+
 
 @dataclass(frozen=True)
 class ParsedText:
@@ -31,10 +34,12 @@ class ParsedText:
         return max(1, bisect_right(self.page_starts, offset))
 
     def line_at(self, offset: int) -> int:
-        """1-based line of a char offset; a newline belongs to the line it ends."""
-        return bisect_left(self._newlines, offset) + 1
+        """1-based line of a char offset, counting line breaks as editors do (LF, CRLF, or CR alone); a
+        line break belongs to the line it ends."""
+        return bisect_left(self._breaks, offset) + 1
 
     @cached_property
-    def _newlines(self) -> list[int]:
-        # computed once per document: chunking asks for two lines per chunk
-        return [m.start() for m in re.finditer("\n", self.text)]
+    def _breaks(self) -> list[int]:
+        """The offset of each line break's last character, in order (computed once: chunking asks for two
+        lines per chunk)."""
+        return [m.end() - 1 for m in _BREAK.finditer(self.text)]

@@ -21,7 +21,9 @@ def count_words(text: str) -> int:
 
 _words = st.text("abcdéfg日本😀", min_size=1, max_size=12)
 _long_words = st.text("xyz", min_size=40, max_size=400)
-_separators = st.sampled_from([" ", " ", " ", "  ", "\n", "\n\n", "\n \n\t", ". ", "! ", "? ", "\r\n", "。"])
+_separators = st.sampled_from(
+    [" ", " ", " ", "  ", "\n", "\n\n", "\n \n\t", ". ", "! ", "? ", "\r\n", "\r", "\r\r", "。"]
+)
 texts = st.lists(st.one_of(_words, _words, _separators, _long_words), max_size=120).map("".join)
 paged = texts.flatmap(
     lambda t: st.lists(st.integers(0, len(t)), max_size=4).map(lambda cuts: ParsedText(t, (0, *sorted(cuts))))
@@ -48,9 +50,14 @@ def check_contract(doc: ParsedText, chunks: list[Chunk], count, budget: int) -> 
             continue
         first = chunk.start + len(chunk.text) - len(chunk.text.lstrip())
         last = chunk.start + len(chunk.text.rstrip()) - 1
-        assert chunk.line_start == text.count("\n", 0, first) + 1
-        assert chunk.line_end == text.count("\n", 0, last) + 1
+        assert chunk.line_start == editor_line(text, first)
+        assert chunk.line_end == editor_line(text, last)
         assert chunk.page == (sum(start <= first for start in doc.page_starts) or None)
+
+
+def editor_line(text: str, offset: int) -> int:
+    """The line an editor shows `offset` on: every CRLF, CR or LF before it ends one line."""
+    return text[:offset].replace("\r\n", "\n").replace("\r", "\n").count("\n") + 1
 
 
 def whitespace_over_budget(text: str, chunk: Chunk, count, budget: int) -> bool:
@@ -105,6 +112,19 @@ def test_cuts_prefer_paragraphs_then_sentences():
         "And a third? ",
         "Yes, four sentences in all.",
     ]
+
+
+def test_lines_ending_in_cr_or_crlf_are_cut_and_cited_as_with_lf():
+    """Old Mac files and some spreadsheet exports end lines in CR alone; Windows in CRLF: the same note is
+    cut in the same places and cited on the same lines as with LF (each chunk was cited as line 1-1)."""
+    lines = [f"Line {i} of the note says {i}" for i in range(1, 13)]
+    cut = {}
+    for eol in ("\n", "\r", "\r\n"):
+        paragraphs = [eol.join(lines[i : i + 3]) for i in range(0, 12, 3)]  # 3 lines each, a blank between
+        chunks = chunk_text(ParsedText((eol * 2).join(paragraphs)), count_words, 20)
+        cut[eol] = [(c.text.strip().replace(eol, "\n"), c.line_start, c.line_end) for c in chunks]
+    assert cut["\r"] == cut["\r\n"] == cut["\n"]
+    assert cut["\n"][-1][2] == 15 and len(cut["\n"]) > 1
 
 
 def test_a_huge_word_is_cut_quickly(count_tokens):

@@ -69,6 +69,14 @@ def test_lines_map_back_to_the_file(tmp_path):
     assert doc.line_at(source.index("print")) == 5
 
 
+@pytest.mark.parametrize("eol", ["\n", "\r\n", "\r"])
+def test_lines_are_counted_as_editors_count_them(tmp_path, eol):
+    source = eol.join(["Name,Amount", "Ann,5", "", "Bob,7", "Cy,9", ""])  # CR alone: old Mac, some exports
+    doc = parse(write(tmp_path, "sheet.csv", source.encode()))
+    assert [doc.line_at(source.index(name)) for name in ("Ann", "Bob", "Cy")] == [2, 4, 5]
+    assert doc.line_at(source.index(eol, source.index("Cy"))) == 5  # a line break ends its own line
+
+
 def test_a_10_mb_single_line_parses_quickly(tmp_path):
     path = write(tmp_path, "big.txt", b"x" * 10_000_000)
     began = time.perf_counter()
