@@ -239,6 +239,8 @@ def _echo_status(client: Client) -> None:
     click.echo(f"Chunks: {s.chunks} ({s.chunks_pending} waiting for memories, {s.memories_to_drop} to drop)")
     for failure in s.failures:
         click.echo(f"  failed: {failure.path}: {failure.reason}")
+    for warning in s.warnings:
+        click.echo(f"  warning: {warning.path}: {warning.reason}")
 
 
 @cli.command()

@@ -211,7 +211,18 @@ class Catalog:
         return cur.lastrowid
 
     _UPDATABLE = frozenset(
-        {"folder_id", "rel_path", "size", "mtime_ns", "sha256", "status", "error", "parsed_at"}
+        {
+            "folder_id",
+            "rel_path",
+            "size",
+            "mtime_ns",
+            "sha256",
+            "status",
+            "error",
+            "parsed_at",
+            "meta",
+            "warning",
+        }
     )
 
     def update_document(self, doc_id: int, **fields: object) -> None:
@@ -407,11 +418,19 @@ class Catalog:
             self.db.execute("DELETE FROM imports WHERE id = ?", (import_id,))
 
     def failures(self) -> list[tuple[Path, str]]:
+        """(file, reason) of every document that could not be read."""
+        return self._listed("d.status = 'failed'", "d.error")
+
+    def warnings(self) -> list[tuple[Path, str]]:
+        """(file, doubt) of every document read with a doubt (a guessed encoding)."""
+        return self._listed("d.status = 'ok' AND d.warning IS NOT NULL", "d.warning")
+
+    def _listed(self, where: str, column: str) -> list[tuple[Path, str]]:
         rows = self.rows(
-            "SELECT f.path, d.rel_path, d.error FROM documents d JOIN folders f ON f.id = d.folder_id"
-            " WHERE d.status = 'failed' ORDER BY f.path, d.rel_path"
+            f"SELECT f.path, d.rel_path, {column} AS said FROM documents d"
+            f" JOIN folders f ON f.id = d.folder_id WHERE {where} ORDER BY f.path, d.rel_path"
         )
-        return [(Path(r["path"]) / r["rel_path"], r["error"]) for r in rows]
+        return [(Path(r["path"]) / r["rel_path"], r["said"]) for r in rows]
 
 
 def _document(r: dict) -> Document:

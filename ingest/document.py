@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left, bisect_right
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -17,6 +18,8 @@ class ParsedText:
 
     text: str = field(repr=False)
     page_starts: tuple[int, ...] = ()  # char offset where each page begins (page 1 first); () when unpaged
+    meta: Mapping[str, object] = field(default_factory=dict)  # what the catalog keeps (JSON): the encoding...
+    warnings: tuple[str, ...] = ()  # readable doubts about the text (a guessed encoding), shown in the status
 
     @classmethod
     def from_pages(cls, pages: list[str], separator: str = "\n\n") -> ParsedText:

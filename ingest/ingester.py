@@ -7,6 +7,7 @@ together, so a kill -9 anywhere either keeps all of it or none of it.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -56,6 +57,7 @@ class Status:
     progress: Progress
     memories_to_drop: int
     failures: list[tuple[Path, str]]  # (file, readable reason)
+    warnings: list[tuple[Path, str]]  # (file, readable doubt) of documents read all the same
     collections: list[Folder]  # imported from bank files: read-only, never scanned
     imports: int  # bank files committed whose memories and vectors are still being applied
 
@@ -68,6 +70,7 @@ class Status:
             Progress.of(counts),
             counts["memories_to_drop"],
             catalog.failures(),
+            catalog.warnings(),
             catalog.folders("imported"),
             counts["imports"],
         )
@@ -165,7 +168,8 @@ class Ingester:
         try:
             st = os.stat(path)  # before reading: a change during the read leaves a newer mtime than ours
             sha = sha256_file(path)
-            chunks = chunk_text(parse(path), self.count_tokens, self.config.max_chunk_tokens)
+            parsed = parse(path)
+            chunks = chunk_text(parsed, self.count_tokens, self.config.max_chunk_tokens)
             for chunk in chunks:
                 chunk.text.encode()  # SQLite keeps UTF-8: a lone surrogate would fail the transaction below
         except ParseError as exc:
@@ -188,9 +192,13 @@ class Ingester:
                         status="ok",
                         error=None,
                         parsed_at=time.time(),
+                        meta=json.dumps(parsed.meta),
+                        warning="; ".join(parsed.warnings) or None,
                     )
                 else:
-                    self.catalog.update_document(doc.id, status="failed", error=error, parsed_at=time.time())
+                    self.catalog.update_document(
+                        doc.id, status="failed", error=error, parsed_at=time.time(), meta="{}", warning=None
+                    )
             self.queue.complete(job)
         self._emit(current=path)
 

@@ -141,8 +141,20 @@ def _v5(db: Database) -> None:
     )
 
 
+def _v6(db: Database) -> None:
+    """What parsing learnt of a document beside its text: `meta` (JSON: the encoding a text file was read in
+    and how sure that guess is) and `warning` (a readable doubt about a document that was read: the status
+    lists it, as it lists failures)."""
+    db.executescript(
+        """
+        ALTER TABLE documents ADD COLUMN meta TEXT NOT NULL DEFAULT '{}';
+        ALTER TABLE documents ADD COLUMN warning TEXT;
+        """
+    )
+
+
 # The schema's history, oldest first: version N is reached by applying the first N steps. Append only.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6)
 
 
 def newer_catalog(version: int, known: int) -> CatalogError:

@@ -215,6 +215,8 @@ def test_folders_scan_and_status(tmp_path, new_home, model_path):
     (notes / "broken.pdf").write_bytes(b"%PDF-1.7\n" + bytes(range(256)))
     (notes / ".git").mkdir()
     (notes / ".git" / "config").write_text("ignored\n")
+    (notes / "street.txt").write_bytes("Straße 12".encode("cp1252"))  # read, with a doubt
+    (Path(os.fsdecode(os.fsencode(notes) + b"/r\xe9sum\xe9-2019.txt"))).write_text("CV\n")  # not UTF-8
 
     def run(*args: str) -> str:
         return ok(m3("--model", str(model_path), *args, home=home))
@@ -222,12 +224,14 @@ def test_folders_scan_and_status(tmp_path, new_home, model_path):
     assert "Watching" in run("watch", str(notes))
     assert run("folders").splitlines() == [str(notes.resolve())]
     out = run("ingest")
-    assert "Documents: 3 (2 parsed, 0 pending, 1 failed)" in out
+    assert "Documents: 5 (3 parsed, 0 pending, 2 failed)" in out
     assert "broken.pdf" in out and "failed" in out
+    assert f"failed: {notes.resolve()}/r\\xe9sum\\xe9-2019.txt: file name is not valid UTF-8" in out
+    assert f"warning: {notes.resolve()}/street.txt: encoding guessed as cp1252" in out
     (notes / "sub" / "b.txt").write_text("The spare key is under the red pot now.\n")
     (notes / "a.md").rename(notes / "sub" / "plans.md")
     out = run("ingest", str(notes))
-    assert "Documents: 3 (2 parsed, 0 pending, 1 failed)" in out
+    assert "Documents: 5 (3 parsed, 0 pending, 2 failed)" in out
     assert "plans.md" not in out  # only failures are listed
     assert "broken.pdf" in run("status")
     other = tmp_path / "other"

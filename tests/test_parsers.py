@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import locale
 import os
 import random
 import time
@@ -23,6 +24,7 @@ from malformed_files import (
 from ingest.document import ParsedText
 from ingest.errors import EncryptedDocumentError, ParseError, UnsupportedFormatError
 from ingest.parsers import SUPPORTED_SUFFIXES, is_supported, parse
+from ingest.parsers.text import UNSURE
 
 PAGES = [["First page, first line.", "Second line (with parentheses)."], [], ["Third page here."]]
 
@@ -67,6 +69,53 @@ def test_lines_map_back_to_the_file(tmp_path):
     doc = parse(write(tmp_path, "main.py", source))
     assert doc.text == source and doc.page_starts == ()
     assert doc.line_at(source.index("print")) == 5
+
+
+@pytest.mark.parametrize(
+    "text", ["Straße 12", "Señor Muñoz paid 5€", "Le cœur a ses raisons. Éléphant à Noël.", "café"]
+)
+def test_a_short_windows_1252_file_reads_as_cp1252_and_says_it_guessed(tmp_path, text):
+    """Found by users of similar tools: "Straße 12" came out as CJK (read as UTF-16), "Señor" as "Se±or"
+    (cp437), and both were ok. People save in cp1252; a short text is ambiguous, so the guess is reported."""
+    doc = parse(write(tmp_path, "note.txt", text.encode("cp1252")))
+    assert doc.text == text
+    assert doc.meta["encoding"] == "cp1252" and 0 < doc.meta["encoding_confidence"] <= 1
+    if doc.meta["encoding_confidence"] < UNSURE:
+        assert doc.warnings == (f"encoding guessed as cp1252 ({doc.meta['encoding_confidence']:.0%} sure)",)
+
+
+def test_a_long_legacy_text_is_read_without_doubt(tmp_path):
+    text = "Die Größe der Straße ist für Fußgänger übermäßig, sagte die Behörde. " * 5
+    doc = parse(write(tmp_path, "brief.txt", text.encode("cp1252")))
+    assert doc.text == text and doc.meta == {"encoding": "cp1252", "encoding_confidence": 1.0}
+    assert doc.warnings == ()
+
+
+def test_utf8_and_bom_texts_are_certain(tmp_path):
+    assert parse(write(tmp_path, "a.txt", "Straße 12".encode())).meta == {
+        "encoding": "utf-8",
+        "encoding_confidence": 1.0,
+    }
+    assert parse(write(tmp_path, "b.txt", "Straße 12".encode("utf-16"))).meta["encoding"] == "utf-16"
+
+
+def test_the_locales_legacy_encoding_is_preferred(tmp_path, monkeypatch):
+    """A Russian Windows user's file with a few Cyrillic words is ambiguous to detection: the locale says."""
+    text = "Name: Иван Петров, age 30, city Moscow, phone 555-1234."
+    path = write(tmp_path, "contact.txt", text.encode("cp1251"))
+    monkeypatch.setattr(locale, "getpreferredencoding", lambda do_setlocale=True: "cp1251")
+    assert parse(path).text == text and parse(path).meta["encoding"] == "cp1251"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(min_size=1, max_size=200).filter(lambda b: b"\x00" not in b))
+def test_bytes_without_nul_are_never_read_as_utf16_or_utf32(tmp_path, data):
+    try:
+        doc = parse(write(tmp_path, "x.txt", data))
+    except ParseError:
+        return
+    assert not doc.meta["encoding"].startswith(("utf-16", "utf-32"))
+    assert 0 < doc.meta["encoding_confidence"] <= 1
 
 
 @pytest.mark.parametrize("eol", ["\n", "\r\n", "\r"])

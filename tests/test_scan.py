@@ -4,6 +4,7 @@ scan, moves keep their chunks, ignore rules and the size limit hold, and bad fil
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
 
@@ -201,6 +202,25 @@ def test_bad_files_fail_alone_with_a_reason(ingester: Ingester, root: Path):
     assert reasons["loop1.txt"] == "symbolic link loop"
     assert reasons["broken.pdf"]  # the parser's words, whatever they are
     assert status.progress.files_parsed == 1
+
+
+def test_a_guessed_encoding_is_recorded_and_an_unsure_one_listed(ingester: Ingester, root: Path):
+    (root / "street.txt").write_bytes("Straße 12".encode("cp1252"))  # short: cp1252, but unsure
+    (root / "letter.txt").write_bytes(("Die Größe der Straße ist übermäßig. " * 5).encode("cp1252"))
+    write(root / "plain.txt")
+    synced(ingester)
+    rows = ingester.catalog.rows("SELECT rel_path, status, meta, warning FROM documents ORDER BY rel_path")
+    saved = {r["rel_path"]: (r["status"], json.loads(r["meta"]), r["warning"]) for r in rows}
+    status, meta, warning = saved["street.txt"]
+    assert status == "ok" and meta["encoding"] == "cp1252" and meta["encoding_confidence"] < 0.5
+    assert warning == f"encoding guessed as cp1252 ({meta['encoding_confidence']:.0%} sure)"
+    assert saved["letter.txt"] == ("ok", {"encoding": "cp1252", "encoding_confidence": 1.0}, None)
+    assert saved["plain.txt"] == ("ok", {"encoding": "utf-8", "encoding_confidence": 1.0}, None)
+    assert ingester.status().warnings == [(root / "street.txt", warning)]
+    assert ingester.status().failures == []
+    (root / "street.txt").write_text("Straße 12")  # saved again as UTF-8: the doubt goes
+    synced(ingester)
+    assert ingester.status().warnings == []
 
 
 def latin1(folder: Path, *names: bytes) -> Path:

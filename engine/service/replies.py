@@ -49,7 +49,7 @@ class Documents(msgspec.Struct, frozen=True):
 
 class Failure(msgspec.Struct, frozen=True):
     path: str  # absolute
-    reason: str
+    reason: str  # why it could not be read; in `warnings`, the doubt about a document read all the same
 
 
 class Status(msgspec.Struct, frozen=True):
@@ -63,6 +63,7 @@ class Status(msgspec.Struct, frozen=True):
     background: str  # idle, working or paused
     collections: list[str] = []  # labels of the collections imported from bank files
     imports_pending: int = 0  # bank files imported whose memories and vectors are still being applied
+    warnings: list[Failure] = []  # documents read with a doubt (a guessed encoding), with the doubt
 
 
 class Check(msgspec.Struct, frozen=True):

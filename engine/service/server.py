@@ -103,6 +103,7 @@ async def status(request: Request) -> Response:
             background=service.background_state(pending),
             collections=[str(f.path) for f in s.collections],
             imports_pending=s.imports,
+            warnings=[replies.Failure(str(path), doubt) for path, doubt in s.warnings],
         )
     )
 

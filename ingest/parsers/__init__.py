@@ -7,6 +7,7 @@ import os
 import re
 import stat
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from ingest.document import ParsedText
@@ -70,7 +71,7 @@ def _valid_unicode(doc: ParsedText) -> ParsedText:
     catalog; each becomes U+FFFD, one character for one, so offsets and pages stay put."""
     if _SURROGATE.search(doc.text) is None:
         return doc
-    return ParsedText(_SURROGATE.sub("\ufffd", doc.text), doc.page_starts)
+    return replace(doc, text=_SURROGATE.sub("\ufffd", doc.text))
 
 
 def _read(path: Path) -> bytes:
