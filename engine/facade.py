@@ -291,11 +291,15 @@ class Engine:
     def scan(
         self, path: str | Path | None = None, on_progress: Callable[[Progress], None] | None = None
     ) -> ScanReport:
-        """Reconcile the watched folders (or the one at `path`) with the disk; parse and chunk the changes."""
+        """Reconcile the watched folders (or the one at `path`) with the disk; parse and chunk the changes.
+        The report's `failed` is every document of those folders that cannot be read, as the status lists
+        them (those found before this scan, and those whose parsing failed, included)."""
         ingester = self.ingester(on_progress)
         chosen = None if path is None else [f for f in self.folders() if f.path in candidates(path)]
         report = ingester.scan(chosen)
         ingester.process_pending()
+        scope = self.folders() if chosen is None else chosen
+        report.failed = sum(any(p.is_relative_to(f.path) for f in scope) for p, _ in self.catalog.failures())
         return report
 
     def watch(
