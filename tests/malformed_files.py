@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import struct
 import zipfile
 from email.message import EmailMessage
 
 import docx
+from msoffcrypto.format.ooxml import OOXMLFile
+from PIL import Image
 from pypdf import PdfReader, PdfWriter
 
 
@@ -41,6 +44,11 @@ def pdf_bytes(pages: list[list[str]], unicode_of: dict[str, str] | None = None) 
         ).encode()
         objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(cmap), cmap))
         objects[2] = objects[2].replace(b" >>", b" /ToUnicode %d 0 R >>" % len(objects))
+    return _pdf_file(objects)
+
+
+def _pdf_file(objects: list[bytes]) -> bytes:
+    """A PDF file of these objects, numbered from 1 in order; object 1 is the catalog."""
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for number, body in enumerate(objects, 1):
@@ -55,6 +63,48 @@ def pdf_bytes(pages: list[list[str]], unicode_of: dict[str, str] | None = None) 
 
 def _pdf_escape(line: str) -> str:
     return line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+
+def scanned_pdf_bytes(plan: str) -> bytes:
+    """A PDF whose pages follow plan, one letter a page: 't' a text page ("Text on page N."), 's' a scanned
+    page (a JPEG drawn by Pillow's PDF writer, no text), 'b' a blank page (no text, no image)."""
+    writer = PdfWriter()
+    for number, kind in enumerate(plan, 1):
+        if kind == "s":
+            image = io.BytesIO()
+            Image.new("RGB", (200, 100), "white").save(image, "PDF")
+            data = image.getvalue()
+        else:
+            data = pdf_bytes([[f"Text on page {number}."] if kind == "t" else []])
+        writer.add_page(PdfReader(io.BytesIO(data)).pages[0])
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+SHOW_IMAGE = b"q 100 0 0 100 72 600 cm /Im0 Do Q"
+SHOW_FORM = b"q 100 0 0 100 72 600 cm /Fm0 Do Q"
+SHOW_INLINE_IMAGE = b"q 100 0 0 100 72 600 cm BI /W 1 /H 1 /BPC 8 /CS /G ID \x80 EI Q"
+
+
+def image_pdf_bytes(content: bytes) -> bytes:
+    """A one-page PDF with this content stream and no text. Its resources, inherited from the page tree as
+    many producers share them, hold a 1x1 image /Im0 and a Form XObject /Fm0 that paints /Im0."""
+    image = (
+        b"<< /Type /XObject /Subtype /Image /Width 1 /Height 1 /BitsPerComponent 8 /ColorSpace /DeviceGray "
+    )
+    form = b"<< /Type /XObject /Subtype /Form /BBox [0 0 1 1] /Resources << /XObject << /Im0 3 0 R >> >> "
+    return _pdf_file(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [5 0 R] /Count 1 "
+            b"/Resources << /XObject << /Im0 3 0 R /Fm0 4 0 R >> >> >>",
+            image + b"/Length 1 >>\nstream\n\x80\nendstream",
+            form + b"/Length 7 >>\nstream\n/Im0 Do\nendstream",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 6 0 R >>",
+            b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
+        ]
+    )
 
 
 def encrypted_pdf_bytes(pages: list[list[str]], user_password: str) -> bytes:
@@ -79,6 +129,42 @@ def docx_bytes() -> bytes:
     out = io.BytesIO()
     document.save(out)
     return out.getvalue()
+
+
+def encrypted_docx_bytes(password: str = "secret") -> bytes:
+    """docx_bytes() locked with a password as Word does it (ECMA-376 agile encryption in an OLE file)."""
+    out = io.BytesIO()
+    OOXMLFile(io.BytesIO(docx_bytes())).encrypt(password, out)
+    return out.getvalue()
+
+
+_FREE, _END_OF_CHAIN, _FAT_SECTOR, _NO_STREAM = 0xFFFFFFFF, 0xFFFFFFFE, 0xFFFFFFFD, 0xFFFFFFFF
+
+
+def ole_bytes(stream: str) -> bytes:
+    """A minimal OLE compound file (version 3, 512-byte sectors) holding one stream of 4096 zeros: enough for
+    olefile to list it (nothing writes a real Word 97-2003 file). 4096 bytes is the mini-stream cutoff, so
+    the stream lives in regular sectors: sector 0 is the FAT, sector 1 the directory, 2 to 9 the stream."""
+    header = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(16)
+    # version 3, little-endian, sectors of 2**9, mini sectors of 2**6, 1 FAT sector, directory at sector 1
+    header += struct.pack(
+        "<5H6x9I", 0x3E, 3, 0xFFFE, 9, 6, 0, 1, 1, 0, 4096, _END_OF_CHAIN, 0, _END_OF_CHAIN, 0
+    )
+    header += struct.pack("<109I", 0, *[_FREE] * 108)
+    chain = [_FAT_SECTOR, _END_OF_CHAIN, *range(3, 10), _END_OF_CHAIN]
+    fat = struct.pack("<128I", *chain, *[_FREE] * (128 - len(chain)))
+    root = _ole_entry("Root Entry", 5, start=_END_OF_CHAIN, child=1)
+    directory = root + _ole_entry(stream, 2, start=2, size=4096) + _ole_entry("", 0) * 2
+    return header + fat + directory + bytes(4096)
+
+
+def _ole_entry(name: str, kind: int, start: int = 0, size: int = 0, child: int = _NO_STREAM) -> bytes:
+    """A 128-byte directory entry without siblings, CLSID or timestamps."""
+    encoded = (name + "\0").encode("utf-16-le") if name else b""
+    links = (_NO_STREAM, _NO_STREAM, child)  # left sibling, right sibling, first child
+    return struct.pack(
+        "<64sHBB3I16sI16sIQ", encoded, len(encoded), kind, 1, *links, bytes(16), 0, bytes(16), start, size
+    )
 
 
 CONTAINER = """<?xml version="1.0"?>

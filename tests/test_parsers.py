@@ -13,11 +13,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from malformed_files import (
     OPF,
+    SHOW_FORM,
+    SHOW_IMAGE,
+    SHOW_INLINE_IMAGE,
     docx_bytes,
     eml_bytes,
+    encrypted_docx_bytes,
     encrypted_pdf_bytes,
     epub_bytes,
+    image_pdf_bytes,
+    ole_bytes,
     pdf_bytes,
+    scanned_pdf_bytes,
     zip_bomb_bytes,
 )
 
@@ -121,7 +128,7 @@ def test_bytes_without_nul_are_never_read_as_utf16_or_utf32(tmp_path, data):
 @pytest.mark.parametrize("eol", ["\n", "\r\n", "\r"])
 def test_lines_are_counted_as_editors_count_them(tmp_path, eol):
     source = eol.join(["Name,Amount", "Ann,5", "", "Bob,7", "Cy,9", ""])  # CR alone: old Mac, some exports
-    doc = parse(write(tmp_path, "sheet.csv", source.encode()))
+    doc = parse(write(tmp_path, "sheet.txt", source.encode()))
     assert [doc.line_at(source.index(name)) for name in ("Ann", "Bob", "Cy")] == [2, 4, 5]
     assert doc.line_at(source.index(eol, source.index("Cy"))) == 5  # a line break ends its own line
 
@@ -190,6 +197,51 @@ def test_pdf_locked_only_against_editing_opens(tmp_path):
     assert "Third page here." in doc.text
 
 
+@pytest.mark.parametrize("plan", ["s", "sss", "bsb"])
+def test_pdf_of_scanned_pages_only_fails_needing_ocr(tmp_path, plan):
+    with pytest.raises(ParseError) as failure:
+        parse(write(tmp_path, "scan.pdf", scanned_pdf_bytes(plan)))
+    assert str(failure.value) == "no text layer: needs OCR"
+
+
+@pytest.mark.parametrize(
+    "content", [SHOW_IMAGE, SHOW_FORM, SHOW_INLINE_IMAGE], ids=["xobject", "form", "inline"]
+)
+def test_pdf_page_painting_an_image_any_way_is_a_scan(tmp_path, content):
+    with pytest.raises(ParseError, match="^no text layer: needs OCR$"):
+        parse(write(tmp_path, "scan.pdf", image_pdf_bytes(content)))
+
+
+@pytest.mark.parametrize(
+    ("plan", "warning"),
+    [
+        ("tsttsb", "pages 2, 5 have no text layer: needs OCR"),
+        ("st", "page 1 has no text layer: needs OCR"),
+        ("tbts", "page 4 has no text layer: needs OCR"),
+    ],
+)
+def test_pdf_with_some_scanned_pages_is_read_with_a_warning_naming_them(tmp_path, plan, warning):
+    doc = parse(write(tmp_path, "mixed.pdf", scanned_pdf_bytes(plan)))
+    assert doc.warnings == (warning,)
+    assert len(doc.page_starts) == len(plan)
+    for number, kind in enumerate(plan, 1):
+        if kind == "t":
+            assert doc.page_at(doc.text.index(f"Text on page {number}.")) == number
+
+
+@pytest.mark.parametrize(
+    "data", [scanned_pdf_bytes("bb"), image_pdf_bytes(b"")], ids=["no-image", "image-listed-not-painted"]
+)
+def test_pdf_of_blank_pages_is_empty_text_not_a_scan(tmp_path, data):
+    doc = parse(write(tmp_path, "blank.pdf", data))
+    assert doc.text.strip() == "" and doc.warnings == ()
+
+
+@pytest.mark.parametrize("data", [scanned_pdf_bytes("tbt"), pdf_bytes(PAGES)], ids=["tbt", "PAGES"])
+def test_blank_pages_among_text_pages_are_not_flagged(tmp_path, data):
+    assert parse(write(tmp_path, "doc.pdf", data)).warnings == ()
+
+
 def test_docx_paragraphs_and_tables_in_order(tmp_path):
     text = parse(write(tmp_path, "report.docx", docx_bytes())).text
     blocks = [
@@ -199,6 +251,30 @@ def test_docx_paragraphs_and_tables_in_order(tmp_path):
         "The outlook is stable.",
     ]
     assert text == "\n\n".join(blocks)
+
+
+def test_encrypted_docx(tmp_path):
+    with pytest.raises(EncryptedDocumentError) as failure:
+        parse(write(tmp_path, "locked.docx", encrypted_docx_bytes()))
+    assert str(failure.value) == "the document is encrypted with a password"
+
+
+@pytest.mark.parametrize(
+    ("stream", "reason"),
+    [
+        ("WordDocument", "an old Word 97-2003 file (.doc), not .docx: save it as .docx to include it"),
+        ("Workbook", "not a valid DOCX file (an OLE compound file, not a zip)"),
+    ],
+)
+def test_ole_file_named_docx_says_what_it_is(tmp_path, stream, reason):
+    with pytest.raises(ParseError) as failure:
+        parse(write(tmp_path, "old.docx", ole_bytes(stream)))
+    assert str(failure.value) == reason and not isinstance(failure.value, EncryptedDocumentError)
+
+
+def test_damaged_ole_file_named_docx(tmp_path):
+    with pytest.raises(ParseError, match=r"^not a valid DOCX file \(damaged OLE compound file"):
+        parse(write(tmp_path, "cut.docx", ole_bytes("WordDocument")[:600]))
 
 
 def test_epub_follows_the_spine(tmp_path):
