@@ -14,10 +14,15 @@ _BREAK = re.compile(LINE_BREAK)
 
 @dataclass(frozen=True)
 class ParsedText:
-    """A document as one string. Paged formats (PDF) record where pages begin, so citations can name one."""
+    """A document as one string. Paged formats (PDF) record where pages begin, so citations can name one.
+    A text that is not the file's own (a CSV's rows with their column names, a note without its front
+    matter) maps each of its lines to the file's line, so citations show where the text sits in an editor."""
 
     text: str = field(repr=False)
     page_starts: tuple[int, ...] = ()  # char offset where each page begins (page 1 first); () when unpaged
+    line_map: tuple[
+        int, ...
+    ] = ()  # the file's 1-based line of each line of `text`; () when they are the same
     meta: Mapping[str, object] = field(default_factory=dict)  # what the catalog keeps (JSON): the encoding...
     warnings: tuple[str, ...] = ()  # readable doubts about the text (a guessed encoding), shown in the status
 
@@ -37,9 +42,10 @@ class ParsedText:
         return max(1, bisect_right(self.page_starts, offset))
 
     def line_at(self, offset: int) -> int:
-        """1-based line of a char offset, counting line breaks as editors do (LF, CRLF, or CR alone); a
-        line break belongs to the line it ends."""
-        return bisect_left(self._breaks, offset) + 1
+        """1-based line of a char offset in the file, counting line breaks as editors do (LF, CRLF, or CR
+        alone); a line break belongs to the line it ends."""
+        line = bisect_left(self._breaks, offset) + 1
+        return self.line_map[line - 1] if self.line_map else line
 
     @cached_property
     def _breaks(self) -> list[int]:

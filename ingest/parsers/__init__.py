@@ -15,7 +15,9 @@ from ingest.errors import ParseError, UnsupportedFormatError
 from ingest.parsers.epub import parse_epub
 from ingest.parsers.html import parse_html
 from ingest.parsers.mail import parse_email
+from ingest.parsers.markdown import parse_markdown
 from ingest.parsers.pdf import parse_pdf
+from ingest.parsers.tables import parse_csv, parse_tsv
 from ingest.parsers.text import TEXT_SUFFIXES, parse_text
 from ingest.parsers.word import parse_docx
 
@@ -28,6 +30,9 @@ _PARSERS: dict[str, Callable[[bytes], ParsedText]] = {
     ".docx": parse_docx,
     ".epub": parse_epub,
     ".eml": parse_email,
+    **dict.fromkeys((".md", ".markdown"), parse_markdown),
+    ".csv": parse_csv,
+    ".tsv": parse_tsv,
 }
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(_PARSERS)
 

@@ -12,7 +12,7 @@ from charset_normalizer import from_bytes
 from ingest.document import ParsedText
 from ingest.errors import ParseError
 
-_PROSE = ".txt .md .markdown .rst .org .tex .csv .log .ini .cfg"
+_PROSE = ".txt .rst .org .tex .log .ini .cfg"  # Markdown and CSV have parsers of their own
 _CODE = (
     ".py .js .ts .tsx .jsx .c .h .cpp .hpp .rs .go .java .kt .rb .php .sh .sql .toml .yaml .yml .json "
     ".css .scss .swift .lua .r .jl .scala .cs .m"
@@ -44,13 +44,22 @@ class Decoded:
     encoding: str  # Python's codec name
     confidence: float
 
+    @property
+    def meta(self) -> dict[str, object]:
+        """What the catalog keeps of the decoding."""
+        return {"encoding": self.encoding, "encoding_confidence": round(self.confidence, 2)}
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The doubt to show the user: a guess below UNSURE."""
+        if self.confidence >= UNSURE:
+            return ()
+        return (f"encoding guessed as {self.encoding} ({self.confidence:.0%} sure)",)
+
 
 def parse_text(data: bytes) -> ParsedText:
     decoded = decode_text(data)
-    meta = {"encoding": decoded.encoding, "encoding_confidence": round(decoded.confidence, 2)}
-    unsure = decoded.confidence < UNSURE
-    warnings = (f"encoding guessed as {decoded.encoding} ({decoded.confidence:.0%} sure)",) if unsure else ()
-    return ParsedText(decoded.text, meta=meta, warnings=warnings)
+    return ParsedText(decoded.text, meta=decoded.meta, warnings=decoded.warnings)
 
 
 def decode_text(data: bytes) -> Decoded:
