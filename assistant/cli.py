@@ -262,7 +262,10 @@ def ask(client: Client, question: str, mode: str, as_json: bool) -> None:
         click.echo()
         for c in cited:
             page = f" (page {c['page']})" if c["page"] else ""
-            click.echo(f"[{c['n']}] {c['path']}:{c['line_start']}-{c['line_end']}{page}  {c['share']:.0%}")
+            title = f" “{c['front_matter']['title']}”" if "title" in c["front_matter"] else ""
+            click.echo(
+                f"[{c['n']}] {c['path']}:{c['line_start']}-{c['line_end']}{page}{title}  {c['share']:.0%}"
+            )
     if not cited and mode != "none" and client.status().chunks == 0:
         click.echo(
             "No documents are ingested yet, so this answer has no sources: `m3 ingest PATH`.", err=True

@@ -26,4 +26,5 @@ def chat_markdown(chat: Chat) -> str:
 def _span(citation: Citation) -> str:
     end = f"-{citation.line_end}" if citation.line_end != citation.line_start else ""
     page = f" (page {citation.page})" if citation.page else ""
-    return end + page
+    title = f" “{citation.front_matter['title']}”" if "title" in citation.front_matter else ""
+    return end + page + title

@@ -8,10 +8,11 @@ Every verb that changes chunks keeps those rows in step inside the same transact
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -90,6 +91,10 @@ class Source:
     line_start: int
     line_end: int
     page: int | None
+    front_matter: dict = field(default_factory=dict)  # the note's title, date and tags, where it has them
+
+
+CITED_FRONT_MATTER = ("title", "date", "tags")  # what of a note's front matter its citations carry
 
 
 class Catalog:
@@ -297,13 +302,16 @@ class Catalog:
 
     def sources(self, chunk_hash: str) -> list[Source]:
         rows = self.rows(
-            "SELECT f.path, d.rel_path, c.line_start, c.line_end, c.page FROM chunks c"
+            "SELECT f.path, d.rel_path, d.meta, c.line_start, c.line_end, c.page FROM chunks c"
             " JOIN documents d ON d.id = c.document_id JOIN folders f ON f.id = d.folder_id"
             " WHERE c.hash = ? ORDER BY f.path, d.rel_path, c.ord",
             (chunk_hash,),
         )
         return [
-            Source(Path(r["path"]) / r["rel_path"], r["line_start"], r["line_end"], r["page"]) for r in rows
+            Source(
+                Path(r["path"]) / r["rel_path"], r["line_start"], r["line_end"], r["page"], _cited(r["meta"])
+            )
+            for r in rows
         ]
 
     def pending_memory_work(self, limit: int | None = None) -> list[MemoryWork]:
@@ -431,6 +439,11 @@ class Catalog:
             f" JOIN folders f ON f.id = d.folder_id WHERE {where} ORDER BY f.path, d.rel_path"
         )
         return [(Path(r["path"]) / r["rel_path"], r["said"]) for r in rows]
+
+
+def _cited(meta: str) -> dict:
+    front = json.loads(meta).get("front_matter", {})
+    return {key: front[key] for key in CITED_FRONT_MATTER if key in front}
 
 
 def _document(r: dict) -> Document:

@@ -257,7 +257,9 @@ def test_ask_json_and_doctor_repairs_a_damaged_bank_and_index(tmp_path, new_home
     ingest writes the lost memory again from its text."""
     home, notes = new_home(), tmp_path / "notes"
     notes.mkdir()
-    (notes / "boat.md").write_text("# Boat\n\nThe boat is called the Silver Heron.\n")
+    boat = "---\ntitle: Our boat\ndate: 2021-06-05\ntags: [sailing]\ndraft: true\n---\n"
+    boat += "# Boat\n\nThe boat is called the Silver Heron.\n"
+    (notes / "boat.md").write_text(boat)  # front matter: the citation's, not the text's
     (notes / "tea.txt").write_text("Green tea is steeped for two minutes.\n")
 
     def run(*args: str) -> str:
@@ -268,8 +270,22 @@ def test_ask_json_and_doctor_repairs_a_damaged_bank_and_index(tmp_path, new_home
     assert set(out) == {"answer", "mode", "citations", "reads"} and out["mode"] == "memory"
     assert "Heron" in out["answer"]
     first = out["citations"][0]
-    assert set(first) == {"n", "path", "page", "line_start", "line_end", "text", "share", "hash"}
-    assert first["n"] == 1 and first["path"] == str(notes.resolve() / "boat.md") and first["line_start"] == 1
+    assert set(first) == {
+        "n",
+        "path",
+        "page",
+        "line_start",
+        "line_end",
+        "text",
+        "share",
+        "hash",
+        "front_matter",
+    }
+    assert first["n"] == 1 and first["path"] == str(notes.resolve() / "boat.md")
+    assert (first["line_start"], first["line_end"]) == (7, 9) and "title" not in first[
+        "text"
+    ]  # the file's lines
+    assert first["front_matter"] == {"title": "Our boat", "date": "2021-06-05", "tags": ["sailing"]}
     assert first["hash"] == hashlib.sha256(first["text"].encode()).hexdigest()  # the chunk's
     assert out["reads"][0]["step"] == 0 and out["reads"][0]["query"] == "What is the name of the boat?"
     assert first["hash"] in {s["hash"] for r in out["reads"] for s in r["sources"]}

@@ -9,7 +9,7 @@ and named by file, page and line span through their chunks.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -27,6 +27,7 @@ class Citation:
     text: str
     share: float  # of the attention per key token the answer paid to its sources (they sum to 1)
     hash: str
+    front_matter: dict = field(default_factory=dict)  # its note's title, date and tags, where it has them
 
     def as_dict(self) -> dict:
         return {
@@ -38,6 +39,7 @@ class Citation:
             "text": self.text,
             "share": round(self.share, 4),
             "hash": self.hash,
+            "front_matter": self.front_matter,
         }
 
 
@@ -101,6 +103,6 @@ class SourceMass:
 def cite(shares: Sequence[tuple[str, float]], chunks: Mapping[str, Chunk]) -> list[Citation]:
     """Citations in the order of `shares` ((key, share), largest first), named by the chunk of each key."""
     return [
-        Citation(n, c.path, c.page, c.line_start, c.line_end, c.text, share, c.hash)
+        Citation(n, c.path, c.page, c.line_start, c.line_end, c.text, share, c.hash, c.front_matter)
         for n, (c, share) in enumerate(((chunks[key], share) for key, share in shares), start=1)
     ]

@@ -8,7 +8,7 @@ and memories instead of calling back into whoever built it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine.memory.profiles import MemoryKV
 from engine.memory.store import MemoryStore
@@ -28,6 +28,7 @@ class Chunk:
     line_start: int
     line_end: int
     score: float
+    front_matter: dict = field(default_factory=dict)  # its note's title, date and tags, where it has them
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class Sources:
                     src.line_start,
                     src.line_end,
                     hit.score,
+                    src.front_matter,
                 )
             )
         return chunks

@@ -21,6 +21,7 @@ class Citation(msgspec.Struct, frozen=True):
     text: str
     share: float
     hash: str  # the chunk's (GET /v1/passages/{hash} shows it in its context)
+    front_matter: dict = {}  # its note's title, date and tags, where its front matter has them
 
     def as_dict(self) -> dict:
         return msgspec.structs.asdict(self)
