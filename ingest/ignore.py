@@ -67,14 +67,15 @@ class IgnoreRules:
         return self._skipped_dirs[rel]
 
     def accepts_file(self, rel: str, size: int) -> bool:
+        """Whether the file is a document. Asked last, what kind it is may read it (one without a suffix)."""
         parent, name = _split(rel)
         return not (
             name.startswith(".")
             or any(fnmatch.fnmatchcase(name, p) for p in TEMP_PATTERNS)
             or size > self.max_file_bytes
-            or not is_supported(self.root / rel)
             or self.skips_dir(parent)
             or self._excluded(rel, is_dir=False)
+            or not is_supported(self.root / rel)
         )
 
     def _excluded(self, rel: str, is_dir: bool) -> bool:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import io
+import mailbox
 import struct
+import tempfile
 import zipfile
 from email.message import EmailMessage
+from pathlib import Path
 
 import docx
+import pptx
 from msoffcrypto.format.ooxml import OOXMLFile
 from PIL import Image
+from pptx.util import Inches
 from pypdf import PdfReader, PdfWriter
 
 
@@ -208,6 +213,10 @@ def epub_bytes(opf: str = OPF, container: str | None = CONTAINER) -> bytes:
 
 
 def eml_bytes(html_only: bool = False) -> bytes:
+    return eml_message(html_only).as_bytes()
+
+
+def eml_message(html_only: bool = False) -> EmailMessage:
     message = EmailMessage()
     message["Subject"] = "Lunch on Friday?"
     message["From"] = "Ana Lima <ana@example.org>"
@@ -220,7 +229,29 @@ def eml_bytes(html_only: bool = False) -> bytes:
         message.set_content("Shall we meet at noon?\n")
         message.add_alternative(html, subtype="html")
         message.add_attachment(b"%PDF-1.4", maintype="application", subtype="pdf", filename="menu.pdf")
-    return message.as_bytes()
+    return message
+
+
+def reply_message() -> EmailMessage:
+    """A reply whose body has a line starting "From ", which the mbox writer quotes as ">From "."""
+    message = EmailMessage()
+    message["Subject"] = "Re: Lunch on Friday?"
+    message["From"] = "bo@example.org"
+    message["To"] = "Ana Lima <ana@example.org>"
+    message["Date"] = "Fri, 01 Mar 2024 11:30:00 +0000"
+    message.set_content("Yes.\nFrom now on, Friday is lunch day.\n")
+    return message
+
+
+def mbox_bytes(messages: list[EmailMessage] | None = None) -> bytes:
+    """A mailbox written by the stdlib's mailbox.mbox (which wants a file): the lunch e-mail, then the reply."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "inbox.mbox"
+        box = mailbox.mbox(path)
+        for message in [eml_message(), reply_message()] if messages is None else messages:
+            box.add(message)
+        box.close()
+        return path.read_bytes()
 
 
 def zip_bomb_bytes(unpacked_mb: int = 210) -> bytes:
@@ -232,4 +263,107 @@ def zip_bomb_bytes(unpacked_mb: int = 210) -> bytes:
             block = bytes(1 << 20)
             for _ in range(unpacked_mb):
                 member.write(block)
+    return out.getvalue()
+
+
+def pptx_bytes() -> bytes:
+    """Three slides: a title slide; a slide with a bulleted body (a line break in a paragraph), a table with
+    a merged cell, a group of two text boxes and notes; an empty slide (still a page)."""
+    presentation = pptx.Presentation()
+    title = presentation.slides.add_slide(presentation.slide_layouts[0])
+    title.shapes.title.text = "Quarterly review"
+    title.placeholders[1].text = "Sales team"
+    slide = presentation.slides.add_slide(presentation.slide_layouts[1])
+    slide.shapes.title.text = "Results"
+    slide.placeholders[1].text_frame.text = "Revenue grew\vin every region"
+    slide.placeholders[1].text_frame.add_paragraph().text = "Costs fell"
+    table = slide.shapes.add_table(3, 2, Inches(1), Inches(4), Inches(4), Inches(1)).table
+    for r, row in enumerate((("Region", "Growth"), ("North", "12%"), ("All regions", ""))):
+        for c, value in enumerate(row):
+            table.cell(r, c).text = value
+    table.cell(2, 0).merge(table.cell(2, 1))
+    group = slide.shapes.add_group_shape()
+    for n, text in enumerate(("Left box", "Right box")):
+        group.shapes.add_textbox(Inches(n * 3), Inches(6), Inches(2), Inches(1)).text_frame.text = text
+    slide.notes_slide.notes_text_frame.text = "Mention the new office."
+    presentation.slides.add_slide(presentation.slide_layouts[6])
+    out = io.BytesIO()
+    presentation.save(out)
+    return out.getvalue()
+
+
+def encrypted_pptx_bytes(password: str = "secret") -> bytes:
+    """pptx_bytes() locked with a password as PowerPoint does it (the same OLE container as Word's)."""
+    out = io.BytesIO()
+    OOXMLFile(io.BytesIO(pptx_bytes())).encrypt(password, out)
+    return out.getvalue()
+
+
+ODT_NAMESPACES = (
+    'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+    'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
+    'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
+    'xmlns:draw="urn:oasis:names:tc:opendocument:xmlns:drawing:1.0" '
+    'xmlns:dc="http://purl.org/dc/elements/1.1/"'
+)
+
+# LibreOffice's markup for what a letter holds: spans, runs of spaces, a tab, a line break; a list; a
+# table with a header row and a merged cell; a captioned image (a frame holding a text box); and the text
+# that is not the letter's: a deleted revision, a comment and a footnote.
+ODT_TEXT = """
+<text:tracked-changes><text:changed-region text:id="c1"><text:deletion>
+  <text:p>Deleted words.</text:p></text:deletion></text:changed-region></text:tracked-changes>
+<text:sequence-decls><text:sequence-decl text:display-outline-level="0" text:name="Figure"/></text:sequence-decls>
+<text:h text:outline-level="1">Quarterly <text:span>report</text:span></text:h>
+<text:p>Revenue  grew<text:s text:c="2"/>in every<text:tab/>region.<text:line-break/>Costs fell.<office:annotation>
+  <dc:creator>Ana</dc:creator><text:p>Check this.</text:p></office:annotation></text:p>
+<text:p>Said the<text:note text:note-class="footnote"><text:note-citation>1</text:note-citation>
+  <text:note-body><text:p>A footnote.</text:p></text:note-body></text:note> board.</text:p>
+<text:list><text:list-item><text:p>First point</text:p></text:list-item>
+  <text:list-item><text:p>Second point</text:p></text:list-item></text:list>
+<table:table table:name="Growth"><table:table-column table:number-columns-repeated="2"/>
+  <table:table-header-rows><table:table-row>
+    <table:table-cell><text:p>Region</text:p></table:table-cell>
+    <table:table-cell><text:p>Growth</text:p></table:table-cell></table:table-row></table:table-header-rows>
+  <table:table-row><table:table-cell><text:p>North</text:p></table:table-cell>
+    <table:table-cell><text:p>12%</text:p></table:table-cell></table:table-row>
+  <table:table-row><table:table-cell table:number-columns-spanned="2"><text:p>All regions</text:p>
+    </table:table-cell><table:covered-table-cell/></table:table-row>
+  <table:table-row><table:table-cell/><table:table-cell/></table:table-row>
+</table:table>
+<text:p><draw:frame draw:name="Caption"><draw:text-box><text:p><draw:frame draw:name="Chart"><draw:image/>
+  </draw:frame>Figure 1: the chart</text:p></draw:text-box></draw:frame></text:p>
+<text:p/>
+<text:section text:name="End"><text:p>The outlook is stable.</text:p></text:section>
+"""
+
+ODT_MANIFEST = """<?xml version="1.0" encoding="UTF-8"?>
+<manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.3">
+  <manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.text"/>
+  <manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>
+</manifest:manifest>"""
+
+ODT_ENCRYPTION = """<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"
+    manifest:size="2048"><manifest:encryption-data manifest:checksum-type="SHA1/1K" manifest:checksum="x">
+    <manifest:algorithm manifest:algorithm-name="Blowfish CFB" manifest:initialisation-vector="x"/>
+    <manifest:key-derivation manifest:key-derivation-name="PBKDF2" manifest:iteration-count="1024"
+      manifest:salt="x"/></manifest:encryption-data></manifest:file-entry>"""
+
+
+def odt_bytes(text: str = ODT_TEXT, manifest: str | None = ODT_MANIFEST, encrypted: bool = False) -> bytes:
+    """An ODT as LibreOffice zips it: the mimetype first and stored, the manifest, content.xml. Encrypted,
+    the manifest says so for content.xml, whose bytes are then not XML."""
+    content = (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<office:document-content {ODT_NAMESPACES} office:version="1.3">'
+        f"<office:body><office:text>{text}</office:text></office:body></office:document-content>"
+    )
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(zipfile.ZipInfo("mimetype"), "application/vnd.oasis.opendocument.text")
+        if manifest is not None:
+            entry = '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
+            z.writestr(
+                "META-INF/manifest.xml", manifest.replace(entry, ODT_ENCRYPTION) if encrypted else manifest
+            )
+        z.writestr("content.xml", bytes(range(256)) * 8 if encrypted else content.encode())
     return out.getvalue()

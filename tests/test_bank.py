@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import sqlite3
+import tempfile
 import threading
 from pathlib import Path
 
@@ -230,3 +231,35 @@ def test_put_many_stores_a_batch_across_segments_and_stops_at_the_budget(tmp_pat
         assert bank.keys() == sorted(k for k, _ in items[:3])
     with MemoryBank(tmp_path / "b", budget_bytes=3 * size + size // 2) as bank:  # reopened: all intact
         assert bank.verify() == [] and len(bank.keys()) == 3
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["put", "drop", "compact", "repair", "reopen"]), st.integers(0, 9)),
+        max_size=25,
+    )
+)
+def test_the_running_total_of_live_bytes_follows_every_change(ops: list[tuple[str, int]]):
+    """put_many checks the budget against a running total (summing every record per put made a million
+    puts quadratic); after any sequence of puts, drops, compactions, repairs and reopenings it is the sum."""
+    items = [(key(i), synthetic(i)) for i in range(10)]
+    size = len(encode(items[0][1])) + HEADER.size
+    with tempfile.TemporaryDirectory() as tmp:
+        bank = MemoryBank(Path(tmp), budget_bytes=6 * size, segment_bytes=2 * size + 1)
+        try:
+            for op, i in ops:
+                if op == "put":
+                    bank.put_many(items[i : i + 3])
+                elif op == "drop":
+                    bank.drop([items[i][0]])
+                elif op == "compact":
+                    bank.compact()
+                elif op == "repair":
+                    bank.repair()
+                else:
+                    bank.close()
+                    bank = MemoryBank(Path(tmp), budget_bytes=6 * size, segment_bytes=2 * size + 1)
+                assert bank._live == bank.stats()["live_bytes"] <= 6 * size
+        finally:
+            bank.close()

@@ -135,6 +135,7 @@ class MemoryBank:
         )
         self._db, self._lock = self._sql.conn, self._sql.lock
         self.opened = self._repair_tails()  # what opening had to fix; `lost` keys need rewriting
+        self._live = self._live_bytes()  # kept in step by every commit: a put must not sum a million rows
 
     # Reading
 
@@ -209,7 +210,7 @@ class MemoryBank:
             if not _KEY.fullmatch(key):
                 raise ValueError(f"a bank key is 64 lowercase hex characters, not {key!r}")
         with self._lock:
-            (live,) = self._db.execute("SELECT COALESCE(SUM(length), 0) FROM records").fetchone()
+            live = self._live
             segment, end = self._tail()
             start, records, rows = end, bytearray(), []
             done: set[str] = set()
@@ -246,6 +247,7 @@ class MemoryBank:
             self._set_end(segment, start + len(records))
             for row, profile, nbytes in rows:
                 self._index(row, profile, nbytes)
+        self._live += sum(row.length for row, _, _ in rows)
 
     def drop(self, keys: Iterable[str]) -> int:
         """Forget these memories; their bytes stay dead in their segments until `compact`."""
@@ -292,6 +294,7 @@ class MemoryBank:
             damaged = [r.key for r in self._rows() if self._problem(r)]
             self._forget(damaged)
             report.lost += damaged
+            self._live = self._live_bytes()  # the tails' repair may index orphaned records
             return report
 
     def close(self) -> None:
@@ -355,7 +358,18 @@ class MemoryBank:
 
     def _forget(self, keys: list[str]) -> int:
         with self._sql.atomic():
-            return sum(self._db.execute("DELETE FROM records WHERE key = ?", (k,)).rowcount for k in keys)
+            freed = [
+                length
+                for k in keys
+                for (length,) in self._db.execute("DELETE FROM records WHERE key = ? RETURNING length", (k,))
+            ]
+        self._live -= sum(freed)
+        return len(freed)
+
+    def _live_bytes(self) -> int:
+        """The bytes of the live records, summed (at open and after a repair; commits keep `_live`)."""
+        (live,) = self._db.execute("SELECT COALESCE(SUM(length), 0) FROM records").fetchone()
+        return live
 
     # Segment files
 

@@ -9,6 +9,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import BinaryIO
 
 from ingest.document import ParsedText
 from ingest.errors import ParseError, UnsupportedFormatError
@@ -16,25 +17,33 @@ from ingest.parsers.epub import parse_epub
 from ingest.parsers.html import parse_html
 from ingest.parsers.mail import parse_email
 from ingest.parsers.markdown import parse_markdown
+from ingest.parsers.mbox import parse_mbox
+from ingest.parsers.odt import parse_odt
 from ingest.parsers.pdf import parse_pdf
+from ingest.parsers.slides import parse_pptx
 from ingest.parsers.tables import parse_csv, parse_tsv
-from ingest.parsers.text import TEXT_SUFFIXES, parse_text
+from ingest.parsers.text import TEXT_SUFFIXES, decode_text, parse_text
 from ingest.parsers.word import parse_docx
 
 MAX_FILE_BYTES = 256 * 1024 * 1024
+SNIFF_BYTES = 8192  # what is read of a file without a suffix to tell text from binary
 
 _PARSERS: dict[str, Callable[[bytes], ParsedText]] = {
+    "": parse_text,  # README, Makefile, LICENSE: text, the ones that are documents (see is_supported)
     **dict.fromkeys(TEXT_SUFFIXES, parse_text),
     **dict.fromkeys((".html", ".htm", ".xhtml"), parse_html),
     ".pdf": parse_pdf,
     ".docx": parse_docx,
+    ".odt": parse_odt,
+    ".pptx": parse_pptx,
     ".epub": parse_epub,
     ".eml": parse_email,
+    ".mbox": parse_mbox,
     **dict.fromkeys((".md", ".markdown"), parse_markdown),
     ".csv": parse_csv,
     ".tsv": parse_tsv,
 }
-SUPPORTED_SUFFIXES: frozenset[str] = frozenset(_PARSERS)
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset(_PARSERS) - {""}
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _OS_REASONS = {
@@ -47,14 +56,18 @@ _OS_REASONS = {
 
 
 def is_supported(path: Path) -> bool:
-    return path.suffix.lower() in SUPPORTED_SUFFIXES
+    """Whether the file is a document: one of a known type, or one without a suffix whose first bytes are
+    text. A binary without a suffix (an executable in bin/, a git object) is simply not a document, as a
+    .exe is not, rather than a document failing as "binary content". Reads the file only then."""
+    suffix = path.suffix.lower()
+    return suffix in SUPPORTED_SUFFIXES or (not suffix and _starts_as_text(path))
 
 
 def parse(path: Path) -> ParsedText:
     """The document's text. An empty file is an empty text, not an error: there is simply nothing in it."""
     parser = _PARSERS.get(path.suffix.lower())
     if parser is None:
-        raise UnsupportedFormatError(f"unsupported file type {path.suffix or '(no suffix)'}")
+        raise UnsupportedFormatError(f"unsupported file type {path.suffix}")
     try:
         data = _read(path)
         return _valid_unicode(parser(data)) if data else ParsedText("")
@@ -79,10 +92,39 @@ def _valid_unicode(doc: ParsedText) -> ParsedText:
     return replace(doc, text=_SURROGATE.sub("\ufffd", doc.text))
 
 
-def _read(path: Path) -> bytes:
-    """The file's bytes, opened non-blocking: a named pipe that has a document's name must not hang us."""
+def _starts_as_text(path: Path) -> bool:
+    """Whether the file's first SNIFF_BYTES read as text, by the test that parse_text applies to it all."""
+    try:
+        with _open(path) as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                return False
+            head = file.read(SNIFF_BYTES)
+        decode_text(_whole_utf8(head))
+    except (OSError, ParseError):
+        return False
+    return True
+
+
+def _whole_utf8(head: bytes) -> bytes:
+    """The head without a UTF-8 character that the cut split: the part of it that was read is not UTF-8,
+    and would make the head look like a legacy encoding, or like binary."""
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.reason == "unexpected end of data":
+            return head[: exc.start]
+    return head
+
+
+def _open(path: Path) -> BinaryIO:
+    """The file opened non-blocking: a named pipe that has a document's name must not hang us."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    with os.fdopen(fd, "rb") as file:
+    return os.fdopen(fd, "rb")
+
+
+def _read(path: Path) -> bytes:
+    """The file's bytes."""
+    with _open(path) as file:
         info = os.fstat(file.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise ParseError("not a regular file")

@@ -13,6 +13,12 @@ _HEADERS = ("Subject", "From", "To", "Date")
 
 
 def parse_email(data: bytes) -> ParsedText:
+    return ParsedText(render_message(data))
+
+
+def render_message(data: bytes) -> str:
+    """One message as the reader should see it: headers, the body as text, the attachments by name. Shared
+    with mailboxes, whose messages read as a run of these."""
     message = email.message_from_bytes(data, policy=policy.default)
     blocks = ["\n".join(f"{name}: {value}" for name in _HEADERS if (value := _header(message, name)))]
     body = message.get_body(preferencelist=("plain", "html"))
@@ -23,7 +29,7 @@ def parse_email(data: bytes) -> ParsedText:
     names = [name for part in message.iter_attachments() if (name := part.get_filename())]
     if names:
         blocks.append("Attachments: " + ", ".join(names))
-    return ParsedText("\n\n".join(block for block in blocks if block.strip()))
+    return "\n\n".join(block for block in blocks if block.strip())
 
 
 def _header(message: EmailMessage, name: str) -> str:

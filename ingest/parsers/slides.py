@@ -1,0 +1,85 @@
+"""PowerPoint presentations (PPTX) with python-pptx: one page per slide, so that a citation's page is the
+slide's number. A slide reads as its shapes' text in the slide's order, tables by row, then its notes."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Iterator
+
+import olefile
+import pptx
+from pptx.shapes.base import BaseShape
+from pptx.shapes.group import GroupShape
+from pptx.slide import Slide
+from pptx.table import Table, _Row
+
+from ingest.document import ParsedText
+from ingest.errors import EncryptedDocumentError, ParseError
+from ingest.parsers.archive import open_zip
+from ingest.parsers.word import OLE_MAGIC
+
+_KIND = "PPTX"
+
+
+def parse_pptx(data: bytes) -> ParsedText:
+    if data.startswith(OLE_MAGIC):
+        raise _not_a_zip_reason(data)
+    open_zip(data, _KIND).close()  # only the checks: python-pptx reads the archive itself
+    try:
+        presentation = pptx.Presentation(io.BytesIO(data))
+        pages = ["\n\n".join(_slide_blocks(slide)) for slide in presentation.slides]
+    except Exception as exc:  # python-pptx fails on a foreign or damaged package with many types
+        raise ParseError(f"not a valid PPTX file ({exc})") from exc
+    return ParsedText.from_pages(pages)
+
+
+def _not_a_zip_reason(data: bytes) -> ParseError:
+    """Why an OLE compound file named .pptx cannot be read: PowerPoint saves a password-protected PPTX as
+    one (as Word does DOCX), and a PowerPoint 97-2003 file renamed to .pptx is one too."""
+    try:
+        with olefile.OleFileIO(io.BytesIO(data)) as ole:
+            encrypted = ole.exists("EncryptionInfo") and ole.exists("EncryptedPackage")
+            old_powerpoint = ole.exists("PowerPoint Document")
+    except Exception as exc:  # olefile fails on a damaged compound file with many types
+        return ParseError(f"not a valid PPTX file (damaged OLE compound file: {exc})")
+    if encrypted:
+        return EncryptedDocumentError("the document is encrypted with a password")
+    if old_powerpoint:
+        return ParseError("an old PowerPoint 97-2003 file (.ppt), not .pptx: save it as .pptx to include it")
+    return ParseError("not a valid PPTX file (an OLE compound file, not a zip)")
+
+
+def _slide_blocks(slide: Slide) -> Iterator[str]:
+    yield from _shape_blocks(slide.shapes)
+    frame = slide.notes_slide.notes_text_frame if slide.has_notes_slide else None
+    notes = _lines(frame.text) if frame is not None else ""
+    if notes.strip():
+        yield "Notes: " + notes
+
+
+def _shape_blocks(shapes: Iterable[BaseShape]) -> Iterator[str]:
+    """One block per shape with text, in the slide's order (its z-order: titles come first in layouts);
+    a table gives one line per row, cells joined by ' | '; a group is read through."""
+    for shape in shapes:
+        if isinstance(shape, GroupShape):
+            yield from _shape_blocks(shape.shapes)
+        elif shape.has_text_frame and (text := _lines(shape.text_frame.text)).strip():
+            yield text
+        elif shape.has_table and (table := _table_text(shape.table)):
+            yield table
+
+
+def _table_text(table: Table) -> str:
+    rows = (_row_text(row) for row in table.rows)
+    return "\n".join(row for row in rows if row.strip(" |"))
+
+
+def _row_text(row: _Row) -> str:
+    """Cells merged into another (spanned) are left out, as in DOCX; a cell's paragraphs share its line."""
+    cells = (cell for cell in row.cells if not cell.is_spanned)
+    return " | ".join(" ".join(cell.text.split()) for cell in cells)
+
+
+def _lines(text: str) -> str:
+    """python-pptx gives a line break inside a paragraph as a vertical tab, as PowerPoint copies it."""
+    return text.replace("\v", "\n")
