@@ -20,7 +20,7 @@ from ingest.chunker import chunk_text
 from ingest.config import IngestConfig
 from ingest.errors import NotFoundError, ParseError
 from ingest.parsers import parse
-from ingest.queue import Job, JobQueue
+from ingest.queue import CRASHED, MAX_ATTEMPTS, Job, JobQueue
 from ingest.scan import Reconciler, ScanReport, describe, sha256_file
 from ingest.watcher import Batch, Watcher
 
@@ -165,9 +165,12 @@ class Ingester:
             return  # deleted since it was queued (its job went with it)
         path = self.catalog.document_path(doc)
         error: str | None = None
+        sha: str | None = None
         try:
             st = os.stat(path)  # before reading: a change during the read leaves a newer mtime than ours
             sha = sha256_file(path)
+            if job.attempts > MAX_ATTEMPTS or self.catalog.crashed(sha, CRASHED):
+                raise ParseError(CRASHED)  # these bytes killed the process before: not again
             parsed = parse(path)
             chunks = chunk_text(parsed, self.count_tokens, self.config.max_chunk_tokens)
             for chunk in chunks:
@@ -197,7 +200,13 @@ class Ingester:
                     )
                 else:
                     self.catalog.update_document(
-                        doc.id, status="failed", error=error, parsed_at=time.time(), meta="{}", warning=None
+                        doc.id,
+                        status="failed",
+                        error=error,
+                        parsed_at=time.time(),
+                        meta="{}",
+                        warning=None,
+                        **({"sha256": sha} if sha else {}),  # the content that failed: a crash is its own
                     )
             self.queue.complete(job)
         self._emit(current=path)

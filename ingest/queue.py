@@ -16,6 +16,11 @@ from ingest.catalog import Catalog
 from ingest.process import alive
 
 PROCESS = "process"  # parse and chunk a document
+MAX_ATTEMPTS = 3  # claims of one job that never finished (the process died on it) before it is given up
+CRASHED = (  # a document given up: the reason its status shows
+    f"reading it stopped memory3 {MAX_ATTEMPTS} times (a parser crash?); "
+    "it is tried again when the file changes"
+)
 
 
 @dataclass(frozen=True)

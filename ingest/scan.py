@@ -20,7 +20,7 @@ from pathlib import Path
 from ingest.catalog import NAME_NOT_UTF8, Catalog, Document, Folder, storable
 from ingest.config import IngestConfig
 from ingest.ignore import IGNORE_FILE, IgnoreRules
-from ingest.queue import JobQueue
+from ingest.queue import CRASHED, JobQueue
 
 _REASONS = {
     errno.EACCES: "permission denied",
@@ -223,7 +223,7 @@ class Reconciler:
                     self.catalog.replace_chunks(doc.id, [])
                     self.catalog.update_document(doc.id, status="failed", error=f.error)
                     report.failed += 1
-                elif sha == doc.sha256 and doc.status != "failed":
+                elif sha == doc.sha256 and (doc.status != "failed" or doc.error == CRASHED):
                     self.catalog.update_document(doc.id, size=f.size, mtime_ns=f.mtime_ns)  # touched only
                 else:  # new content, or a failed document touched: parse it (again)
                     self.catalog.update_document(

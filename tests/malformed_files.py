@@ -244,7 +244,7 @@ def reply_message() -> EmailMessage:
 
 
 def mbox_bytes(messages: list[EmailMessage] | None = None) -> bytes:
-    """A mailbox written by the stdlib's mailbox.mbox (which wants a file): the lunch e-mail, then the reply."""
+    """A mailbox as the stdlib's mailbox.mbox writes it (to a file): the lunch e-mail, then the reply."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "inbox.mbox"
         box = mailbox.mbox(path)
@@ -313,10 +313,12 @@ ODT_NAMESPACES = (
 ODT_TEXT = """
 <text:tracked-changes><text:changed-region text:id="c1"><text:deletion>
   <text:p>Deleted words.</text:p></text:deletion></text:changed-region></text:tracked-changes>
-<text:sequence-decls><text:sequence-decl text:display-outline-level="0" text:name="Figure"/></text:sequence-decls>
+<text:sequence-decls><text:sequence-decl text:display-outline-level="0" text:name="Figure"/>
+  </text:sequence-decls>
 <text:h text:outline-level="1">Quarterly <text:span>report</text:span></text:h>
-<text:p>Revenue  grew<text:s text:c="2"/>in every<text:tab/>region.<text:line-break/>Costs fell.<office:annotation>
-  <dc:creator>Ana</dc:creator><text:p>Check this.</text:p></office:annotation></text:p>
+<text:p>Revenue  grew<text:s text:c="2"/>in every<text:tab/>region.<text:line-break/>Costs
+  fell.<office:annotation><dc:creator>Ana</dc:creator><text:p>Check this.</text:p></office:annotation>
+</text:p>
 <text:p>Said the<text:note text:note-class="footnote"><text:note-citation>1</text:note-citation>
   <text:note-body><text:p>A footnote.</text:p></text:note-body></text:note> board.</text:p>
 <text:list><text:list-item><text:p>First point</text:p></text:list-item>
@@ -350,12 +352,15 @@ ODT_ENCRYPTION = """<manifest:file-entry manifest:full-path="content.xml" manife
       manifest:salt="x"/></manifest:encryption-data></manifest:file-entry>"""
 
 
-def odt_bytes(text: str = ODT_TEXT, manifest: str | None = ODT_MANIFEST, encrypted: bool = False) -> bytes:
-    """An ODT as LibreOffice zips it: the mimetype first and stored, the manifest, content.xml. Encrypted,
-    the manifest says so for content.xml, whose bytes are then not XML."""
+def odt_bytes(
+    text: str = ODT_TEXT, manifest: str | None = ODT_MANIFEST, encrypted: bool = False, body: str = "text"
+) -> bytes:
+    """An ODT as LibreOffice zips it: the mimetype first and stored, the manifest, content.xml, whose body
+    holds `text` in an office:text (office:spreadsheet in a spreadsheet, `body`). Encrypted, the manifest
+    says so for content.xml, whose bytes are then not XML."""
     content = (
-        f'<?xml version="1.0" encoding="UTF-8"?>\n<office:document-content {ODT_NAMESPACES} office:version="1.3">'
-        f"<office:body><office:text>{text}</office:text></office:body></office:document-content>"
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<office:document-content {ODT_NAMESPACES}>'
+        f"<office:body><office:{body}>{text}</office:{body}></office:body></office:document-content>"
     )
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:

@@ -18,16 +18,23 @@ from malformed_files import (
     SHOW_INLINE_IMAGE,
     docx_bytes,
     eml_bytes,
+    eml_message,
     encrypted_docx_bytes,
     encrypted_pdf_bytes,
+    encrypted_pptx_bytes,
     epub_bytes,
     image_pdf_bytes,
+    mbox_bytes,
+    odt_bytes,
     ole_bytes,
     pdf_bytes,
+    pptx_bytes,
+    reply_message,
     scanned_pdf_bytes,
     zip_bomb_bytes,
 )
 
+import ingest.parsers.mbox
 from ingest.document import ParsedText
 from ingest.errors import EncryptedDocumentError, ParseError, UnsupportedFormatError
 from ingest.parsers import SUPPORTED_SUFFIXES, is_supported, parse
@@ -295,6 +302,142 @@ def test_email_with_only_html(tmp_path):
     assert text.endswith("\n\nShall we meet at noon?")
 
 
+def test_mbox_reads_each_message_as_an_eml(tmp_path):
+    doc = parse(write(tmp_path, "inbox.mbox", mbox_bytes()))
+    reply = (
+        "Subject: Re: Lunch on Friday?\nFrom: bo@example.org\nTo: Ana Lima <ana@example.org>\n"
+        "Date: Fri, 01 Mar 2024 11:30:00 +0000\n\nYes.\nFrom now on, Friday is lunch day."  # unquoted
+    )
+    assert doc.text == parse(write(tmp_path, "mail.eml", eml_bytes())).text + "\n\n" + reply
+    assert doc.warnings == () and doc.page_starts == ()
+
+
+def test_mbox_message_that_cannot_be_read_is_lost_alone(tmp_path, monkeypatch):
+    render = ingest.parsers.mbox.render_message
+
+    def fussy(data: bytes) -> str:
+        if b"Subject: Re:" in data:
+            raise ValueError("a header the stdlib chokes on")
+        return render(data)
+
+    monkeypatch.setattr(ingest.parsers.mbox, "render_message", fussy)
+    doc = parse(write(tmp_path, "inbox.mbox", mbox_bytes([reply_message(), eml_message(), reply_message()])))
+    assert doc.text == parse(write(tmp_path, "mail.eml", eml_bytes())).text
+    assert doc.warnings == ("2 of 3 messages could not be read",)
+
+
+def test_mbox_without_a_from_line(tmp_path):
+    with pytest.raises(ParseError, match="^not a valid MBOX file"):
+        parse(write(tmp_path, "inbox.mbox", eml_bytes()))
+
+
+# --- office documents: ODT and PPTX ---------------------------------------------------------------------
+
+
+def test_odt_headings_paragraphs_lists_and_tables_in_order(tmp_path):
+    text = parse(write(tmp_path, "report.odt", odt_bytes())).text
+    blocks = [
+        "Quarterly report",
+        "Revenue grew  in every\tregion.\nCosts fell.",  # white space collapsed, text:s kept
+        "Said the board.",  # no footnote, comment or deleted revision
+        "First point",
+        "Second point",
+        "Region | Growth\nNorth | 12%\nAll regions",
+        "Figure 1: the chart",
+        "The outlook is stable.",
+    ]
+    assert text == "\n\n".join(blocks)
+
+
+def test_encrypted_odt(tmp_path):
+    with pytest.raises(EncryptedDocumentError) as failure:
+        parse(write(tmp_path, "locked.odt", odt_bytes(encrypted=True)))
+    assert str(failure.value) == "the document is encrypted with a password"
+
+
+def test_odt_that_is_another_zip_or_another_opendocument(tmp_path):
+    with pytest.raises(ParseError, match=r"^not a valid ODT file \(no content.xml\)"):
+        parse(write(tmp_path, "fake.odt", docx_bytes()))
+    sheet = odt_bytes(manifest=None, body="spreadsheet")
+    with pytest.raises(ParseError, match=r"^not a valid ODT file \(no text in content.xml"):
+        parse(write(tmp_path, "sheet.odt", sheet))
+
+
+def test_odt_entities_are_not_expanded(tmp_path):
+    laughs = "".join(f'<!ENTITY e{i} "{f"&e{i - 1};" * 10 if i else "ha"}">' for i in range(9))
+    hostile = odt_bytes(text="<text:p>&e8;</text:p>").replace(
+        b"<office:document-content",
+        f"<!DOCTYPE office:document-content [{laughs}]>\n<office:document-content".encode(),
+    )
+    text = outcome(write(tmp_path, "bomb.odt", hostile))
+    assert text is None or len(text) < 1000
+
+
+def test_pptx_one_page_per_slide(tmp_path):
+    doc = parse(write(tmp_path, "review.pptx", pptx_bytes()))
+    slides = [
+        "Quarterly review\n\nSales team",
+        "Results\n\nRevenue grew\nin every region\nCosts fell\n\nRegion | Growth\nNorth | 12%\nAll regions"
+        "\n\nLeft box\n\nRight box\n\nNotes: Mention the new office.",
+        "",
+    ]
+    assert doc.text == "\n\n".join(slides)
+    assert [doc.page_at(doc.text.index(s)) for s in ("Sales team", "Costs fell", "Notes:")] == [1, 2, 2]
+    assert doc.page_starts == (0, len(slides[0]) + 2, len(slides[0]) + len(slides[1]) + 4)
+
+
+def test_encrypted_pptx(tmp_path):
+    with pytest.raises(EncryptedDocumentError) as failure:
+        parse(write(tmp_path, "locked.pptx", encrypted_pptx_bytes()))
+    assert str(failure.value) == "the document is encrypted with a password"
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (ole_bytes("PowerPoint Document"), "^an old PowerPoint 97-2003 file \\(.ppt\\), not .pptx"),
+        (docx_bytes(), "^not a valid PPTX file"),
+    ],
+)
+def test_pptx_that_is_something_else_says_so(tmp_path, data, reason):
+    with pytest.raises(ParseError, match=reason):
+        parse(write(tmp_path, "deck.pptx", data))
+
+
+# --- files without a suffix -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["README", "Makefile", "LICENSE", "Dockerfile", "notes"])
+def test_a_text_file_without_a_suffix_is_read_as_text(tmp_path, name):
+    path = write(tmp_path, name, "all:\n\tcc -o tool tool.c  # Grüße\n")
+    assert is_supported(path)
+    assert parse(path).text == "all:\n\tcc -o tool tool.c  # Grüße\n"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\x7fELF\x02\x01\x01" + bytes(9) + bytes(range(256)) * 64, b"\x89PNG\r\n\x1a\n" + bytes(100)],
+    ids=["executable", "image"],
+)
+def test_a_binary_file_without_a_suffix_is_not_a_document(tmp_path, data):
+    path = write(tmp_path, "tool", data)
+    assert not is_supported(path)
+    with pytest.raises(ParseError, match="binary content"):  # asked anyway, parse says why not
+        parse(path)
+
+
+def test_a_long_utf8_file_without_a_suffix_is_text_wherever_a_character_is_cut(tmp_path):
+    for shift in range(4):  # "€" is three bytes: one of these shifts cuts it at the end of what is sniffed
+        assert is_supported(write(tmp_path, "NOTES", "x" * shift + "€ a sentence of text. " * 2000))
+
+
+def test_what_is_not_a_regular_file_is_not_a_document(tmp_path):
+    os.mkfifo(tmp_path / "pipe")  # opening it for reading would block forever
+    (tmp_path / "folder").mkdir()
+    assert not is_supported(tmp_path / "pipe") and not is_supported(tmp_path / "folder")
+    assert not is_supported(tmp_path / "missing")
+
+
 # --- broken files ---------------------------------------------------------------------------------------
 
 
@@ -303,7 +446,7 @@ def test_empty_file_is_empty_text(tmp_path, suffix):
     assert parse(write(tmp_path, "empty" + suffix, b"")).text == ""
 
 
-@pytest.mark.parametrize("suffix", [".pdf", ".docx", ".epub", ".txt"])
+@pytest.mark.parametrize("suffix", [".pdf", ".docx", ".epub", ".txt", ".odt", ".pptx", ".mbox"])
 def test_random_bytes_are_a_parse_error(tmp_path, suffix):
     with pytest.raises(ParseError):
         parse(write(tmp_path, "noise" + suffix, random.Random(1).randbytes(4096)))
@@ -383,6 +526,9 @@ VALID = {
     ".docx": docx_bytes(),
     ".epub": epub_bytes(),
     ".eml": eml_bytes(),
+    ".odt": odt_bytes(),
+    ".pptx": pptx_bytes(),
+    ".mbox": mbox_bytes(),
     ".html": b"<html><body><p>hi</p></body></html>",
     ".txt": "plain text, ünïcode".encode(),
 }

@@ -17,6 +17,7 @@ from ingest.config import IngestConfig
 from ingest.errors import FolderError, NotFoundError
 from ingest.folders import add_folder, remove_folder
 from ingest.ingester import Ingester
+from ingest.queue import CRASHED, MAX_ATTEMPTS
 from ingest.watcher import Batch
 
 PARAGRAPHS = [f"Paragraph {i} is about the topic number {i} and nothing else at all." for i in range(6)]
@@ -221,6 +222,30 @@ def test_a_guessed_encoding_is_recorded_and_an_unsure_one_listed(ingester: Inges
     (root / "street.txt").write_text("Straße 12")  # saved again as UTF-8: the doubt goes
     synced(ingester)
     assert ingester.status().warnings == []
+
+
+def test_a_document_that_kills_the_process_is_given_up_per_content(
+    ingester: Ingester, root: Path, monkeypatch
+):
+    """A parser that segfaults takes the process with it: each restart claimed the job again, forever. After
+    MAX_ATTEMPTS unfinished claims the document fails, and so does the same content anywhere, until it
+    changes."""
+    write(root / "poison.txt", "These bytes crash the parser.\n")
+    ingester.scan()
+    for _ in range(MAX_ATTEMPTS):  # claimed, then the process died: its lease is reclaimed, never completed
+        ingester.queue.release(ingester.queue.claim())
+    monkeypatch.setattr(ingest.ingester, "parse", lambda path: pytest.fail(f"{path} was parsed again"))
+    ingester.process_pending()
+    assert ingester.status().failures == [(root / "poison.txt", CRASHED)]
+    (root / "poison.txt").touch()  # same bytes: still given up
+    write(root / "copy.txt", "These bytes crash the parser.\n")  # same bytes elsewhere: given up at once
+    synced(ingester)
+    assert ingester.status().failures == [(root / "copy.txt", CRASHED), (root / "poison.txt", CRASHED)]
+    monkeypatch.undo()
+    write(root / "poison.txt", "Fixed: these bytes read fine.\n")  # changed: tried again, from zero
+    synced(ingester)
+    assert ingester.status().failures == [(root / "copy.txt", CRASHED)]
+    assert documents(ingester.catalog)["poison.txt"].status == "ok"
 
 
 def latin1(folder: Path, *names: bytes) -> Path:
