@@ -230,7 +230,8 @@ def _echo_status(client: Client) -> None:
     d = s.documents
     click.echo(f"Folders: {len(s.folders)}")
     for folder in s.folders:
-        click.echo(f"  {folder}")
+        gone = " (missing from the disk: renamed, or a drive unplugged? its documents are kept)"
+        click.echo(f"  {folder}{gone if folder in s.missing_folders else ''}")
     if s.collections:
         click.echo(f"Imported collections: {', '.join(s.collections)}")
     if s.imports_pending:
@@ -263,9 +264,9 @@ def ask(client: Client, question: str, mode: str, as_json: bool) -> None:
         for c in cited:
             page = f" (page {c['page']})" if c["page"] else ""
             title = f" “{c['front_matter']['title']}”" if "title" in c["front_matter"] else ""
-            click.echo(
-                f"[{c['n']}] {c['path']}:{c['line_start']}-{c['line_end']}{page}{title}  {c['share']:.0%}"
-            )
+            gone = " (missing from the disk)" if c["missing"] else ""
+            span = f"{c['line_start']}-{c['line_end']}"
+            click.echo(f"[{c['n']}] {c['path']}:{span}{page}{title}{gone}  {c['share']:.0%}")
     if not cited and mode != "none" and client.status().chunks == 0:
         click.echo(
             "No documents are ingested yet, so this answer has no sources: `m3 ingest PATH`.", err=True

@@ -54,6 +54,7 @@ class Progress:
 @dataclass(frozen=True)
 class Status:
     folders: list[Folder]
+    missing: list[Path]  # watched folders not on the disk (renamed? a drive unplugged?): their documents kept
     progress: Progress
     memories_to_drop: int
     failures: list[tuple[Path, str]]  # (file, readable reason)
@@ -65,8 +66,10 @@ class Status:
     def read(cls, catalog: Catalog) -> Status:
         """The catalog's folders, progress and failures; reads only."""
         counts = catalog.counts()
+        folders = catalog.folders()
         return cls(
-            catalog.folders(),
+            folders,
+            [f.path for f in folders if not f.path.is_dir()],
             Progress.of(counts),
             counts["memories_to_drop"],
             catalog.failures(),

@@ -192,8 +192,10 @@ class Reconciler:
                     new.append((folder, f))
                 elif _differs(doc, f):
                     changed.append((folder, doc, f))
-        # Hash outside the transaction; a new file only when it may be a vanished document moved there.
-        moved_from = {(d.size, d.sha256): d for d in vanished.values() if d.sha256}
+        # Hash outside the transaction; a new file only when it may be a vanished document moved there, or
+        # one of a watched folder that is gone (renamed, then watched under its new name).
+        gone = self._stranded() if new else []
+        moved_from = {(d.size, d.sha256): d for d in [*gone, *vanished.values()] if d.sha256}
         sizes = {size for size, _ in moved_from}
         new_read = [_read(folder, f) if f.size in sizes else (f, None) for folder, f in new]
         changed_read = [_read(folder, f) for folder, _, f in changed]
@@ -202,7 +204,7 @@ class Reconciler:
                 if f is None:
                     continue  # gone before it could be read
                 if (doc := moved_from.pop((f.size, sha), None)) is not None:
-                    del vanished[doc.id]
+                    vanished.pop(doc.id, None)
                     self.catalog.update_document(
                         doc.id, folder_id=folder.id, rel_path=f.rel, mtime_ns=f.mtime_ns
                     )
@@ -233,6 +235,12 @@ class Reconciler:
                     report.changed += 1
             self.catalog.delete_documents(vanished)
             report.deleted += len(vanished)
+
+    def _stranded(self) -> list[Document]:
+        """The documents of watched folders missing from the disk: kept, so that their files found again
+        elsewhere keep their documents (and chunks, and memories) as a move."""
+        missing = [f for f in self.catalog.folders() if not f.path.is_dir()]
+        return [doc for folder in missing for doc in self.catalog.documents(folder.id).values()]
 
 
 def _differs(doc: Document, f: Found) -> bool:

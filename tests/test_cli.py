@@ -270,21 +270,11 @@ def test_ask_json_and_doctor_repairs_a_damaged_bank_and_index(tmp_path, new_home
     assert set(out) == {"answer", "mode", "citations", "reads"} and out["mode"] == "memory"
     assert "Heron" in out["answer"]
     first = out["citations"][0]
-    assert set(first) == {
-        "n",
-        "path",
-        "page",
-        "line_start",
-        "line_end",
-        "text",
-        "share",
-        "hash",
-        "front_matter",
-    }
+    keys = {"n", "path", "page", "line_start", "line_end", "text", "share", "hash", "front_matter", "missing"}
+    assert set(first) == keys and not first["missing"]
     assert first["n"] == 1 and first["path"] == str(notes.resolve() / "boat.md")
-    assert (first["line_start"], first["line_end"]) == (7, 9) and "title" not in first[
-        "text"
-    ]  # the file's lines
+    assert (first["line_start"], first["line_end"]) == (7, 9)  # the file's lines: front matter is not text
+    assert "title" not in first["text"]
     assert first["front_matter"] == {"title": "Our boat", "date": "2021-06-05", "tags": ["sailing"]}
     assert first["hash"] == hashlib.sha256(first["text"].encode()).hexdigest()  # the chunk's
     assert out["reads"][0]["step"] == 0 and out["reads"][0]["query"] == "What is the name of the boat?"

@@ -205,6 +205,21 @@ def test_bad_files_fail_alone_with_a_reason(ingester: Ingester, root: Path):
     assert status.progress.files_parsed == 1
 
 
+def test_files_without_a_suffix_are_documents_when_they_are_text(ingester: Ingester, root: Path):
+    """README, Makefile, a script in bin/ are read as text; an executable is not a document at all: not a
+    failure listed for every binary in a bin/ folder. A dot-file stays out, as every hidden file does."""
+    for rel in ("README", "Makefile", "bin/deploy", ".bashrc"):
+        write(root / rel, "#!/bin/sh\necho some words\n")
+    (root / "bin" / "tool").write_bytes(b"\x7fELF\x02\x01\x01" + bytes(9) + bytes(range(256)) * 64)
+    report = synced(ingester)
+    assert sorted(documents(ingester.catalog)) == ["Makefile", "README", "bin/deploy"]
+    assert (report.new, report.failed, ingester.status().failures) == (3, 0, [])
+    assert {d.status for d in documents(ingester.catalog).values()} == {"ok"}
+    (root / "README").write_bytes(bytes(100))  # turned binary: no longer a document
+    assert ingester.scan().deleted == 1
+    assert sorted(documents(ingester.catalog)) == ["Makefile", "bin/deploy"]
+
+
 def test_a_guessed_encoding_is_recorded_and_an_unsure_one_listed(ingester: Ingester, root: Path):
     (root / "street.txt").write_bytes("Straße 12".encode("cp1252"))  # short: cp1252, but unsure
     (root / "letter.txt").write_bytes(("Die Größe der Straße ist übermäßig. " * 5).encode("cp1252"))
@@ -246,6 +261,30 @@ def test_a_document_that_kills_the_process_is_given_up_per_content(
     synced(ingester)
     assert ingester.status().failures == [(root / "copy.txt", CRASHED)]
     assert documents(ingester.catalog)["poison.txt"].status == "ok"
+
+
+def test_a_renamed_watched_folder_is_shown_missing_and_its_new_name_takes_its_documents(
+    ingester: Ingester, root: Path, tmp_path: Path, monkeypatch
+):
+    write(root / "a.txt")
+    write(root / "sub" / "b.md", "# Title\n\nSome words.\n")
+    synced(ingester)
+    before = {
+        rel: (d.id, ingester.catalog.chunk_hashes(d.id)) for rel, d in documents(ingester.catalog).items()
+    }
+    renamed = root.rename(tmp_path / "notes-2024")
+    assert ingester.status().missing == [root]  # status says so (only `ingest` printed a warning)
+    assert ingester.scan().missing == [root]
+    monkeypatch.setattr(ingest.ingester, "parse", lambda path: pytest.fail(f"{path} was parsed again"))
+    add_folder(ingester.catalog, renamed)
+    report = synced(ingester)
+    assert (report.moved, report.new) == (2, 0)  # the same bytes under the new name: moves, nothing new
+    new_folder = next(f for f in ingester.catalog.folders() if f.path == renamed)
+    after = ingester.catalog.documents(new_folder.id)
+    assert {rel: (d.id, ingester.catalog.chunk_hashes(d.id)) for rel, d in after.items()} == before
+    assert ingester.status().missing == [root]  # kept (an unplugged drive comes back) until unwatched
+    remove_folder(ingester.catalog, root)
+    assert ingester.status().missing == [] and len(documents(ingester.catalog)) == 2
 
 
 def latin1(folder: Path, *names: bytes) -> Path:

@@ -103,7 +103,7 @@ def test_the_client_decodes_every_event_of_an_answer(client):
     assert isinstance(read, typed.Read) and read.step == 0 and read.query == QUESTION
     assert all(isinstance(s, typed.Source) for s in read.sources)
     assert {c.hash for c in cited.citations} <= {s.hash for s in read.sources}
-    keys = {"n", "path", "page", "line_start", "line_end", "text", "share", "hash", "front_matter"}
+    keys = {"n", "path", "page", "line_start", "line_end", "text", "share", "hash", "front_matter", "missing"}
     assert set(cited.citations[0].as_dict()) == keys
     with client.generate("Once upon", 4, 0.0, 1.0, None) as generation:
         kinds = [type(e) for e in generation]

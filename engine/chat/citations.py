@@ -28,6 +28,7 @@ class Citation:
     share: float  # of the attention per key token the answer paid to its sources (they sum to 1)
     hash: str
     front_matter: dict = field(default_factory=dict)  # its note's title, date and tags, where it has them
+    missing: bool = False  # its file was not on the disk when the answer was given
 
     def as_dict(self) -> dict:
         return {
@@ -40,6 +41,7 @@ class Citation:
             "share": round(self.share, 4),
             "hash": self.hash,
             "front_matter": self.front_matter,
+            "missing": self.missing,
         }
 
 
@@ -103,6 +105,8 @@ class SourceMass:
 def cite(shares: Sequence[tuple[str, float]], chunks: Mapping[str, Chunk]) -> list[Citation]:
     """Citations in the order of `shares` ((key, share), largest first), named by the chunk of each key."""
     return [
-        Citation(n, c.path, c.page, c.line_start, c.line_end, c.text, share, c.hash, c.front_matter)
+        Citation(
+            n, c.path, c.page, c.line_start, c.line_end, c.text, share, c.hash, c.front_matter, c.missing
+        )
         for n, (c, share) in enumerate(((chunks[key], share) for key, share in shares), start=1)
     ]

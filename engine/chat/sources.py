@@ -29,6 +29,7 @@ class Chunk:
     line_end: int
     score: float
     front_matter: dict = field(default_factory=dict)  # its note's title, date and tags, where it has them
+    missing: bool = False  # its file is not on the disk now (its folder renamed or unplugged)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class Sources:
             found = self.catalog.sources(hit.hash)
             if hit.hash not in texts or not found:
                 continue  # deleted since it was indexed
-            src = found[0]
+            src = next((s for s in found if s.path.exists()), found[0])  # a copy still there, if any
             chunks.append(
                 Chunk(
                     hit.hash,
@@ -88,6 +89,7 @@ class Sources:
                     src.line_end,
                     hit.score,
                     src.front_matter,
+                    not src.path.exists(),
                 )
             )
         return chunks

@@ -22,6 +22,7 @@ class Citation(msgspec.Struct, frozen=True):
     share: float
     hash: str  # the chunk's (GET /v1/passages/{hash} shows it in its context)
     front_matter: dict = {}  # its note's title, date and tags, where its front matter has them
+    missing: bool = False  # its file was not on the disk when the answer was given
 
     def as_dict(self) -> dict:
         return msgspec.structs.asdict(self)

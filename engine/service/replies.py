@@ -64,6 +64,7 @@ class Status(msgspec.Struct, frozen=True):
     collections: list[str] = []  # labels of the collections imported from bank files
     imports_pending: int = 0  # bank files imported whose memories and vectors are still being applied
     warnings: list[Failure] = []  # documents read with a doubt (a guessed encoding), with the doubt
+    missing_folders: list[str] = []  # watched folders not on the disk (renamed? unplugged?): documents kept
 
 
 class Check(msgspec.Struct, frozen=True):

@@ -104,6 +104,7 @@ async def status(request: Request) -> Response:
             collections=[str(f.path) for f in s.collections],
             imports_pending=s.imports,
             warnings=[replies.Failure(str(path), doubt) for path, doubt in s.warnings],
+            missing_folders=[str(path) for path in s.missing],
         )
     )
 

@@ -1,4 +1,5 @@
-"""Files to text, by suffix. Whatever a file holds, parse() returns text or raises ParseError saying why."""
+"""Files to text, by suffix (a file without one is text). Whatever a file holds, parse() returns text or
+raises ParseError saying why."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 SNIFF_BYTES = 8192  # what is read of a file without a suffix to tell text from binary
 
 _PARSERS: dict[str, Callable[[bytes], ParsedText]] = {
-    "": parse_text,  # README, Makefile, LICENSE: text, the ones that are documents (see is_supported)
+    "": parse_text,  # README, Makefile, LICENSE; is_supported lets in only the ones that start as text
     **dict.fromkeys(TEXT_SUFFIXES, parse_text),
     **dict.fromkeys((".html", ".htm", ".xhtml"), parse_html),
     ".pdf": parse_pdf,
@@ -57,8 +58,8 @@ _OS_REASONS = {
 
 def is_supported(path: Path) -> bool:
     """Whether the file is a document: one of a known type, or one without a suffix whose first bytes are
-    text. A binary without a suffix (an executable in bin/, a git object) is simply not a document, as a
-    .exe is not, rather than a document failing as "binary content". Reads the file only then."""
+    text. A binary without a suffix (a program in bin/) is simply not a document, as a .exe is not, rather
+    than a document failing as "binary content" for each program. Reads the file only then."""
     suffix = path.suffix.lower()
     return suffix in SUPPORTED_SUFFIXES or (not suffix and _starts_as_text(path))
 
@@ -123,7 +124,7 @@ def _open(path: Path) -> BinaryIO:
 
 
 def _read(path: Path) -> bytes:
-    """The file's bytes."""
+    """The file's bytes; one past MAX_FILE_BYTES is refused unread."""
     with _open(path) as file:
         info = os.fstat(file.fileno())
         if not stat.S_ISREG(info.st_mode):

@@ -50,6 +50,7 @@ def _not_a_zip_reason(data: bytes) -> ParseError:
 
 
 def _slide_blocks(slide: Slide) -> Iterator[str]:
+    """The slide's shapes, then its speaker notes: what the presenter says is often the slide's meaning."""
     yield from _shape_blocks(slide.shapes)
     frame = slide.notes_slide.notes_text_frame if slide.has_notes_slide else None
     notes = _lines(frame.text) if frame is not None else ""

@@ -38,7 +38,9 @@ def _parse_table(data: bytes, delimiter: str | None) -> ParsedText:
     decoded = decode_text(data)
     lines: list[tuple[int, str]] = []
     try:
-        reader = csv.reader(io.StringIO(decoded.text, newline=""), _dialect(decoded.text, delimiter))
+        reader = csv.reader(
+            io.StringIO(decoded.text, newline=""), delimiter=delimiter or _delimiter(decoded.text)
+        )
         header: list[str] | None = None
         first = 1
         for row in reader:
@@ -62,13 +64,13 @@ def _parse_table(data: bytes, delimiter: str | None) -> ParsedText:
     )
 
 
-def _dialect(text: str, delimiter: str | None) -> type[csv.Dialect] | csv.Dialect:
-    if delimiter is not None:
-        return csv.excel_tab
+def _delimiter(text: str) -> str:
+    """The delimiter the sniffer sees; quoting stays the spreadsheets' (doubled quotes): its guesses at
+    quoting misread quoted line breaks."""
     try:
-        return csv.Sniffer().sniff(text[:_SNIFF_CHARS], delimiters=_DELIMITERS)
+        return csv.Sniffer().sniff(text[:_SNIFF_CHARS], delimiters=_DELIMITERS).delimiter
     except csv.Error:  # one column, or nothing the sniffer can tell apart: commas
-        return csv.excel
+        return ","
 
 
 def render_row(header: Sequence[str], row: Sequence[str]) -> str:
