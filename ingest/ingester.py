@@ -136,13 +136,13 @@ class Ingester:
         while not stop.is_set():
             folders = self.catalog.folders()
             with self.watcher() as watcher:  # started before the scan, so no change falls in between
-                self.scan()
+                watcher.follow(self.scan().links)
                 while not stop.is_set() and self.catalog.folders() == folders:
                     busy = self.process_pending(limit=16, stop=stop) > 0
                     if between is not None:
                         busy = between() or busy
                     if (batch := watcher.next_batch(timeout=0 if busy else 0.5)) is not None:
-                        self.apply(batch)
+                        watcher.follow(self.apply(batch).links)
 
     def status(self) -> Status:
         return Status.read(self.catalog)

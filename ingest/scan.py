@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ingest.catalog import NAME_NOT_UTF8, Catalog, Document, Folder, storable
 from ingest.config import IngestConfig
+from ingest.folders import SYSTEM
 from ingest.ignore import IGNORE_FILE, IgnoreRules
 from ingest.queue import CRASHED, JobQueue
 
@@ -60,43 +61,74 @@ class ScanReport:
     failed: int = 0
     missing: list[Path] = field(default_factory=list)  # watched folders not there (an unplugged drive?): kept
     unreadable: list[tuple[Path, str]] = field(default_factory=list)  # subfolders that could not be listed
+    links: dict[Path, Path] = field(default_factory=dict)  # symbolic links followed: real target -> link
 
 
-def probe(rules: IgnoreRules, rel: str) -> Found | None:
-    """The document at `rel`, or None if there is no file there or it is not a document."""
+def probe(rules: IgnoreRules, rel: str, report: ScanReport | None = None) -> Found | None:
+    """The document at `rel`, or None if there is no file there or it is not a document. A link to a file is
+    followed: the document is at the link's path, and its target is recorded in `report.links` (the watcher
+    watches it there)."""
+    path = rules.root / rel
     try:
-        st = os.stat(rules.root / rel)  # follows a link to a file; a link to a folder is not followed
+        st = os.stat(path)
     except OSError as exc:
         if exc.errno == errno.ELOOP and rules.accepts_file(rel, 0):
             return Found(rel, 0, 0, describe(exc))
         return None  # gone, or a dangling link
     if stat.S_ISREG(st.st_mode) and rules.accepts_file(rel, st.st_size):
+        if report is not None and path.is_symlink():
+            report.links[path.resolve()] = path
         name = storable(rel)
         return Found(name, st.st_size, st.st_mtime_ns, NAME_NOT_UTF8 if name != rel else None)
     return None
 
 
 def walk(rules: IgnoreRules, under: str, report: ScanReport) -> list[Found]:
-    """Every document below `under` (a relative folder, "" for the root). Links to folders are not followed,
-    so a link loop cannot trap the walk."""
+    """Every document below `under` (a relative folder, "" for the root). Links are followed: to a file,
+    by `probe`; to a folder, when its target is outside the watched folder and apart from every folder
+    followed so far (`_followable`), so a link loop, or a link to a folder above, cannot trap the walk."""
     found: list[Found] = []
     stack = [under]
     while stack:
         rel_dir = stack.pop()
         try:
             with os.scandir(rules.root / rel_dir) as entries:
-                names = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+                names = [(e.name, _is_dir(e), e.is_symlink()) for e in entries]
         except OSError as exc:
             report.unreadable.append((rules.root / rel_dir, describe(exc)))
             continue
-        for name, is_dir in names:
+        for name, is_dir, is_link in names:
             rel = f"{rel_dir}/{name}" if rel_dir else name
             if is_dir:
-                if not rules.skips_dir(rel):
+                if not rules.skips_dir(rel) and (
+                    not is_link or _followable(rules.root, rules.root / rel, report)
+                ):
                     stack.append(rel)
-            elif (doc := probe(rules, rel)) is not None:
+            elif (doc := probe(rules, rel, report)) is not None:
                 found.append(doc)
     return found
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    """Whether the entry is a folder, or a link to one; a link loop is not (`probe` reports it)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _followable(root: Path, link: Path, report: ScanReport) -> bool:
+    """Whether to walk a link to a folder: its target is outside the watched folder `root` (inside, it is
+    walked already), neither holds nor lies in `root` or a folder followed before, and is none of the
+    system's folders. Followed, it is recorded in `report.links`."""
+    target = link.resolve()
+    walled = [root, *(t for t in report.links if t.is_dir())]
+    if any(target.is_relative_to(w) or w.is_relative_to(target) for w in walled):
+        return False
+    if target == Path(target.anchor) or any(target.is_relative_to(s) for s in SYSTEM):
+        return False
+    report.links[target] = link
+    return True
 
 
 class Reconciler:
@@ -150,9 +182,9 @@ class Reconciler:
             scope: dict[str, Document] = {}
             for rel in _outermost(rels):
                 path = folder.path / rel
-                if path.is_dir() and not path.is_symlink():
+                if path.is_dir() and (not path.is_symlink() or _followable(folder.path, path, report)):
                     found += [] if rules.skips_dir(rel) else walk(rules, rel, report)
-                elif (doc := probe(rules, rel)) is not None:
+                elif (doc := probe(rules, rel, report)) is not None:
                     found.append(doc)
                 scope.update(self.catalog.documents(folder.id, under=rel))
             items.append((folder, found, scope))

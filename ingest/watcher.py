@@ -9,6 +9,7 @@ path against the disk, so a lost or misleading event costs nothing worse than a 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -87,13 +88,14 @@ class Watcher:
         self._first = self._last = 0.0
         self._observer = Observer()
         self._alarm = _OverflowAlarm(self)
+        self._recorder = _Recorder(self)
+        self._links: dict[Path, Path] = {}  # real target -> symbolic link inside a root (`follow`)
 
     def start(self) -> Watcher:
         """Watch every root that exists (one that is missing, an unplugged drive, is skipped)."""
-        recorder = _Recorder(self)
         for root in self.roots:
             if root.is_dir():
-                self._observer.schedule(recorder, str(root), recursive=True, event_filter=EVENTS)
+                self._observer.schedule(self._recorder, str(root), recursive=True, event_filter=EVENTS)
         logging.getLogger("watchdog.observers").addHandler(self._alarm)
         self._observer.start()
         return self
@@ -110,6 +112,25 @@ class Watcher:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+    def follow(self, links: dict[Path, Path]) -> None:
+        """Watch the targets of symbolic links found inside the roots (real target -> link, as the scan
+        reports them): a change there is a change at the link's path. A target outside every root gets a
+        watch of its own (a file's: its folder, alone; a folder's: all of it); one inside a root is
+        watched already. Links seen before are not watched twice."""
+        with self._cond:
+            new = {target: link for target, link in links.items() if target not in self._links}
+            self._links.update(new)
+        for target in new:
+            if any(target.is_relative_to(root) for root in self.roots):
+                continue
+            folder, recursive = (target, True) if target.is_dir() else (target.parent, False)
+            with contextlib.suppress(OSError):  # gone meanwhile: the next scan says so
+                self._observer.schedule(self._recorder, str(folder), recursive=recursive, event_filter=EVENTS)
+
+    def _linked(self, path: Path) -> list[Path]:
+        """The paths inside the roots that show `path` through a followed link (none for most paths)."""
+        return [link / path.relative_to(t) for t, link in self._links.items() if path.is_relative_to(t)]
 
     def next_batch(self, timeout: float | None = None) -> Batch | None:
         """Wait for a batch; None if `timeout` seconds pass without one being ready."""
@@ -137,11 +158,11 @@ class Watcher:
     def _record(self, event: FileSystemEvent) -> None:
         with self._cond:
             src = Path(str(event.src_path))
-            self._paths.add(src)
+            self._paths.update([src, *self._linked(src)])
             if isinstance(event, (FileMovedEvent, DirMovedEvent)):
                 dst = Path(str(event.dest_path))
                 self._moves.append((src, dst))
-                self._paths.add(dst)
+                self._paths.update([dst, *self._linked(dst)])
             self._touch()
 
     def _record_overflow(self) -> None:

@@ -228,6 +228,48 @@ def test_run_follows_the_folders_until_stopped(catalog: Catalog, root: Path, tmp
     assert not worker.is_alive()
 
 
+def test_edits_through_symbolic_links_are_followed(catalog: Catalog, root: Path, tmp_path: Path):
+    """A file or folder linked into a watched folder from outside it: an edit to the target was missed
+    while following (the old text was cited until a later full scan). The scan and the watcher both follow
+    links: the document is at the link's path, the target is watched."""
+    import threading
+
+    outside = tmp_path / "elsewhere"
+    (outside / "shared").mkdir(parents=True)
+    (outside / "plan.txt").write_text("the plan is to sail\n")
+    (outside / "shared" / "list.txt").write_text("buy rope\n")
+    (root / "plan.txt").symlink_to(outside / "plan.txt")
+    (root / "shared").symlink_to(outside / "shared")
+    (root / "loop").symlink_to(root)  # a link to the folder itself: not walked again
+    (root / "up").symlink_to(tmp_path)  # to a folder holding it: not walked (it would walk everything)
+    add_folder(catalog, root)
+    ingester = Ingester(catalog, words, IngestConfig(quiet_s=0.2))
+    stop = threading.Event()
+    worker = threading.Thread(target=ingester.run, args=(stop,))
+    worker.start()
+    try:
+        wait_for(
+            lambda: texts(catalog) == {"plan.txt": "the plan is to sail\n", "shared/list.txt": "buy rope\n"}
+        )
+        (outside / "plan.txt").write_text("the plan is to row\n")  # edited at the target, outside the root
+        (outside / "shared" / "list.txt").write_text("buy rope and oars\n")
+        (outside / "shared" / "new.txt").write_text("a new note\n")
+        wait_for(
+            lambda: (
+                texts(catalog)
+                == {
+                    "plan.txt": "the plan is to row\n",
+                    "shared/list.txt": "buy rope and oars\n",
+                    "shared/new.txt": "a new note\n",
+                }
+            )
+        )
+    finally:
+        stop.set()
+        worker.join(timeout=DEADLINE_S)
+    assert not worker.is_alive()
+
+
 def wait_for(done: Callable[[], bool]) -> None:
     deadline = time.monotonic() + DEADLINE_S
     while not done():
