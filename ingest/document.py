@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
+from itertools import accumulate
 
 LINE_BREAK = r"\r\n|\r|\n"  # a line break as editors count them: LF, CRLF, or CR alone (old Mac files)
 _BREAK = re.compile(LINE_BREAK)
@@ -34,6 +36,20 @@ class ParsedText:
             starts.append(offset)
             offset += len(page) + len(separator)
         return cls(separator.join(pages), tuple(starts))
+
+    def normalized(self) -> ParsedText:
+        """The text in Unicode NFKC, so that what a user types finds what the document shows: a PDF's
+        ligature `ﬁ` is `fi`, full-width `Ｔｅｓｌａ` is `Tesla`, a macOS name's `e` + accent is `é`
+        (superscripts flatten too: `x²` is `x2`). Each page is normalised alone so its start is known
+        again; no character's normal form holds a line break, so lines stay where they were."""
+        if self.text.isascii():
+            return self
+        bounds = [*self.page_starts, len(self.text)] if self.page_starts else [0, len(self.text)]
+        pages = [
+            unicodedata.normalize("NFKC", self.text[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)
+        ]
+        starts = tuple(accumulate((len(p) for p in pages[:-1]), initial=0)) if self.page_starts else ()
+        return replace(self, text="".join(pages), page_starts=starts)
 
     def page_at(self, offset: int) -> int | None:
         """1-based page of a char offset, None when the document has no pages."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import locale
 import os
 import random
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,29 @@ def write(tmp_path: Path, name: str, data: bytes | str) -> Path:
 
 
 # --- the document model ---------------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.text(st.sampled_from("aé\u0301ﬁＴ²\n\r ½한\u1100\u1161"), max_size=12), min_size=1, max_size=5
+    )
+)
+def test_normalised_text_keeps_its_pages_and_lines(pages):
+    def pieces(doc: ParsedText) -> list[str]:
+        bounds = [*doc.page_starts, len(doc.text)]
+        return [doc.text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+    doc = ParsedText.from_pages(pages)
+    norm = doc.normalized()
+    assert len(norm.page_starts) == len(pages)
+    bounds = [*norm.page_starts, len(norm.text)]
+    parts = [norm.text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    originals = [
+        doc.text[a:b] for a, b in zip(doc.page_starts, [*doc.page_starts[1:], len(doc.text)], strict=False)
+    ]
+    assert parts == [unicodedata.normalize("NFKC", p) for p in originals]
+    assert [norm.line_at(s) for s in norm.page_starts] == [doc.line_at(s) for s in doc.page_starts]
 
 
 def test_line_and_page_of_an_offset():

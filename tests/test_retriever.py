@@ -20,6 +20,7 @@ from engine.retrieval.fusion import fuse
 from engine.retrieval.keyword import fts_query, query_pieces, tokens
 from engine.retrieval.retriever import Retriever
 from engine.retrieval.vector_index import VectorIndex
+from ingest.parsers import parse
 
 CORPUS = {
     "cat": "The cat slept all afternoon on the warm windowsill.",
@@ -272,6 +273,19 @@ def test_a_keyword_only_match_is_found_through_fusion(tmp_path: Path, embedder: 
         top = r.search("Where is ZK-99172-B?", k=5)[0]
         assert (top.hash, top.keyword_rank) == ("target", 1)
         assert top.vector_rank > 5
+
+
+def test_what_a_user_types_finds_what_the_document_shows(tmp_path: Path, embedder: Embedder) -> None:
+    """A PDF's ligature and a full-width name, as parsing normalises them (NFKC), found by what is typed;
+    and a query typed full-width finds plain text."""
+    doc = tmp_path / "report.txt"
+    doc.write_text("The ﬁnance team met Ｔｅｓｌａ about the ZX-41 budget.\n")
+    text = parse(doc).text
+    assert text == "The finance team met Tesla about the ZX-41 budget.\n"
+    with Retriever(tmp_path / "retrieval", embedder) as r:
+        r.add([("report", text), *items()])
+        assert r.keyword_search("finance Tesla", 1) == r.keyword_search("ﬁnance Ｔｅｓｌａ", 1) != []
+        assert r.search("Ｔｅｓｌａ ＺＸ-41", k=1)[0].hash == "report"
 
 
 def test_fuse_is_reciprocal_rank_fusion() -> None:

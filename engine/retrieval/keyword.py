@@ -31,8 +31,9 @@ END;
 
 
 def query_pieces(text: str) -> list[str]:
-    """The distinct whitespace-separated pieces of `text` that hold a word, lower-cased."""
-    pieces = (piece.lower() for piece in re.split(r"[\s\x00]+", text))
+    """The distinct whitespace-separated pieces of `text` that hold a word, lower-cased, in NFKC as the
+    documents' texts are (a full-width `Ｔｅｓｌａ` typed finds `Tesla`)."""
+    pieces = (piece.lower() for piece in re.split(r"[\s\x00]+", unicodedata.normalize("NFKC", text)))
     return list(dict.fromkeys(piece for piece in pieces if tokens(piece)))
 
 

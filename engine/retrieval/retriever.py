@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,7 +282,9 @@ class Retriever:
             return dict(self._db.execute(f"SELECT id, hash FROM items WHERE id IN ({marks})", list(ids)))
 
     def search(self, query: str, k: int = 5) -> list[Hit]:
-        """The `k` chunks best for `query`, vector and keyword results fused by reciprocal rank."""
+        """The `k` chunks best for `query`, vector and keyword results fused by reciprocal rank. The query is
+        in Unicode NFKC, as the documents' texts are (ingest.document.ParsedText.normalized)."""
+        query = unicodedata.normalize("NFKC", query)
         n = max(50, 4 * k)
         vector = self.embedder.embed([query])[0]
         fused = fuse(self.vector_search(vector, n), self.keyword_search(query, n), k)

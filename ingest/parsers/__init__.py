@@ -71,7 +71,7 @@ def parse(path: Path) -> ParsedText:
         raise UnsupportedFormatError(f"unsupported file type {path.suffix}")
     try:
         data = _read(path)
-        return _valid_unicode(parser(data)) if data else ParsedText("")
+        return _valid_unicode(parser(data)).normalized() if data else ParsedText("")
     except ParseError:
         raise
     except OSError as exc:
