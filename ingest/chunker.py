@@ -258,4 +258,8 @@ def _chunk(doc: ParsedText, start: int, end: int) -> Chunk:
     text = doc.text[start:end]
     first = start + len(text) - len(text.lstrip()) if text.strip() else start
     last = start + len(text.rstrip()) - 1 if text.strip() else end - 1
-    return Chunk(text, start, end, doc.line_at(first), doc.line_at(last), doc.page_at(first))
+    line_start = doc.line_at(first)
+    # A mapped text (a CSV row over many lines, a table's delimiter rows left out) can span more of the
+    # file's lines than it has characters; the bank format bounds a span by its text (docs/bank-format.md).
+    line_end = min(doc.line_at(last), line_start + len(text))
+    return Chunk(text, start, end, line_start, line_end, doc.page_at(first))

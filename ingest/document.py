@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from itertools import accumulate
 
-LINE_BREAK = r"\r\n|\r|\n"  # a line break as editors count them: LF, CRLF, or CR alone (old Mac files)
+LINE_BREAK = r"\r\n|\r(?!\n)|\n"  # a line break as editors count them: LF, CRLF, or CR alone (old Mac files)
 _BREAK = re.compile(LINE_BREAK)
 
 

@@ -69,7 +69,7 @@ class Status:
         folders = catalog.folders()
         return cls(
             folders,
-            [f.path for f in folders if not f.path.is_dir()],
+            [f.path for f in folders if not os.path.isdir(f.path)],  # never raises (unreadable: missing)
             Progress.of(counts),
             counts["memories_to_drop"],
             catalog.failures(),

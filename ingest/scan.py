@@ -122,7 +122,7 @@ def _followable(root: Path, link: Path, report: ScanReport) -> bool:
     walked already), neither holds nor lies in `root` or a folder followed before, and is none of the
     system's folders. Followed, it is recorded in `report.links`."""
     target = link.resolve()
-    walled = [root, *(t for t in report.links if t.is_dir())]
+    walled = [root, *(t for t in report.links if os.path.isdir(t))]
     if any(target.is_relative_to(w) or w.is_relative_to(target) for w in walled):
         return False
     if target == Path(target.anchor) or any(target.is_relative_to(s) for s in SYSTEM):
@@ -148,7 +148,7 @@ class Reconciler:
         report = ScanReport()
         items = []
         for folder in self.catalog.folders() if folders is None else folders:
-            if not folder.path.is_dir():
+            if not os.path.isdir(folder.path):
                 report.missing.append(folder.path)
                 continue
             self._rules.pop(folder.id, None)  # re-read every .m3ignore
@@ -174,7 +174,7 @@ class Reconciler:
                 by_folder.setdefault(folder.id, (folder, []))[1].append(rel)
         items = []
         for folder, rels in by_folder.values():
-            if not folder.path.is_dir():
+            if not os.path.isdir(folder.path):
                 report.missing.append(folder.path)
                 continue
             rules = self.rules(folder)
@@ -182,7 +182,7 @@ class Reconciler:
             scope: dict[str, Document] = {}
             for rel in _outermost(rels):
                 path = folder.path / rel
-                if path.is_dir() and (not path.is_symlink() or _followable(folder.path, path, report)):
+                if os.path.isdir(path) and (not path.is_symlink() or _followable(folder.path, path, report)):
                     found += [] if rules.skips_dir(rel) else walk(rules, rel, report)
                 elif (doc := probe(rules, rel, report)) is not None:
                     found.append(doc)
@@ -216,6 +216,7 @@ class Reconciler:
         changed: list[tuple[Folder, Document, Found]] = []
         vanished: dict[int, Document] = {}
         for folder, found, scope in items:
+            found = _one_per_name(found)
             on_disk = {f.rel for f in found}
             vanished.update((doc.id, doc) for rel, doc in scope.items() if rel not in on_disk)
             for f in found:
@@ -271,8 +272,18 @@ class Reconciler:
     def _stranded(self) -> list[Document]:
         """The documents of watched folders missing from the disk: kept, so that their files found again
         elsewhere keep their documents (and chunks, and memories) as a move."""
-        missing = [f for f in self.catalog.folders() if not f.path.is_dir()]
+        missing = [f for f in self.catalog.folders() if not os.path.isdir(f.path)]
         return [doc for folder in missing for doc in self.catalog.documents(folder.id).values()]
+
+
+def _one_per_name(found: list[Found]) -> list[Found]:
+    """One file per catalog name: a name that is not UTF-8, written with `\\xNN` escapes, can equal a
+    real file's name that holds those very characters; the real one is kept (the other fails anyway)."""
+    by_name: dict[str, Found] = {}
+    for f in found:
+        if f.rel not in by_name or by_name[f.rel].error == NAME_NOT_UTF8:
+            by_name[f.rel] = f
+    return list(by_name.values())
 
 
 def _differs(doc: Document, f: Found) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable
@@ -124,7 +125,7 @@ class Watcher:
         for target in new:
             if any(target.is_relative_to(root) for root in self.roots):
                 continue
-            folder, recursive = (target, True) if target.is_dir() else (target.parent, False)
+            folder, recursive = (target, True) if os.path.isdir(target) else (target.parent, False)
             with contextlib.suppress(OSError):  # gone meanwhile: the next scan says so
                 self._observer.schedule(self._recorder, str(folder), recursive=recursive, event_filter=EVENTS)
 

@@ -10,7 +10,7 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from bench.chunk_stability import measure_edit_stability
-from ingest.chunker import MAX_CHARS_PER_TOKEN, Chunk, chunk_text, opens_chunk
+from ingest.chunker import _PARAGRAPH, MAX_CHARS_PER_TOKEN, Chunk, chunk_text, opens_chunk
 from ingest.document import ParsedText
 
 
@@ -124,6 +124,7 @@ def test_lines_ending_in_cr_or_crlf_are_cut_and_cited_as_with_lf():
         chunks = chunk_text(ParsedText((eol * 2).join(paragraphs)), count_words, 20)
         cut[eol] = [(c.text.strip().replace(eol, "\n"), c.line_start, c.line_end) for c in chunks]
     assert cut["\r"] == cut["\r\n"] == cut["\n"]
+    assert _PARAGRAPH.search("one\r\ntwo") is None  # CRLF is one break, not CR then LF: not a paragraph
     assert cut["\n"][-1][2] == 15 and len(cut["\n"]) > 1
 
 

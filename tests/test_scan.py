@@ -319,6 +319,13 @@ def test_a_file_name_that_is_not_utf8_fails_alone_and_stays_listed(ingester: Ing
     assert gone.deleted == 1 and len(ingester.status().failures) == 1
 
 
+def test_a_real_name_that_reads_like_an_escaped_one_is_kept(ingester: Ingester, root: Path):
+    write(root / "r\\xe9sum\\xe9.txt")  # backslashes in a real name: the catalog form of the next one
+    latin1(root, b"r\xe9sum\xe9.txt")
+    synced(ingester)  # they collided in the catalog and every scan failed
+    assert documents(ingester.catalog)["r\\xe9sum\\xe9.txt"].status == "ok"
+
+
 def test_a_folder_whose_name_is_not_utf8_is_refused_in_one_sentence(catalog: Catalog, tmp_path: Path):
     folder = Path(os.fsdecode(os.path.join(os.fsencode(tmp_path), b"caf\xe9")))
     folder.mkdir()

@@ -109,6 +109,25 @@ def test_each_row_is_cited_on_the_line_where_it_begins(rows, eol):
             assert chunk.line_end - chunk.line_start <= len(chunk.text)  # the bank format's bound holds
 
 
+def test_found_by_review_header_breaks_open_quotes_and_long_spans():
+    """A header cell with a line break (Excel writes them) failed the file; a quote never closed swallowed
+    the rest into one cell without a word; a cell of 50 line breaks made a chunk span more lines than it
+    has characters, which the bank format refuses on import."""
+    doc = parse_csv(b'Name,"Amount\n(USD)"\nAnn,5\nBob,6\n')
+    assert doc.text.splitlines() == [
+        "Name | Amount (USD)",
+        "Name: Ann | Amount (USD): 5",
+        "Name: Bob | Amount (USD): 6",
+    ]
+    assert doc.line_map == (1, 3, 4)
+    broken = b'a,b\n1,"2\n3,4\n5,6\n'
+    doc = parse_csv(broken)
+    assert doc.text == broken.decode() and doc.warnings[0].startswith("not read as a table (")
+    doc = parse_csv(b'name,notes\nann,"' + b"\n" * 50 + b'"\nbob,x\n')
+    for chunk in chunk_text(doc, count_words, 128):
+        assert chunk.line_end - chunk.line_start <= len(chunk.text)
+
+
 # --- Markdown ---------------------------------------------------------------------------------------------
 
 NOTE = """---
@@ -173,3 +192,14 @@ def test_front_matter_that_is_not_valid_stays_in_the_text_with_a_warning():
         doc = parse_markdown(block)
         assert doc.text == block.decode() and "front_matter" not in doc.meta
         assert len(doc.warnings) == 1 and doc.warnings[0].startswith(reason), doc.warnings
+
+
+def test_found_by_review_hostile_front_matter_and_tables():
+    """Undecodable bytes in front matter made citations unencodable as JSON; YAML nested 3,000 deep failed
+    the whole note; a table delimiter check took quadratic time on a long line of spaces."""
+    note = parse_markdown('---\ntitle: "Budget \udce9 2024"\n---\nBody.\n'.encode("utf-8", "surrogateescape"))
+    json.dumps(note.meta, ensure_ascii=False).encode("utf-8")  # no lone surrogate left
+    deep = parse_markdown(b"---\na: " + b"[" * 3000 + b"]" * 3000 + b"\n---\nBody.\n")
+    assert deep.text.endswith("Body.\n") and deep.warnings[0].startswith("front matter not read (")
+    wide = parse_markdown(b"| a |\n" + b" " * 200_000 + b"-x\n")  # returns at once (it took hours)
+    assert wide.text.startswith("| a |")

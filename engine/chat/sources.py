@@ -7,6 +7,7 @@ and memories instead of calling back into whoever built it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -78,7 +79,7 @@ class Sources:
             found = self.catalog.sources(hit.hash)
             if hit.hash not in texts or not found:
                 continue  # deleted since it was indexed
-            src = next((s for s in found if s.path.exists()), found[0])  # a copy still there, if any
+            src = next((s for s in found if os.path.exists(s.path)), found[0])  # a copy still there, if any
             chunks.append(
                 Chunk(
                     hit.hash,
@@ -89,7 +90,7 @@ class Sources:
                     src.line_end,
                     hit.score,
                     src.front_matter,
-                    not src.path.exists(),
+                    not os.path.exists(src.path),
                 )
             )
         return chunks

@@ -23,6 +23,8 @@ MAX_FRONT_MATTER_LINES = 200  # a block that does not close by then is not front
 _TABLE_DELIMITER = re.compile(r"\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*")
 _CODE_FENCE = re.compile(r"\s{0,3}(```|~~~)")
 _CELL_BORDER = re.compile(r"(?<!\\)\|")
+_DELIMITER_CHARS = frozenset("|:- \t")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def parse_markdown(data: bytes) -> ParsedText:
@@ -53,10 +55,12 @@ def _front_matter(lines: list[str]) -> tuple[dict, int, tuple[str, ...]]:
     block = "\n".join(lines[1:end])
     try:
         values = tomllib.loads(block) if closers == ("+++",) else _yaml_mapping(block)
-    except (yaml.YAMLError, tomllib.TOMLDecodeError, ValueError) as exc:
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, ValueError, RecursionError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return {}, 0, (f"front matter not read ({reason}): kept in the text",)
-    return json.loads(json.dumps(values, default=str, skipkeys=True)), end + 1, ()
+    # JSON-safe, and lone surrogates (undecodable bytes) made U+FFFD, as in the text: a citation is JSON
+    safe = _SURROGATE.sub("\ufffd", json.dumps(values, default=str, skipkeys=True, ensure_ascii=False))
+    return json.loads(safe), end + 1, ()
 
 
 def _yaml_mapping(block: str) -> dict:
@@ -104,9 +108,9 @@ def _cells(row: str) -> list[str]:
 
 
 def _is_delimiter(row: str, columns: int) -> bool:
-    return (
-        columns > 0
-        and "-" in row
-        and _TABLE_DELIMITER.fullmatch(row) is not None
-        and len(_cells(row)) == columns
-    )
+    """A GFM delimiter row of `columns` cells. Checked by its characters first: the pattern alone takes
+    quadratic time on a long line of spaces."""
+    row = row.strip()
+    if columns == 0 or "-" not in row or not set(row) <= _DELIMITER_CHARS:
+        return False
+    return _TABLE_DELIMITER.fullmatch(row) is not None and len(_cells(row)) == columns

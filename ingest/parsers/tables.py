@@ -39,7 +39,9 @@ def _parse_table(data: bytes, delimiter: str | None) -> ParsedText:
     lines: list[tuple[int, str]] = []
     try:
         reader = csv.reader(
-            io.StringIO(decoded.text, newline=""), delimiter=delimiter or _delimiter(decoded.text)
+            io.StringIO(decoded.text, newline=""),
+            delimiter=delimiter or _delimiter(decoded.text),
+            strict=True,
         )
         header: list[str] | None = None
         first = 1
@@ -76,7 +78,7 @@ def _delimiter(text: str) -> str:
 def render_row(header: Sequence[str], row: Sequence[str]) -> str:
     """One row as `name: value` pairs (empty cells left out); a cell past the header's, or under an empty
     header cell, is named by its column's number. Each line break inside a cell becomes a space."""
-    names = [name.strip() or f"column {i + 1}" for i, name in enumerate(header)]
+    names = [_one_line(name) or f"column {i + 1}" for i, name in enumerate(header)]
     names += [f"column {i + 1}" for i in range(len(names), len(row))]
     return CELL_SEPARATOR.join(
         f"{name}: {_one_line(value)}" for name, value in zip(names, row, strict=False) if value.strip()
