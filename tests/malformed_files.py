@@ -131,15 +131,19 @@ def docx_bytes() -> bytes:
             table.cell(r, c).text = value
     document.add_paragraph("")
     document.add_paragraph("The outlook is stable.")
+    return _saved(document)
+
+
+def _saved(document: docx.document.Document | pptx.presentation.Presentation) -> bytes:
     out = io.BytesIO()
     document.save(out)
     return out.getvalue()
 
 
-def encrypted_docx_bytes(password: str = "secret") -> bytes:
-    """docx_bytes() locked with a password as Word does it (ECMA-376 agile encryption in an OLE file)."""
+def encrypted_ooxml_bytes(data: bytes, password: str = "secret") -> bytes:
+    """A DOCX or PPTX locked with a password as Office does it (ECMA-376 agile encryption in an OLE file)."""
     out = io.BytesIO()
-    OOXMLFile(io.BytesIO(docx_bytes())).encrypt(password, out)
+    OOXMLFile(io.BytesIO(data)).encrypt(password, out)
     return out.getvalue()
 
 
@@ -199,16 +203,28 @@ def _xhtml(title: str, body: str) -> str:
 
 def epub_bytes(opf: str = OPF, container: str | None = CONTAINER) -> bytes:
     """Chapters stored in the reverse of the spine's order, so the order must come from the spine."""
+    return _zip_bytes(
+        "application/epub+zip",
+        {
+            "META-INF/container.xml": container,
+            "OEBPS/content.opf": opf,
+            "OEBPS/Text/chapter two.xhtml": _xhtml("Two", "<h1>Chapter Two</h1><p>The end.</p>"),
+            "OEBPS/Text/one.xhtml": _xhtml("One", "<h1>Chapter One</h1><p>It begins.</p>"),
+            "OEBPS/nav.xhtml": _xhtml("Contents", "<nav><ol><li>One</li></ol></nav>"),
+            "OEBPS/cover.png": b"\x89PNG\r\n\x1a\n",
+        },
+    )
+
+
+def _zip_bytes(mimetype: str, members: dict[str, str | bytes | None]) -> bytes:
+    """A zip as EPUB and OpenDocument writers make it: the mimetype first and stored, then the members
+    deflated in order (None: left out)."""
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr(zipfile.ZipInfo("mimetype"), "application/epub+zip")
-        if container is not None:
-            z.writestr("META-INF/container.xml", container)
-        z.writestr("OEBPS/content.opf", opf)
-        z.writestr("OEBPS/Text/chapter two.xhtml", _xhtml("Two", "<h1>Chapter Two</h1><p>The end.</p>"))
-        z.writestr("OEBPS/Text/one.xhtml", _xhtml("One", "<h1>Chapter One</h1><p>It begins.</p>"))
-        z.writestr("OEBPS/nav.xhtml", _xhtml("Contents", "<nav><ol><li>One</li></ol></nav>"))
-        z.writestr("OEBPS/cover.png", b"\x89PNG\r\n\x1a\n")
+        z.writestr(zipfile.ZipInfo("mimetype"), mimetype)
+        for name, data in members.items():
+            if data is not None:
+                z.writestr(name, data)
     return out.getvalue()
 
 
@@ -287,16 +303,7 @@ def pptx_bytes() -> bytes:
         group.shapes.add_textbox(Inches(n * 3), Inches(6), Inches(2), Inches(1)).text_frame.text = text
     slide.notes_slide.notes_text_frame.text = "Mention the new office."
     presentation.slides.add_slide(presentation.slide_layouts[6])
-    out = io.BytesIO()
-    presentation.save(out)
-    return out.getvalue()
-
-
-def encrypted_pptx_bytes(password: str = "secret") -> bytes:
-    """pptx_bytes() locked with a password as PowerPoint does it (the same OLE container as Word's)."""
-    out = io.BytesIO()
-    OOXMLFile(io.BytesIO(pptx_bytes())).encrypt(password, out)
-    return out.getvalue()
+    return _saved(presentation)
 
 
 ODT_NAMESPACES = (
@@ -362,13 +369,13 @@ def odt_bytes(
         f'<?xml version="1.0" encoding="UTF-8"?>\n<office:document-content {ODT_NAMESPACES}>'
         f"<office:body><office:{body}>{text}</office:{body}></office:body></office:document-content>"
     )
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr(zipfile.ZipInfo("mimetype"), "application/vnd.oasis.opendocument.text")
-        if manifest is not None:
-            entry = '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
-            z.writestr(
-                "META-INF/manifest.xml", manifest.replace(entry, ODT_ENCRYPTION) if encrypted else manifest
-            )
-        z.writestr("content.xml", bytes(range(256)) * 8 if encrypted else content.encode())
-    return out.getvalue()
+    entry = '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
+    if manifest is not None and encrypted:
+        manifest = manifest.replace(entry, ODT_ENCRYPTION)
+    return _zip_bytes(
+        "application/vnd.oasis.opendocument.text",
+        {
+            "META-INF/manifest.xml": manifest,
+            "content.xml": bytes(range(256)) * 8 if encrypted else content.encode(),
+        },
+    )

@@ -1,4 +1,5 @@
-"""Zip containers (DOCX, EPUB), opened with a cap on what they unpack to: a zip bomb is refused."""
+"""Office containers: zips (DOCX, PPTX, ODT, EPUB), opened with a cap on what they unpack to so that a zip
+bomb is refused, their XML members read safely, and the OLE files that stand in for them explained."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ import io
 import zipfile
 import zlib
 
-from ingest.errors import ParseError
+import olefile
+from lxml import etree
+
+from ingest.errors import EncryptedDocumentError, ParseError
 
 MAX_UNZIPPED_BYTES = 200 * 1024 * 1024
 MAX_MEMBERS = 20_000
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # an OLE compound file: Office 97-2003, or encrypted
 
 
 def open_zip(data: bytes, kind: str) -> zipfile.ZipFile:
@@ -31,3 +36,40 @@ def read_member(archive: zipfile.ZipFile, name: str, kind: str) -> bytes:
         return archive.read(name)
     except (zipfile.BadZipFile, zlib.error, NotImplementedError, ValueError, OSError, RuntimeError) as exc:
         raise ParseError(f"not a valid {kind} file (damaged member {name})") from exc
+
+
+def read_xml(archive: zipfile.ZipFile, name: str, kind: str) -> etree._Element:
+    """A member parsed as XML, safely: entities unresolved, no DTD, no network, so a hostile document can
+    neither expand itself nor reach out; comments and processing instructions go (their text is not the
+    document's). A missing or malformed member is a ParseError naming the file type."""
+    if name not in archive.namelist():
+        raise ParseError(f"not a valid {kind} file (no {name})")
+    # A parser per call: lxml parser objects must not be shared between threads.
+    parser = etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, remove_comments=True, remove_pis=True
+    )
+    try:
+        return etree.fromstring(read_member(archive, name, kind), parser=parser)
+    except etree.XMLSyntaxError as exc:
+        raise ParseError(f"not a valid {kind} file (bad {name})") from exc
+
+
+def ole_reason(data: bytes, kind: str, old_stream: str, app: str) -> ParseError:
+    """Why an OLE compound file named after `kind` (DOCX, PPTX) cannot be read. Office saves a
+    password-protected file as one (the zip, encrypted, in its EncryptedPackage stream), and an `app`
+    97-2003 file renamed (its main stream `old_stream`) is one too: both would otherwise fail as a "bad zip",
+    which tells the user nothing."""
+    suffix = "." + kind.lower()
+    try:
+        with olefile.OleFileIO(io.BytesIO(data)) as ole:
+            encrypted = ole.exists("EncryptionInfo") and ole.exists("EncryptedPackage")
+            old_format = ole.exists(old_stream)
+    except Exception as exc:  # olefile fails on a damaged compound file with many types
+        return ParseError(f"not a valid {kind} file (damaged OLE compound file: {exc})")
+    if encrypted:
+        return EncryptedDocumentError("the document is encrypted with a password")
+    if old_format:
+        return ParseError(
+            f"an old {app} 97-2003 file ({suffix[:-1]}), not {suffix}: save it as {suffix} to include it"
+        )
+    return ParseError(f"not a valid {kind} file (an OLE compound file, not a zip)")

@@ -6,11 +6,9 @@ import posixpath
 import zipfile
 from urllib.parse import unquote
 
-from lxml import etree
-
 from ingest.document import ParsedText
 from ingest.errors import ParseError
-from ingest.parsers.archive import open_zip, read_member
+from ingest.parsers.archive import open_zip, read_member, read_xml
 from ingest.parsers.html import html_to_text
 
 _KIND = "EPUB"
@@ -27,12 +25,12 @@ def parse_epub(data: bytes) -> ParsedText:
 
 def _spine(archive: zipfile.ZipFile) -> list[str]:
     """Member names of the spine's (X)HTML documents in reading order; items not in the zip are skipped."""
-    container = _xml(archive, _CONTAINER)
+    container = read_xml(archive, _CONTAINER, _KIND)
     rootfiles = container.xpath("//*[local-name()='rootfile']/@full-path")
     if not rootfiles:
         raise ParseError("not a valid EPUB file (no package document)")
     opf_path = unquote(str(rootfiles[0]))
-    opf = _xml(archive, opf_path)
+    opf = read_xml(archive, opf_path, _KIND)
     base = posixpath.dirname(opf_path)
     manifest = {
         item.get("id"): item
@@ -49,15 +47,3 @@ def _spine(archive: zipfile.ZipFile) -> list[str]:
         if name in present:
             names.append(name)
     return names
-
-
-def _xml(archive: zipfile.ZipFile, name: str) -> etree._Element:
-    if name not in archive.namelist():
-        raise ParseError(f"not a valid EPUB file (no {name})")
-    # entities unresolved, no DTD, no network: a hostile book can neither expand itself nor reach out.
-    # A parser per call: lxml parser objects must not be shared between threads.
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-    try:
-        return etree.fromstring(read_member(archive, name, _KIND), parser=parser)
-    except etree.XMLSyntaxError as exc:
-        raise ParseError(f"not a valid EPUB file (bad {name})") from exc

@@ -11,7 +11,7 @@ from lxml import etree
 
 from ingest.document import ParsedText
 from ingest.errors import EncryptedDocumentError, ParseError
-from ingest.parsers.archive import open_zip, read_member
+from ingest.parsers.archive import open_zip, read_xml
 
 _KIND = "ODT"
 _MANIFEST = "META-INF/manifest.xml"
@@ -38,7 +38,7 @@ def parse_odt(data: bytes) -> ParsedText:
     with open_zip(data, _KIND) as archive:
         if _encrypted(archive):
             raise EncryptedDocumentError("the document is encrypted with a password")
-        body = _xml(archive, _CONTENT).find(f"{_OFFICE}body/{_OFFICE}text")
+        body = read_xml(archive, _CONTENT, _KIND).find(f"{_OFFICE}body/{_OFFICE}text")
     if body is None:
         raise ParseError("not a valid ODT file (no text in content.xml: another OpenDocument kind?)")
     return ParsedText("\n\n".join(_blocks(body)))
@@ -48,7 +48,7 @@ def _encrypted(archive: zipfile.ZipFile) -> bool:
     """A password-protected ODT keeps its manifest readable and marks each encrypted member in it."""
     if _MANIFEST not in archive.namelist():
         return False
-    return _xml(archive, _MANIFEST).find(f".//{_MANIFEST_NS}encryption-data") is not None
+    return read_xml(archive, _MANIFEST, _KIND).find(f".//{_MANIFEST_NS}encryption-data") is not None
 
 
 def _blocks(element: etree._Element) -> Iterator[str]:
@@ -114,18 +114,3 @@ def _row_text(row: etree._Element) -> str:
     """Cells joined by ' | '; a cell merged into its neighbour (covered-table-cell) is left out as in DOCX."""
     cells = (cell for cell in row if cell.tag == f"{_TABLE}table-cell")
     return " | ".join(" ".join(_blocks(cell)) for cell in cells)
-
-
-def _xml(archive: zipfile.ZipFile, name: str) -> etree._Element:
-    if name not in archive.namelist():
-        raise ParseError(f"not a valid ODT file (no {name})")
-    # entities unresolved, no DTD, no network: a hostile document can neither expand itself nor reach out.
-    # Comments and processing instructions go: their text is not the document's.
-    # A parser per call: lxml parser objects must not be shared between threads.
-    parser = etree.XMLParser(
-        resolve_entities=False, no_network=True, load_dtd=False, remove_comments=True, remove_pis=True
-    )
-    try:
-        return etree.fromstring(read_member(archive, name, _KIND), parser=parser)
-    except etree.XMLSyntaxError as exc:
-        raise ParseError(f"not a valid ODT file (bad {name})") from exc

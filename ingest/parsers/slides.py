@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable, Iterator
 
-import olefile
 import pptx
 from pptx.shapes.base import BaseShape
 from pptx.shapes.group import GroupShape
@@ -14,16 +13,15 @@ from pptx.slide import Slide
 from pptx.table import Table, _Row
 
 from ingest.document import ParsedText
-from ingest.errors import EncryptedDocumentError, ParseError
-from ingest.parsers.archive import open_zip
-from ingest.parsers.word import OLE_MAGIC
+from ingest.errors import ParseError
+from ingest.parsers.archive import OLE_MAGIC, ole_reason, open_zip
 
 _KIND = "PPTX"
 
 
 def parse_pptx(data: bytes) -> ParsedText:
     if data.startswith(OLE_MAGIC):
-        raise _not_a_zip_reason(data)
+        raise ole_reason(data, _KIND, old_stream="PowerPoint Document", app="PowerPoint")
     open_zip(data, _KIND).close()  # only the checks: python-pptx reads the archive itself
     try:
         presentation = pptx.Presentation(io.BytesIO(data))
@@ -31,22 +29,6 @@ def parse_pptx(data: bytes) -> ParsedText:
     except Exception as exc:  # python-pptx fails on a foreign or damaged package with many types
         raise ParseError(f"not a valid PPTX file ({exc})") from exc
     return ParsedText.from_pages(pages)
-
-
-def _not_a_zip_reason(data: bytes) -> ParseError:
-    """Why an OLE compound file named .pptx cannot be read: PowerPoint saves a password-protected PPTX as
-    one (as Word does DOCX), and a PowerPoint 97-2003 file renamed to .pptx is one too."""
-    try:
-        with olefile.OleFileIO(io.BytesIO(data)) as ole:
-            encrypted = ole.exists("EncryptionInfo") and ole.exists("EncryptedPackage")
-            old_powerpoint = ole.exists("PowerPoint Document")
-    except Exception as exc:  # olefile fails on a damaged compound file with many types
-        return ParseError(f"not a valid PPTX file (damaged OLE compound file: {exc})")
-    if encrypted:
-        return EncryptedDocumentError("the document is encrypted with a password")
-    if old_powerpoint:
-        return ParseError("an old PowerPoint 97-2003 file (.ppt), not .pptx: save it as .pptx to include it")
-    return ParseError("not a valid PPTX file (an OLE compound file, not a zip)")
 
 
 def _slide_blocks(slide: Slide) -> Iterator[str]:
