@@ -8,6 +8,7 @@ together, so a kill -9 anywhere either keeps all of it or none of it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -23,6 +24,8 @@ from ingest.parsers import parse
 from ingest.queue import CRASHED, MAX_ATTEMPTS, Job, JobQueue
 from ingest.scan import Reconciler, ScanReport, describe, sha256_file
 from ingest.watcher import Batch, Watcher
+
+log = logging.getLogger(__name__)
 
 PROGRESS_EVERY_S = 0.25  # counting rows for every file would cost more than parsing small files
 
@@ -185,7 +188,8 @@ class Ingester:
         except UnicodeEncodeError:
             error, chunks = "the text holds characters that are not valid Unicode", []
         except Exception as exc:  # a tokenizer or chunker failing on this one text: the others go on
-            error, chunks = f"could not chunk the text ({type(exc).__name__}: {exc})", []
+            log.info("%s: chunking failed (%s: %s)", path, type(exc).__name__, exc)  # the detail: for the log
+            error, chunks = "could not cut the text into chunks", []
         with self.catalog.atomic():
             if self.catalog.document(doc.id) is not None:
                 self.catalog.replace_chunks(doc.id, chunks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -391,7 +392,9 @@ def test_progress_is_reported_as_files_are_parsed(catalog: Catalog, root: Path):
     assert (last.chunks, last.chunks_pending) == (3 * len(PARAGRAPHS), len(PARAGRAPHS))  # same texts thrice
 
 
-def test_a_tokenizer_failing_on_one_text_fails_that_document_only(catalog: Catalog, root: Path):
+def test_a_tokenizer_failing_on_one_text_fails_that_document_only(catalog: Catalog, root: Path, caplog):
+    """The user reads one sentence; what the tokenizer said goes to the log."""
+
     def fussy(text: str) -> int:
         if "poison" in text:
             raise ValueError("cannot count this")
@@ -401,9 +404,10 @@ def test_a_tokenizer_failing_on_one_text_fails_that_document_only(catalog: Catal
     write(root / "good.txt")
     write(root / "bad.txt", "a poison pill\n")
     ingester = Ingester(catalog, fussy, IngestConfig())
-    synced(ingester)
-    reason = "could not chunk the text (ValueError: cannot count this)"
-    assert ingester.status().failures == [(root / "bad.txt", reason)]
+    with caplog.at_level(logging.INFO, logger="ingest.ingester"):
+        synced(ingester)
+    assert ingester.status().failures == [(root / "bad.txt", "could not cut the text into chunks")]
+    assert "ValueError: cannot count this" in caplog.text
     assert ingester.status().progress.files_parsed == 1
 
 

@@ -4,6 +4,7 @@ raises ParseError saying why."""
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import stat
@@ -25,6 +26,8 @@ from ingest.parsers.slides import parse_pptx
 from ingest.parsers.tables import parse_csv, parse_tsv
 from ingest.parsers.text import TEXT_SUFFIXES, decode_text, parse_text
 from ingest.parsers.word import parse_docx
+
+log = logging.getLogger(__name__)
 
 MAX_FILE_BYTES = 256 * 1024 * 1024
 SNIFF_BYTES = 8192  # what is read of a file without a suffix to tell text from binary
@@ -70,6 +73,16 @@ def parse(path: Path) -> ParsedText:
     if parser is None:
         raise UnsupportedFormatError(f"unsupported file type {path.suffix}")
     try:
+        return _parse(parser, path)
+    except ParseError as exc:
+        if exc.__cause__ is not None:  # what a library or the system said: for the log, not the user
+            log.info("%s: %s (%s: %s)", path, exc, type(exc.__cause__).__name__, exc.__cause__)
+        raise
+
+
+def _parse(parser: Callable[[bytes], ParsedText], path: Path) -> ParsedText:
+    """The text, or a ParseError in one sentence for whatever fails; the cause, if any, chained to it."""
+    try:
         data = _read(path)
         return _valid_unicode(parser(data)).normalized() if data else ParsedText("")
     except ParseError:
@@ -82,7 +95,9 @@ def parse(path: Path) -> ParsedText:
     except MemoryError as exc:
         raise ParseError("the document is too large to parse") from exc
     except Exception as exc:  # a parser library failing in a way we did not foresee is still a bad document
-        raise ParseError(f"could not parse the file ({type(exc).__name__}: {exc})") from exc
+        raise ParseError(
+            "could not parse the file (damaged, or a variant its reader does not handle)"
+        ) from exc
 
 
 def _valid_unicode(doc: ParsedText) -> ParsedText:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import zipfile
 import zlib
+from typing import NoReturn
 
 import olefile
 from lxml import etree
@@ -54,8 +55,8 @@ def read_xml(archive: zipfile.ZipFile, name: str, kind: str) -> etree._Element:
         raise ParseError(f"not a valid {kind} file (bad {name})") from exc
 
 
-def ole_reason(data: bytes, kind: str, old_stream: str, app: str) -> ParseError:
-    """Why an OLE compound file named after `kind` (DOCX, PPTX) cannot be read. Office saves a
+def refuse_ole(data: bytes, kind: str, old_stream: str, app: str) -> NoReturn:
+    """Raise why an OLE compound file named after `kind` (DOCX, PPTX) cannot be read. Office saves a
     password-protected file as one (the zip, encrypted, in its EncryptedPackage stream), and an `app`
     97-2003 file renamed (its main stream `old_stream`) is one too: both would otherwise fail as a "bad zip",
     which tells the user nothing."""
@@ -65,11 +66,11 @@ def ole_reason(data: bytes, kind: str, old_stream: str, app: str) -> ParseError:
             encrypted = ole.exists("EncryptionInfo") and ole.exists("EncryptedPackage")
             old_format = ole.exists(old_stream)
     except Exception as exc:  # olefile fails on a damaged compound file with many types
-        return ParseError(f"not a valid {kind} file (damaged OLE compound file: {exc})")
+        raise ParseError(f"not a valid {kind} file (a damaged Office file)") from exc
     if encrypted:
-        return EncryptedDocumentError("the document is encrypted with a password")
+        raise EncryptedDocumentError("the document is encrypted with a password")
     if old_format:
-        return ParseError(
+        raise ParseError(
             f"an old {app} 97-2003 file ({suffix[:-1]}), not {suffix}: save it as {suffix} to include it"
         )
-    return ParseError(f"not a valid {kind} file (an OLE compound file, not a zip)")
+    raise ParseError(f"not a valid {kind} file (an old Office file, but not a {app} one)")

@@ -23,7 +23,7 @@ def parse_pdf(data: bytes) -> ParsedText:
         pages = reader.pages
         count = len(pages)
     except Exception as exc:  # a damaged page tree fails in pypdf with any of many types
-        raise ParseError(f"not a valid PDF file ({exc})") from exc
+        raise ParseError("not a valid PDF file (damaged or cut short)") from exc
     texts = [_page_text(pages, i) for i in range(count)]
     scanned = [i + 1 for i, text in enumerate(texts) if not text.strip() and _draws_an_image(pages, i)]
     if scanned and not any(text.strip() for text in texts):
@@ -35,7 +35,7 @@ def _open(data: bytes) -> PdfReader:
     try:
         reader = PdfReader(io.BytesIO(data))
     except Exception as exc:  # garbage fails in pypdf with any of many types
-        raise ParseError(f"not a valid PDF file ({exc})") from exc
+        raise ParseError("not a valid PDF file (damaged or cut short)") from exc
     if reader.is_encrypted:
         try:
             opened = reader.decrypt("") != PasswordType.NOT_DECRYPTED

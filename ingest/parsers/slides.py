@@ -14,20 +14,20 @@ from pptx.table import Table, _Row
 
 from ingest.document import ParsedText
 from ingest.errors import ParseError
-from ingest.parsers.archive import OLE_MAGIC, ole_reason, open_zip
+from ingest.parsers.archive import OLE_MAGIC, open_zip, refuse_ole
 
 _KIND = "PPTX"
 
 
 def parse_pptx(data: bytes) -> ParsedText:
     if data.startswith(OLE_MAGIC):
-        raise ole_reason(data, _KIND, old_stream="PowerPoint Document", app="PowerPoint")
+        refuse_ole(data, _KIND, old_stream="PowerPoint Document", app="PowerPoint")
     open_zip(data, _KIND).close()  # only the checks: python-pptx reads the archive itself
     try:
         presentation = pptx.Presentation(io.BytesIO(data))
         pages = ["\n\n".join(_slide_blocks(slide)) for slide in presentation.slides]
     except Exception as exc:  # python-pptx fails on a foreign or damaged package with many types
-        raise ParseError(f"not a valid PPTX file ({exc})") from exc
+        raise ParseError("not a valid PPTX file (damaged, or a zip of another kind)") from exc
     return ParsedText.from_pages(pages)
 
 

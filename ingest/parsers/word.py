@@ -11,18 +11,18 @@ from docx.text.paragraph import Paragraph
 
 from ingest.document import ParsedText
 from ingest.errors import ParseError
-from ingest.parsers.archive import OLE_MAGIC, ole_reason, open_zip
+from ingest.parsers.archive import OLE_MAGIC, open_zip, refuse_ole
 
 
 def parse_docx(data: bytes) -> ParsedText:
     if data.startswith(OLE_MAGIC):
-        raise ole_reason(data, "DOCX", old_stream="WordDocument", app="Word")
+        refuse_ole(data, "DOCX", old_stream="WordDocument", app="Word")
     open_zip(data, "DOCX").close()  # only the checks: python-docx reads the archive itself
     try:
         document = docx.Document(io.BytesIO(data))
         blocks = list(_blocks(document.iter_inner_content()))
     except Exception as exc:  # python-docx fails on a foreign or damaged package with many types
-        raise ParseError(f"not a valid DOCX file ({exc})") from exc
+        raise ParseError("not a valid DOCX file (damaged, or a zip of another kind)") from exc
     return ParsedText("\n\n".join(blocks))
 
 
