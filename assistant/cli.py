@@ -38,6 +38,7 @@ from engine.service.client import (
     Reads,
     ScanDone,
     ScanProgress,
+    Skipped,
     Stream,
     Text,
 )
@@ -219,10 +220,15 @@ def _show_progress(parsed: int, failed: int, seen: int, chunks: int, chunks_pend
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the service's status as one JSON object.")
 @pass_client
-def status(client: Client) -> None:
-    """Folders, documents, chunks, memory work left, and every document that failed with its reason."""
-    _echo_status(client)
+def status(client: Client, as_json: bool) -> None:
+    """Folders, documents, chunks, memory work left, every document that failed with its reason, and the
+    files a search will not find (too large, of a type not read, left out by .m3ignore)."""
+    if as_json:
+        click.echo(json.dumps(msgspec.to_builtins(client.status()), ensure_ascii=False))
+    else:
+        _echo_status(client)
 
 
 def _echo_status(client: Client) -> None:
@@ -242,6 +248,29 @@ def _echo_status(client: Client) -> None:
         click.echo(f"  failed: {failure.path}: {failure.reason}")
     for warning in s.warnings:
         click.echo(f"  warning: {warning.path}: {warning.reason}")
+    _echo_skipped(s.skipped)
+
+
+def _echo_skipped(k: Skipped) -> None:
+    """What a search will not find: files over the size limit by name, the types not read by suffix,
+    what .m3ignore leaves out as a count."""
+    said = {
+        "over the size limit": k.too_large,
+        "of a type memory3 does not read": k.unsupported,
+        "left out by .m3ignore (files or folders)": k.ignored,
+    }
+    if not any(said.values()):
+        return
+    click.echo("Not searchable: " + ", ".join(f"{n:,} {why}" for why, n in said.items() if n))
+    for skipped in k.too_large_files:
+        click.echo(f"  too large: {skipped.path}: {skipped.reason}")
+    if k.too_large > len(k.too_large_files):
+        click.echo(f"  too large: {k.too_large - len(k.too_large_files):,} more")
+    if k.unsupported_types:
+        types = [f"{t.suffix or 'no suffix, not text'} {t.files:,}" for t in k.unsupported_types]
+        shown = sum(t.files for t in k.unsupported_types)
+        more = f", other types {k.unsupported - shown:,}" if k.unsupported > shown else ""
+        click.echo(f"  not read: {', '.join(types)}{more}")
 
 
 @cli.command()

@@ -95,6 +95,30 @@ class Source:
 
 
 CITED_FRONT_MATTER = ("title", "date", "tags")  # what of a note's front matter its citations carry
+LISTED = 20  # files over the size limit, and types not read, that the status names (the rest are counted)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file of a watched folder that is not a document (or a folder an .m3ignore excludes), and why."""
+
+    rel_path: str
+    kind: str  # too_large, unsupported or ignored (ingest.ignore.Skip; hidden files are not recorded)
+    suffix: str  # lower case with its dot, "" for none: unsupported files are counted by type
+    size: int
+    mtime_ns: int
+    reason: str  # what the status says
+
+
+@dataclass(frozen=True)
+class SkippedFiles:
+    """What a search will not find in the watched folders, and why, summed up for the status."""
+
+    too_large: int
+    unsupported: int
+    ignored: int  # files and folders an .m3ignore excludes: the user's choice, counted only
+    too_large_files: list[tuple[Path, str]]  # the first LISTED, by path, with the reason
+    unsupported_types: list[tuple[str, int]]  # files by suffix ("" for none), most first, the first LISTED
 
 
 class Catalog:
@@ -171,14 +195,9 @@ class Catalog:
 
     def documents(self, folder_id: int, under: str = "") -> dict[str, Document]:
         """Documents of a folder by relative path; `under` narrows to one file or one subfolder."""
-        sql = "SELECT * FROM documents WHERE folder_id = ?"
-        params: tuple = (folder_id,)
-        if under:
-            under = storable(under)
-            # '/' < '0' in code points: the range holds exactly the paths below `under/`.
-            sql += " AND (rel_path = ? OR (rel_path > ? AND rel_path < ?))"
-            params += (under, under + "/", under + "0")
-        return {r["rel_path"]: _document(r) for r in self.rows(sql, params)}
+        where, params = _within(folder_id, under)
+        rows = self.rows(f"SELECT * FROM documents WHERE {where}", params)
+        return {r["rel_path"]: _document(r) for r in rows}
 
     def document(self, doc_id: int) -> Document | None:
         rows = self.rows("SELECT * FROM documents WHERE id = ?", (doc_id,))
@@ -253,6 +272,51 @@ class Catalog:
                 ]
                 self.db.execute(f"DELETE FROM documents WHERE id IN ({marks})", part)
                 self._release(hashes)
+
+    # Files that are not documents
+
+    def skipped(self, folder_id: int, under: str = "") -> dict[str, Skipped]:
+        """The folder's files that are not documents, by relative path; `under` narrows as for documents."""
+        where, params = _within(folder_id, under)
+        rows = self.rows(
+            f"SELECT rel_path, kind, suffix, size, mtime_ns, reason FROM skipped WHERE {where}", params
+        )
+        return {r["rel_path"]: Skipped(**r) for r in rows}
+
+    def record_skipped(self, folder_id: int, skipped: Iterable[Skipped]) -> None:
+        """Add or update these files that are not documents."""
+        with self.atomic():
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO skipped (folder_id, rel_path, kind, suffix, size, mtime_ns, reason)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(folder_id, s.rel_path, s.kind, s.suffix, s.size, s.mtime_ns, s.reason) for s in skipped],
+            )
+
+    def forget_skipped(self, folder_id: int, rel_paths: Iterable[str]) -> None:
+        """These paths hold no skipped file any more: gone, a document now, or hidden."""
+        with self.atomic():
+            self.db.conn.executemany(
+                "DELETE FROM skipped WHERE folder_id = ? AND rel_path = ?",
+                [(folder_id, r) for r in rel_paths],
+            )
+
+    def skipped_files(self) -> SkippedFiles:
+        """The files of watched folders a search will not find: counts by kind, the first files over the
+        size limit, and the types not read with their counts."""
+        kinds = self.rows("SELECT kind, COUNT(*) AS n FROM skipped GROUP BY kind")
+        by_kind = {r["kind"]: r["n"] for r in kinds}
+        types = self.rows(
+            "SELECT suffix, COUNT(*) AS n FROM skipped WHERE kind = 'unsupported'"
+            " GROUP BY suffix ORDER BY n DESC, suffix LIMIT ?",
+            (LISTED,),
+        )
+        return SkippedFiles(
+            by_kind.get("too_large", 0),
+            by_kind.get("unsupported", 0),
+            by_kind.get("ignored", 0),
+            self._listed("d.kind = 'too_large'", "d.reason", "skipped", LISTED),
+            [(r["suffix"], r["n"]) for r in types],
+        )
 
     # Chunks and the memory work that follows them
 
@@ -438,12 +502,31 @@ class Catalog:
         """(file, doubt) of every document read with a doubt (a guessed encoding)."""
         return self._listed("d.status = 'ok' AND d.warning IS NOT NULL", "d.warning")
 
-    def _listed(self, where: str, column: str) -> list[tuple[Path, str]]:
+    def _listed(
+        self, where: str, column: str, table: str = "documents", limit: int = -1
+    ) -> list[tuple[Path, str]]:
+        """(absolute path, `column`) of the rows of `table` (as `d`) that `where` picks, by path."""
         rows = self.rows(
-            f"SELECT f.path, d.rel_path, {column} AS said FROM documents d"
-            f" JOIN folders f ON f.id = d.folder_id WHERE {where} ORDER BY f.path, d.rel_path"
+            f"SELECT f.path, d.rel_path, {column} AS said FROM {table} d"
+            f" JOIN folders f ON f.id = d.folder_id WHERE {where} ORDER BY f.path, d.rel_path LIMIT ?",
+            (limit,),
         )
         return [(Path(r["path"]) / r["rel_path"], r["said"]) for r in rows]
+
+
+def _within(folder_id: int, under: str) -> tuple[str, tuple]:
+    """The WHERE clause, and its parameters, of a folder's rows at `under`: one file or everything below
+    one subfolder ("" for the whole folder)."""
+    if not under:
+        return "folder_id = ?", (folder_id,)
+    under = storable(under)
+    # '/' < '0' in code points: the range holds exactly the paths below `under/`.
+    return "folder_id = ? AND (rel_path = ? OR (rel_path > ? AND rel_path < ?))", (
+        folder_id,
+        under,
+        under + "/",
+        under + "0",
+    )
 
 
 def _cited(meta: str) -> dict:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.catalog import NAME_NOT_UTF8, Catalog, Folder, storable
+from ingest.catalog import NAME_NOT_UTF8, Catalog, Folder, SkippedFiles, storable
 from ingest.chunker import chunk_text
 from ingest.config import IngestConfig
 from ingest.errors import NotFoundError, ParseError
@@ -62,6 +62,7 @@ class Status:
     memories_to_drop: int
     failures: list[tuple[Path, str]]  # (file, readable reason)
     warnings: list[tuple[Path, str]]  # (file, readable doubt) of documents read all the same
+    skipped: SkippedFiles  # files that are no documents: too large, of a type not read, left out
     collections: list[Folder]  # imported from bank files: read-only, never scanned
     imports: int  # bank files committed whose memories and vectors are still being applied
 
@@ -77,6 +78,7 @@ class Status:
             counts["memories_to_drop"],
             catalog.failures(),
             catalog.warnings(),
+            catalog.skipped_files(),
             catalog.folders("imported"),
             counts["imports"],
         )

@@ -15,12 +15,12 @@ import os
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from ingest.catalog import NAME_NOT_UTF8, Catalog, Document, Folder, storable
+from ingest.catalog import NAME_NOT_UTF8, Catalog, Document, Folder, Skipped, storable
 from ingest.config import IngestConfig
 from ingest.folders import SYSTEM
-from ingest.ignore import IGNORE_FILE, IgnoreRules
+from ingest.ignore import IGNORE_FILE, IgnoreRules, Skip
 from ingest.queue import CRASHED, JobQueue
 
 _REASONS = {
@@ -44,12 +44,14 @@ def sha256_file(path: Path) -> str:
 
 @dataclass(frozen=True)
 class Found:
-    """A document file on disk, or one that is there but cannot be read (`error`)."""
+    """A document file on disk, or one that is there but cannot be read (`error`), or a file (or an excluded
+    folder) that is not a document, and why (`skip`), for the status to list."""
 
     rel: str
     size: int
     mtime_ns: int
     error: str | None = None
+    skip: Skip | None = None
 
 
 @dataclass
@@ -65,22 +67,23 @@ class ScanReport:
 
 
 def probe(rules: IgnoreRules, rel: str, report: ScanReport | None = None) -> Found | None:
-    """The document at `rel`, or None if there is no file there or it is not a document. A link to a file is
-    followed: the document is at the link's path, and its target is recorded in `report.links` (the watcher
-    watches it there)."""
+    """The document at `rel`, or the file there that is no document (with its `skip`), or None if there is no
+    file there or it is hidden. A link to a file is followed: the document is at the link's path, and its
+    target is recorded in `report.links` (the watcher watches it there)."""
     path = rules.root / rel
     try:
         st = os.stat(path)
     except OSError as exc:
-        if exc.errno == errno.ELOOP and rules.accepts_file(rel, 0):
+        if exc.errno == errno.ELOOP and rules.file_skip(rel, 0, 0) is None:
             return Found(rel, 0, 0, describe(exc))
         return None  # gone, or a dangling link
-    if stat.S_ISREG(st.st_mode) and rules.accepts_file(rel, st.st_size):
-        if report is not None and path.is_symlink():
-            report.links[path.resolve()] = path
-        name = storable(rel)
-        return Found(name, st.st_size, st.st_mtime_ns, NAME_NOT_UTF8 if name != rel else None)
-    return None
+    if not stat.S_ISREG(st.st_mode) or (skip := rules.file_skip(rel, st.st_size, st.st_mtime_ns)) == "hidden":
+        return None
+    if report is not None and path.is_symlink():
+        report.links[path.resolve()] = path
+    name = storable(rel)
+    error = NAME_NOT_UTF8 if name != rel and skip is None else None
+    return Found(name, st.st_size, st.st_mtime_ns, error, skip)
 
 
 def walk(rules: IgnoreRules, under: str, report: ScanReport) -> list[Found]:
@@ -104,9 +107,17 @@ def walk(rules: IgnoreRules, under: str, report: ScanReport) -> list[Found]:
                     not is_link or _followable(rules.root, rules.root / rel, report)
                 ):
                     stack.append(rel)
+                else:
+                    found += _ignored_dir(rules, rel)
             elif (doc := probe(rules, rel, report)) is not None:
                 found.append(doc)
     return found
+
+
+def _ignored_dir(rules: IgnoreRules, rel: str) -> list[Found]:
+    """A folder an .m3ignore excludes, as one entry for the status to count (its files are not walked);
+    none for a hidden or a tool's folder."""
+    return [Found(storable(rel), 0, 0, skip="ignored")] if rules.dir_skip(rel) == "ignored" else []
 
 
 def _is_dir(entry: os.DirEntry) -> bool:
@@ -140,7 +151,12 @@ class Reconciler:
 
     def rules(self, folder: Folder) -> IgnoreRules:
         if folder.id not in self._rules:
-            self._rules[folder.id] = IgnoreRules(folder.path, self.config.max_file_bytes)
+            binaries = {
+                rel: (s.size, s.mtime_ns)
+                for rel, s in self.catalog.skipped(folder.id).items()
+                if s.kind == "unsupported" and not s.suffix
+            }
+            self._rules[folder.id] = IgnoreRules(folder.path, self.config.max_file_bytes, binaries)
         return self._rules[folder.id]
 
     def scan(self, folders: Iterable[Folder] | None = None) -> ScanReport:
@@ -152,7 +168,8 @@ class Reconciler:
                 report.missing.append(folder.path)
                 continue
             self._rules.pop(folder.id, None)  # re-read every .m3ignore
-            items.append((folder, walk(self.rules(folder), "", report), self.catalog.documents(folder.id)))
+            found = walk(self.rules(folder), "", report)
+            items.append((folder, found, self.catalog.documents(folder.id), self.catalog.skipped(folder.id)))
         self._reconcile(items, report)
         return report
 
@@ -180,14 +197,16 @@ class Reconciler:
             rules = self.rules(folder)
             found: list[Found] = []
             scope: dict[str, Document] = {}
+            skipped: dict[str, Skipped] = {}
             for rel in _outermost(rels):
                 path = folder.path / rel
                 if os.path.isdir(path) and (not path.is_symlink() or _followable(folder.path, path, report)):
-                    found += [] if rules.skips_dir(rel) else walk(rules, rel, report)
+                    found += _ignored_dir(rules, rel) if rules.skips_dir(rel) else walk(rules, rel, report)
                 elif (doc := probe(rules, rel, report)) is not None:
                     found.append(doc)
                 scope.update(self.catalog.documents(folder.id, under=rel))
-            items.append((folder, found, scope))
+                skipped.update(self.catalog.skipped(folder.id, under=rel))
+            items.append((folder, found, scope, skipped))
         self._reconcile(items, report)
         return report
 
@@ -209,14 +228,20 @@ class Reconciler:
         return len(docs)
 
     def _reconcile(
-        self, items: list[tuple[Folder, list[Found], dict[str, Document]]], report: ScanReport
+        self,
+        items: list[tuple[Folder, list[Found], dict[str, Document], dict[str, Skipped]]],
+        report: ScanReport,
     ) -> None:
-        """Apply what the disk says (`found`) to the documents that were in the same place (`scope`)."""
+        """Apply what the disk says (`found`) to the documents, and the files that are none (`skipped`),
+        that were in the same place (`scope`)."""
         new: list[tuple[Folder, Found]] = []
         changed: list[tuple[Folder, Document, Found]] = []
         vanished: dict[int, Document] = {}
-        for folder, found, scope in items:
-            found = _one_per_name(found)
+        skips: list[tuple[Folder, dict[str, Skipped], dict[str, Skipped]]] = []  # (folder, now, before)
+        for folder, found, scope, skipped in items:
+            now = {f.rel: self._skipped(f, f.skip) for f in found if f.skip}
+            skips.append((folder, now, skipped))
+            found = _one_per_name([f for f in found if not f.skip])
             on_disk = {f.rel for f in found}
             vanished.update((doc.id, doc) for rel, doc in scope.items() if rel not in on_disk)
             for f in found:
@@ -268,6 +293,20 @@ class Reconciler:
                     report.changed += 1
             self.catalog.delete_documents(vanished)
             report.deleted += len(vanished)
+            for folder, now, before in skips:
+                self.catalog.forget_skipped(folder.id, [rel for rel in before if rel not in now])
+                self.catalog.record_skipped(folder.id, [s for rel, s in now.items() if before.get(rel) != s])
+
+    def _skipped(self, f: Found, kind: Skip) -> Skipped:
+        """The catalog's record of a file that is not a document, with the reason the status gives."""
+        suffix = PurePosixPath(f.rel).suffix.lower()
+        if kind == "too_large":
+            reason = f"{f.size / 2**20:,.1f} MB, over the {self.config.max_file_mb:g} MB limit (max_file_mb)"
+        elif kind == "unsupported":
+            reason = f"memory3 does not read {suffix} files" if suffix else "no suffix, and not text"
+        else:
+            reason = f"left out by {IGNORE_FILE}"
+        return Skipped(f.rel, kind, suffix, f.size, f.mtime_ns, reason)
 
     def _stranded(self) -> list[Document]:
         """The documents of watched folders missing from the disk: kept, so that their files found again

@@ -153,8 +153,29 @@ def _v6(db: Database) -> None:
     )
 
 
+def _v7(db: Database) -> None:
+    """The files of watched folders that are not documents (over the size limit, of a type not read, left
+    out by an .m3ignore), each with why, so that the status lists what a search will not find. A catalog
+    from before has none: the next scan of each folder records them."""
+    db.executescript(
+        """
+        CREATE TABLE skipped (
+            folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+            rel_path TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('too_large', 'unsupported', 'ignored')),
+            suffix TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            PRIMARY KEY (folder_id, rel_path)
+        ) WITHOUT ROWID;
+        CREATE INDEX skipped_kind ON skipped(kind, suffix);
+        """
+    )
+
+
 # The schema's history, oldest first: version N is reached by applying the first N steps. Append only.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7)
 
 
 def newer_catalog(version: int, known: int) -> CatalogError:

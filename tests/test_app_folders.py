@@ -40,12 +40,13 @@ def served(home: Home, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
 
 @pytest.fixture
 def notes(tmp_path: Path) -> Path:
-    """Six notes and a PDF that is none, which fails with a reason."""
+    """Six notes, a PDF that is none, which fails with a reason, and a photo no search will find."""
     folder = tmp_path / "notes"
     folder.mkdir()
     for i in range(6):
         (folder / f"note-{i}.md").write_text(f"# Note {i}\n\nLocker {i} opens with code {4000 + i}.\n")
     (folder / "broken.pdf").write_bytes(b"%PDF-1.7\nthis is no PDF at all\n")
+    (folder / "locker.png").write_bytes(b"\x89PNG\r\n")
     return folder
 
 
@@ -172,6 +173,8 @@ async def folder_scenario(app: M3App, notes: Path, size: tuple[int, int]) -> Non
         await until(pilot, lambda: failures.option_count == 1)
         assert "broken.pdf" in text(app)
         assert visible(app, "#folders-failures") and visible(app, "#folders-ingest")
+        await until(pilot, lambda: "Not searchable · 1 of types not read (.png 1)" in text(app))
+        assert visible(app, "#folders-skipped")
 
         # the engine's sentence when it refuses; the modal stays for the path to be fixed
         await pilot.press("a")

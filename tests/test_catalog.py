@@ -11,9 +11,10 @@ import pytest
 from sqlite_utils import Database
 
 from ingest import sqlite
-from ingest.catalog import MIGRATIONS, Catalog, newer_catalog
+from ingest.catalog import MIGRATIONS, Catalog, Skipped, newer_catalog
 from ingest.chunker import Chunk
 from ingest.errors import CatalogError
+from ingest.ingester import Ingester
 from ingest.paths import Home
 
 
@@ -206,3 +207,30 @@ def test_version_4_keeps_what_answers_read_and_names_old_citations_by_hash(tmp_p
         {**cited[0], "hash": hashlib.sha256("Héron".encode()).hexdigest()}
     ]
     assert json.loads(row["citations"])[0]["hash"] == chunks("Héron")[0].hash  # the chunk's own
+
+
+def test_version_7_lists_the_files_that_are_no_documents_from_the_next_scan(tmp_path: Path):
+    """A catalog of version 6 keeps its documents; the next scan records what is no document."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.txt").write_text("a note\n")
+    (notes / "b.png").write_bytes(b"\x89PNG")
+    path = tmp_path / "v6.db"
+    with Database(path) as db:
+        migrate(db, MIGRATIONS[:6])
+        db.execute("INSERT INTO folders (id, path, added_at) VALUES (1, ?, 0)", (str(notes),))
+        db.execute(
+            "INSERT INTO documents (id, folder_id, rel_path, size, mtime_ns, status, updated_at)"
+            " VALUES (7, 1, 'a.txt', 0, 0, 'ok', 0)"
+        )
+    cat = Catalog(path)
+    try:
+        assert cat.skipped(1) == {} and cat.skipped_files().unsupported == 0
+        Ingester(cat, lambda text: len(text.split())).scan()
+        assert cat.documents(1)["a.txt"].id == 7
+        mtime_ns = (notes / "b.png").stat().st_mtime_ns
+        reason = "memory3 does not read .png files"
+        assert cat.skipped(1) == {"b.png": Skipped("b.png", "unsupported", ".png", 4, mtime_ns, reason)}
+        assert cat.skipped_files().unsupported_types == [(".png", 1)]
+    finally:
+        cat.close()

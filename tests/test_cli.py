@@ -246,6 +246,44 @@ def test_folders_scan_and_status(tmp_path, new_home, model_path):
     assert (notes / "sub" / "plans.md").exists()  # forgetting a folder never touches the files
 
 
+def test_status_lists_what_a_search_will_not_find(tmp_path, new_home, tiny_model):
+    """Files over the size limit by name, types not read by suffix, .m3ignore's as a count: in the lines
+    and in `--json` (the /v1/status object, its `skipped` key a contract)."""
+    home, notes = new_home(), tmp_path / "notes"
+    (home / "config").mkdir()
+    (home / "config" / "config.toml").write_text("[ingest]\nmax_file_mb = 1\n")
+    (notes / "photos").mkdir(parents=True)
+    (notes / "plan.md").write_text("# Plan\n\nSail on Sunday.\n")
+    (notes / "scan.pdf").write_bytes(b"%PDF-1.7\n" + b"x" * (3 * 2**19))
+    for i in range(30):
+        (notes / "photos" / f"{i}.jpg").write_bytes(b"\xff\xd8\xff")
+    (notes / "backup.zip").write_bytes(b"PK\x03\x04")
+    (notes / "private").mkdir()
+    (notes / "private" / "diary.txt").write_text("not for search\n")
+    (notes / ".m3ignore").write_text("private/\n")
+    model = ("--model", str(tiny_model))
+    out = ok(m3(*model, "ingest", str(notes), home=home))
+    root = notes.resolve()
+    assert "Not searchable: 1 over the size limit, 31 of a type memory3 does not read, 1 left out" in out
+    assert f"  too large: {root}/scan.pdf: 1.5 MB, over the 1 MB limit (max_file_mb)" in out
+    assert "  not read: .jpg 30, .zip 1\n" in out
+    assert "photos/0.jpg" not in out and "diary" not in out
+    status = json.loads(ok(m3(*model, "status", "--json", home=home)))
+    assert status["documents"]["seen"] == 1 and status["folders"] == [str(root)]
+    too_large = {"path": f"{root}/scan.pdf", "reason": "1.5 MB, over the 1 MB limit (max_file_mb)"}
+    assert status["skipped"] == {
+        "too_large": 1,
+        "too_large_files": [too_large],
+        "unsupported": 31,
+        "unsupported_types": [{"suffix": ".jpg", "files": 30}, {"suffix": ".zip", "files": 1}],
+        "ignored": 1,
+    }
+    (notes / "scan.pdf").unlink()
+    (notes / ".m3ignore").unlink()
+    out = ok(m3(*model, "ingest", home=home))
+    assert "Not searchable: 31 of a type memory3 does not read\n" in out and "too large" not in out
+
+
 def test_watching_a_missing_folder_is_one_sentence(tmp_path, new_home, tiny_model):
     result = m3("--model", str(tiny_model), "watch", str(tmp_path / "nowhere"), home=new_home())
     assert_one_sentence_error(result, "does not exist")

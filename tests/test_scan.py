@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import ingest.ignore
 import ingest.ingester
 import ingest.scan
 from ingest.catalog import Catalog, Document
@@ -189,6 +190,83 @@ def test_files_over_the_size_limit_are_ignored(catalog: Catalog, root: Path):
     ingester = Ingester(catalog, words, IngestConfig(max_file_mb=2000 / 2**20))
     synced(ingester)
     assert list(documents(catalog)) == ["small.txt"]
+    assert [path.name for path, _ in ingester.status().skipped.too_large_files] == ["large.txt"]
+
+
+def skipped(ingester: Ingester) -> dict[str, tuple[str, str]]:
+    """Relative path -> (kind, reason) of every file recorded as no document."""
+    return {rel: (s.kind, s.reason) for f in ingester.catalog.folders() for rel, s in skipped_of(ingester, f)}
+
+
+def skipped_of(ingester: Ingester, folder) -> list:
+    return list(ingester.catalog.skipped(folder.id).items())
+
+
+def test_files_that_are_no_documents_are_listed_with_why(catalog: Catalog, root: Path):
+    """What a search will not find is listed, not dropped silently: files over the size limit by name,
+    types memory3 does not read by suffix, what .m3ignore leaves out as a count; hidden files and tools'
+    folders are not worth a line."""
+    add_folder(catalog, root)
+    ingester = Ingester(catalog, words, IngestConfig(max_file_mb=1))
+    write(root / "notes.txt")
+    (root / "scan.pdf").write_bytes(b"%PDF-1.7\n" + b"x" * (3 * 2**19))  # 1.5 MB
+    for rel in ["a.png", "sub/b.PNG", "c.png", "setup.exe"]:
+        write(root / rel, "pixels")
+    write(root / "tool").write_bytes(b"\x7fELF\x00\x01\x02" * 100)  # an executable: no suffix, not text
+    write(root / "drafts" / "d.txt")
+    write(root / "x.log.txt")
+    write(root / ".m3ignore", "drafts/\n*.log.txt\n")
+    for rel in [".hidden.png", "node_modules/m.png", "a.txt~", ".git/objects/ab"]:
+        write(root / rel, "tool state")
+    synced(ingester)
+    assert sorted(documents(catalog)) == ["notes.txt"]
+    assert skipped(ingester) == {
+        "scan.pdf": ("too_large", "1.5 MB, over the 1 MB limit (max_file_mb)"),
+        "a.png": ("unsupported", "memory3 does not read .png files"),
+        "c.png": ("unsupported", "memory3 does not read .png files"),
+        "sub/b.PNG": ("unsupported", "memory3 does not read .png files"),
+        "setup.exe": ("unsupported", "memory3 does not read .exe files"),
+        "tool": ("unsupported", "no suffix, and not text"),
+        "drafts": ("ignored", "left out by .m3ignore"),
+        "x.log.txt": ("ignored", "left out by .m3ignore"),
+    }
+    k = ingester.status().skipped
+    assert (k.too_large, k.unsupported, k.ignored) == (1, 5, 2)
+    assert k.too_large_files == [(root / "scan.pdf", "1.5 MB, over the 1 MB limit (max_file_mb)")]
+    assert k.unsupported_types == [(".png", 3), ("", 1), (".exe", 1)]
+
+    # gone from the list as soon as it is no longer true: deleted, shrunk, text now, no longer left out
+    (root / "a.png").unlink()
+    (root / "scan.pdf").write_bytes(b"%PDF-1.7\n")
+    (root / "tool").write_text("#!/bin/sh\necho a script now\n")
+    (root / ".m3ignore").write_text("drafts/\n")
+    report = synced(ingester)
+    assert (report.new, report.deleted) == (3, 0)
+    assert sorted(documents(catalog)) == ["notes.txt", "scan.pdf", "tool", "x.log.txt"]
+    assert set(skipped(ingester)) == {"c.png", "sub/b.PNG", "setup.exe", "drafts"}
+    # the watcher's batches keep the list as scans do: a file, a folder, one removed
+    (root / "sub" / "e.zip").write_bytes(b"PK")
+    (root / "c.png").unlink()
+    ingester.apply(Batch(frozenset({root / "sub", root / "c.png"}), (), 2))
+    assert set(skipped(ingester)) == {"sub/b.PNG", "sub/e.zip", "setup.exe", "drafts"}
+    remove_folder(catalog, root)
+    assert ingester.status().skipped.unsupported == 0
+
+
+def test_a_binary_without_a_suffix_is_not_read_again_while_unchanged(
+    catalog: Catalog, root: Path, monkeypatch
+):
+    add_folder(catalog, root)
+    write(root / "tool").write_bytes(b"\x00\x01binary" * 100)
+    synced(Ingester(catalog, words))
+    sniffed: list[Path] = []
+    real = ingest.ignore.is_supported
+    monkeypatch.setattr(ingest.ignore, "is_supported", lambda path: sniffed.append(path) or real(path))
+    synced(Ingester(catalog, words))  # a new process: what it knows comes from the catalog
+    assert sniffed == []
+    (root / "tool").write_bytes(b"\x00\x01changed" * 100)
+    synced(Ingester(catalog, words))
+    assert sniffed == [root / "tool"]
 
 
 def test_bad_files_fail_alone_with_a_reason(ingester: Ingester, root: Path):

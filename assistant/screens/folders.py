@@ -1,5 +1,5 @@
-"""The folders screen: every watched folder with its counts, the files that failed and why, and how far
-the ingest is.
+"""The folders screen: every watched folder with its counts, the files that failed and why, the files a
+search will not find (too large, of a type not read, left out), and how far the ingest is.
 
 Every call to the engine runs in a worker thread, so the screen answers keys while folders are read:
 the table is re-read on each status reading, and a scan (after adding a folder, or `s`) streams its
@@ -35,6 +35,7 @@ from engine.service.client import (
     ScanDone,
     ScanProgress,
     ServiceError,
+    Skipped,
     Status,
 )
 
@@ -66,6 +67,23 @@ def inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+def skipped_line(k: Skipped) -> Text:
+    """One line (wrapped as needed) of what a search will not find in every folder: the files over the size
+    limit by name, the types not read by suffix, and a count of what .m3ignore leaves out."""
+    text = Text.assemble(("Not searchable", "bold"))
+    if k.too_large:
+        names = ", ".join(Path(f.path).name for f in k.too_large_files[:3])
+        more = ", …" if k.too_large > 3 else ""
+        text.append(f" · {k.too_large:,} over the size limit ({names}{more})")
+    if k.unsupported:
+        types = ", ".join(f"{t.suffix or 'no suffix'} {t.files:,}" for t in k.unsupported_types[:5])
+        more = ", …" if len(k.unsupported_types) > 5 else ""
+        text.append(f" · {k.unsupported:,} of types not read ({types}{more})")
+    if k.ignored:
+        text.append(f" · {k.ignored:,} left out by .m3ignore")
+    return text
+
+
 class FoldersScreen(Screen):
     SCOPE = actions.FOLDERS
     BINDINGS = actions.bindings(actions.FOLDERS)
@@ -84,6 +102,7 @@ class FoldersScreen(Screen):
         yield Static(id="folders-empty")
         yield Static(id="folders-failures-head")
         yield OptionList(id="folders-failures")
+        yield Static(id="folders-skipped")
         yield IngestProgress(id="folders-ingest")
         yield Footer(compact=True)
         yield StatusBar()
@@ -93,6 +112,7 @@ class FoldersScreen(Screen):
         table.add_column("Folder", key="path")
         for label in COLUMNS:
             table.add_column(Text(label, justify="right"), key=label)
+        self.query_one("#folders-skipped").display = False  # until a status says there are some
         self.query_one("#folders-empty", Static).update(
             f"No folder is watched yet. Press {self.app.keys_of('add_folder')} to add one: its files are "
             "read, turned into memories, and followed as they change."
@@ -137,6 +157,9 @@ class FoldersScreen(Screen):
         if status.failures != self.failures:
             self.failures = status.failures
             self._fill_failures()
+        k, skipped = status.skipped, self.query_one("#folders-skipped", Static)
+        skipped.display = bool(k.too_large or k.unsupported or k.ignored)
+        skipped.update(skipped_line(k))
 
     def _redraw(self) -> None:
         folders = self.folders

@@ -62,6 +62,8 @@ from engine.service.replies import (
     Passage,
     Piece,
     Retrying,
+    Skipped,
+    SkippedType,
     Status,
 )
 from ingest.errors import M3Error
@@ -96,6 +98,8 @@ __all__ = [
     "ServiceBusy",
     "ServiceError",
     "ServiceUnreachable",
+    "Skipped",
+    "SkippedType",
     "Source",
     "Start",
     "Status",

@@ -52,6 +52,22 @@ class Failure(msgspec.Struct, frozen=True):
     reason: str  # why it could not be read; in `warnings`, the doubt about a document read all the same
 
 
+class SkippedType(msgspec.Struct, frozen=True):
+    suffix: str  # lower case with its dot; "" for files without one (not text)
+    files: int
+
+
+class Skipped(msgspec.Struct, frozen=True):
+    """The files of watched folders a search will not find, and why: counts, the first files over the size
+    limit by name, the types not read by suffix (the reply stays small however many there are)."""
+
+    too_large: int = 0
+    too_large_files: list[Failure] = []  # the first 20, by path, with the reason
+    unsupported: int = 0
+    unsupported_types: list[SkippedType] = []  # most files first, the first 20
+    ignored: int = 0  # files and folders an .m3ignore leaves out: the user's choice, counted only
+
+
 class Status(msgspec.Struct, frozen=True):
     folders: list[str]
     documents: Documents
@@ -65,6 +81,7 @@ class Status(msgspec.Struct, frozen=True):
     imports_pending: int = 0  # bank files imported whose memories and vectors are still being applied
     warnings: list[Failure] = []  # documents read with a doubt (a guessed encoding), with the doubt
     missing_folders: list[str] = []  # watched folders not on the disk (renamed? unplugged?): documents kept
+    skipped: Skipped = msgspec.field(default_factory=Skipped)
 
 
 class Check(msgspec.Struct, frozen=True):

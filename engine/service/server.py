@@ -105,6 +105,13 @@ async def status(request: Request) -> Response:
             imports_pending=s.imports,
             warnings=[replies.Failure(str(path), doubt) for path, doubt in s.warnings],
             missing_folders=[str(path) for path in s.missing],
+            skipped=replies.Skipped(
+                s.skipped.too_large,
+                [replies.Failure(str(path), reason) for path, reason in s.skipped.too_large_files],
+                s.skipped.unsupported,
+                [replies.SkippedType(suffix, n) for suffix, n in s.skipped.unsupported_types],
+                s.skipped.ignored,
+            ),
         )
     )
 
