@@ -13,6 +13,10 @@ class EncryptedDocumentError(ParseError):
     """The document is locked with a password we do not have."""
 
 
+class TooLargeError(ParseError):
+    """A file, or the text made of it, is over the size limit."""
+
+
 class UnsupportedFormatError(ParseError):
     """No parser handles this kind of file."""
 

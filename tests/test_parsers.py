@@ -35,9 +35,10 @@ from malformed_files import (
     zip_bomb_bytes,
 )
 
+import ingest.document
 import ingest.parsers.mbox
 from ingest.document import ParsedText
-from ingest.errors import EncryptedDocumentError, ParseError, UnsupportedFormatError
+from ingest.errors import EncryptedDocumentError, ParseError, TooLargeError, UnsupportedFormatError
 from ingest.parsers import SUPPORTED_SUFFIXES, is_supported, parse
 from ingest.parsers.text import UNSURE
 
@@ -74,6 +75,37 @@ def test_normalised_text_keeps_its_pages_and_lines(pages):
     ]
     assert parts == [unicodedata.normalize("NFKC", p) for p in originals]
     assert [norm.line_at(s) for s in norm.page_starts] == [doc.line_at(s) for s in doc.page_starts]
+
+
+NORMALISABLE = st.sampled_from("ae \n\u0301\u0327é²ﬁＴﷺ\u1100\u1161\u11a8한")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(NORMALISABLE, max_size=40), min_size=1, max_size=4), st.integers(0, 200))
+def test_normalised_text_is_held_to_the_size_limit(pages, limit):
+    """NFKC can make a text many times longer (U+FDFA is 18 characters): the limit holds for the normal form.
+    It is built in pieces (here of 3 characters, cut as often as can be) that make the whole's normal form."""
+    doc = ParsedText.from_pages(pages)
+    whole = unicodedata.normalize("NFKC", doc.text)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ingest.document, "MAX_DOCUMENT_CHARS", limit)
+        patch.setattr(ingest.document, "_NFKC_PIECE", 3)
+        if len(whole) > limit:
+            with pytest.raises(TooLargeError, match="^text too large"):
+                doc.normalized()
+        else:
+            assert doc.normalized().text == whole
+
+
+def test_a_file_whose_normal_form_is_over_the_limit_fails_as_too_large(tmp_path, monkeypatch):
+    """6 KB of U+FDFA is 2,000 characters, 36,000 once normalised: it fails as a file over the limit does."""
+    monkeypatch.setattr(ingest.document, "MAX_DOCUMENT_CHARS", 10_000)
+    path = write(tmp_path, "prayer.txt", "\ufdfa" * 2000)
+    with pytest.raises(TooLargeError) as failure:
+        parse(path)
+    assert str(failure.value) == "text too large (0 M characters; the limit is 0 M characters)"
+    monkeypatch.setattr(ingest.document, "MAX_DOCUMENT_CHARS", 36_000)
+    assert parse(path).text == unicodedata.normalize("NFKC", "\ufdfa") * 2000
 
 
 def test_line_and_page_of_an_offset():

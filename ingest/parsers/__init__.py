@@ -13,8 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
-from ingest.document import ParsedText
-from ingest.errors import ParseError, UnsupportedFormatError
+from ingest.document import MAX_DOCUMENT_CHARS, ParsedText
+from ingest.errors import ParseError, TooLargeError, UnsupportedFormatError
 from ingest.parsers.epub import parse_epub
 from ingest.parsers.html import parse_html
 from ingest.parsers.mail import parse_email
@@ -29,7 +29,7 @@ from ingest.parsers.word import parse_docx
 
 log = logging.getLogger(__name__)
 
-MAX_FILE_BYTES = 256 * 1024 * 1024
+MAX_FILE_BYTES = MAX_DOCUMENT_CHARS  # as many bytes as a document's text may have characters
 SNIFF_BYTES = 8192  # what is read of a file without a suffix to tell text from binary
 
 _PARSERS: dict[str, Callable[[bytes], ParsedText]] = {
@@ -147,5 +147,5 @@ def _read(path: Path) -> bytes:
         data = b"" if info.st_size > MAX_FILE_BYTES else file.read(MAX_FILE_BYTES + 1)  # it may be growing
     size = max(info.st_size, len(data))
     if size > MAX_FILE_BYTES:
-        raise ParseError(f"file too large ({size >> 20} MB; the limit is {MAX_FILE_BYTES >> 20} MB)")
+        raise TooLargeError(f"file too large ({size >> 20} MB; the limit is {MAX_FILE_BYTES >> 20} MB)")
     return data
