@@ -9,6 +9,7 @@ import random
 import re
 import unicodedata
 from pathlib import Path
+from xml.sax.saxutils import quoteattr
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -436,6 +437,39 @@ def test_odt_that_is_another_zip_or_another_opendocument(tmp_path):
     sheet = odt_bytes(manifest=None, body="spreadsheet")
     with pytest.raises(ParseError, match=r"^not a valid ODT file \(no text in content.xml"):
         parse(write(tmp_path, "sheet.odt", sheet))
+
+
+def test_odt_runs_of_spaces_are_capped_and_the_text_held_to_the_size_limit(tmp_path, monkeypatch):
+    """`<text:s text:c="N"/>` stood for N spaces, capped at 1,000: a 6 KB file made 100 M characters. A run
+    is at most 20 spaces (no longer than its markup), and the whole text is held to the size limit."""
+    hostile = odt_bytes(text="<text:p>a" + '<text:s text:c="99999999"/>' * 100_000 + "b</text:p>")
+    assert len(hostile) < 8_000
+    path = write(tmp_path, "spaces.odt", hostile)
+    assert parse(path).text == "a" + " " * 20 * 100_000 + "b"
+    monkeypatch.setattr(ingest.document, "MAX_DOCUMENT_CHARS", 1_000_000)
+    with pytest.raises(TooLargeError, match="^text too large"):
+        parse(path)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.integers(-3, 10**12).map(str),
+            st.text(st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]), max_size=6),
+            st.just("9" * 5000),
+        ),
+        max_size=12,
+    )
+)
+def test_odt_space_counts_of_any_kind_give_one_to_20_spaces(tmp_path, counts):
+    """text:c as a document may hold it (missing, 0, negative, huge, '²', 5,000 digits): every text:s is a
+    run of 1 to 20 spaces, and the file never fails for it."""
+    runs = "".join("x<text:s/>" if c is None else f"x<text:s text:c={quoteattr(c)}/>" for c in counts)
+    text = parse(write(tmp_path, "counts.odt", odt_bytes(text=f"<text:p>{runs}xy</text:p>"))).text
+    gaps = text.removesuffix("y").split("x")[1:-1]
+    assert len(gaps) == len(counts) and all(1 <= len(gap) <= 20 and not gap.strip() for gap in gaps)
 
 
 def test_odt_entities_are_not_expanded(tmp_path):

@@ -32,6 +32,10 @@ _HIDDEN = frozenset(
 )
 _CHARACTERS = {f"{_TEXT}tab": "\t", f"{_TEXT}line-break": "\n"}
 _SPACE = re.compile(r"[ \t\r\n]+")  # ODF collapses XML white space to one space, as HTML does
+# The most spaces one text:s stands for. A run wider than this is layout, not text; and so capped, a run is no
+# longer than its own markup (`<text:s text:c="20"/>`), so the text is no larger than the XML it comes from,
+# which open_zip caps (uncapped, a 6 KB file made 100 M spaces). The whole text is held to the size limit.
+_MAX_SPACES = 20
 
 
 def parse_odt(data: bytes) -> ParsedText:
@@ -97,8 +101,12 @@ def _piece(child: etree._Element, drawings: list[etree._Element]) -> str:
 
 
 def _count(value: str | None) -> int:
-    """text:c, the number of spaces a text:s stands for: 1 when absent, and bounded when absurd."""
-    return min(int(value), 1000) if value and value.isdigit() else 1
+    """text:c, the number of spaces a text:s stands for, at most _MAX_SPACES: 1 when absent or not a positive
+    whole number in ASCII digits (int() would take '²' or '٣', or fail on 5,000 digits)."""
+    digits = value.lstrip("0") if value and value.isascii() and value.isdigit() else ""
+    if not digits:
+        return 1
+    return _MAX_SPACES if len(digits) > 9 else min(int(digits), _MAX_SPACES)
 
 
 def _rows(table: etree._Element) -> Iterator[etree._Element]:
