@@ -413,6 +413,32 @@ def test_mbox_without_a_from_line(tmp_path):
         parse(write(tmp_path, "inbox.mbox", eml_bytes()))
 
 
+ENVELOPE = b"From ana@example.org Fri Mar  1 10:00:00 2024\n"
+PROGRAM = b"\x7fELF\x02\x01\x01" + bytes(9) + bytes(range(256)) * 64
+IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(100)
+
+
+def test_a_binary_file_named_mbox_fails_as_binary_content(tmp_path):
+    """It was split at its 'From ' lines and its bytes read as mail (one garbage message)."""
+    for data in (ENVELOPE + PROGRAM, ENVELOPE + IMAGE, random.Random(3).randbytes(4096)):
+        with pytest.raises(ParseError, match="^binary content$"):
+            parse(write(tmp_path, "inbox.mbox", data))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.binary(max_size=3000), st.text(max_size=300).map(str.encode)))
+def test_a_mailbox_is_binary_exactly_when_a_file_without_a_suffix_would_be(tmp_path, body):
+    """The one sniff decides for both: the same bytes are a mailbox, or fail as 'binary content'."""
+    data = ENVELOPE + body
+    binary = not is_supported(write(tmp_path, "inbox", data))
+    try:
+        parse(write(tmp_path, "inbox.mbox", data))
+        failure = None
+    except ParseError as exc:
+        failure = str(exc)
+    assert (failure == "binary content") == binary
+
+
 # --- office documents: ODT and PPTX ---------------------------------------------------------------------
 
 
@@ -507,7 +533,7 @@ def test_a_text_file_without_a_suffix_is_read_as_text(tmp_path, name):
 
 @pytest.mark.parametrize(
     "data",
-    [b"\x7fELF\x02\x01\x01" + bytes(9) + bytes(range(256)) * 64, b"\x89PNG\r\n\x1a\n" + bytes(100)],
+    [PROGRAM, IMAGE],
     ids=["executable", "image"],
 )
 def test_a_binary_file_without_a_suffix_is_not_a_document(tmp_path, data):

@@ -24,13 +24,12 @@ from ingest.parsers.odt import parse_odt
 from ingest.parsers.pdf import parse_pdf
 from ingest.parsers.slides import parse_pptx
 from ingest.parsers.tables import parse_csv, parse_tsv
-from ingest.parsers.text import TEXT_SUFFIXES, decode_text, parse_text
+from ingest.parsers.text import SNIFF_BYTES, TEXT_SUFFIXES, looks_like_text, parse_text
 from ingest.parsers.word import parse_docx
 
 log = logging.getLogger(__name__)
 
 MAX_FILE_BYTES = MAX_DOCUMENT_CHARS  # as many bytes as a document's text may have characters
-SNIFF_BYTES = 8192  # what is read of a file without a suffix to tell text from binary
 
 _PARSERS: dict[str, Callable[[bytes], ParsedText]] = {
     "": parse_text,  # README, Makefile, LICENSE; is_supported lets in only the ones that start as text
@@ -109,27 +108,15 @@ def _valid_unicode(doc: ParsedText) -> ParsedText:
 
 
 def _starts_as_text(path: Path) -> bool:
-    """Whether the file's first SNIFF_BYTES read as text, by the test that parse_text applies to it all."""
+    """Whether the file's first SNIFF_BYTES read as text (`looks_like_text`)."""
     try:
         with _open(path) as file:
             if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
                 return False
             head = file.read(SNIFF_BYTES)
-        decode_text(_whole_utf8(head))
-    except (OSError, ParseError):
+    except OSError:
         return False
-    return True
-
-
-def _whole_utf8(head: bytes) -> bytes:
-    """The head without a UTF-8 character that the cut split: the part of it that was read is not UTF-8,
-    and would make the head look like a legacy encoding, or like binary."""
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if exc.reason == "unexpected end of data":
-            return head[: exc.start]
-    return head
+    return looks_like_text(head)
 
 
 def _open(path: Path) -> BinaryIO:

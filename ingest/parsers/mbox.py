@@ -8,6 +8,7 @@ import re
 from ingest.document import ParsedText
 from ingest.errors import ParseError
 from ingest.parsers.mail import render_message
+from ingest.parsers.text import SNIFF_BYTES, looks_like_text
 
 # A message begins at a line starting "From " (the envelope line), as the stdlib's mailbox.mbox reads it.
 # The mailbox module wants a file; parsers get the bytes, so they are split here, a message at a time.
@@ -18,6 +19,8 @@ _QUOTED = re.compile(rb"^>(>*From )", re.MULTILINE)
 
 
 def parse_mbox(data: bytes) -> ParsedText:
+    if not looks_like_text(data[:SNIFF_BYTES]):  # a mailbox is text, whatever each message's charset
+        raise ParseError("binary content")
     starts = [match.start() for match in _ENVELOPE.finditer(data)]
     if not starts:
         raise ParseError("not a valid MBOX file (no message begins with a 'From ' line)")

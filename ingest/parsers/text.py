@@ -32,6 +32,7 @@ _WIDE = ["utf_16", "utf_16_be", "utf_16_le", "utf_32", "utf_32_be", "utf_32_le"]
 _SAMPLE = 1 << 20
 _MAX_CONTROL_RATIO = 0.01
 UNSURE = 0.5  # a guessed encoding below this confidence is reported to the user
+SNIFF_BYTES = 8192  # what is read of a file to tell text from binary when the whole is not decoded
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,27 @@ def decode_text(data: bytes) -> Decoded:
     if "\x00" in decoded.text or len(_CONTROL.findall(sample)) > _MAX_CONTROL_RATIO * len(sample):
         raise ParseError("binary content")
     return decoded
+
+
+def looks_like_text(head: bytes) -> bool:
+    """Whether a file's first bytes (SNIFF_BYTES of them) read as text, by the test that decode_text applies
+    to a whole text: for files not read as one text (a suffixless file, a mailbox), to tell binary apart."""
+    try:
+        decode_text(_whole_utf8(head))
+    except ParseError:
+        return False
+    return True
+
+
+def _whole_utf8(head: bytes) -> bytes:
+    """The head without a UTF-8 character that the cut split: the part of it that was read is not UTF-8,
+    and would make the head look like a legacy encoding, or like binary."""
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.reason == "unexpected end of data":
+            return head[: exc.start]
+    return head
 
 
 def _decode(data: bytes) -> Decoded:
