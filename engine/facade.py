@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,7 +44,9 @@ from ingest.errors import NotFoundError
 from ingest.folders import add_folder, candidates, remove_folder
 from ingest.ingester import Ingester, Progress, Status
 from ingest.paths import Home
-from ingest.scan import ScanReport
+from ingest.scan import Scanning, ScanReport
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -78,6 +81,7 @@ class Engine:
         self._device = device
         self._embedder = embedder
         self.turns = Turns()  # answers first; memory writing takes its turns in between
+        self.scanning: Scanning | None = None  # how far the walk of a scan in progress is, for the status
         if runtime is not None:
             self.runtime = runtime
 
@@ -170,10 +174,17 @@ class Engine:
     @cached_property
     def bank(self) -> MemoryBank:
         """The on-disk memories. Keys that opening had to give up (a crash, a damaged file) go back to the
-        catalog as memories to write."""
+        catalog as memories to write; so do memories written under another profile than the configured one
+        (`[engine] profile` changed): they are dropped, the bank compacted once, and the background writes
+        them again under this profile (answers meanwhile write the ones they retrieve on the spot)."""
         bank = MemoryBank(self.home.data / "bank", self.config.bank_budget_bytes)
         if bank.opened.lost:
             self.catalog.complete_memory_work(dropped=bank.opened.lost)
+        if other := sorted(set(bank.keys()) - set(bank.keys(self.profile.name))):
+            log.info("%d memories of another profile than %s: written again", len(other), self.profile.name)
+            bank.drop(other)
+            bank.compact()
+            self.catalog.complete_memory_work(dropped=other)
         return bank
 
     @cached_property
@@ -283,10 +294,14 @@ class Engine:
         return written
 
     def ingester(self, on_progress: Callable[[Progress], None] | None = None) -> Ingester:
+        """An ingester in the model's tokens; how far its scans' walks are is kept for `status()`."""
         tok = self.tokenizer
         return Ingester(
-            self.catalog, lambda text: len(tok.encode(text)), self.ingest_config, on_progress=on_progress
+            self.catalog, lambda text: len(tok.encode(text)), self.ingest_config, on_progress, self._walked
         )
+
+    def _walked(self, scanning: Scanning | None) -> None:
+        self.scanning = scanning
 
     def scan(
         self, path: str | Path | None = None, on_progress: Callable[[Progress], None] | None = None
@@ -316,8 +331,9 @@ class Engine:
         )
 
     def status(self) -> Status:
-        """Folders, ingest progress and failures, as the catalog has them: a read, nothing is written."""
-        return Status.read(self.catalog)
+        """Folders, ingest progress and failures, as the catalog has them, and how far a scan's walk is: a
+        read, nothing is written."""
+        return Status.read(self.catalog, self.scanning)
 
     # --- chat ---------------------------------------------------------------------------------------
 

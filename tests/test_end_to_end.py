@@ -91,3 +91,31 @@ def test_an_edit_changes_the_answer_and_a_deletion_removes_the_source(engine, fo
     answer = ask(engine, "memory")
     assert all(Path(c.path) != folder / "vault.md" for c in answer.citations)
     assert "4420" not in answer.text
+
+
+def test_a_profile_change_writes_the_memories_again_under_the_new_profile(rt, roots, tmp_path):
+    """A key stored under another profile counts as missing: reopened with `[engine] profile` changed, the
+    engine drops those memories (the bank compacted), queues them, and writes them again under the new one;
+    answers still read the vault."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "vault.md").write_text(VAULT.format(code="7391-QX"))
+    root = roots("[engine]\nprofile = 'dense'\n")
+    config = root / "config" / "config.toml"
+    engine = Engine.open(root, runtime=rt)
+    engine.add_folder(tmp_path / "docs")
+    engine.scan()
+    written = engine.sync_memories()
+    keys = engine.bank.keys()
+    assert written == len(keys) > 0 and engine.bank.keys("dense") == keys
+    engine.close()
+
+    config.write_text("[engine]\nprofile = 'dense-int4'\n")
+    engine = Engine.open(root, runtime=rt)
+    assert engine.bank.keys() == []
+    stats = engine.bank.stats()
+    assert stats["file_bytes"] == stats["live_bytes"] == 0  # compacted, not left dead on disk
+    assert engine.catalog.counts()["memories_to_write"] == len(keys)
+    assert engine.sync_memories() == len(keys)
+    assert engine.bank.keys("dense-int4") == keys and set(engine.bank.stats()["by_profile"]) == {"dense-int4"}
+    assert "7391" in ask(engine, "memory").text
+    engine.close()
