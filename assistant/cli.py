@@ -491,7 +491,7 @@ def stop(session: Session) -> None:
 
 
 @cli.command()
-@click.argument("name", type=click.Choice(["engine", "retrieval", "qa", "tui", "bank"]))
+@click.argument("name", type=click.Choice(["engine", "retrieval", "qa", "tui", "bank", "soak"]))
 @click.option(
     "--out", "out_dir", type=click.Path(path_type=Path), default=Path("bench/results"), show_default=True
 )
@@ -510,6 +510,11 @@ def stop(session: Session) -> None:
 @click.option(
     "--reader", help="qa only: the memory reader: trained, base or a reader file [default: trained]."
 )
+@click.option(
+    "--events",
+    type=click.IntRange(min=20),
+    help="soak only: how many events [default: 1,000,000; with --quick: 10,000].",
+)
 @click.pass_obj
 def bench(
     session: Session,
@@ -520,8 +525,9 @@ def bench(
     main: bool,
     profile: str | None,
     reader: str | None,
+    events: int | None,
 ) -> None:
-    """Run benchmark NAME: print its table and write <out>/NAME.json and NAME.md (qa adds PNG plots).
+    """Run benchmark NAME: print its table and write <out>/NAME.json and NAME.md (qa and soak add PNG plots).
 
     Benchmarks run the engine in this process, in temporary homes of their own, with the engine's default
     settings (qa: --profile and --reader change two of them)."""
@@ -529,11 +535,14 @@ def bench(
     for option, value in qa_options.items():
         if value is not None and name != "qa":
             raise click.UsageError(f"--{option} applies to the qa benchmark only.")
+    if events is not None and name != "soak":
+        raise click.UsageError("--events applies to the soak benchmark only.")
     if reader is not None and not reader.strip():
         raise click.BadParameter("give trained, base or a reader file's path.", param_hint="--reader")
     from bench import run_benchmark  # benchmarks sit above the engine: loaded only when asked for
 
-    options = {option: value for option, value in qa_options.items() if value is not None}
+    given = {**qa_options, "events": events}
+    options = {option: value for option, value in given.items() if value is not None}
     _, table = run_benchmark(name, out_dir, session.home, session.model, session.device, quick, **options)
     click.echo(table)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import bank_bench, engine_bench, qa_bench, reader_training, retrieval_bench, tui_bench
+from bench import bank_bench, engine_bench, qa_bench, reader_training, retrieval_bench, soak_bench, tui_bench
 from bench.errors import BenchmarkError, UnknownBenchmarkError
 from engine.models.runtime import default_model_path
 from ingest.atomic import write_atomic
@@ -18,6 +18,7 @@ BENCHMARKS = {
     "qa": qa_bench.run,
     "tui": tui_bench.run,
     "bank": bank_bench.run,
+    "soak": soak_bench.run,
 }
 
 

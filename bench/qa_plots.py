@@ -49,7 +49,7 @@ def _quality(results: dict, path: Path) -> Path:
     ax.set_ylabel("F1, held-out articles")
     ax.set_title("Answer quality against memory size")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 
@@ -71,11 +71,11 @@ def _speed(results: dict, path: Path) -> Path:
     axes[0].legend(fontsize=8)
     fig.suptitle("Speed by mode and retrieved chunks")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return path
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
+def save_figure(fig: plt.Figure, path: Path) -> None:
     """Write the figure as a PNG, replacing `path` whole, and free it."""
     with replacing(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")

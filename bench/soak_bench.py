@@ -1,0 +1,540 @@
+"""`m3 bench soak`: a million add / edit / move / delete events against one data folder (catalog, bank,
+vector index, keyword index), generated with a seed, checked every 100,000 events.
+
+Each event is a real file operation in a real folder of a temporary home (a new or edited file is written
+beside its place and renamed onto it, as editors save; a move is `os.rename`; a delete, `unlink`),
+followed by the engine's ingest path for that change: the batch the watcher would hand over (its paths
+and renames) goes through `Ingester.apply`, `Ingester.process_pending` and `Engine.sync_memories`, the
+calls `Engine.watch` makes for every watcher batch; only inotify's debounce (0.5 s) is left out.
+
+Writing memories with the default model (about 9 references/s on a CPU) would make a million events take
+days, so the engine's model is a tiny random-weight Gemma 3 (bench/tiny_gguf.py): its tokenizer cuts the
+chunks (byte tokens: at most 128 bytes a chunk) and it writes the memories through the same code path. The
+embedder is the real bundled one. Documents are one or two short paragraphs of made-up sentences.
+
+The first events write SENTINELS documents of invented facts, never edited, moved or deleted. Then the
+mix keeps the folder near `documents` live files: edits (one sentence replaced) MIX["edit"] of the time,
+moves MIX["move"], adds and deletes the rest, adds more likely below the target and deletes above it.
+At every checkpoint: the sentinels' recall@5 through `Retriever.search` (and by the vector index alone),
+their chunks' texts and memories read back from the catalog and the bank, `m3 doctor`'s checks (engine/
+doctor.py) with nothing found to repair, the catalog's chunks, the bank's memories and the index's items
+naming the same texts with no memory work left, the bytes on disk against the live bytes, and each kind
+of event's latency in the interval. Checkpoints are not timed as events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.engine_bench import sentence
+from bench.errors import BenchmarkError
+from bench.machine import machine_info
+from bench.qa_plots import plt, save_figure
+from bench.tiny_gguf import write_tiny_gguf
+from engine import doctor
+from engine.facade import Engine
+from engine.memory.profiles import MAX_REFERENCE_TOKENS
+from engine.models.runtime import Runtime
+from engine.retrieval.embedder import Embedder
+from engine.threads import compute_threads
+from ingest.paths import Home
+from ingest.watcher import Batch
+
+EVENTS = 1_000_000
+QUICK_EVENTS = 10_000
+CHECKPOINT_EVERY = 100_000  # fewer events: a checkpoint every quarter of them
+QUICK_CHECKPOINT_EVERY = 2_500
+DOCUMENTS = 2_000  # the live documents the mix keeps the folder near
+QUICK_DOCUMENTS = 500
+WINDOWS = 10  # latency and disk windows per checkpoint interval, for the curve
+DISK_EVERY = 50  # events between two measures of the bytes on disk (not timed as events)
+SUBFOLDERS = 16
+MIX = {"edit": 0.4, "move": 0.2}  # the rest: adds and deletes, balanced around the target
+KINDS = ("add", "edit", "move", "delete")
+MAX_DISK_RATIO = 1.3  # bytes on disk against live bytes
+# bytes on disk / live bytes: of everything, of everything but SQLite's WAL and shared-memory files (a few MB
+# each, whatever the size of the data), of the bank alone (what compaction keeps down)
+RATIOS = ("ratio", "ratio_without_wal", "bank_ratio")
+MAX_LATENCY_GROWTH = 1.5  # each kind's p50 and p95 against the first interval's (a shared machine is noisy)
+SEED = 14
+
+# (fact, question): invented, so that only its own document can answer; one sentence, one chunk
+SENTINELS = (
+    ("The lighthouse keeper Ottoline Brask owns 37 brass telescopes.", "How many telescopes does Brask own?"),
+    ("Quarrington's first tram ran on cider fuel in 1911.", "What fuel did the Quarrington tram run on?"),
+    ("The Veltmoor choir sings only on the ninth of March.", "When does the Veltmoor choir sing?"),
+    ("Pell Hadrascu keeps her ledgers in green walnut ink.", "What ink does Pell Hadrascu use?"),
+    ("Orvieno bridge was painted violet by Caspar Thule.", "Who painted the Orvieno bridge violet?"),
+    ("The Zandrell glacier moves 14 metres every winter.", "How far does the Zandrell glacier move?"),
+    ("Mirela Oskarsdottir bred a blue goat named Fennimore.", "What is Oskarsdottir's blue goat called?"),
+    ("Ketterwick library lends umbrellas instead of books.", "What does Ketterwick library lend?"),
+    ("The Brannoch ferry carries exactly 212 bicycles.", "How many bicycles fit on the Brannoch ferry?"),
+    ("Iolo Penhallow invented a clock that runs backwards.", "What clock did Iolo Penhallow invent?"),
+    ("Saltmarsh Abbey brews a beer flavoured with thyme.", "What flavours the Saltmarsh Abbey beer?"),
+    ("The Dorvanne comet returns every 83 years.", "How often does the Dorvanne comet return?"),
+    ("Tavish Moorcroft mapped the Ulkesh caves on foot.", "Who mapped the Ulkesh caves?"),
+    ("Grellby market sells only yellow vegetables.", "What does Grellby market sell?"),
+    ("The Ashcombe orchard grows 19 kinds of quince.", "How many kinds of quince grow at Ashcombe?"),
+    ("Rosalind Vantongeren swam across Lake Ferrow twice.", "Who swam across Lake Ferrow?"),
+    ("The Hollin tower bell was cast from melted spoons.", "What was the Hollin tower bell cast from?"),
+    ("Nimbury's mayor is elected by a coin toss.", "How is the mayor of Nimbury chosen?"),
+    ("Ebbe Strandqvist trained falcons to carry letters.", "What did Ebbe Strandqvist train falcons for?"),
+    ("The Corvale museum keeps a piano made of ice.", "What is the Corvale museum's piano made of?"),
+)
+
+
+@dataclass
+class _Interval:
+    """What the events between two checkpoints did: each event's kind and seconds, the disk samples."""
+
+    start: int  # the first event's number
+    kinds: list[str] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    disk: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # (events so far, RATIOS)
+
+
+class _Folder:
+    """The data folder's files as the soak made them: it does each operation on the disk and returns the
+    batch the watcher would hand over for it (paths to check, renames in order)."""
+
+    def __init__(self, root: Path, rng: random.Random) -> None:
+        self.root, self.rng = root, rng
+        self.texts: dict[Path, list[list[str]]] = {}  # live files but the sentinels: paragraphs of sentences
+        self.paths: list[Path] = []  # the same files, for a uniform pick
+        self._made = 0
+        for i in range(SUBFOLDERS):
+            (root / f"f{i:02d}").mkdir(parents=True)
+
+    def sentinel(self, i: int) -> Batch:
+        return _write(self.root / f"sentinel-{i:02d}.md", SENTINELS[i][0] + "\n")
+
+    def add(self) -> Batch:
+        path = self._new_path()
+        paragraphs = [[sentence(self.rng) for _ in range(self.rng.randint(1, 2))]]
+        if self.rng.random() < 0.5:
+            paragraphs.append([sentence(self.rng) for _ in range(self.rng.randint(1, 2))])
+        self._keep(path, paragraphs)
+        return _write(path, _text(paragraphs))
+
+    def edit(self) -> Batch:
+        """One sentence of one paragraph replaced by another."""
+        path = self.rng.choice(self.paths)
+        paragraph = self.rng.choice(self.texts[path])
+        paragraph[self.rng.randrange(len(paragraph))] = sentence(self.rng)
+        return _write(path, _text(self.texts[path]))
+
+    def move(self) -> Batch:
+        """A file renamed into one of the subfolders (its own, often)."""
+        src = self.rng.choice(self.paths)
+        dst = self._new_path()
+        os.rename(src, dst)
+        self._keep(dst, self._forget(src))
+        return Batch(frozenset({src, dst}), ((src, dst),), 1)
+
+    def delete(self) -> Batch:
+        path = self.rng.choice(self.paths)
+        path.unlink()
+        self._forget(path)
+        return Batch(frozenset({path}), (), 1)
+
+    def _new_path(self) -> Path:
+        self._made += 1
+        return self.root / f"f{self.rng.randrange(SUBFOLDERS):02d}" / f"n{self._made:07d}.md"
+
+    def _keep(self, path: Path, paragraphs: list[list[str]]) -> None:
+        self.texts[path] = paragraphs
+        self.paths.append(path)
+
+    def _forget(self, path: Path) -> list[list[str]]:
+        self.paths.remove(path)
+        return self.texts.pop(path)
+
+
+def _text(paragraphs: list[list[str]]) -> str:
+    return "\n\n".join(" ".join(p) for p in paragraphs) + "\n"
+
+
+def _write(path: Path, text: str) -> Batch:
+    """Write `text` to a hidden file beside `path`, then rename it onto `path` (as editors save)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return Batch(frozenset({tmp, path}), ((tmp, path),), 1)
+
+
+def _pick(folder: _Folder, rng: random.Random, target: int) -> Callable[[], Batch]:
+    """The next event's operation: an edit or a move by MIX, else an add or a delete, adds likelier the
+    emptier the folder is against `target` (none to edit, move or delete: an add)."""
+    if not folder.paths:
+        return folder.add
+    x = rng.random()
+    if x < MIX["edit"]:
+        return folder.edit
+    if x < MIX["edit"] + MIX["move"]:
+        return folder.move
+    grow = min(1.0, max(0.0, 1 - len(folder.paths) / (2 * target)))
+    return folder.add if rng.random() < grow else folder.delete
+
+
+def run(
+    home: Home,
+    model_path: Path,
+    device: str | None,
+    output_dir: Path,
+    quick: bool = False,
+    events: int | None = None,
+    documents: int | None = None,
+    checkpoint_every: int | None = None,
+    seed: int = SEED,
+) -> tuple[dict, str]:
+    """Run `events` events (default 1,000,000; quick: 10,000) keeping about `documents` live files (2,000;
+    quick: 500), checked every `checkpoint_every` events (100,000; quick: 2,500; never fewer than four
+    checkpoints) and after the last; writes soak.png into `output_dir` besides the caller's JSON and table.
+    `model_path` (the default model) is named in the results only: the tiny model writes the memories.
+    BenchmarkError if `events` is below the sentinels' count."""
+    events = (QUICK_EVENTS if quick else EVENTS) if events is None else events
+    documents = (QUICK_DOCUMENTS if quick else DOCUMENTS) if documents is None else documents
+    every = (
+        (QUICK_CHECKPOINT_EVERY if quick else CHECKPOINT_EVERY)
+        if checkpoint_every is None
+        else checkpoint_every
+    )
+    every = max(1, min(every, events // 4))
+    if events < len(SENTINELS):
+        raise BenchmarkError(f"A soak needs at least {len(SENTINELS)} events: its first write the sentinels.")
+    torch.set_num_threads(compute_threads())  # as the engine service runs
+    with tempfile.TemporaryDirectory(prefix="m3-soak-") as tmp:
+        tmp = Path(tmp)
+        runtime = Runtime.load(write_tiny_gguf(tmp / "tiny-gemma3.gguf", "gemma3"), device=device)
+        embedder = Embedder.load(home.cache / "embedder", device=device)
+        engine = Engine.open(Home.at(tmp / "home"), runtime=runtime, embedder=embedder)
+        try:
+            engine.load()
+            soak = _Soak(engine, _Folder(tmp / "folder", random.Random(seed)), random.Random(seed + 1))
+            checkpoints, windows, wall = soak.run(events, documents, every)
+        finally:
+            engine.close()
+    timed = sum(c["seconds"] for c in checkpoints)
+    results = {
+        "events": events,
+        "documents": documents,
+        "checkpoint_every": every,
+        "seed": seed,
+        "sentinels": len(SENTINELS),
+        "wall_s": wall,
+        "events_s": events / timed,
+        "projected_1m_h": 1e6 * timed / events / 3600,  # the events' time only, without checkpoints
+        "counts": {k: sum(c["latency"][k]["n"] for c in checkpoints) for k in KINDS},
+        "checkpoints": checkpoints,
+        "windows": windows,
+        "held": _held(checkpoints),
+        "setup": {
+            "events": "real file operations in one watched folder of a temporary home: writes and edits"
+            " through a hidden file renamed into place, moves by os.rename, deletes by unlink; each followed"
+            " by Ingester.apply (the watcher's batch: its paths and renames), Ingester.process_pending and"
+            " Engine.sync_memories, as Engine.watch does for every watcher batch",
+            "documents": "one or two paragraphs of one or two made-up sentences; an edit replaces one"
+            " sentence; adds and deletes keep the folder near the target",
+            "memories": f"a tiny random-weight 6-layer Gemma 3 (bench/tiny_gguf.py) is the engine's model:"
+            f" its byte-level tokenizer cuts the chunks (at most 128 bytes) and it writes the memories"
+            f" under the default profile; the default model ({model_path.name}) writes about 9 a second",
+            "embedder": f"the bundled {embedder.name} on {embedder.device}",
+            "threads": f"torch and ONNX Runtime on {compute_threads()} thread(s), as the engine service runs",
+            "sentinels": f"{len(SENTINELS)} one-sentence documents of invented facts, written first, never"
+            " changed; recall@5 of one question each through Retriever.search (vector and keyword, fused)",
+            "disk": "bytes on disk: every file of the data folder (catalog, bank segments and index,"
+            " retrieval database, vector index, SQLite's WAL files); live: the bank's live records, the"
+            " pages SQLite uses in each database, the vector index file",
+            "latency": "one event: the file operation and the three ingest calls, in seconds of wall time;"
+            " checkpoints and disk measures are not timed",
+        },
+        "machine": machine_info(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    save_figure(_figure(results), output_dir / "soak.png")
+    return results, table(results)
+
+
+class _Soak:
+    def __init__(self, engine: Engine, folder: _Folder, rng: random.Random) -> None:
+        self.engine, self.folder, self.rng = engine, folder, rng
+        self.ingester = engine.ingester()
+        engine.add_folder(folder.root)
+        self.sentinels: list[tuple[str, str, str]] = []  # (chunk hash, fact, question)
+
+    def run(self, events: int, documents: int, every: int) -> tuple[list[dict], list[dict], float]:
+        """All events with a checkpoint every `every` and after the last: the checkpoints, the windows of
+        the curve, the wall seconds."""
+        checkpoints: list[dict] = []
+        windows: list[dict] = []
+        interval = _Interval(0)
+        window = max(1, every // WINDOWS)
+        start = time.perf_counter()
+        for n in range(events):
+            sentinel = n < len(SENTINELS)
+            do = partial(self.folder.sentinel, n) if sentinel else _pick(self.folder, self.rng, documents)
+            began = time.perf_counter()
+            self._ingest(do())
+            interval.seconds.append(time.perf_counter() - began)
+            interval.kinds.append("sentinel" if sentinel else do.__name__)
+            if n + 1 == len(SENTINELS):
+                self._find_sentinels()
+            if (n + 1) % DISK_EVERY == 0:
+                disk = _disk(self.engine)
+                interval.disk.append((n + 1, {k: disk[k] for k in RATIOS}))
+            if (n + 1) % window == 0 or n + 1 == events:
+                windows.append(_window(interval, n + 1, window))
+            if (n + 1) % every == 0 or n + 1 == events:
+                checkpoints.append(self._checkpoint(interval, n + 1))
+                interval = _Interval(n + 1)
+        return checkpoints, windows, time.perf_counter() - start
+
+    def _ingest(self, batch: Batch) -> None:
+        """What `Engine.watch` does with one watcher batch."""
+        self.ingester.apply(batch)
+        self.ingester.process_pending()
+        self.engine.sync_memories()
+
+    def _find_sentinels(self) -> None:
+        """Each sentinel's one chunk, by its file's text (the catalog's first chunk of it)."""
+        texts = {fact: question for fact, question in SENTINELS}
+        rows = self.engine.catalog.rows(
+            "SELECT c.hash, c.text FROM chunks c JOIN documents d ON d.id = c.document_id"
+            " WHERE d.rel_path LIKE 'sentinel-%'"
+        )
+        self.sentinels = [(r["hash"], r["text"].strip(), texts[r["text"].strip()]) for r in rows]
+        if len(self.sentinels) != len(SENTINELS):
+            raise BenchmarkError(f"The {len(SENTINELS)} sentinel facts gave {len(self.sentinels)} chunks.")
+
+    def _checkpoint(self, interval: _Interval, done: int) -> dict:
+        began = time.perf_counter()
+        engine = self.engine
+        counts = engine.catalog.counts()
+        row = {
+            "events": done,
+            "seconds": sum(interval.seconds),  # the interval's events, timed
+            "events_s": len(interval.seconds) / sum(interval.seconds),
+            "live_files": len(self.folder.paths) + len(SENTINELS),
+            "documents": counts["documents"],
+            "chunks": counts["chunks"],
+            "memories": len(engine.bank.keys()),
+            **self._sentinel_checks(),
+            **self._consistency(counts),
+            "disk": (disk := _disk(engine)),
+            "disk_max": _largest([*(r for _, r in interval.disk), disk]),
+            "latency": _latency(interval),
+        }
+        row["checkpoint_s"] = time.perf_counter() - began
+        return row
+
+    def _sentinel_checks(self) -> dict:
+        """recall@5 of the sentinels' questions (fused, and by the vector index alone), and whether each
+        sentinel's chunk text is in the catalog and its memory reads back from the bank."""
+        retriever, engine = self.engine.retriever, self.engine
+        found = vector_found = readable = 0
+        texts = engine.catalog.chunk_texts(h for h, _, _ in self.sentinels)
+        for h, fact, question in self.sentinels:
+            found += h in {hit.hash for hit in retriever.search(question, k=5)}
+            ids = retriever.vector_search(retriever.embedder.embed([question])[0], 5)
+            vector_found += bool(ids) and h in retriever.hashes(ids).values()
+            memory = engine.bank.get(h)
+            readable += (
+                texts.get(h, "").strip() == fact
+                and memory is not None
+                and memory.profile == engine.profile
+                and memory.length == min(MAX_REFERENCE_TOKENS, len(engine.tokenizer.encode(texts[h])))
+                and bool(torch.isfinite(memory.unpack(torch.float32, torch.device("cpu")).v).all())
+            )
+        n = len(self.sentinels)
+        return {"recall_at_5": found / n, "vector_recall_at_5": vector_found / n, "readable": readable / n}
+
+    def _consistency(self, counts: dict[str, int]) -> dict:
+        """`m3 doctor`'s checks (which must find nothing to repair), then whether the catalog's chunks,
+        the bank's memories and the index's items name the same texts, with no work left."""
+        engine = self.engine
+        found = engine.retriever.check() + engine.bank.verify()  # what the doctor would repair
+        checks = doctor.run(engine)
+        hashes = {r["hash"] for r in engine.catalog.rows("SELECT DISTINCT hash FROM chunks")}
+        same = (
+            set(engine.bank.keys(engine.profile.name)) == hashes
+            and len(engine.retriever) == len(hashes)
+            and engine.retriever.stored(hashes) == hashes
+        )
+        left = {k: counts[k] for k in ("pending", "jobs", "memories_to_write", "memories_to_drop")}
+        return {
+            "doctor": {c.name: c.detail for c in checks},
+            "doctor_ok": all(c.ok for c in checks) and not found,
+            "doctor_found": found,
+            "same_texts": same,
+            "work_left": left,
+            "consistent": all(c.ok for c in checks) and not found and same and not any(left.values()),
+        }
+
+
+def _disk(engine: Engine) -> dict:
+    """Bytes on disk of the data folder against live bytes, whole and by part (bank, catalog,
+    retrieval): live is the bank's live records, the pages SQLite uses, the vector index file."""
+    data = engine.home.data
+    parts = {
+        "bank": (data / "bank", engine.bank.stats()["live_bytes"]),
+        "catalog": (engine.home.catalog, 0),
+        "retrieval": (data / "retrieval", 0),
+    }
+    out: dict = {}
+    for name, (where, live) in parts.items():
+        files = sorted(where.rglob("*")) if where.is_dir() else list(where.parent.glob(where.name + "*"))
+        sizes = {p: p.stat().st_size for p in files if p.is_file()}
+        live += sum(_pages_in_use(p) for p in sizes if p.suffix == ".db")
+        live += sum(size for p, size in sizes.items() if p.parent.name == "hnsw")
+        wal = sum(size for p, size in sizes.items() if p.name.endswith(("-wal", "-shm")))
+        out[name] = {"on_disk": sum(sizes.values()), "live": live, "wal": wal}
+    on_disk, live, wal = (sum(p[k] for p in out.values()) for k in ("on_disk", "live", "wal"))
+    return {
+        "on_disk": on_disk,
+        "live": live,
+        "wal": wal,
+        "ratio": on_disk / live,
+        "ratio_without_wal": (on_disk - wal) / live,
+        "bank_ratio": out["bank"]["on_disk"] / out["bank"]["live"],
+        "parts": out,
+    }
+
+
+def _largest(samples: list[dict[str, float]]) -> dict[str, float | None]:
+    """The largest of each ratio over disk samples (None without samples)."""
+    return {k: max((s[k] for s in samples), default=None) for k in RATIOS}
+
+
+def _pages_in_use(path: Path) -> int:
+    """The bytes of a SQLite database's pages that are not on its free list (WAL included)."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        pages, free, size = (
+            db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count", "page_size")
+        )
+    return (pages - free) * size
+
+
+def _ms(seconds: list[float], q: float) -> float:
+    return float(np.percentile(seconds, q)) * 1000 if seconds else float("nan")
+
+
+def _latency(interval: _Interval) -> dict:
+    """p50, p95 and max in ms of each kind of event in the interval, and of all of them."""
+    by_kind: dict[str, list[float]] = {k: [] for k in ("all", *KINDS)}
+    for kind, s in zip(interval.kinds, interval.seconds, strict=True):
+        by_kind["all"].append(s)
+        if kind in by_kind:
+            by_kind[kind].append(s)
+    return {
+        k: {"n": len(v), "p50_ms": _ms(v, 50), "p95_ms": _ms(v, 95), "max_ms": max(v, default=0.0) * 1000}
+        for k, v in by_kind.items()
+    }
+
+
+def _window(interval: _Interval, done: int, size: int) -> dict:
+    """The curve's point for the last `size` events: latency percentiles and the disk ratio's largest."""
+    seconds = interval.seconds[-size:]
+    return {
+        "events": done,
+        "p50_ms": _ms(seconds, 50),
+        "p95_ms": _ms(seconds, 95),
+        "max_ms": max(seconds) * 1000,
+        "disk_max": _largest([r for n, r in interval.disk if n > done - size]),
+    }
+
+
+def _held(checkpoints: list[dict]) -> dict:
+    """Which of the soak's four checks held at every checkpoint; latency growth against the first
+    interval, by kind of event."""
+    first = checkpoints[0]["latency"]
+    growth = {
+        f"{kind} {q}": max(c["latency"][kind][q] / first[kind][q] for c in checkpoints)
+        for kind in KINDS
+        for q in ("p50_ms", "p95_ms")
+        if first[kind]["n"] and all(c["latency"][kind]["n"] for c in checkpoints)
+    }
+    largest = {k: max(c["disk_max"][k] for c in checkpoints) for k in RATIOS}
+    return {
+        "sentinels": all(c["recall_at_5"] == 1.0 and c["readable"] == 1.0 for c in checkpoints),
+        "consistent": all(c["consistent"] for c in checkpoints),
+        "disk": largest["ratio"] <= MAX_DISK_RATIO,
+        "disk_max": largest,
+        "latency": all(g <= MAX_LATENCY_GROWTH for g in growth.values()),
+        "latency_growth": growth,
+    }
+
+
+def _figure(r: dict) -> plt.Figure:
+    """Latency (p50, p95) and the disk ratio against events, one point per window."""
+    w = r["windows"]
+    x = [p["events"] for p in w]
+    fig, (lat, disk) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    lat.plot(x, [p["p50_ms"] for p in w], label="p50")
+    lat.plot(x, [p["p95_ms"] for p in w], label="p95")
+    lat.set_yscale("log")
+    lat.set_ylabel("ms per event")
+    lat.legend(fontsize=8)
+    names = {"ratio": "all files", "ratio_without_wal": "without SQLite's WAL", "bank_ratio": "bank alone"}
+    for k, name in names.items():
+        disk.plot(x, [p["disk_max"][k] for p in w], label=f"{name} (largest in the window)")
+    disk.axhline(MAX_DISK_RATIO, linestyle="--", color="grey", label=f"bound {MAX_DISK_RATIO}")
+    disk.set_ylabel("bytes on disk / live bytes")
+    disk.set_xlabel("events")
+    disk.legend(fontsize=8)
+    fig.suptitle(f"Soak: {r['events']:,} events, about {r['documents']:,} live files")
+    fig.tight_layout()
+    return fig
+
+
+def table(r: dict) -> str:
+    """One row per checkpoint, then the four checks' verdicts and a line naming the setup and machine."""
+    lines = [
+        "| events | files | chunks | events/s | p50 / p95 ms (all) | edit p50 / p95 ms | recall@5"
+        " (vector alone) | readable | doctor, consistent | disk / live: all, without WAL, bank (largest) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|",
+    ]
+    for c in r["checkpoints"]:
+        lat, edit = c["latency"]["all"], c["latency"]["edit"]
+        disk, largest = c["disk"], c["disk_max"]
+        lines.append(
+            f"| {c['events']:,} | {c['live_files']:,} | {c['chunks']:,} | {c['events_s']:.1f}"
+            f" | {lat['p50_ms']:.0f} / {lat['p95_ms']:.0f} | {edit['p50_ms']:.0f} / {edit['p95_ms']:.0f}"
+            f" | {c['recall_at_5']:.2f} ({c['vector_recall_at_5']:.2f}) | {c['readable']:.2f}"
+            f" | {'yes' if c['consistent'] else 'NO'}"
+            f" | {' / '.join(f'{disk[k]:.2f} ({largest[k]:.2f})' for k in RATIOS)} |"
+        )
+    held, m = r["held"], r["machine"]
+    worst = max(held["latency_growth"].items(), key=lambda kv: kv[1], default=("-", float("nan")))
+    lines += [
+        "",
+        f"Held at every checkpoint: sentinels retrieved and readable {_yes(held['sentinels'])}; doctor and"
+        f" cross-check consistent {_yes(held['consistent'])}; disk ≤ {MAX_DISK_RATIO}× live"
+        f" {_yes(held['disk'])} (largest {held['disk_max']['ratio']:.2f}; without WAL"
+        f" {held['disk_max']['ratio_without_wal']:.2f}; the bank alone {held['disk_max']['bank_ratio']:.2f});"
+        f" latency within"
+        f" {MAX_LATENCY_GROWTH}× the first interval's {_yes(held['latency'])} (largest: {worst[0]}"
+        f" {worst[1]:.2f}×).",
+        "",
+        f"{r['events']:,} events in {r['wall_s'] / 60:,.1f} min ({r['events_s']:.1f} events/s; a million:"
+        f" {r['projected_1m_h']:.1f} h); memories written by a tiny random-weight Gemma 3 through the"
+        f" engine's path, the real embedder. Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM;"
+        f" {r['date']}.",
+    ]
+    return "\n".join(lines)
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "NO"
