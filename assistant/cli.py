@@ -37,6 +37,7 @@ from engine.service.client import (
     Read,
     Reads,
     ScanDone,
+    Scanning,
     ScanProgress,
     Skipped,
     Stream,
@@ -47,6 +48,7 @@ from ingest.paths import Home
 
 FOLLOW_POLL_S = 1.0
 INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C
+CLEAR_LINE = "\x1b[K"  # a terminal's erase to the end of the line
 
 
 @dataclass
@@ -185,11 +187,13 @@ def _scan(client: Client, path: Path | None) -> ScanDone:
     with client.scan(path) as stream:
         try:
             for event in stream:
-                if isinstance(event, ScanProgress):
+                if isinstance(event, ScanProgress) and event.scanning is not None:
+                    _show_walk(event.scanning)
+                elif isinstance(event, ScanProgress):
                     e = event
                     _show_progress(e.files_parsed, e.files_failed, e.files_seen, e.chunks, e.chunks_pending)
                 elif isinstance(event, MemoryProgress):
-                    click.echo(f"\rwriting memories: {event.done}/{event.total}", nl=False, err=True)
+                    _overwrite(f"writing memories: {event.done}/{event.total}")
                 elif isinstance(event, ScanDone):
                     return event
         except BaseException:
@@ -204,19 +208,30 @@ def _follow(client: Client) -> None:
         while True:
             s = client.status()
             d = s.documents
-            _show_progress(d.parsed, d.failed, d.seen, s.chunks, s.chunks_pending)
+            if s.scanning is not None:
+                _show_walk(s.scanning)
+            else:
+                _show_progress(d.parsed, d.failed, d.seen, s.chunks, s.chunks_pending)
             time.sleep(FOLLOW_POLL_S)
     except KeyboardInterrupt:
         click.echo(err=True)
 
 
 def _show_progress(parsed: int, failed: int, seen: int, chunks: int, chunks_pending: int) -> None:
-    click.echo(
-        f"\r{parsed + failed}/{seen} files read, {failed} failed, {chunks} chunks, "
-        f"{chunks_pending} waiting for memories",
-        nl=False,
-        err=True,
+    _overwrite(
+        f"{parsed + failed}/{seen} files read, {failed} failed, {chunks} chunks, "
+        f"{chunks_pending} waiting for memories"
     )
+
+
+def _show_walk(s: Scanning) -> None:
+    """A scan still walking the folders: where, and what it found so far."""
+    _overwrite(f"scanning {s.folder}: {s.files_found:,} files found, {s.files_changed:,} new or changed")
+
+
+def _overwrite(line: str) -> None:
+    """`line` on stderr in place of the progress line before it (cleared to its end on a terminal)."""
+    click.echo(f"\r{line}{CLEAR_LINE if sys.stderr.isatty() else ''}", nl=False, err=True)
 
 
 @cli.command()
@@ -243,6 +258,8 @@ def _echo_status(client: Client) -> None:
     if s.imports_pending:
         click.echo(f"Bank imports still being applied: {s.imports_pending} (their memories and vectors)")
     click.echo(f"Documents: {d.seen} ({d.parsed} parsed, {d.pending} pending, {d.failed} failed)")
+    if (w := s.scanning) is not None:
+        click.echo(f"Scanning {w.folder}: {w.files_found:,} files found, {w.files_changed:,} new or changed")
     click.echo(f"Chunks: {s.chunks} ({s.chunks_pending} waiting for memories, {s.memories_to_drop} to drop)")
     for failure in s.failures:
         click.echo(f"  failed: {failure.path}: {failure.reason}")

@@ -1,6 +1,9 @@
-"""Sizes as people read them, one way everywhere (the app and the `m3` command)."""
+"""Sizes and paths as people read them, one way everywhere (the app and the `m3` command)."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 
 def human_bytes(n: int) -> str:
@@ -13,3 +16,14 @@ def human_bytes(n: int) -> str:
             break
         size /= 1024
     return f"{size:,.1f} {unit}"
+
+
+def short_path(path: str, width: int) -> str:
+    """`path` with ~ for the home folder, cut from the left to `width` cells at most ('…/deep/folder')."""
+    home = str(Path.home())
+    if path == home or path.startswith(home + os.sep):
+        path = "~" + path[len(home) :]
+    if len(path) <= width:
+        return path
+    tail = path[-(width - 1) :]
+    return "…" + (tail[tail.index(os.sep) :] if os.sep in tail else tail)

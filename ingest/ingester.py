@@ -7,6 +7,7 @@ together, so a kill -9 anywhere either keeps all of it or none of it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from ingest.config import IngestConfig
 from ingest.errors import NotFoundError, ParseError
 from ingest.parsers import parse
 from ingest.queue import CRASHED, MAX_ATTEMPTS, Job, JobQueue
-from ingest.scan import Reconciler, ScanReport, describe, sha256_file
+from ingest.scan import Reconciler, Scanning, ScanReport, ScanStopped, describe, sha256_file
 from ingest.watcher import Batch, Watcher
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,12 @@ class Progress:
     chunks: int
     chunks_pending: int  # chunks whose memory is still to be written
     current: Path | None = None  # the file just handled
+    scanning: Scanning | None = None  # while a scan walks the folders: how far it is
 
     @classmethod
-    def of(cls, counts: dict[str, int], current: Path | None = None) -> Progress:
+    def of(
+        cls, counts: dict[str, int], current: Path | None = None, scanning: Scanning | None = None
+    ) -> Progress:
         """From the catalog's `counts()`."""
         return cls(
             counts["documents"],
@@ -51,6 +55,7 @@ class Progress:
             counts["chunks"],
             counts["memories_to_write"],
             current,
+            scanning,
         )
 
 
@@ -67,14 +72,15 @@ class Status:
     imports: int  # bank files committed whose memories and vectors are still being applied
 
     @classmethod
-    def read(cls, catalog: Catalog) -> Status:
-        """The catalog's folders, progress and failures; reads only."""
+    def read(cls, catalog: Catalog, scanning: Scanning | None = None) -> Status:
+        """The catalog's folders, progress and failures, and how far a scan's walk is (`scanning`, which
+        only the process running it knows); reads only."""
         counts = catalog.counts()
         folders = catalog.folders()
         return cls(
             folders,
             [f.path for f in folders if not os.path.isdir(f.path)],  # never raises (unreadable: missing)
-            Progress.of(counts),
+            Progress.of(counts, scanning=scanning),
             counts["memories_to_drop"],
             catalog.failures(),
             catalog.warnings(),
@@ -91,21 +97,29 @@ class Ingester:
         count_tokens: Callable[[str], int],
         config: IngestConfig | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        on_walk: Callable[[Scanning | None], None] | None = None,
     ):
+        """`on_progress` hears how far the ingest is, every PROGRESS_EVERY_S at most (it counts the
+        catalog's rows); `on_walk`, how far a scan's walk is at every folder, then None when it is over."""
         self.catalog = catalog
         self.count_tokens = count_tokens
         self.config = config or IngestConfig()
         self.on_progress = on_progress
+        self.on_walk = on_walk
         self.queue = JobQueue(catalog, self.config.lease_s)
         self.reconciler = Reconciler(catalog, self.queue, self.config)
         self._emitted_at = 0.0
 
-    def scan(self, folders: list[Folder] | None = None) -> ScanReport:
+    def scan(self, folders: list[Folder] | None = None, stop: threading.Event | None = None) -> ScanReport:
         """Reconcile the watched folders (all by default) with the disk; parsing is left to
-        `process_pending`."""
-        report = self.reconciler.scan(folders)
-        self._emit(force=True)
-        return report
+        `process_pending`. Progress is told while the folders are walked (`Progress.scanning`: the first
+        folder at once, then every PROGRESS_EVERY_S), and once more when the catalog has changed.
+        ScanStopped if `stop` is set during the walk."""
+        self._emitted_at = 0.0
+        try:
+            return self.reconciler.scan(folders, self._walking, stop)
+        finally:
+            self._walking(None)  # the walk is over, however it ended
 
     def apply(self, batch: Batch) -> ScanReport:
         """Reconcile what a watcher batch touched."""
@@ -141,7 +155,8 @@ class Ingester:
         while not stop.is_set():
             folders = self.catalog.folders()
             with self.watcher() as watcher:  # started before the scan, so no change falls in between
-                watcher.follow(self.scan().links)
+                with contextlib.suppress(ScanStopped):  # stopped mid-walk: nothing changed, the loop ends
+                    watcher.follow(self.scan(stop=stop).links)
                 while not stop.is_set() and self.catalog.folders() == folders:
                     busy = self.process_pending(limit=16, stop=stop) > 0
                     if between is not None:
@@ -220,8 +235,17 @@ class Ingester:
             self.queue.complete(job)
         self._emit(current=path)
 
-    def _emit(self, current: Path | None = None, force: bool = False) -> None:
+    def _walking(self, scanning: Scanning | None) -> None:
+        """How far the walk is (None: over): for `on_walk` each time, for `on_progress` as often as it
+        hears of progress."""
+        if self.on_walk is not None:
+            self.on_walk(scanning)
+        self._emit(scanning=scanning, force=scanning is None)
+
+    def _emit(
+        self, current: Path | None = None, force: bool = False, scanning: Scanning | None = None
+    ) -> None:
         if self.on_progress is None or not (force or time.monotonic() - self._emitted_at >= PROGRESS_EVERY_S):
             return
         self._emitted_at = time.monotonic()
-        self.on_progress(Progress.of(self.catalog.counts(), current))
+        self.on_progress(Progress.of(self.catalog.counts(), current, scanning))

@@ -13,7 +13,8 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -54,6 +55,21 @@ class Found:
     skip: Skip | None = None
 
 
+class ScanStopped(Exception):
+    """The scan was told to stop (its `stop` event set) while it walked: nothing was changed."""
+
+
+@dataclass(frozen=True)
+class Scanning:
+    """How far a scan's walk is: the folder it lists now, the files found so far (documents or not), and
+    the documents among them that are new or changed since the catalog saw them (by size and time: they
+    are read once the walk is over, unless their bytes show a touch or a move)."""
+
+    folder: Path
+    files_found: int
+    files_changed: int
+
+
 @dataclass
 class ScanReport:
     new: int = 0
@@ -86,14 +102,23 @@ def probe(rules: IgnoreRules, rel: str, report: ScanReport | None = None) -> Fou
     return Found(name, st.st_size, st.st_mtime_ns, error, skip)
 
 
-def walk(rules: IgnoreRules, under: str, report: ScanReport) -> list[Found]:
+def walk(
+    rules: IgnoreRules,
+    under: str,
+    report: ScanReport,
+    listing: Callable[[Path, list[Found]], None] | None = None,
+) -> list[Found]:
     """Every document below `under` (a relative folder, "" for the root). Links are followed: to a file,
     by `probe`; to a folder, when its target is outside the watched folder and apart from every folder
-    followed so far (`_followable`), so a link loop, or a link to a folder above, cannot trap the walk."""
+    followed so far (`_followable`), so a link loop, or a link to a folder above, cannot trap the walk.
+    `listing(folder, found so far)` hears of each folder before it is listed: a long walk tells how far
+    it is (and may end it by raising)."""
     found: list[Found] = []
     stack = [under]
     while stack:
         rel_dir = stack.pop()
+        if listing is not None:
+            listing(rules.root / rel_dir, found)
         try:
             with os.scandir(rules.root / rel_dir) as entries:
                 names = [(e.name, _is_dir(e), e.is_symlink()) for e in entries]
@@ -159,17 +184,28 @@ class Reconciler:
             self._rules[folder.id] = IgnoreRules(folder.path, self.config.max_file_bytes, binaries)
         return self._rules[folder.id]
 
-    def scan(self, folders: Iterable[Folder] | None = None) -> ScanReport:
-        """Reconcile whole folders (all watched ones by default)."""
+    def scan(
+        self,
+        folders: Iterable[Folder] | None = None,
+        on_walk: Callable[[Scanning], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> ScanReport:
+        """Reconcile whole folders (all watched ones by default). `on_walk` hears how far the walk is as each
+        folder is listed; `stop`, once set, ends the walk with ScanStopped before anything changed (a scan
+        asked for in front takes over)."""
         report = ScanReport()
         items = []
+        walking = _Walking(on_walk, stop)
         for folder in self.catalog.folders() if folders is None else folders:
             if not os.path.isdir(folder.path):
                 report.missing.append(folder.path)
                 continue
             self._rules.pop(folder.id, None)  # re-read every .m3ignore
-            found = walk(self.rules(folder), "", report)
-            items.append((folder, found, self.catalog.documents(folder.id), self.catalog.skipped(folder.id)))
+            scope = self.catalog.documents(folder.id)
+            walking.begin(scope)
+            found = walk(self.rules(folder), "", report, walking)
+            walking(folder.path, found)  # the whole folder's count
+            items.append((folder, found, scope, self.catalog.skipped(folder.id)))
         self._reconcile(items, report)
         return report
 
@@ -313,6 +349,32 @@ class Reconciler:
         elsewhere keep their documents (and chunks, and memories) as a move."""
         missing = [f for f in self.catalog.folders() if not os.path.isdir(f.path)]
         return [doc for folder in missing for doc in self.catalog.documents(folder.id).values()]
+
+
+class _Walking:
+    """A scan's walk as it goes: counts what each folder listed added, tells `on_walk`, and ends the walk
+    (ScanStopped) once `stop` is set."""
+
+    def __init__(self, on_walk: Callable[[Scanning], None] | None, stop: threading.Event | None):
+        self.on_walk, self.stop = on_walk, stop
+        self.found = self.changed = 0
+        self._scope: dict[str, Document] = {}
+        self._upto = 0  # how much of the found list is counted
+
+    def begin(self, scope: dict[str, Document]) -> None:
+        """The walk of a watched folder starts; `scope`: its documents, as the catalog has them."""
+        self._scope, self._upto = scope, 0
+
+    def __call__(self, folder: Path, found: list[Found]) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise ScanStopped
+        for f in found[self._upto :]:
+            doc = self._scope.get(f.rel)
+            self.found += 1
+            self.changed += not f.skip and (doc is None or _differs(doc, f))
+        self._upto = len(found)
+        if self.on_walk is not None:
+            self.on_walk(Scanning(folder, self.found, self.changed))
 
 
 def _one_per_name(found: list[Found]) -> list[Found]:

@@ -7,6 +7,7 @@ folders screen, F4 the bank.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,9 +19,9 @@ from assistant.app import M3App
 from assistant.screens.add_folder import AddFolderScreen
 from assistant.screens.bank import BankScreen
 from assistant.screens.dialogs import ConfirmScreen
-from assistant.screens.folders import FoldersScreen, short_path
+from assistant.screens.folders import FoldersScreen
 from assistant.screens.path_entry import complete_path
-from assistant.units import human_bytes
+from assistant.units import human_bytes, short_path
 from assistant.widgets.ingest_progress import Reading, Tracker, duration_words
 from bench.tiny_gguf import write_tiny_gguf
 from engine.service import client as service
@@ -194,3 +195,32 @@ async def folder_scenario(app: M3App, notes: Path, size: tuple[int, int]) -> Non
         await pilot.press("y")
         await until(pilot, lambda: screen.folders == [])
         assert "No folder is watched yet" in text(app)
+
+
+def test_a_long_scan_shows_where_its_walk_is(served, tmp_path):
+    """Progress during the scan, not at its end: 10,000 photos in 200 folders take the walk a while, and
+    the screen says which folder it lists and what it found so far, before any file is read."""
+    photos = tmp_path / "photos"
+    for d in range(200):
+        (photos / f"{d:03}").mkdir(parents=True)
+        for i in range(50):
+            (photos / f"{d:03}" / f"{i}.jpg").write_bytes(b"\xff\xd8")
+    run(served, walk_scenario, photos)
+
+
+async def walk_scenario(app: M3App, photos: Path) -> None:
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_screen(pilot, app, "f3", FoldersScreen)
+        screen = app.screen
+        await until(pilot, lambda: screen.folders is not None)
+        app.engine_client().add_folder(photos)
+        try:
+            await pilot.press("s")
+            await until(pilot, lambda: "files found" in text(app), 60)
+            shown = " ".join(text(app).split())  # the line may wrap
+            assert re.search(r"listing …/\S*photos(/\d{3})? · [\d,]+ files found, 0 new or changed", shown)
+            await until(pilot, lambda: screen.scanning is None, 60)
+            await until(pilot, lambda: "files found" not in text(app), 60)  # the background's walk too
+            await until(pilot, lambda: "Not searchable · 10,000 of types not read (.jpg 10,000)" in text(app))
+        finally:
+            app.engine_client().remove_folder(photos)

@@ -262,8 +262,9 @@ def test_status_lists_what_a_search_will_not_find(tmp_path, new_home, tiny_model
     (notes / "private" / "diary.txt").write_text("not for search\n")
     (notes / ".m3ignore").write_text("private/\n")
     model = ("--model", str(tiny_model))
-    out = ok(m3(*model, "ingest", str(notes), home=home))
-    root = notes.resolve()
+    ingested = m3(*model, "ingest", str(notes), home=home)
+    out, root = ok(ingested), notes.resolve()
+    assert f"scanning {root}: 0 files found, 0 new or changed" in ingested.stderr  # told as it starts
     assert "Not searchable: 1 over the size limit, 31 of a type memory3 does not read, 1 left out" in out
     assert f"  too large: {root}/scan.pdf: 1.5 MB, over the 1 MB limit (max_file_mb)" in out
     assert "  not read: .jpg 30, .zip 1\n" in out

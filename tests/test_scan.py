@@ -7,6 +7,7 @@ import errno
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from ingest.errors import FolderError, NotFoundError
 from ingest.folders import add_folder, remove_folder
 from ingest.ingester import Ingester
 from ingest.queue import CRASHED, MAX_ATTEMPTS
+from ingest.scan import Scanning, ScanStopped
 from ingest.watcher import Batch
 
 PARAGRAPHS = [f"Paragraph {i} is about the topic number {i} and nothing else at all." for i in range(6)]
@@ -464,10 +466,44 @@ def test_progress_is_reported_as_files_are_parsed(catalog: Catalog, root: Path):
         write(root / f"{i}.txt")
     events = []
     synced(Ingester(catalog, words, IngestConfig(max_chunk_tokens=16), on_progress=events.append))
-    assert (events[0].files_seen, events[0].files_pending, events[0].files_parsed) == (3, 3, 0)
+    scanned = next(e for e in events if e.scanning is None)  # after the walk's own progress
+    assert (scanned.files_seen, scanned.files_pending, scanned.files_parsed) == (3, 3, 0)
     last = events[-1]
     assert (last.files_seen, last.files_pending, last.files_parsed, last.files_failed) == (3, 0, 3, 0)
     assert (last.chunks, last.chunks_pending) == (3 * len(PARAGRAPHS), len(PARAGRAPHS))  # same texts thrice
+
+
+def test_a_scan_tells_how_far_its_walk_is_while_it_walks(catalog: Catalog, root: Path):
+    """Progress during the scan, not at its end: each folder listed is told (`on_walk`), the first one at
+    once to `on_progress` too, before the catalog changes; a stop ends the walk and changes nothing."""
+    add_folder(catalog, root)
+    for d in range(20):
+        for i in range(5):
+            write(root / f"d{d:02}" / f"{i}.txt", f"note {d}.{i}\n")
+    write(root / "d07" / "photo.png", "pixels")
+    walks: list[Scanning | None] = []
+    progress: list = []
+    ingester = Ingester(catalog, words, on_progress=progress.append, on_walk=walks.append)
+    ingester.scan()
+    assert walks[0] == Scanning(root, 0, 0) and walks[-2:] == [Scanning(root, 101, 100), None]
+    assert {w.folder for w in walks[1:-2]} == {root / f"d{d:02}" for d in range(20)}
+    found = [w.files_found for w in walks[:-1]]
+    assert found == sorted(found) and 0 < found[len(found) // 2] < 101
+    assert progress[0].scanning == walks[0] and progress[0].files_seen == 0  # told before any change
+    assert progress[-1].scanning is None and progress[-1].files_seen == 100
+
+    write(root / "d03" / "1.txt", "note 3.1, edited\n")
+    write(root / "d12" / "new.txt", "a new note\n")
+    walks.clear()
+    assert ingester.scan().new == 1
+    assert walks[-2:] == [Scanning(root, 102, 2), None]
+
+    stop = threading.Event()
+    write(root / "d15" / "later.txt", "not seen: the scan stops first\n")
+    stopping = Ingester(catalog, words, on_walk=lambda w: w is not None and w.files_found > 30 and stop.set())
+    with pytest.raises(ScanStopped):
+        stopping.scan(stop=stop)
+    assert "d15/later.txt" not in documents(catalog) and len(documents(catalog)) == 101
 
 
 def test_a_tokenizer_failing_on_one_text_fails_that_document_only(catalog: Catalog, root: Path, caplog):

@@ -16,6 +16,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -268,6 +269,49 @@ def test_a_folder_added_is_scanned_and_followed_at_once(service, tmp_path):
     removed = service.http.post("/v1/folders/remove", json={"path": str(folder)})
     assert removed.status_code == 200 and removed.json()["path"] == str(folder)
     wait_for(lambda: service.status()["documents"]["seen"] == before)
+
+
+def test_a_scan_tells_its_progress_while_it_walks_the_folders(roots, tiny, tmp_path):
+    """Progress during the scan, not at its end: a folder of 20,000 files in 400 folders (photos, which
+    are counted and not parsed, and 40 notes) streams where its walk is before the catalog changes, and
+    /v1/status says so meanwhile. The background's own scan of the folder just added gives way to it."""
+    big = tmp_path / "big"
+    for d in range(400):
+        (big / f"{d:03}").mkdir(parents=True)
+        for i in range(50):
+            (big / f"{d:03}" / f"{i}.jpg").write_bytes(b"\xff\xd8")
+        if d % 10 == 0:
+            (big / f"{d:03}" / "note.md").write_text(f"Note {d}.\n")
+    running = Running(roots(), "--model", str(tiny), "--device", "cpu").wait_ready()
+    seen: list[dict | None] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set():
+            seen.append(running.status()["scanning"])
+            time.sleep(0.05)
+
+    poller = threading.Thread(target=poll)
+    try:
+        assert running.http.post("/v1/folders", json={"path": str(big)}).status_code == 201
+        poller.start()
+        events = list(running.events("/v1/scan", {"path": None}))
+    finally:
+        done.set()
+        if poller.is_alive():
+            poller.join()
+        running.stop()
+    kinds = [e["type"] for e in events]
+    walked = [i for i, e in enumerate(events) if e["type"] == "progress" and e["scanning"] is not None]
+    after = next(i for i, e in enumerate(events) if e["type"] == "progress" and e["scanning"] is None)
+    assert walked and walked[-1] < after < kinds.index("done")
+    first, last = events[walked[0]], events[walked[-1]]
+    assert first["scanning"]["folder"] == str(big) and first["scanning"]["files_found"] == 0
+    assert any(0 < events[i]["scanning"]["files_found"] < 20_040 for i in walked)  # told mid-walk
+    assert last["scanning"]["files_found"] <= 20_040 and last["scanning"]["files_changed"] <= 40
+    assert all(events[i]["files_seen"] <= 40 for i in walked)  # before the catalog changed, or as before
+    assert events[after]["files_seen"] == 40
+    assert any(s is not None and s["folder"].startswith(str(big)) for s in seen)  # /v1/status meanwhile
 
 
 # --- who may connect --------------------------------------------------------------------------------------

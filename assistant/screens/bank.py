@@ -25,8 +25,7 @@ from assistant.bank_text import exported_text, report_text
 from assistant.messages import BankEnded, BankStep, StatusChanged
 from assistant.screens.bank_dialogs import BankPathScreen, BankPlanScreen, Export
 from assistant.screens.dialogs import ConfirmScreen
-from assistant.screens.folders import short_path
-from assistant.units import human_bytes
+from assistant.units import human_bytes, short_path
 from assistant.widgets.bank_transfer import BankTransfer
 from assistant.widgets.status_bar import StatusBar
 from engine.service.client import BankProgress, Exported, ServiceError, ServiceUnreachable

@@ -26,6 +26,7 @@ from assistant import actions
 from assistant.messages import FoldersRead, ScanEnded, ScanStep, StatusChanged
 from assistant.screens.add_folder import AddFolderScreen
 from assistant.screens.dialogs import ConfirmScreen
+from assistant.units import short_path
 from assistant.widgets.ingest_progress import IngestProgress, Reading
 from assistant.widgets.status_bar import StatusBar
 from engine.service.client import (
@@ -45,17 +46,6 @@ NUMBER_WIDTH = 10  # a count's cell with its padding
 NOT_READY = "Waiting for the engine…"
 RETRY_POLL_S = 0.3
 RETRY_WAIT_S = 30.0  # then the file is left to the background work (a long batch runs)
-
-
-def short_path(path: str, width: int) -> str:
-    """`path` with ~ for the home folder, cut from the left to `width` cells at most ('…/deep/folder')."""
-    home = str(Path.home())
-    if path == home or path.startswith(home + os.sep):
-        path = "~" + path[len(home) :]
-    if len(path) <= width:
-        return path
-    tail = path[-(width - 1) :]
-    return "…" + (tail[tail.index(os.sep) :] if os.sep in tail else tail)
 
 
 def counts(f: Folder) -> list[int]:

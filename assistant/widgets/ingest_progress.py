@@ -18,7 +18,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import ProgressBar, Static
 
-from engine.service.client import MemoryProgress, ScanProgress, Status
+from assistant.units import short_path
+from engine.service.client import MemoryProgress, Scanning, ScanProgress, Status
 
 ESTIMATING = "estimating…"
 RATE_SAMPLES = 30  # a rate is measured over the last changes, so it follows a machine that speeds up
@@ -35,6 +36,7 @@ class Reading:
     memories_done: int
     memories_pending: int
     paused: bool = False  # the background work waits for an answer in progress
+    walk: Scanning | None = None  # a scan walking the folders: where, and what it found so far
 
     @classmethod
     def of_status(cls, s: Status) -> Reading:
@@ -47,6 +49,7 @@ class Reading:
             s.chunks - s.chunks_pending,
             s.chunks_pending,
             s.background == "paused",
+            s.scanning,
         )
 
     @classmethod
@@ -58,6 +61,7 @@ class Reading:
             p.chunks,
             p.chunks - p.chunks_pending,
             p.chunks_pending,
+            walk=p.scanning,
         )
 
     def writing(self, m: MemoryProgress) -> Reading:
@@ -73,7 +77,7 @@ class Reading:
 
     @property
     def busy(self) -> bool:
-        return bool(self.files_pending or self.memories_pending)
+        return bool(self.files_pending or self.memories_pending or self.walk)
 
     def expected_memories(self) -> float:
         """Memories still to write, counting those of files not read yet at the average chunks a file."""
@@ -190,8 +194,8 @@ class IngestProgress(Vertical):
         last = self.tracker.last
         bar = self.query_one(ProgressBar)
         bar.display = self.scanning is not None or (last is not None and last.busy)
-        if self.tracker.start is None:
-            bar.update(total=None)  # a scan starting: how much it will find is not known yet
+        if self.tracker.start is None or (last is not None and last.walk):
+            bar.update(total=None)  # a scan walking: how much it will find is not known yet
         else:
             done, total = self.tracker.steps()
             bar.update(total=max(total, 1), progress=done)
@@ -208,6 +212,11 @@ class IngestProgress(Vertical):
             text.append("Up to date: every file read, every memory written.")
             if r.files_failed:
                 text.append(f" {r.files_failed:,} failed (below).", "yellow")
+            return text
+        if r.walk is not None:
+            where = short_path(r.walk.folder, 40)
+            text.append(f"listing {where} · {r.walk.files_found:,} files found, ")
+            text.append(f"{r.walk.files_changed:,} new or changed", "bold")
             return text
         total_files = r.files_done + r.files_pending
         text.append(f"files {r.files_done:,}/{total_files:,} read")

@@ -58,6 +58,8 @@ class StatusBar(Static):
 def ingest_state(latest: StatusChanged) -> str:
     """'ingest idle', or what waits: 'ingest: 12 files, 340 memories to write'."""
     s = latest.status
+    if s.scanning is not None:
+        return f"scanning: {s.scanning.files_found:,} files found"
     files, memories = s.documents.pending, s.chunks_pending
     if s.background == "idle" and not files and not memories:
         return "ingest idle"

@@ -82,6 +82,15 @@ class Done(Event, tag="done", omit_defaults=True):
     chat_id: int | None = None  # a generation has no chat
 
 
+class Scanning(msgspec.Struct, frozen=True):
+    """How far a scan's walk of the folders is: the folder it lists now, the files found so far (documents
+    or not), and the documents among them that are new or changed since the catalog saw them (to read)."""
+
+    folder: str
+    files_found: int
+    files_changed: int
+
+
 class ScanProgress(Event, tag="progress"):
     files_seen: int
     files_parsed: int
@@ -89,6 +98,7 @@ class ScanProgress(Event, tag="progress"):
     files_pending: int
     chunks: int
     chunks_pending: int
+    scanning: Scanning | None = None  # while the folders are walked; null once the catalog has changed
 
 
 class MemoryProgress(Event, tag="memories"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from engine.service.events import Citation, Read
+from engine.service.events import Citation, Read, Scanning
 
 
 class Health(msgspec.Struct, frozen=True):
@@ -82,6 +82,7 @@ class Status(msgspec.Struct, frozen=True):
     warnings: list[Failure] = []  # documents read with a doubt (a guessed encoding), with the doubt
     missing_folders: list[str] = []  # watched folders not on the disk (renamed? unplugged?): documents kept
     skipped: Skipped = msgspec.field(default_factory=Skipped)
+    scanning: Scanning | None = None  # while a scan walks the folders: how far it is
 
 
 class Check(msgspec.Struct, frozen=True):

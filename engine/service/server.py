@@ -48,7 +48,9 @@ from engine.service.web import read_body, reply, service_of
 from ingest.catalog import Folder
 from ingest.errors import FolderError
 from ingest.folders import candidates
+from ingest.ingester import Progress
 from ingest.paths import Home
+from ingest.scan import Scanning
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,7 @@ async def status(request: Request) -> Response:
     engine = service.ready()
     s = await to_thread.run_sync(engine.status)
     p = s.progress
-    pending = bool(p.files_pending or p.chunks_pending or s.memories_to_drop or s.imports)
+    pending = bool(p.files_pending or p.chunks_pending or s.memories_to_drop or s.imports or p.scanning)
     return reply(
         replies.Status(
             folders=[str(f.path) for f in s.folders],
@@ -112,8 +114,18 @@ async def status(request: Request) -> Response:
                 [replies.SkippedType(suffix, n) for suffix, n in s.skipped.unsupported_types],
                 s.skipped.ignored,
             ),
+            scanning=_scanning(p.scanning),
         )
     )
+
+
+def _scanning(s: Scanning | None) -> events.Scanning | None:
+    return None if s is None else events.Scanning(str(s.folder), s.files_found, s.files_changed)
+
+
+def _scan_progress(p: Progress) -> events.ScanProgress:
+    counts = (p.files_seen, p.files_parsed, p.files_failed, p.files_pending, p.chunks, p.chunks_pending)
+    return events.ScanProgress(*counts, _scanning(p.scanning))
 
 
 async def list_folders(request: Request) -> Response:
@@ -171,10 +183,7 @@ async def scan(request: Request) -> Response:
 
     def produce(emit: Callable[[events.Event], None]) -> None:
         with service.background.paused():
-            report = engine.scan(
-                path,
-                on_progress=lambda p: emit(msgspec.convert(p, events.ScanProgress, from_attributes=True)),
-            )
+            report = engine.scan(path, on_progress=lambda p: emit(_scan_progress(p)))
             engine.sync_memories(
                 on_progress=lambda done, total: emit(events.MemoryProgress(done, total)), stop=cancel
             )
