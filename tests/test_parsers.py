@@ -37,11 +37,12 @@ from malformed_files import (
 )
 
 import ingest.document
+import ingest.parsers.html
 import ingest.parsers.mbox
 from ingest.document import ParsedText
 from ingest.errors import EncryptedDocumentError, ParseError, TooLargeError, UnsupportedFormatError
 from ingest.parsers import SUPPORTED_SUFFIXES, is_supported, parse
-from ingest.parsers.text import UNSURE
+from ingest.parsers.text import UNSURE, decode_text
 
 PAGES = [["First page, first line.", "Second line (with parentheses)."], [], ["Third page here."]]
 
@@ -151,8 +152,60 @@ def test_a_short_windows_1252_file_reads_as_cp1252_and_says_it_guessed(tmp_path,
     doc = parse(write(tmp_path, "note.txt", text.encode("cp1252")))
     assert doc.text == text
     assert doc.meta["encoding"] == "cp1252" and 0 < doc.meta["encoding_confidence"] <= 1
-    if doc.meta["encoding_confidence"] < UNSURE:
-        assert doc.warnings == (f"encoding guessed as cp1252 ({doc.meta['encoding_confidence']:.0%} sure)",)
+    if doc.meta["encoding_confidence"] < UNSURE:  # ambiguous: the warning says so, and with what
+        (warning,) = doc.warnings
+        sure = f"{doc.meta['encoding_confidence']:.0%} sure"
+        assert warning.startswith(f"encoding guessed as cp1252 ({sure}): ambiguous, it reads as well in ")
+
+
+TURKISH = (  # words, one space apart
+    "bugün hava çok güzel dışarıda yürüyüş yapmak istiyorum şirketin yıllık raporu Çarşamba günü öğrenciler "
+    "sınavlara ağaç kışın gideceğiz öğretmen çocuklara şarkı söyledi İstanbul'da İzmir'e ılık dağ göl kitap "
+    "okul ev su bir ve için değil teşekkürler güneş ışık çiçek Şubat Ağustos çay"
+)
+HEBREW = (
+    "שלום עולם מה שלומך היום הפגישה תתקיים ביום שלישי בשעה עשר בבוקר ספר תודה רבה על העזרה שלך בפרויקט הזה "
+    "אני אוהב ללמוד שפות חדשות הילדים משחקים בגן ארץ עץ כסף מלך לחם בית ספרים שבוע יום לילה ירושלים"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding"),
+    [
+        ("Bugün hava çok güzel, dışarıda yürüyüş yapmak istiyorum.", "cp1254"),
+        ("Şirketin yıllık raporu Çarşamba günü yayımlanacak.", "cp1254"),
+        ("Öğretmen çocuklara şarkı söyledi.", "cp1254"),
+        ("שלום עולם, מה שלומך היום?", "cp1255"),
+        ("הפגישה תתקיים ביום שלישי בשעה עשר בבוקר.", "cp1255"),
+        ("תודה רבה על העזרה שלך בפרויקט הזה.", "cp1255"),
+    ],
+)
+def test_turkish_and_hebrew_legacy_texts_are_read_as_written(tmp_path, monkeypatch, text, encoding):
+    """Turkish in cp1254 was read as cp1252 (`dýþarýda`), Hebrew in cp1255 as Cyrillic (`їьхэ Ґхьэ`) on a
+    machine whose own encoding is UTF-8: the letters and words of a sentence tell, and it is sure."""
+    monkeypatch.setattr(locale, "getpreferredencoding", lambda do_setlocale=True: "UTF-8")
+    doc = parse(write(tmp_path, "note.txt", text.encode(encoding)))
+    assert doc.text == text and doc.meta == {"encoding": encoding, "encoding_confidence": 1.0}
+    assert doc.warnings == ()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([("cp1254", TURKISH), ("cp1255", HEBREW)]).flatmap(
+        lambda pair: st.tuples(
+            st.just(pair[0]), st.lists(st.sampled_from(pair[1].split()), min_size=2, max_size=8)
+        )
+    )
+)
+def test_turkish_and_hebrew_are_read_right_or_said_to_be_ambiguous(sample):
+    """Any few words: the right reading, or a warning that the text is ambiguous, naming the right encoding
+    among the others it reads as well in (Turkish without ç or ü spells Icelandic in cp1252: `Kýþýn`)."""
+    encoding, words = sample
+    text = " ".join(words) + "."
+    decoded = decode_text(text.encode(encoding))
+    if decoded.text != text:
+        assert decoded.confidence < UNSURE and encoding in decoded.rivals
+        assert "ambiguous, it reads as well in" in decoded.warnings[0]
 
 
 def test_a_long_legacy_text_is_read_without_doubt(tmp_path):
@@ -231,6 +284,48 @@ def test_html_blocks_title_first_furniture_dropped(tmp_path):
         "  indented\n    code",
     ]
     assert text == "\n\n".join(blocks)
+
+
+HTML_WORD = st.text(alphabet="abcdefghij", min_size=1, max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["p", "h2", "li", "div", "blockquote"]),
+            st.lists(st.tuples(HTML_WORD, st.sampled_from([" ", "\n  ", "<br>\n", " <b>x</b> "])), min_size=1),
+            st.integers(0, 3),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_html_lines_are_cited_on_the_file_lines_where_they_begin(blocks):
+    """Each line of a page's text maps to the file line holding its first word, wherever the markup
+    breaks the source lines (paragraphs over several lines, <br>, blank lines between blocks)."""
+    source, n = ["<html><head><title>T0</title></head><body>"], 0
+    for tag, words, gap in blocks:
+        body = ""
+        for word, after in words:
+            n += 1
+            body += f"{word}{n}{after}"
+        source.append("\n" * gap + f"<{tag}>{body}</{tag}>")
+    file_lines = "\n".join(source + ["</body></html>"]).split("\n")
+    doc = ingest.parsers.html.parse_html("\n".join(file_lines).encode())
+    lines = doc.text.split("\n")
+    assert len(doc.line_map) == len(lines)
+    for i, text in enumerate(lines):
+        if text:
+            assert text.split()[0] in file_lines[doc.line_map[i] - 1], (i, text)
+    assert list(doc.line_map) == sorted(doc.line_map)
+
+
+def test_html_preformatted_lines_keep_their_file_lines():
+    page = "<html><body>\n<p>Intro\nline</p>\n\n<pre>\nfirst\n  second\n</pre>\n<p>after</p></body></html>"
+    doc = ingest.parsers.html.parse_html(page.encode())
+    assert doc.text == "Intro line\n\nfirst\n  second\n\nafter"
+    assert [doc.line_at(doc.text.index(w)) for w in ("Intro", "first", "second", "after")] == [2, 6, 7, 9]
 
 
 def test_html_honours_its_declared_charset(tmp_path):
