@@ -199,6 +199,19 @@ class Catalog:
         rows = self.rows(f"SELECT * FROM documents WHERE {where}", params)
         return {r["rel_path"]: _document(r) for r in rows}
 
+    def documents_of_size(self, sizes: Iterable[int]) -> list[tuple[Document, Path]]:
+        """The documents of watched folders whose bytes were read once, of one of these sizes, with their
+        absolute paths: the candidates a new file of that size may have moved from."""
+        found: list[tuple[Document, Path]] = []
+        for part in batches(list(sizes)):
+            rows = self.rows(
+                "SELECT d.*, f.path AS folder FROM documents d JOIN folders f ON f.id = d.folder_id WHERE"
+                f" f.kind = 'watched' AND d.sha256 IS NOT NULL AND d.size IN ({placeholders(len(part))})",
+                part,
+            )
+            found += [(_document(r), Path(r["folder"]) / r["rel_path"]) for r in rows]
+        return found
+
     def document(self, doc_id: int) -> Document | None:
         rows = self.rows("SELECT * FROM documents WHERE id = ?", (doc_id,))
         return _document(rows[0]) if rows else None

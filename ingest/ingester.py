@@ -121,11 +121,27 @@ class Ingester:
         finally:
             self._walking(None)  # the walk is over, however it ended
 
-    def apply(self, batch: Batch) -> ScanReport:
-        """Reconcile what a watcher batch touched."""
-        report = self.reconciler.reconcile_paths(batch.paths, batch.moves)
+    def apply(self, batch: Batch, hold_s: float = 0.0) -> ScanReport:
+        """Reconcile what a watcher batch touched; what vanished is deleted, or with `hold_s` kept that long
+        for a create of its bytes, which makes it a move (`apply_next`)."""
+        report = self.reconciler.reconcile_paths(batch.paths, batch.moves, hold_s)
+        if report.held:
+            log.info("%d vanished document(s) held %.1f s for a create of its bytes", report.held, hold_s)
         self._emit(force=True)
         return report
+
+    def apply_next(self, watcher: Watcher, timeout: float) -> Batch | None:
+        """Apply the watcher's next batch, waiting up to `timeout` for it. Its deletions wait one more
+        debounce window (max_latency_s): a file moved into a folder created a moment before (its watch was
+        not there yet), or out of the folders and back, reaches us as a delete, then a create in a later
+        batch, and is a move then (its id, chunks and memories kept). Once their time is up, and no event
+        is gathering, those still gone are deleted."""
+        batch = watcher.next_batch(timeout)
+        if batch is not None:
+            watcher.follow(self.apply(batch, self.config.max_latency_s).links)
+        if not watcher.gathering() and self.reconciler.release():
+            self._emit(force=True)
+        return batch
 
     def watcher(self) -> Watcher:
         roots = [f.path for f in self.catalog.folders()]
@@ -161,8 +177,7 @@ class Ingester:
                     busy = self.process_pending(limit=16, stop=stop) > 0
                     if between is not None:
                         busy = between() or busy
-                    if (batch := watcher.next_batch(timeout=0 if busy else 0.5)) is not None:
-                        watcher.follow(self.apply(batch).links)
+                    self.apply_next(watcher, timeout=0 if busy else 0.5)
 
     def status(self) -> Status:
         return Status.read(self.catalog)

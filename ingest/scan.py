@@ -3,8 +3,10 @@
 A file whose size and mtime match its document is taken as unchanged without reading it. Otherwise its
 content hash decides: same hash, only the stat is updated; new hash, the document is queued for parsing.
 A document whose file vanished while a new file with the same bytes appeared is a move: the document
-keeps its id, chunks and memories. Everything else that vanished is deleted. Reading and hashing happen
-outside the write transaction; the catalog changes of one reconcile are one transaction.
+keeps its id, chunks and memories. Everything else that vanished is deleted; what vanished in a watcher's
+batch is held one more debounce window first, since its create may come in the next batch (a file moved
+into a folder created a moment earlier, whose watch was not there yet). Reading and hashing happen outside
+the write transaction; the catalog changes of one reconcile are one transaction.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hashlib
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -79,6 +82,7 @@ class ScanReport:
     failed: int = 0
     missing: list[Path] = field(default_factory=list)  # watched folders not there (an unplugged drive?): kept
     unreadable: list[tuple[Path, str]] = field(default_factory=list)  # subfolders that could not be listed
+    held: int = 0  # documents whose file vanished, kept for one more window (`Reconciler.release`)
     links: dict[Path, Path] = field(default_factory=dict)  # symbolic links followed: real target -> link
 
 
@@ -173,6 +177,7 @@ class Reconciler:
         self.queue = queue
         self.config = config
         self._rules: dict[int, IgnoreRules] = {}
+        self._held: dict[int, float] = {}  # document id -> when its deletion is due (time.monotonic)
 
     def rules(self, folder: Folder) -> IgnoreRules:
         if folder.id not in self._rules:
@@ -209,9 +214,13 @@ class Reconciler:
         self._reconcile(items, report)
         return report
 
-    def reconcile_paths(self, paths: Iterable[Path], moves: Iterable[tuple[Path, Path]] = ()) -> ScanReport:
+    def reconcile_paths(
+        self, paths: Iterable[Path], moves: Iterable[tuple[Path, Path]] = (), hold_s: float = 0.0
+    ) -> ScanReport:
         """Reconcile just the files and folders at `paths`, after following `moves` (src, dst) in order:
-        what the watcher saw. A path that is a folder is walked; one that is gone deletes what was there."""
+        what the watcher saw. A path that is a folder is walked; one that is gone deletes what was there,
+        or, with `hold_s`, keeps it that long (`release`): a file of its bytes found meanwhile takes it over
+        as a move."""
         report = ScanReport()
         folders = self.catalog.folders()
         for src, dst in moves:
@@ -243,8 +252,26 @@ class Reconciler:
                 scope.update(self.catalog.documents(folder.id, under=rel))
                 skipped.update(self.catalog.skipped(folder.id, under=rel))
             items.append((folder, found, scope, skipped))
-        self._reconcile(items, report)
+        self._reconcile(items, report, hold_s)
         return report
+
+    def release(self) -> int:
+        """Delete the documents held whose time is up and whose file is still not there (one found again
+        or moved meanwhile is simply let go); returns how many were deleted."""
+        now = time.monotonic()
+        due = [doc_id for doc_id, at in self._held.items() if at <= now]
+        if not due:
+            return 0
+        roots = {f.id: f.path for f in self.catalog.folders()}
+        gone = []
+        for doc_id in due:
+            del self._held[doc_id]
+            doc = self.catalog.document(doc_id)
+            root = roots.get(doc.folder_id) if doc is not None else None
+            if root is not None and os.path.isdir(root) and not os.path.lexists(root / doc.rel_path):
+                gone.append(doc_id)
+        self.catalog.delete_documents(gone)
+        return len(gone)
 
     def _move(self, folders: list[Folder], src: Path, dst: Path) -> int:
         """Follow a file or folder rename: its documents keep their ids, chunks and memories. What ends
@@ -267,9 +294,10 @@ class Reconciler:
         self,
         items: list[tuple[Folder, list[Found], dict[str, Document], dict[str, Skipped]]],
         report: ScanReport,
+        hold_s: float = 0.0,
     ) -> None:
         """Apply what the disk says (`found`) to the documents, and the files that are none (`skipped`),
-        that were in the same place (`scope`)."""
+        that were in the same place (`scope`); what vanished is deleted, or held `hold_s`."""
         new: list[tuple[Folder, Found]] = []
         changed: list[tuple[Folder, Document, Found]] = []
         vanished: dict[int, Document] = {}
@@ -287,8 +315,8 @@ class Reconciler:
                 elif _differs(doc, f):
                     changed.append((folder, doc, f))
         # Hash outside the transaction; a new file only when it may be a vanished document moved there, or
-        # one of a watched folder that is gone (renamed, then watched under its new name).
-        gone = self._stranded() if new else []
+        # one whose file is gone from elsewhere (its folder renamed, its deletion held or not seen yet).
+        gone = self._lost({f.size for _, f in new}) if new else []
         moved_from = {(d.size, d.sha256): d for d in [*gone, *vanished.values()] if d.sha256}
         sizes = {size for size, _ in moved_from}
         new_read = [_read(folder, f) if f.size in sizes else (f, None) for folder, f in new]
@@ -327,8 +355,14 @@ class Reconciler:
                     )
                     self.queue.enqueue(doc.id)
                     report.changed += 1
-            self.catalog.delete_documents(vanished)
-            report.deleted += len(vanished)
+            if hold_s:
+                due = time.monotonic() + hold_s
+                for doc_id in vanished:
+                    self._held.setdefault(doc_id, due)
+                report.held += len(vanished)
+            else:
+                self.catalog.delete_documents(vanished)
+                report.deleted += len(vanished)
             for folder, now, before in skips:
                 self.catalog.forget_skipped(folder.id, [rel for rel in before if rel not in now])
                 self.catalog.record_skipped(folder.id, [s for rel, s in now.items() if before.get(rel) != s])
@@ -344,11 +378,11 @@ class Reconciler:
             reason = f"left out by {IGNORE_FILE}"
         return Skipped(f.rel, kind, suffix, f.size, f.mtime_ns, reason)
 
-    def _stranded(self) -> list[Document]:
-        """The documents of watched folders missing from the disk: kept, so that their files found again
-        elsewhere keep their documents (and chunks, and memories) as a move."""
-        missing = [f for f in self.catalog.folders() if not os.path.isdir(f.path)]
-        return [doc for folder in missing for doc in self.catalog.documents(folder.id).values()]
+    def _lost(self, sizes: set[int]) -> list[Document]:
+        """The documents of these sizes whose file is not on the disk: their watched folder renamed or
+        unplugged (kept for this), their deletion held, or their file moved where the watcher has not told
+        of it yet. A new file with one's bytes takes it over as a move (its chunks and memories kept)."""
+        return [doc for doc, path in self.catalog.documents_of_size(sizes) if not os.path.lexists(path)]
 
 
 class _Walking:

@@ -151,6 +151,11 @@ class Watcher:
                     wait = deadline - now if wait is None else min(wait, deadline - now)
                 self._cond.wait(wait)
 
+    def gathering(self) -> bool:
+        """Whether events wait in a batch not yet ready."""
+        with self._cond:
+            return bool(self._events)
+
     def _take(self) -> Batch:
         batch = Batch(frozenset(self._paths), tuple(self._moves), self._events)
         self._paths, self._moves, self._events = set(), [], 0

@@ -314,6 +314,42 @@ def test_a_scan_tells_its_progress_while_it_walks_the_folders(roots, tiny, tmp_p
     assert any(s is not None and s["folder"].startswith(str(big)) for s in seen)  # /v1/status meanwhile
 
 
+def test_a_file_moved_into_a_new_folder_keeps_its_document_and_memories(roots, tiny, tmp_path):
+    """The watcher live, in the service: a note moved into a folder created a moment before, then out of
+    the watched folder and, a debounce window later, into another new one. The document keeps its id, is
+    not parsed again, and its memories are not written again (nor dropped): the bank does not grow."""
+    notes, outside = corpus(tmp_path / "notes", files=1), tmp_path / "outside"
+    outside.mkdir()
+    running = Running(roots("[ingest]\nquiet_s = 0.3\nmax_latency_s = 5.0\n"), "--model", str(tiny))
+    try:
+        running.wait_ready()
+        assert running.http.post("/v1/folders", json={"path": str(notes)}).status_code == 201
+        wait_for(lambda: running.status()["chunks"] > 0 and running.status()["background"] == "idle", 120)
+
+        def kept() -> tuple[list, list, int]:
+            with sqlite3.connect(running.home.catalog) as db:
+                docs = db.execute("SELECT id, rel_path, parsed_at FROM documents").fetchall()
+                work = db.execute("SELECT hash, written, updated_at FROM memory_work ORDER BY hash")
+                return docs, work.fetchall(), running.http.get("/v1/bank/stats").json()["bytes_on_disk"]
+
+        docs, work, bank_bytes = kept()
+        [(doc_id, _, parsed_at)] = docs
+        (notes / "new").mkdir()
+        (notes / "note-00.md").rename(notes / "new" / "note-00.md")
+        wait_for(lambda: kept()[0][0][1] == "new/note-00.md")
+        log = running.home.log_file
+        held = log.read_text().count("held 5.0 s")
+        (notes / "new" / "note-00.md").rename(outside / "note-00.md")
+        wait_for(lambda: log.read_text().count("held 5.0 s") > held)  # the delete's batch is in
+        (notes / "later").mkdir()
+        (outside / "note-00.md").rename(notes / "later" / "note-00.md")
+        wait_for(lambda: kept()[0][0][1] == "later/note-00.md")
+        time.sleep(1.0)  # a memory written again would be by now (the tiny model writes in a blink)
+        assert kept() == ([(doc_id, "later/note-00.md", parsed_at)], work, bank_bytes)
+    finally:
+        running.stop()
+
+
 # --- who may connect --------------------------------------------------------------------------------------
 
 

@@ -270,6 +270,63 @@ def test_edits_through_symbolic_links_are_followed(catalog: Catalog, root: Path,
     assert not worker.is_alive()
 
 
+def test_a_file_moved_into_a_folder_just_created_keeps_its_document(
+    catalog: Catalog, root: Path, tmp_path: Path, parses: Counter, caplog
+):
+    """mkdir and mv in quick succession: the move can reach inotify before the new folder's watch does, as
+    a delete and a create. Moved out of the folders and, a debounce window later, into another new folder:
+    the delete comes in one batch and the create in the next. Both are moves: the document keeps its id,
+    its text is not parsed again, and its memories are neither dropped nor written again. A deletion is
+    still one, a window later."""
+    import logging
+    import threading
+
+    caplog.set_level(logging.INFO, logger="ingest.ingester")
+    add_folder(catalog, root)
+    (root / "a.txt").write_text("a note that travels from folder to folder\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    memories: Counter = Counter()  # (hash, "write" | "drop") -> times done, the engine's part
+
+    def write_memories() -> bool:
+        work = catalog.pending_memory_work()
+        by = {action: [w.hash for w in work if w.action == action] for action in ("write", "drop")}
+        catalog.complete_memory_work(written=by["write"], dropped=by["drop"])
+        memories.update((w.hash, w.action) for w in work)
+        return bool(work)
+
+    ingester = Ingester(catalog, words, IngestConfig(quiet_s=0.3, max_latency_s=5.0))
+    stop = threading.Event()
+    worker = threading.Thread(target=ingester.run, args=(stop, write_memories))
+    worker.start()
+    try:
+        wait_for(lambda: list(texts(catalog)) == ["a.txt"] and bool(memories))
+        (doc,) = catalog.documents(catalog.folders()[0].id).values()
+        written = dict(memories)
+
+        (root / "new").mkdir()
+        (root / "a.txt").rename(root / "new" / "a.txt")
+        wait_for(lambda: list(texts(catalog)) == ["new/a.txt"])
+
+        caplog.clear()
+        (root / "new" / "a.txt").rename(outside / "a.txt")
+        wait_for(lambda: "held" in caplog.text)  # the delete's batch is in: the create comes in another
+        (root / "later").mkdir()
+        (outside / "a.txt").rename(root / "later" / "a.txt")
+        wait_for(lambda: list(texts(catalog)) == ["later/a.txt"])
+        assert catalog.documents(doc.folder_id)["later/a.txt"].id == doc.id
+        assert sum(parses.values()) == 1 and memories == written  # nothing parsed, dropped or written again
+
+        (root / "later" / "a.txt").unlink()
+        wait_for(lambda: catalog.counts()["documents"] == 0 and memories != written)
+        assert {action for (_, action), n in memories.items() if n} == {"write", "drop"}
+        assert all(memories[(h, "drop")] == 1 for h, action in written)
+    finally:
+        stop.set()
+        worker.join(timeout=DEADLINE_S)
+    assert not worker.is_alive()
+
+
 def wait_for(done: Callable[[], bool]) -> None:
     deadline = time.monotonic() + DEADLINE_S
     while not done():
