@@ -177,7 +177,7 @@ HEBREW = (
         ("Öğretmen çocuklara şarkı söyledi.", "cp1254"),
         ("שלום עולם, מה שלומך היום?", "cp1255"),
         ("הפגישה תתקיים ביום שלישי בשעה עשר בבוקר.", "cp1255"),
-        ("תודה רבה על העזרה שלך בפרויקט הזה.", "cp1255"),
+        ("הילדים משחקים בגן עם החברים שלהם.", "cp1255"),
     ],
 )
 def test_turkish_and_hebrew_legacy_texts_are_read_as_written(tmp_path, monkeypatch, text, encoding):

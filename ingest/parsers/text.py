@@ -6,11 +6,14 @@ import codecs
 import locale
 import re
 from dataclasses import dataclass
+from functools import cache
 
-from charset_normalizer import from_bytes
+from charset_normalizer import CharsetMatch, from_bytes
+from charset_normalizer.md import mess_ratio
 
 from ingest.document import ParsedText
 from ingest.errors import ParseError
+from ingest.parsers.orthography import likeliest
 
 _PROSE = ".txt .rst .org .tex .log .ini .cfg"  # Markdown and CSV have parsers of their own
 _CODE = (
@@ -31,7 +34,10 @@ _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f]")
 _WIDE = ["utf_16", "utf_16_be", "utf_16_le", "utf_32", "utf_32_be", "utf_32_le"]
 _SAMPLE = 1 << 20
 _MAX_CONTROL_RATIO = 0.01
-UNSURE = 0.5  # a guessed encoding below this confidence is reported to the user
+# The legacy code pages every text is also read in (Windows', KOI8-R): the ones people wrote in.
+_CODE_PAGES = tuple(f"cp{page}" for page in range(1250, 1258)) + ("koi8-r",)
+_HEAD_BYTES = 1 << 16  # what is read in every code page to tell which it is
+UNSURE = 0.6  # a guessed encoding below this confidence is reported (two readings as good: 50% sure)
 SNIFF_BYTES = 8192  # what is read of a file to tell text from binary when the whole is not decoded
 
 
@@ -44,6 +50,7 @@ class Decoded:
     text: str
     encoding: str  # Python's codec name
     confidence: float
+    rivals: tuple[str, ...] = ()  # the encodings of those other readings: the text is ambiguous between them
 
     @property
     def meta(self) -> dict[str, object]:
@@ -52,10 +59,16 @@ class Decoded:
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        """The doubt to show the user: a guess below UNSURE."""
+        """The doubt to show the user: a guess below UNSURE, and why when the text is ambiguous."""
         if self.confidence >= UNSURE:
             return ()
-        return (f"encoding guessed as {self.encoding} ({self.confidence:.0%} sure)",)
+        guess = f"encoding guessed as {self.encoding} ({self.confidence:.0%} sure)"
+        if not self.rivals:
+            return (guess,)
+        shown = ", ".join(self.rivals[:3]) + (
+            f" and {len(self.rivals) - 3} more" if len(self.rivals) > 3 else ""
+        )
+        return (f"{guess}: ambiguous, it reads as well in {shown}",)
 
 
 def parse_text(data: bytes) -> ParsedText:
@@ -112,26 +125,78 @@ def _decode(data: bytes) -> Decoded:
 
 
 def _legacy(data: bytes) -> Decoded:
-    """A text without NUL bytes (so never UTF-16/32) that is not UTF-8: read in the first encoding people
-    actually save in (the locale's, then cp1252, then latin-1) that charset_normalizer finds plausible, else
-    in its best guess. Short texts are ambiguous (cp437 reads "Señor" as "Se±or" with less chaos than
-    cp1252): the other readings at least as plausible lower the confidence."""
-    matches = list(from_bytes(data, cp_exclusion=_WIDE))
+    """A text without NUL bytes (so never UTF-16/32) that is not UTF-8, read in the encoding whose reading
+    looks most like writing (orthography.likeliest: Turkish in cp1252 reads `dýþarýda`, Hebrew read as
+    Cyrillic has no final letters at word ends); among readings alike, in the first encoding people actually
+    save in (the locale's, then cp1252, then latin-1), else in charset_normalizer's best guess. Short texts
+    are ambiguous ("Straße" reads as "Straşe" in Mac Turkish): the other readings as alike and at least as
+    plausible to charset_normalizer lower the confidence, and the warning names their encodings. Bytes
+    charset_normalizer finds no reading for are binary."""
+    matches = [m for m in from_bytes(data, cp_exclusion=_WIDE) if _keeps_ascii(m.encoding)]
     if not matches:
         raise ParseError("binary content")
-    readings = [{_codec(name) for name in m.could_be_from_charset} for m in matches]
-    i = next((i for codec in _preferred() for i, r in enumerate(readings) if codec in r), 0)
-    chosen, text = matches[i], str(matches[i])
-    rivals = {str(m) for m in matches if m.chaos <= chosen.chaos} - {text}
-    codec = next(codec for codec in [*_preferred(), _codec(chosen.encoding)] if codec in readings[i])
-    return Decoded(text, codec, (1.0 - chosen.chaos) / (1 + len(rivals)))
+    readings = _readings(data, matches)
+    preferred = _preferred()
+    order = [next((k for k, c in enumerate(preferred) if c in r.encodings), len(preferred)) for r in readings]
+    i, alike = likeliest([r.head for r in readings], order)
+    chosen = readings[i]
+    rivals = {readings[j].head: readings[j].name for j in alike if readings[j].chaos <= chosen.chaos}
+    rivals.pop(chosen.head, None)
+    codec = next(codec for codec in [*preferred, chosen.name] if codec in chosen.encodings)
+    confidence = (1.0 - chosen.chaos) / (1 + len(rivals))
+    return Decoded(data.decode(codec), codec, confidence, tuple(dict.fromkeys(rivals.values())))
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """One way to read the bytes: its start (what is compared), the encodings that give it, how messy."""
+
+    head: str
+    encodings: frozenset[str]  # Python codec names
+    name: str  # the one to name: charset_normalizer's pick, or the code page read
+    chaos: float
+
+
+def _readings(data: bytes, matches: list[CharsetMatch]) -> list[_Reading]:
+    """charset_normalizer's readings, and those of the legacy code pages it did not offer: for a short text
+    it offers some (`yürüyüş` in cp1254 came back as Big5 alone), the pages people wrote in may be missing."""
+    head = data[:_HEAD_BYTES]
+    readings = [
+        _Reading(
+            str(m)[: len(head)], frozenset(map(_codec, m.could_be_from_charset)), _codec(m.encoding), m.chaos
+        )
+        for m in matches
+    ]
+    offered = {codec for r in readings for codec in r.encodings}
+    for page in _CODE_PAGES:
+        if page not in offered:
+            try:
+                text = head.decode(page)
+            except UnicodeDecodeError:
+                continue
+            chaos = mess_ratio(text)  # over its limit for its own readings, often, for a short Turkish text
+            if chaos < 1:
+                readings.append(_Reading(text, frozenset((page,)), page, chaos))
+    return readings
+
+
+@cache
+def _keeps_ascii(encoding: str) -> bool:
+    """Whether the code page reads printable ASCII as ASCII (not so EBCDIC's: cp037 reads "café" as "/X")."""
+    printable = bytes(range(0x20, 0x7F))
+    return printable.decode(encoding, errors="replace") == printable.decode("ascii")
 
 
 def _preferred() -> list[str]:
-    """Legacy encodings by how often people save in them: the locale's (when it is not UTF-8), cp1252
-    (Windows in the West), latin-1."""
+    """Legacy encodings in the order to choose them between readings alike: the locale's (when it is not
+    UTF-8), cp1252 (Windows in the West) and latin-1, which people save in most; then Windows' other pages,
+    those whose reading is least often plausible by chance first (Hebrew and Greek: final letters and accents
+    must fall right), the Latin ones by how many write in them (Turkish, Central European, Baltic), and last
+    Cyrillic and Arabic, whose pages read almost any byte above 127 as a letter: all before DOS, Mac and ISO
+    pages, which charset_normalizer offers as readily."""
     local = _codec(locale.getpreferredencoding(False))
-    return list(dict.fromkeys([*([local] if local not in ("utf-8", "ascii") else []), "cp1252", "iso8859-1"]))
+    pages = ["cp1252", "iso8859-1", *(f"cp{page}" for page in (1255, 1253, 1254, 1250, 1257, 1251, 1256))]
+    return list(dict.fromkeys([*([local] if local not in ("utf-8", "ascii") else []), *pages]))
 
 
 def _codec(name: str) -> str:
