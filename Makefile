@@ -43,8 +43,10 @@ demo: $(STAMP)
 	$(DEMO) bank stats
 	$(DEMO) stop
 
+# Two test processes (pytest-xdist), each test file kept in one: the engine computes on all cores but one
+# (engine/threads.py), so on two cores one pytest left the second to the services and the system.
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
 	$(BIN)/ruff check .
 
 lint: $(STAMP)
