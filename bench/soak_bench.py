@@ -100,7 +100,6 @@ SENTINELS = (
 class _Interval:
     """What the events between two checkpoints did: each event's kind and seconds, the disk samples."""
 
-    start: int  # the first event's number
     kinds: list[str] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     disk: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # (events so far, RATIOS)
@@ -137,7 +136,7 @@ class _Folder:
         return _write(path, _text(self.texts[path]))
 
     def move(self) -> Batch:
-        """A file renamed into one of the subfolders (its own, often)."""
+        """A file renamed, under a new name, into one of the subfolders (its own or another)."""
         src = self.rng.choice(self.paths)
         dst = self._new_path()
         os.rename(src, dst)
@@ -214,7 +213,9 @@ def run(
     )
     every = max(1, min(every, events // 4))
     if events < len(SENTINELS):
-        raise BenchmarkError(f"A soak needs at least {len(SENTINELS)} events: its first write the sentinels.")
+        raise BenchmarkError(
+            f"A soak needs at least {len(SENTINELS)} events: the first {len(SENTINELS)} write its sentinels."
+        )
     torch.set_num_threads(compute_threads())  # as the engine service runs
     with tempfile.TemporaryDirectory(prefix="m3-soak-") as tmp:
         tmp = Path(tmp)
@@ -280,7 +281,7 @@ class _Soak:
         the curve, the wall seconds."""
         checkpoints: list[dict] = []
         windows: list[dict] = []
-        interval = _Interval(0)
+        interval = _Interval()
         window = max(1, every // WINDOWS)
         start = time.perf_counter()
         for n in range(events):
@@ -299,7 +300,7 @@ class _Soak:
                 windows.append(_window(interval, n + 1, window))
             if (n + 1) % every == 0 or n + 1 == events:
                 checkpoints.append(self._checkpoint(interval, n + 1))
-                interval = _Interval(n + 1)
+                interval = _Interval()
         return checkpoints, windows, time.perf_counter() - start
 
     def _ingest(self, batch: Batch) -> None:
@@ -309,7 +310,7 @@ class _Soak:
         self.engine.sync_memories()
 
     def _find_sentinels(self) -> None:
-        """Each sentinel's one chunk, by its file's text (the catalog's first chunk of it)."""
+        """Each sentinel file's one chunk (a sentence is far below a chunk's 128 tokens), by its text."""
         texts = {fact: question for fact, question in SENTINELS}
         rows = self.engine.catalog.rows(
             "SELECT c.hash, c.text FROM chunks c JOIN documents d ON d.id = c.document_id"

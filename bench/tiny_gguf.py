@@ -2,7 +2,8 @@
 
 Llama, Qwen 2 and Qwen 3 checkpoints cannot be downloaded in tests, so each architecture is checked on a
 model of a few layers with random weights, written here with llama.cpp's metadata keys and tensor names.
-Benchmarks use the Gemma 3 one where only the code path matters (`m3 bench bank` fills a large bank).
+Benchmarks use the Gemma 3 one where only the code path matters (`m3 bench bank` fills a large bank,
+`m3 bench soak` writes the memories of its events).
 """
 
 from __future__ import annotations
