@@ -502,10 +502,11 @@ class Catalog:
         with self.atomic():
             self.db.execute("DELETE FROM imports WHERE id = ?", (import_id,))
 
-    def crashed(self, sha256: str, reason: str) -> bool:
-        """Whether a document with this content failed for `reason` (it crashed the process)."""
-        rows = self.rows("SELECT 1 FROM documents WHERE sha256 = ? AND error = ? LIMIT 1", (sha256, reason))
-        return bool(rows)
+    def failed_with(self, sha256: str, reason: str) -> list[int]:
+        """The documents with this content that failed for `reason` (it crashed the process: every copy is
+        given up, and tried again, together)."""
+        rows = self.rows("SELECT id FROM documents WHERE sha256 = ? AND error = ?", (sha256, reason))
+        return [r["id"] for r in rows]
 
     def failures(self) -> list[tuple[Path, str]]:
         """(file, reason) of every document that could not be read."""

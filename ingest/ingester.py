@@ -184,8 +184,9 @@ class Ingester:
 
     def retry(self, path: Path) -> None:
         """Queue the failed document at the absolute `path` to be parsed again: its file may read now though
-        it is unchanged on disk (a permission or a parser fixed), which no scan would notice. NotFoundError
-        if no document there failed."""
+        it is unchanged on disk (a permission or a parser fixed), which no scan would notice. One given up for
+        crashing the process goes with every copy of its bytes (each copy given up would fail it again at
+        once). NotFoundError if no document there failed."""
         with self.catalog.atomic():
             doc = self.catalog.failed_document(path)
             if doc is None:
@@ -194,8 +195,11 @@ class Ingester:
                 raise NotFoundError(
                     f"{storable(str(path))} cannot be read until it is renamed ({NAME_NOT_UTF8})."
                 )
-            self.catalog.update_document(doc.id, status="pending", error=None)
-            self.queue.enqueue(doc.id)
+            crashed = doc.error == CRASHED and doc.sha256 is not None
+            copies = self.catalog.failed_with(doc.sha256, CRASHED) if crashed else []
+            for doc_id in dict.fromkeys([doc.id, *copies]):
+                self.catalog.update_document(doc_id, status="pending", error=None)
+                self.queue.enqueue(doc_id)
 
     def _process(self, job: Job) -> None:
         doc = self.catalog.document(job.document_id)
@@ -207,7 +211,7 @@ class Ingester:
         try:
             st = os.stat(path)  # before reading: a change during the read leaves a newer mtime than ours
             sha = sha256_file(path)
-            if job.attempts > MAX_ATTEMPTS or self.catalog.crashed(sha, CRASHED):
+            if job.attempts > MAX_ATTEMPTS or self.catalog.failed_with(sha, CRASHED):
                 raise ParseError(CRASHED)  # these bytes killed the process before: not again
             parsed = parse(path)
             chunks = chunk_text(parsed, self.count_tokens, self.config.max_chunk_tokens)

@@ -38,10 +38,13 @@ class JobQueue:
         self.lease_s = lease_s
 
     def enqueue(self, document_id: int, kind: str = PROCESS) -> None:
+        """Queue the document: its content is new (a change) or asked for again (a retry). Its unfinished
+        claims count its current content only, so they start again from zero: a change made after two
+        crashes must not be given up after one more, or unread."""
         with self.catalog.atomic():
             self.catalog.db.execute(
                 "INSERT INTO jobs (document_id, kind, enqueued_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (document_id, kind) DO UPDATE SET gen = gen + 1",
+                " ON CONFLICT (document_id, kind) DO UPDATE SET gen = gen + 1, attempts = 0",
                 (document_id, kind, time.time()),
             )
 

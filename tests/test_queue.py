@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ingest.catalog import Catalog
 from ingest.queue import JobQueue
 
@@ -89,3 +92,27 @@ def test_deleting_a_document_removes_its_job(catalog: Catalog, tmp_path: Path):
     queue.enqueue(doc)
     catalog.delete_documents([doc])
     assert queue.claim() is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["crash", "change"]), max_size=12))
+def test_a_claims_attempts_count_the_content_since_it_last_changed(tmp_path_factory, events):
+    """Unfinished claims (the process died) are counted per content: enqueueing a changed file started from
+    the old count, so a change made after MAX_ATTEMPTS crashes was given up unread."""
+    folder = tmp_path_factory.mktemp("queue")
+    catalog = Catalog(folder / "c.db")
+    queue = JobQueue(catalog)
+    doc = document(catalog, folder)
+    queue.enqueue(doc)
+    since_change = 0
+    for event in events:
+        if event == "crash":
+            job = queue.claim()
+            assert job.attempts == since_change + 1
+            queue.release(job)
+            since_change += 1
+        else:
+            queue.enqueue(doc)
+            since_change = 0
+    assert queue.claim().attempts == since_change + 1
+    catalog.close()

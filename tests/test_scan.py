@@ -345,6 +345,39 @@ def test_a_document_that_kills_the_process_is_given_up_per_content(
     assert documents(ingester.catalog)["poison.txt"].status == "ok"
 
 
+def test_a_document_changed_after_crashes_is_read_from_its_first_attempt(ingester: Ingester, root: Path):
+    """The process died on the file MAX_ATTEMPTS times, then the user fixed it: the new bytes are read (its
+    job kept counting, and gave the new content up unread)."""
+    write(root / "poison.txt", "These bytes crash the parser.\n")
+    ingester.scan()
+    for _ in range(MAX_ATTEMPTS):
+        ingester.queue.release(ingester.queue.claim())
+    write(root / "poison.txt", "Fixed: these bytes read fine, and there are more of them.\n")
+    synced(ingester)
+    assert documents(ingester.catalog)["poison.txt"].status == "ok" and ingester.status().failures == []
+
+
+def test_a_retry_of_a_crashed_document_retries_every_copy_of_its_bytes(
+    ingester: Ingester, root: Path, monkeypatch
+):
+    """`m3 retry` of a document given up for crashing failed again at once while another copy of its bytes
+    was given up: the copies are one content, tried again together (once the parser is fixed, both read)."""
+    for name in ("poison.txt", "copy.txt"):
+        write(root / name, "These bytes crash the parser.\n")
+    ingester.scan()
+    while (job := ingester.queue.claim()) is not None and job.attempts <= MAX_ATTEMPTS:
+        ingester.queue.release(job)  # each claim died
+    ingester.queue.release(job)
+    monkeypatch.setattr(ingest.ingester, "parse", lambda path: pytest.fail(f"{path} was parsed again"))
+    ingester.process_pending()
+    assert ingester.status().failures == [(root / "copy.txt", CRASHED), (root / "poison.txt", CRASHED)]
+    monkeypatch.undo()  # the parser fixed
+    ingester.retry(root / "poison.txt")
+    ingester.process_pending()
+    assert ingester.status().failures == []
+    assert {d.status for d in documents(ingester.catalog).values()} == {"ok"}
+
+
 def test_a_renamed_watched_folder_is_shown_missing_and_its_new_name_takes_its_documents(
     ingester: Ingester, root: Path, tmp_path: Path, monkeypatch
 ):
