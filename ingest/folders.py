@@ -9,8 +9,16 @@ from pathlib import Path
 from ingest.catalog import Catalog, Folder, storable
 from ingest.errors import FolderError
 
-# Kernel file systems: files that are processes, devices and settings, endless or changing as they are read.
-SYSTEM = tuple(Path(p) for p in ("/proc", "/sys", "/dev"))
+# The system's folders, not a person's documents: kernel file systems (files that are processes, devices
+# and settings, endless or changing as they are read), the system's settings (/etc, on macOS /private/etc:
+# passwords, keys) and its boot and run-time state.
+SYSTEM = tuple(Path(p) for p in ("/proc", "/sys", "/dev", "/etc", "/private/etc", "/boot", "/run"))
+
+
+def is_system(resolved: Path) -> bool:
+    """Whether a path (links resolved) is the file system's root or lies in one of the SYSTEM folders: never
+    watched, and never followed from a watched folder by a link, to a folder or to a file."""
+    return resolved == Path(resolved.anchor) or any(resolved.is_relative_to(s) for s in SYSTEM)
 
 
 def candidates(path: str | Path) -> set[Path]:
@@ -40,7 +48,7 @@ def add_folder(catalog: Catalog, path: str | Path) -> Folder:
         raise FolderError(
             f"{storable(str(resolved))}: the name is not valid UTF-8, so it cannot be recorded; rename it."
         )
-    if resolved == Path(resolved.anchor) or any(resolved.is_relative_to(s) for s in SYSTEM):
+    if is_system(resolved):
         raise FolderError(f"{resolved} holds the system's files, not documents; choose a folder of your own.")
     for folder in catalog.folders():
         if folder.path == resolved:

@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from ingest.catalog import NAME_NOT_UTF8, Catalog, Document, Folder, Skipped, storable
 from ingest.config import IngestConfig
-from ingest.folders import SYSTEM
+from ingest.folders import is_system
 from ingest.ignore import IGNORE_FILE, IgnoreRules, Skip
 from ingest.queue import CRASHED, JobQueue
 
@@ -89,7 +89,8 @@ class ScanReport:
 def probe(rules: IgnoreRules, rel: str, report: ScanReport | None = None) -> Found | None:
     """The document at `rel`, or the file there that is no document (with its `skip`), or None if there is no
     file there or it is hidden. A link to a file is followed: the document is at the link's path, and its
-    target is recorded in `report.links` (the watcher watches it there)."""
+    target is recorded in `report.links` (the watcher watches it there); a link into a system folder
+    (`/etc/passwd`, `/proc/self/environ`) is not, as a link to a system folder is not walked."""
     path = rules.root / rel
     try:
         st = os.stat(path)
@@ -97,10 +98,13 @@ def probe(rules: IgnoreRules, rel: str, report: ScanReport | None = None) -> Fou
         if exc.errno == errno.ELOOP and rules.file_skip(rel, 0, 0) is None:
             return Found(rel, 0, 0, describe(exc))
         return None  # gone, or a dangling link
+    target = path.resolve() if path.is_symlink() else None
+    if target is not None and is_system(target):
+        return None  # before the rules, which read a file without a suffix to tell its type
     if not stat.S_ISREG(st.st_mode) or (skip := rules.file_skip(rel, st.st_size, st.st_mtime_ns)) == "hidden":
         return None
-    if report is not None and path.is_symlink():
-        report.links[path.resolve()] = path
+    if report is not None and target is not None:
+        report.links[target] = path
     name = storable(rel)
     error = NAME_NOT_UTF8 if name != rel and skip is None else None
     return Found(name, st.st_size, st.st_mtime_ns, error, skip)
@@ -165,7 +169,7 @@ def _followable(root: Path, link: Path, report: ScanReport) -> bool:
     walled = [root, *(t for t in report.links if os.path.isdir(t))]
     if any(target.is_relative_to(w) or w.is_relative_to(target) for w in walled):
         return False
-    if target == Path(target.anchor) or any(target.is_relative_to(s) for s in SYSTEM):
+    if is_system(target):
         return False
     report.links[target] = link
     return True

@@ -477,6 +477,26 @@ def test_a_folder_link_loop_does_not_trap_the_scan(ingester: Ingester, root: Pat
     assert list(documents(ingester.catalog)) == ["sub/a.txt"]
 
 
+SYSTEM_FILES = {
+    "passwd.txt": "/etc/passwd",
+    "hosts": "/etc/hosts",
+    "cpu.txt": "/proc/cpuinfo",
+    "environ": "/proc/self/environ",
+}
+
+
+def test_links_to_system_files_are_not_followed(ingester: Ingester, root: Path):
+    """A link in a watched folder to /etc/passwd made it a document (and /proc/self/environ, the process's
+    environment, was read to tell whether it is text): a link into a system folder is not followed, to a
+    file as to a folder."""
+    write(root / "note.txt")
+    for name, target in SYSTEM_FILES.items():
+        (root / name).symlink_to(target)
+    report = synced(ingester)
+    assert list(documents(ingester.catalog)) == ["note.txt"] and report.links == {}
+    assert ingester.catalog.skipped(ingester.catalog.folders()[0].id) == {}
+
+
 def test_a_missing_folder_keeps_its_documents(ingester: Ingester, root: Path, tmp_path: Path):
     write(root / "a.txt")
     synced(ingester)

@@ -327,6 +327,21 @@ def test_a_file_moved_into_a_folder_just_created_keeps_its_document(
     assert not worker.is_alive()
 
 
+def test_links_to_system_files_made_while_watching_are_not_followed(live, root: Path):
+    """The watcher's batches follow links as the scan does (one rule): a link to /etc/passwd or a /proc file
+    made while watching is no document, and its target is not watched."""
+    ingester, watcher = live
+    (root / "passwd.txt").symlink_to("/etc/passwd")
+    (root / "cpu.txt").symlink_to("/proc/cpuinfo")
+    (root / "environ").symlink_to("/proc/self/environ")
+    (root / "note.txt").write_text("a note beside them\n")
+    batches = follow(ingester, watcher, lambda: "note.txt" in texts(ingester.catalog))
+    batches += settle(ingester, watcher)
+    assert any(root / "passwd.txt" in batch.paths for batch in batches)  # seen, and not followed
+    assert list(texts(ingester.catalog)) == ["note.txt"] and ingester.catalog.counts()["documents"] == 1
+    assert all(not ingester.apply(batch).links for batch in batches)
+
+
 def wait_for(done: Callable[[], bool]) -> None:
     deadline = time.monotonic() + DEADLINE_S
     while not done():
