@@ -508,7 +508,7 @@ def stop(session: Session) -> None:
 
 
 @cli.command()
-@click.argument("name", type=click.Choice(["engine", "retrieval", "qa", "tui", "bank", "soak"]))
+@click.argument("name", type=click.Choice(["engine", "retrieval", "qa", "tui", "bank", "soak", "editing"]))
 @click.option(
     "--out", "out_dir", type=click.Path(path_type=Path), default=Path("bench/results"), show_default=True
 )

@@ -6,7 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import bank_bench, engine_bench, qa_bench, reader_training, retrieval_bench, soak_bench, tui_bench
+from bench import (
+    bank_bench,
+    editing_bench,
+    engine_bench,
+    qa_bench,
+    reader_training,
+    retrieval_bench,
+    soak_bench,
+    tui_bench,
+)
 from bench.errors import BenchmarkError, UnknownBenchmarkError
 from engine.models.runtime import default_model_path
 from ingest.atomic import write_atomic
@@ -19,6 +28,7 @@ BENCHMARKS = {
     "tui": tui_bench.run,
     "bank": bank_bench.run,
     "soak": soak_bench.run,
+    "editing": editing_bench.run,
 }
 
 
