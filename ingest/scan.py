@@ -83,7 +83,7 @@ class ScanReport:
     missing: list[Path] = field(default_factory=list)  # watched folders not there (an unplugged drive?): kept
     unreadable: list[tuple[Path, str]] = field(default_factory=list)  # subfolders that could not be listed
     held: int = 0  # documents whose file vanished, kept for one more window (`Reconciler.release`)
-    links: dict[Path, Path] = field(default_factory=dict)  # symbolic links followed: real target -> link
+    links: dict[Path, set[Path]] = field(default_factory=dict)  # links followed: real target -> its links
 
 
 def probe(rules: IgnoreRules, rel: str, report: ScanReport | None = None) -> Found | None:
@@ -104,7 +104,7 @@ def probe(rules: IgnoreRules, rel: str, report: ScanReport | None = None) -> Fou
     if not stat.S_ISREG(st.st_mode) or (skip := rules.file_skip(rel, st.st_size, st.st_mtime_ns)) == "hidden":
         return None
     if report is not None and target is not None:
-        report.links[target] = path
+        report.links.setdefault(target, set()).add(path)  # a file may have several
     name = storable(rel)
     error = NAME_NOT_UTF8 if name != rel and skip is None else None
     return Found(name, st.st_size, st.st_mtime_ns, error, skip)
@@ -171,7 +171,7 @@ def _followable(root: Path, link: Path, report: ScanReport) -> bool:
         return False
     if is_system(target):
         return False
-    report.links[target] = link
+    report.links[target] = {link}
     return True
 
 

@@ -90,7 +90,7 @@ class Watcher:
         self._observer = Observer()
         self._alarm = _OverflowAlarm(self)
         self._recorder = _Recorder(self)
-        self._links: dict[Path, Path] = {}  # real target -> symbolic link inside a root (`follow`)
+        self._links: dict[Path, set[Path]] = {}  # real target -> the links to it in the roots (`follow`)
 
     def start(self) -> Watcher:
         """Watch every root that exists (one that is missing, an unplugged drive, is skipped)."""
@@ -114,14 +114,15 @@ class Watcher:
     ) -> None:
         self.stop()
 
-    def follow(self, links: dict[Path, Path]) -> None:
-        """Watch the targets of symbolic links found inside the roots (real target -> link, as the scan
-        reports them): a change there is a change at the link's path. A target outside every root gets a
+    def follow(self, links: dict[Path, set[Path]]) -> None:
+        """Watch the targets of symbolic links found inside the roots (real target -> its links, as the scan
+        reports them): a change there is a change at each link's path. A target outside every root gets a
         watch of its own (a file's: its folder, alone; a folder's: all of it); one inside a root is
-        watched already. Links seen before are not watched twice."""
+        watched already. Targets seen before are not watched twice."""
         with self._cond:
-            new = {target: link for target, link in links.items() if target not in self._links}
-            self._links.update(new)
+            new = [target for target in links if target not in self._links]
+            for target, paths in links.items():
+                self._links.setdefault(target, set()).update(paths)
         for target in new:
             if any(target.is_relative_to(root) for root in self.roots):
                 continue
@@ -131,7 +132,12 @@ class Watcher:
 
     def _linked(self, path: Path) -> list[Path]:
         """The paths inside the roots that show `path` through a followed link (none for most paths)."""
-        return [link / path.relative_to(t) for t, link in self._links.items() if path.is_relative_to(t)]
+        return [
+            link / path.relative_to(target)
+            for target, links in self._links.items()
+            if path.is_relative_to(target)
+            for link in links
+        ]
 
     def next_batch(self, timeout: float | None = None) -> Batch | None:
         """Wait for a batch; None if `timeout` seconds pass without one being ready."""

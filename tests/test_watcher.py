@@ -327,6 +327,26 @@ def test_a_file_moved_into_a_folder_just_created_keeps_its_document(
     assert not worker.is_alive()
 
 
+def test_an_edit_to_a_file_linked_twice_reaches_both_links(catalog: Catalog, root: Path, tmp_path: Path):
+    """Two links to one file: the scan and the watcher kept one link per target, so an edit there re-read
+    one of the two documents and the other cited the old text."""
+    target = tmp_path / "elsewhere" / "plan.txt"
+    target.parent.mkdir()
+    target.write_text("the plan is to sail\n")
+    (root / "plan.txt").symlink_to(target)
+    (root / "plan (copy).txt").symlink_to(target)
+    add_folder(catalog, root)
+    ingester = Ingester(catalog, words, IngestConfig(quiet_s=0.3))
+    with ingester.watcher() as watcher:
+        report = ingester.scan()
+        assert report.links == {target: {root / "plan.txt", root / "plan (copy).txt"}}
+        watcher.follow(report.links)
+        ingester.process_pending()
+        target.write_text("the plan is to row\n")  # edited at the target, outside the watched folder
+        edited = dict.fromkeys(["plan.txt", "plan (copy).txt"], "the plan is to row\n")
+        follow(ingester, watcher, lambda: texts(catalog) == edited)
+
+
 def test_links_to_system_files_made_while_watching_are_not_followed(live, root: Path):
     """The watcher's batches follow links as the scan does (one rule): a link to /etc/passwd or a /proc file
     made while watching is no document, and its target is not watched."""
