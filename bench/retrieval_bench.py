@@ -1,4 +1,5 @@
-"""`m3 bench retrieval`: embedding throughput, index build time and query latency at 10k and 100k chunks.
+"""`m3 bench retrieval`: embedding throughput, index build time and query latency at 10k and 100k chunks,
+and recall in twelve languages (bench/multilingual.py, the JSON's `multilingual`).
 
 Embedding 100k chunks on a CPU takes an hour, so only a sample is embedded for real (that gives the
 throughput); every other chunk gets a random mix of three sampled vectors plus a little noise,
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import multilingual
 from bench.machine import machine_info
 from engine.retrieval.embedder import Embedder
 from engine.retrieval.fusion import fuse
@@ -140,6 +142,7 @@ def run(
             "build": "Retriever.add in batches (SQLite rows, FTS5, hnswlib; no embedding) and the final save",
         },
         "embedder": {"name": embedder.name, "device": embedder.device},
+        "multilingual": multilingual.measure(embedder),
         "machine": machine_info(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -147,7 +150,8 @@ def run(
 
 
 def table(r: dict) -> str:
-    """The results as a Markdown table per corpus size and a line naming the machine."""
+    """The results as a Markdown table per corpus size and a line naming the machine, then the multilingual
+    recall table."""
     lines = [
         "| chunks | build (s) | embed | vector | keyword | fuse | total (ms) | recall@5 |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -163,5 +167,9 @@ def table(r: dict) -> str:
         f"Embedding: {r['embed_chunks_s']:.1f} chunks/s ({setup['word_pieces_per_chunk']:.0f} word pieces "
         f"each) on {r['embedder']['device']}. Machine: {m['cpu']}, {m['cores']} cores, "
         f"{m['ram_gib']} GiB RAM, GPU: {m['gpu'] or 'none'}; {r['date']}.",
+        "",
+        "Recall by language (multilingual):",
+        "",
+        multilingual.table(r["multilingual"]),
     ]
     return "\n".join(lines)
