@@ -153,6 +153,14 @@ def _ignored_dir(rules: IgnoreRules, rel: str) -> list[Found]:
     return [Found(storable(rel), 0, 0, skip="ignored")] if rules.dir_skip(rel) == "ignored" else []
 
 
+def _leads_to(link: Path, target: Path) -> bool:
+    """Whether `link` is still a symbolic link to `target`."""
+    try:
+        return link.is_symlink() and link.resolve() == target
+    except (OSError, RuntimeError):  # RuntimeError: a link loop
+        return False
+
+
 def _is_dir(entry: os.DirEntry) -> bool:
     """Whether the entry is a folder, or a link to one; a link loop is not (`probe` reports it)."""
     try:
@@ -162,10 +170,13 @@ def _is_dir(entry: os.DirEntry) -> bool:
 
 
 def _followable(root: Path, link: Path, report: ScanReport) -> bool:
-    """Whether to walk a link to a folder: its target is outside the watched folder `root` (inside, it is
-    walked already), neither holds nor lies in `root` or a folder followed before, and is none of the
-    system's folders. Followed, it is recorded in `report.links`."""
+    """Whether to walk a link to a folder: the link was followed before (a watcher batch walks it again), or
+    its target is outside the watched folder `root` (inside, it is walked already), neither holds nor lies in
+    `root` or a folder followed before, and is none of the system's folders. Followed, it is recorded in
+    `report.links`."""
     target = link.resolve()
+    if link in report.links.get(target, ()):
+        return True
     walled = [root, *(t for t in report.links if os.path.isdir(t))]
     if any(target.is_relative_to(w) or w.is_relative_to(target) for w in walled):
         return False
@@ -182,6 +193,7 @@ class Reconciler:
         self.config = config
         self._rules: dict[int, IgnoreRules] = {}
         self._held: dict[int, float] = {}  # document id -> when its deletion is due (time.monotonic)
+        self._links: dict[Path, set[Path]] = {}  # the links followed by the last scan and the batches since
 
     def rules(self, folder: Folder) -> IgnoreRules:
         if folder.id not in self._rules:
@@ -216,6 +228,7 @@ class Reconciler:
             walking(folder.path, found)  # the whole folder's count
             items.append((folder, found, scope, self.catalog.skipped(folder.id)))
         self._reconcile(items, report)
+        self._links = report.links
         return report
 
     def reconcile_paths(
@@ -224,8 +237,10 @@ class Reconciler:
         """Reconcile just the files and folders at `paths`, after following `moves` (src, dst) in order:
         what the watcher saw. A path that is a folder is walked; one that is gone deletes what was there,
         or, with `hold_s`, keeps it that long (`release`): a file of its bytes found meanwhile takes it over
-        as a move."""
-        report = ScanReport()
+        as a move. Links are followed by the scan's rules, the folders followed so far included: a batch
+        inside a followed folder does not walk it again through a link back into it (its files were listed
+        twice until the next scan)."""
+        report = ScanReport(links=self._followed())
         folders = self.catalog.folders()
         for src, dst in moves:
             report.moved += self._move(folders, src, dst)
@@ -257,7 +272,17 @@ class Reconciler:
                 skipped.update(self.catalog.skipped(folder.id, under=rel))
             items.append((folder, found, scope, skipped))
         self._reconcile(items, report, hold_s)
+        self._links = report.links
         return report
+
+    def _followed(self) -> dict[Path, set[Path]]:
+        """The links followed so far that are still links to where they led (one removed or changed since
+        frees its target to be followed through another)."""
+        links = {
+            target: {link for link in paths if _leads_to(link, target)}
+            for target, paths in self._links.items()
+        }
+        return {target: paths for target, paths in links.items() if paths}
 
     def release(self) -> int:
         """Delete the documents held whose time is up and whose file is still not there (one found again

@@ -347,6 +347,32 @@ def test_an_edit_to_a_file_linked_twice_reaches_both_links(catalog: Catalog, roo
         follow(ingester, watcher, lambda: texts(catalog) == edited)
 
 
+def test_a_batch_inside_a_followed_folder_does_not_walk_back_into_it(
+    catalog: Catalog, root: Path, tmp_path: Path
+):
+    """A folder made inside a followed folder link, holding a link back to that folder (or to one above
+    it): the watcher's batch walked the link, every file of the followed folder was catalogued a second
+    time under it until the next full scan. A batch follows links as the scan does; the two agree."""
+    outside = tmp_path / "elsewhere"
+    (outside / "shared").mkdir(parents=True)
+    (outside / "shared" / "list.txt").write_text("buy rope\n")
+    (root / "shared").symlink_to(outside / "shared")
+    add_folder(catalog, root)
+    ingester = Ingester(catalog, words, IngestConfig(quiet_s=0.3))
+    with ingester.watcher() as watcher:
+        watcher.follow(ingester.scan().links)
+        ingester.process_pending()
+        (outside / "shared" / "sub").mkdir()
+        (outside / "shared" / "sub" / "back").symlink_to(outside / "shared")
+        (outside / "shared" / "sub" / "up").symlink_to(outside)
+        (outside / "shared" / "sub" / "note.txt").write_text("a new note\n")
+        follow(ingester, watcher, lambda: "shared/sub/note.txt" in texts(catalog))
+        settle(ingester, watcher)
+        assert sorted(texts(catalog)) == ["shared/list.txt", "shared/sub/note.txt"]
+        report = ingester.scan()  # what a full scan finds: the same
+        assert (report.new, report.deleted, report.moved) == (0, 0, 0)
+
+
 def test_links_to_system_files_made_while_watching_are_not_followed(live, root: Path):
     """The watcher's batches follow links as the scan does (one rule): a link to /etc/passwd or a /proc file
     made while watching is no document, and its target is not watched."""
