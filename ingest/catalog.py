@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 DocStatus = Literal["pending", "ok", "failed"]
 NAME_NOT_UTF8 = "file name is not valid UTF-8"  # the reason such a file is listed as failed
+# A folder of such a name is listed once, failed, for all its files (they were listed one by one).
+FOLDER_NOT_UTF8 = "folder name is not valid UTF-8: its files are left out until it is renamed"
+NOT_UTF8 = (NAME_NOT_UTF8, FOLDER_NOT_UTF8)  # the failures only a rename mends
 FolderKind = Literal["watched", "imported"]
 
 

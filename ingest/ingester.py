@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.catalog import NAME_NOT_UTF8, Catalog, Folder, SkippedFiles, storable
+from ingest.catalog import NOT_UTF8, Catalog, Folder, SkippedFiles, storable
 from ingest.chunker import chunk_text
 from ingest.config import IngestConfig
 from ingest.errors import NotFoundError, ParseError
@@ -191,9 +191,9 @@ class Ingester:
             doc = self.catalog.failed_document(path)
             if doc is None:
                 raise NotFoundError(f"No document at {path} failed to be read.")
-            if doc.error == NAME_NOT_UTF8:  # it would fail again, as a vanished file: only a rename helps
+            if doc.error in NOT_UTF8:  # it would fail again, as a vanished file: only a rename helps
                 raise NotFoundError(
-                    f"{storable(str(path))} cannot be read until it is renamed ({NAME_NOT_UTF8})."
+                    f"{storable(str(path))} cannot be read until it is renamed ({doc.error})."
                 )
             crashed = doc.error == CRASHED and doc.sha256 is not None
             copies = self.catalog.failed_with(doc.sha256, CRASHED) if crashed else []

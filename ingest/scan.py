@@ -21,7 +21,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ingest.catalog import NAME_NOT_UTF8, Catalog, Document, Folder, Skipped, storable
+from ingest.catalog import (
+    FOLDER_NOT_UTF8,
+    NAME_NOT_UTF8,
+    NOT_UTF8,
+    Catalog,
+    Document,
+    Folder,
+    Skipped,
+    storable,
+)
 from ingest.config import IngestConfig
 from ingest.folders import is_system
 from ingest.ignore import IGNORE_FILE, IgnoreRules, Skip
@@ -120,11 +129,15 @@ def walk(
     by `probe`; to a folder, when its target is outside the watched folder and apart from every folder
     followed so far (`_followable`), so a link loop, or a link to a folder above, cannot trap the walk.
     `listing(folder, found so far)` hears of each folder before it is listed: a long walk tells how far
-    it is (and may end it by raising)."""
+    it is (and may end it by raising). A folder whose name is not UTF-8 is not walked: it is found, failed,
+    once for all its files."""
     found: list[Found] = []
     stack = [under]
     while stack:
         rel_dir = stack.pop()
+        if storable(rel_dir) != rel_dir:
+            found.append(Found(storable(rel_dir), 0, 0, FOLDER_NOT_UTF8))
+            continue
         if listing is not None:
             listing(rules.root / rel_dir, found)
         try:
@@ -248,6 +261,7 @@ class Reconciler:
         for path in paths:
             if (where := _locate(folders, path)) is not None:
                 folder, rel = where
+                rel = _within_named(rel)
                 parent, _, name = rel.rpartition("/")
                 if name == IGNORE_FILE:  # new rules for everything below: forget the old ones, walk it all
                     self.rules(folder).forget(parent)
@@ -445,7 +459,7 @@ def _one_per_name(found: list[Found]) -> list[Found]:
     real file's name that holds those very characters; the real one is kept (the other fails anyway)."""
     by_name: dict[str, Found] = {}
     for f in found:
-        if f.rel not in by_name or by_name[f.rel].error == NAME_NOT_UTF8:
+        if f.rel not in by_name or by_name[f.rel].error in NOT_UTF8:
             by_name[f.rel] = f
     return list(by_name.values())
 
@@ -476,6 +490,14 @@ def _locate(folders: list[Folder], path: Path) -> tuple[Folder, str] | None:
         if path.is_relative_to(folder.path):
             return folder, path.relative_to(folder.path).as_posix()
     return None
+
+
+def _within_named(rel: str) -> str:
+    """`rel`, or the folder above it whose name is not UTF-8: what happens inside such a folder is its own,
+    single failure (`walk`)."""
+    parts = rel.split("/")
+    bad = next((i for i, part in enumerate(parts[:-1]) if storable(part) != part), None)
+    return rel if bad is None else "/".join(parts[: bad + 1])
 
 
 def _outermost(rels: list[str]) -> list[str]:

@@ -15,7 +15,7 @@ import pytest
 import ingest.ignore
 import ingest.ingester
 import ingest.scan
-from ingest.catalog import Catalog, Document
+from ingest.catalog import FOLDER_NOT_UTF8, NAME_NOT_UTF8, Catalog, Document
 from ingest.config import IngestConfig
 from ingest.errors import FolderError, NotFoundError
 from ingest.folders import add_folder, remove_folder
@@ -414,14 +414,11 @@ def latin1(folder: Path, *names: bytes) -> Path:
 def test_a_file_name_that_is_not_utf8_fails_alone_and_stays_listed(ingester: Ingester, root: Path):
     write(root / "good.txt")
     resume = latin1(root, b"r\xe9sum\xe9-2019.txt")
-    latin1(root, b"\xe9t\xe9", b"notes.txt")  # a folder of such a name: its files fail the same way
+    latin1(root, b"\xe9t\xe9", b"notes.txt")  # a folder of such a name fails, once (the next test)
     report = synced(ingester)
     assert (report.new, report.failed) == (3, 2)
     reasons = {str(path.relative_to(root)): reason for path, reason in ingester.status().failures}
-    assert reasons == {
-        "r\\xe9sum\\xe9-2019.txt": "file name is not valid UTF-8",
-        "\\xe9t\\xe9/notes.txt": "file name is not valid UTF-8",
-    }
+    assert reasons == {"r\\xe9sum\\xe9-2019.txt": NAME_NOT_UTF8, "\\xe9t\\xe9": FOLDER_NOT_UTF8}
     assert ingester.status().progress.files_parsed == 1
     again = synced(ingester)  # nothing changed: nothing new, nothing failed twice
     assert (again.new, again.changed, again.deleted, again.failed) == (0, 0, 0, 0)
@@ -432,6 +429,26 @@ def test_a_file_name_that_is_not_utf8_fails_alone_and_stays_listed(ingester: Ing
     resume.unlink()
     gone = ingester.apply(Batch(frozenset({resume}), (), 1))
     assert gone.deleted == 1 and len(ingester.status().failures) == 1
+
+
+def test_a_folder_whose_name_is_not_utf8_fails_once_for_all_its_files(ingester: Ingester, root: Path):
+    """A folder named in Latin-1 (from an old archive) was blamed on each file inside it, a failure per file,
+    and the watcher's events from inside it each added one: the folder fails, once, until it is renamed."""
+    write(root / "good.txt")
+    inside = [latin1(root, b"\xe9t\xe9", *names) for names in ((b"a.txt",), (b"b.txt",), (b"sub", b"c.txt"))]
+    folder = inside[0].parent
+    report = synced(ingester)
+    assert (report.new, report.failed) == (2, 1)
+    assert ingester.status().failures == [(root / "\\xe9t\\xe9", FOLDER_NOT_UTF8)]
+    seen = ingester.apply(Batch(frozenset([*inside, folder]), (), 4))  # what the watcher hands over
+    assert (seen.new, seen.changed, seen.deleted, seen.failed) == (0, 0, 0, 0)
+    with pytest.raises(NotFoundError, match="until it is renamed"):  # a retry cannot mend a name
+        ingester.retry(folder)
+    folder.rename(root / "ete")
+    renamed = ingester.apply(Batch(frozenset({folder, root / "ete"}), (), 2))
+    ingester.process_pending()
+    assert (renamed.new, renamed.deleted) == (3, 1) and ingester.status().failures == []
+    assert sorted(documents(ingester.catalog)) == ["ete/a.txt", "ete/b.txt", "ete/sub/c.txt", "good.txt"]
 
 
 def test_a_real_name_that_reads_like_an_escaped_one_is_kept(ingester: Ingester, root: Path):
