@@ -294,7 +294,9 @@ HTML_WORD = st.text(alphabet="abcdefghij", min_size=1, max_size=6)
     st.lists(
         st.tuples(
             st.sampled_from(["p", "h2", "li", "div", "blockquote"]),
-            st.lists(st.tuples(HTML_WORD, st.sampled_from([" ", "\n  ", "<br>\n", " <b>x</b> "])), min_size=1),
+            st.lists(
+                st.tuples(HTML_WORD, st.sampled_from([" ", "\n  ", "<br>\n", " <b>x</b> "])), min_size=1
+            ),
             st.integers(0, 3),
         ),
         min_size=1,
