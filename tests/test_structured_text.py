@@ -109,6 +109,15 @@ def test_each_row_is_cited_on_the_line_where_it_begins(rows, eol):
             assert chunk.line_end - chunk.line_start <= len(chunk.text)  # the bank format's bound holds
 
 
+def test_a_delimiter_inside_a_quoted_cell_is_not_taken_for_the_files():
+    """csv.Sniffer took `|` for the delimiter of a comma file whose only `|` was quoted (hypothesis found
+    it), and the file was read as one column; a semicolon file with commas in its cells stays semicolons."""
+    doc = parse_csv(b'Alpha,Beta,Gamma\n"""|",,\n')
+    assert doc.text.splitlines() == ["Alpha | Beta | Gamma", 'Alpha: "|'] and doc.line_map == (1, 2)
+    doc = parse_csv(b"Name;Amount\nAnn, Jr;5,5\nBob;6\n")
+    assert doc.text.splitlines()[1:] == ["Name: Ann, Jr | Amount: 5,5", "Name: Bob | Amount: 6"]
+
+
 def test_found_by_review_header_breaks_open_quotes_and_long_spans():
     """A header cell with a line break (Excel writes them) failed the file; a quote never closed swallowed
     the rest into one cell without a word; a cell of 50 line breaks made a chunk span more lines than it

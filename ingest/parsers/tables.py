@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections import Counter
 from collections.abc import Sequence
 
 from ingest.document import LINE_BREAK, ParsedText
@@ -67,12 +68,25 @@ def _parse_table(data: bytes, delimiter: str | None) -> ParsedText:
 
 
 def _delimiter(text: str) -> str:
-    """The delimiter the sniffer sees; quoting stays the spreadsheets' (doubled quotes): its guesses at
-    quoting misread quoted line breaks."""
-    try:
-        return csv.Sniffer().sniff(text[:_SNIFF_CHARS], delimiters=_DELIMITERS).delimiter
-    except csv.Error:  # one column, or nothing the sniffer can tell apart: commas
-        return ","
+    """The candidate that splits the rows most consistently into two columns or more (the share of rows
+    at the commonest width, then the width; ties to the earlier of `,;<tab>|`), read as `csv` reads them:
+    quoting is the spreadsheets' (doubled quotes), so a `|` inside a quoted cell is no delimiter, which
+    `csv.Sniffer` took it for. One column, or nothing to tell apart: commas."""
+    sample = text[:_SNIFF_CHARS]
+    best, best_score = ",", (0.0, 1)
+    for candidate in _DELIMITERS:
+        try:
+            rows = [row for row in csv.reader(io.StringIO(sample, newline=""), delimiter=candidate) if row]
+        except csv.Error:
+            continue
+        if len(text) > len(sample):
+            rows = rows[:-1]  # the sample may cut its last row short
+        if not rows:
+            continue
+        width, count = Counter(len(row) for row in rows).most_common(1)[0]
+        if width > 1 and (score := (count / len(rows), width)) > best_score:
+            best, best_score = candidate, score
+    return best
 
 
 def render_row(header: Sequence[str], row: Sequence[str]) -> str:
