@@ -119,3 +119,26 @@ def test_a_profile_change_writes_the_memories_again_under_the_new_profile(rt, ro
     assert engine.bank.keys("dense-int4") == keys and set(engine.bank.stats()["by_profile"]) == {"dense-int4"}
     assert "7391" in ask(engine, "memory").text
     engine.close()
+
+
+def test_a_source_whose_file_is_gone_is_cited_missing_unless_a_copy_is_there(rt, roots, tmp_path):
+    """A watched folder renamed (or unplugged) keeps its documents; their citations say `missing`, and a
+    copy of the same text in another watched folder is cited in their place."""
+    docs, copy = tmp_path / "docs", tmp_path / "copy"
+    for folder in (docs, copy):
+        folder.mkdir()
+        (folder / "vault.md").write_text(VAULT.format(code="7391-QX"))
+    engine = Engine.open(roots(), runtime=rt)
+    engine.add_folder(docs)
+    engine.scan()
+    engine.sync_memories()
+    top = engine.sources.search(QUESTION, 3)[0]
+    assert (Path(top.path), top.missing) == (docs / "vault.md", False)
+    docs.rename(tmp_path / "renamed")
+    top = engine.sources.search(QUESTION, 3)[0]
+    assert (Path(top.path), top.missing) == (docs / "vault.md", True)
+    engine.add_folder(copy)
+    engine.scan()
+    top = engine.sources.search(QUESTION, 3)[0]
+    assert (Path(top.path), top.missing) == (copy / "vault.md", False)
+    engine.close()

@@ -79,7 +79,8 @@ class Sources:
             found = self.catalog.sources(hit.hash)
             if hit.hash not in texts or not found:
                 continue  # deleted since it was indexed
-            src = next((s for s in found if os.path.exists(s.path)), found[0])  # a copy still there, if any
+            there = next((s for s in found if os.path.exists(s.path)), None)  # the first copy still there
+            src = there or found[0]
             chunks.append(
                 Chunk(
                     hit.hash,
@@ -90,7 +91,7 @@ class Sources:
                     src.line_end,
                     hit.score,
                     src.front_matter,
-                    not os.path.exists(src.path),
+                    there is None,
                 )
             )
         return chunks
