@@ -262,6 +262,7 @@ class Catalog:
             "parsed_at",
             "meta",
             "warning",
+            "parsed_with",
         }
     )
 
@@ -510,6 +511,16 @@ class Catalog:
         given up, and tried again, together)."""
         rows = self.rows("SELECT id FROM documents WHERE sha256 = ? AND error = ?", (sha256, reason))
         return [r["id"] for r in rows]
+
+    def parsed_before(self, parsed_with: str, except_error: str) -> list[Document]:
+        """The documents read (or failed) by other parsers than `parsed_with` and not queued, but for those
+        that failed with `except_error` (their bytes crashed the process: never read again unasked)."""
+        rows = self.rows(
+            "SELECT * FROM documents WHERE status != 'pending' AND parsed_with != ?"
+            " AND (error IS NULL OR error != ?) AND id NOT IN (SELECT document_id FROM jobs) ORDER BY id",
+            (parsed_with, except_error),
+        )
+        return [_document(r) for r in rows]
 
     def failures(self) -> list[tuple[Path, str]]:
         """(file, reason) of every document that could not be read."""

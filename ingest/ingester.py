@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest import chunker, parsers
 from ingest.catalog import NOT_UTF8, Catalog, Folder, SkippedFiles, storable
 from ingest.chunker import chunk_text
 from ingest.config import IngestConfig
@@ -27,6 +28,8 @@ from ingest.scan import Reconciler, Scanning, ScanReport, ScanStopped, describe,
 from ingest.watcher import Batch, Watcher
 
 log = logging.getLogger(__name__)
+
+PARSED_WITH = f"parsers {parsers.VERSION}, chunker {chunker.VERSION}"  # kept per document (catalog v8)
 
 PROGRESS_EVERY_S = 0.25  # counting rows for every file would cost more than parsing small files
 
@@ -117,9 +120,19 @@ class Ingester:
         ScanStopped if `stop` is set during the walk."""
         self._emitted_at = 0.0
         try:
-            return self.reconciler.scan(folders, self._walking, stop)
+            report = self.reconciler.scan(folders, self._walking, stop)
         finally:
             self._walking(None)  # the walk is over, however it ended
+        self._read_again()
+        return report
+
+    def _read_again(self) -> None:
+        """Queue the documents older parsers read (PARSED_WITH), their files unchanged: they stay
+        searchable as they were until they are read again. Those whose file is not there now (a watched
+        folder renamed or unplugged) wait for it."""
+        for doc in self.catalog.parsed_before(PARSED_WITH, CRASHED):
+            if os.path.isfile(self.catalog.document_path(doc)):
+                self.queue.enqueue(doc.id)
 
     def apply(self, batch: Batch, hold_s: float = 0.0) -> ScanReport:
         """Reconcile what a watcher batch touched; what vanished is deleted, or with `hold_s` kept that long
@@ -240,6 +253,7 @@ class Ingester:
                         parsed_at=time.time(),
                         meta=json.dumps(parsed.meta),
                         warning="; ".join(parsed.warnings) or None,
+                        parsed_with=PARSED_WITH,
                     )
                 else:
                     self.catalog.update_document(
@@ -249,6 +263,7 @@ class Ingester:
                         parsed_at=time.time(),
                         meta="{}",
                         warning=None,
+                        parsed_with=PARSED_WITH,
                         **({"sha256": sha} if sha else {}),  # the content that failed: a crash is its own
                     )
             self.queue.complete(job)

@@ -174,8 +174,15 @@ def _v7(db: Database) -> None:
     )
 
 
+def _v8(db: Database) -> None:
+    """Which parsers and chunker read each document (`parsed_with`, ingester.PARSED_WITH): a document read
+    by older ones is read again at the next scan though its file is unchanged, so a parser's fix (an HTML
+    page's lines, a CSV's header) reaches the files already in the catalog. A catalog from before has ''."""
+    db.execute("ALTER TABLE documents ADD COLUMN parsed_with TEXT NOT NULL DEFAULT ''")
+
+
 # The schema's history, oldest first: version N is reached by applying the first N steps. Append only.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8)
 
 
 def newer_catalog(version: int, known: int) -> CatalogError:

@@ -38,6 +38,10 @@ def write(path: Path, text: str = TEXT) -> Path:
     return path
 
 
+def queued(catalog: Catalog) -> list[int]:
+    return [r["document_id"] for r in catalog.rows("SELECT document_id FROM jobs ORDER BY document_id")]
+
+
 def documents(catalog: Catalog) -> dict[str, Document]:
     return {rel: doc for folder in catalog.folders() for rel, doc in catalog.documents(folder.id).items()}
 
@@ -84,6 +88,43 @@ def test_an_edit_reparses_and_keeps_the_unchanged_chunks(ingester: Ingester, roo
     assert report.changed == 1 and documents(ingester.catalog)["a.txt"].id == doc.id
     assert len(set(before) & set(after)) == len(PARAGRAPHS) - 1
     assert sorted(w.action for w in ingester.catalog.pending_memory_work()) == ["drop", "write"]
+
+
+def test_documents_older_parsers_read_are_read_again_once(ingester: Ingester, root: Path, tmp_path: Path):
+    """A parser's fix reaches unchanged files: a document read by other parsers (PARSED_WITH) is queued at
+    the next scan and read again, keeping its id and its memories; not one whose bytes crashed the process,
+    nor one whose folder is missing now; and only once."""
+    write(root / "a.txt")
+    write(root / "crash.txt", "Bytes that killed the parser once.\n")
+    synced(ingester)
+    cat = ingester.catalog
+    docs = documents(cat)
+    hashes = cat.chunk_hashes(docs["a.txt"].id)
+    cat.complete_memory_work(written=hashes)
+    assert {r["parsed_with"] for r in cat.rows("SELECT parsed_with FROM documents")} == {
+        ingest.ingester.PARSED_WITH
+    }
+    cat.update_document(docs["crash.txt"].id, status="failed", error=CRASHED)
+    with cat.atomic():  # what an older memory3 left: other parsers, and lines they got wrong
+        cat.db.execute("UPDATE documents SET parsed_with = 'parsers 0, chunker 2'")
+        cat.db.execute("UPDATE chunks SET line_start = 99, line_end = 99")
+    report = ingester.scan()
+    assert (report.new, report.changed, report.deleted) == (0, 0, 0)  # the files did not change
+    assert queued(cat) == [docs["a.txt"].id]
+    ingester.process_pending()
+    a = docs["a.txt"].id
+    assert documents(cat)["a.txt"].id == a and cat.chunk_hashes(a) == hashes
+    lines = cat.rows("SELECT line_start FROM chunks WHERE document_id = ? ORDER BY ord", (a,))
+    assert [r["line_start"] for r in lines] == [1, 3, 5, 7, 9, 11]
+    assert not {w.hash for w in cat.pending_memory_work()} & set(hashes)  # same texts: no memory rewritten
+    assert documents(cat)["crash.txt"].error == CRASHED
+    ingester.scan()
+    assert queued(cat) == []  # read again once
+    with cat.atomic():
+        cat.db.execute("UPDATE documents SET parsed_with = ''")
+    root.rename(tmp_path / "unplugged")
+    ingester.scan()
+    assert queued(cat) == []  # its file is not there: it waits for its folder
 
 
 def test_renames_and_moves_keep_the_document_and_its_chunks(ingester: Ingester, root: Path):

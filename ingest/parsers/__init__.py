@@ -30,6 +30,9 @@ from ingest.parsers.word import parse_docx
 log = logging.getLogger(__name__)
 
 MAX_FILE_BYTES = MAX_DOCUMENT_CHARS  # as many bytes as a document's text may have characters
+# Bumped when a parser reads the same bytes into another text or other lines: documents read before are
+# read again at the next scan (1: HTML lines, CSV delimiters and headers, Markdown front matter, encodings).
+VERSION = 1
 
 _PARSERS: dict[str, Callable[[bytes], ParsedText]] = {
     "": parse_text,  # README, Makefile, LICENSE; is_supported lets in only the ones that start as text
