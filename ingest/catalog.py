@@ -513,11 +513,13 @@ class Catalog:
         return [r["id"] for r in rows]
 
     def parsed_before(self, parsed_with: str, except_error: str) -> list[Document]:
-        """The documents read (or failed) by other parsers than `parsed_with` and not queued, but for those
-        that failed with `except_error` (their bytes crashed the process: never read again unasked)."""
+        """The documents of watched folders read (or failed) by other parsers than `parsed_with` and not
+        queued, but for those that failed with `except_error` (their bytes crashed the process: never read
+        again unasked). An imported collection's documents have no file to read."""
         rows = self.rows(
-            "SELECT * FROM documents WHERE status != 'pending' AND parsed_with != ?"
-            " AND (error IS NULL OR error != ?) AND id NOT IN (SELECT document_id FROM jobs) ORDER BY id",
+            "SELECT d.* FROM documents d JOIN folders f ON f.id = d.folder_id WHERE f.kind = 'watched'"
+            " AND d.status != 'pending' AND d.parsed_with != ? AND (d.error IS NULL OR d.error != ?)"
+            " AND d.id NOT IN (SELECT document_id FROM jobs) ORDER BY d.id",
             (parsed_with, except_error),
         )
         return [_document(r) for r in rows]
