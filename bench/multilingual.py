@@ -1,9 +1,9 @@
-"""The multilingual part of `m3 bench retrieval`: does a query in a user's language find the document
+"""The multilingual part of `m3 bench retrieval`: does a query in a user's language find the passage
 that answers it, by keyword, by meaning, and fused as chat retrieves?
 
-`assets/multilingual/` holds four short documents in each of twelve languages (English as the control;
-German, French, Spanish, Russian, Greek, Arabic, Hebrew, Hindi, Chinese, Japanese, Korean) and a few queries
-per language whose answer is in one known paragraph (`queries.json`). A query's `kind` says how it was
+`assets/multilingual/` holds four short documents in each of thirteen languages (English as the control;
+German, French, Spanish, Russian, Greek, Arabic, Hebrew, Hindi, Thai, Chinese, Japanese, Korean) and a few
+queries per language whose answer is in one known paragraph (`queries.json`). A query's `kind` says how it was
 written: `words` uses the document's words, `typed` spells them as a user might type them (no diacritics,
 another case, ss for ß, half-width kana, a part of a German compound...; `note` says which), `paraphrase`
 asks in other words. Every document of every language is in one index, as in a folder of mixed languages;
@@ -41,6 +41,7 @@ LANGUAGES = {
     "ar": "Arabic",
     "he": "Hebrew",
     "hi": "Hindi",
+    "th": "Thai",
     "zh": "Chinese",
     "ja": "Japanese",
     "ko": "Korean",

@@ -1,5 +1,5 @@
 """`m3 bench retrieval`: embedding throughput, index build time and query latency at 10k and 100k chunks,
-and recall in twelve languages (bench/multilingual.py, the JSON's `multilingual`).
+and recall in thirteen languages (bench/multilingual.py, the JSON's `multilingual`).
 
 Embedding 100k chunks on a CPU takes an hour, so only a sample is embedded for real (that gives the
 throughput); every other chunk gets a random mix of three sampled vectors plus a little noise,

@@ -1,9 +1,10 @@
 """Hybrid retrieval of chunks: vector search (hnswlib) and keyword search (SQLite FTS5), fused by rank.
 
 Everything lives in one folder: `retrieval.db` holds each chunk's hash, text and vector (the truth) and
-an FTS5 index over the texts; `hnsw/` holds the vector index, which is rebuilt from the stored vectors
-whenever it is missing, damaged, made by another embedder, or out of step with the database. Texts are
-kept so that FTS can be rebuilt and vectors recomputed if the embedder changes.
+an FTS5 index over the texts' keyword form; `hnsw/` holds the vector index, which is rebuilt from the stored
+vectors whenever it is missing, damaged, made by another embedder, or out of step with the database. Texts
+are kept so that FTS can be rebuilt (as it is when the keyword form changes) and vectors recomputed if the
+embedder changes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 from engine.errors import RetrievalError
 from engine.retrieval import keyword
 from engine.retrieval.embedder import Embedder
-from engine.retrieval.fusion import fuse
+from engine.retrieval.fusion import fuse, latin_share
 from engine.retrieval.vector_index import VectorIndex
 from ingest.sqlite import SQLite, batches, placeholders
 
@@ -46,11 +47,16 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 
 def _v1(db: Database) -> None:
     """Chunks (hash, text, vector), the keyword index over their texts, the state (generation, embedder)."""
-    db.executescript(_ITEMS + keyword.SCHEMA)
+    db.executescript(_ITEMS + keyword.SCHEMA_V1)
+
+
+def _v2(db: Database) -> None:
+    """The keyword index over the texts' keyword form (CJK bigrams, folding); filled on open."""
+    db.executescript(keyword.SCHEMA_V2)
 
 
 # The database's history, oldest first: version N is reached by applying the first N steps. Append only.
-MIGRATIONS = (_v1,)
+MIGRATIONS = (_v1, _v2)
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ class Retriever:
         self._dirty = False
         self._saved_at = time.monotonic()
         self._ensure_embedder()
+        self._ensure_keyword_form()
         self.index = self._open_index()
 
     def _state(self, key: str, default: object = None) -> object:
@@ -124,6 +131,17 @@ class Retriever:
             self._set_state("dim", self.embedder.dim)
             if rows:
                 self._bump()
+
+    def _ensure_keyword_form(self) -> None:
+        """Index every text again if the keyword index holds another keyword form (or none: schema 2 starts
+        empty)."""
+        if self._state("keyword_form") == keyword.FORM:
+            return
+        if count := len(self):
+            log.warning("indexing the keywords of %d chunks again (keyword form %d)", count, keyword.FORM)
+        with self._sql.atomic():
+            self.keywords.rebuild()
+            self._set_state("keyword_form", keyword.FORM)
 
     def _stored(self) -> tuple[np.ndarray, np.ndarray]:
         """Every stored (id, vector), the truth the vector index is rebuilt from."""
@@ -282,12 +300,13 @@ class Retriever:
             return dict(self._db.execute(f"SELECT id, hash FROM items WHERE id IN ({marks})", list(ids)))
 
     def search(self, query: str, k: int = 5) -> list[Hit]:
-        """The `k` chunks best for `query`, vector and keyword results fused by reciprocal rank. The query is
-        in Unicode NFKC, as the documents' texts are (ingest.document.ParsedText.normalized)."""
+        """The `k` chunks best for `query`, vector and keyword results fused by reciprocal rank, the vectors
+        weighted by the query's share of Latin letters (fusion.latin_share). The query is in Unicode NFKC, as
+        the documents' texts are (ingest.document.ParsedText.normalized)."""
         query = unicodedata.normalize("NFKC", query)
         n = max(50, 4 * k)
         vector = self.embedder.embed([query])[0]
-        fused = fuse(self.vector_search(vector, n), self.keyword_search(query, n), k)
+        fused = fuse(self.vector_search(vector, n), self.keyword_search(query, n), k, latin_share(query))
         names = self.hashes([i for i, *_ in fused])
         return [Hit(names[i], score, vr, kr) for i, score, vr, kr in fused if i in names]
 
