@@ -190,11 +190,8 @@ class _Names:
             return self.word(2, self.rng.choice(self.TOWNS))
         if kind == "person":
             return f"{self.word(2)} {self.word(3)}"
-        number = {
-            "year": lambda: str(self.rng.randint(1650, 1999)),
-            "height": lambda: str(self.rng.randint(1200, 4800)),
-        }
-        while (value := number[kind]()) in self.used:
+        low, high = {"year": (1650, 1999), "height": (1200, 4800)}[kind]
+        while (value := str(self.rng.randint(low, high))) in self.used:
             pass
         self.used.add(value)
         return value
@@ -312,13 +309,13 @@ def ask_with_text(client: Client, fmt: PromptFormat, paragraph: str, question: s
     return Reply(text[:cut].strip() if cut is not None else text.strip(), [], time.monotonic() - started)
 
 
-def settle(client: Client, timeout_s: float = SETTLE_S) -> None:
+def settle(client: Client) -> None:
     """Wait until the service has nothing left to do (no file, chunk or memory pending). BenchmarkError
-    after `timeout_s` seconds."""
-    deadline = time.monotonic() + timeout_s
+    after SETTLE_S seconds."""
+    deadline = time.monotonic() + SETTLE_S
     while client.status().background != "idle":
         if time.monotonic() > deadline:
-            raise BenchmarkError(f"The engine service did not catch up with the folder in {timeout_s:.0f} s.")
+            raise BenchmarkError(f"The engine service did not catch up with the folder in {SETTLE_S:.0f} s.")
         time.sleep(POLL_S)
 
 

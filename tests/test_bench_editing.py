@@ -7,9 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from gguf import GGUFWriter
 
 from bench import editing_bench, run_benchmark
+from bench.errors import BenchmarkError
 from bench.squad import normalize
+from engine.chat.prompt import BASE
 
 
 def test_facts_are_invented_apart_and_spread_over_files():
@@ -39,6 +42,19 @@ def test_an_edit_is_saved_as_an_editor_saves(tmp_path: Path):
     changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b]
     assert changed == [(fact.text(fact.old), fact.text(fact.new))]
     assert values[fact.id] == fact.new
+
+
+def test_the_ceiling_takes_a_base_model_prompt_and_refuses_chat_turns(model_path: Path, tmp_path: Path):
+    assert editing_bench.text_prompt(model_path) == BASE
+    chat = tmp_path / "chat.gguf"  # metadata only: the format is read from it, no tensor
+    writer = GGUFWriter(chat, "gemma3")
+    writer.add_chat_template("{% for m in messages %}{{ m.content }}{% endfor %}")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(BenchmarkError, match="chat.gguf's chat turns"):
+        editing_bench.text_prompt(chat)
 
 
 def test_quick_run_edits_facts_through_the_service(home, model_path: Path, tmp_path: Path):
