@@ -266,12 +266,14 @@ class Engine:
 
         The work goes in batches of `batch` chunks, each one turn on the model (`Turns`): an answer waits
         for one batch at most, never for the backlog. Each batch is recorded in the catalog once stored, so
-        an interruption (`stop`, a crash) loses no finished work. on_progress(done, total) counts memories
-        written; returns how many were written."""
+        an interruption (`stop`, a crash) loses no finished work. With no work it returns at once, without
+        waiting for a turn: the caller (the watch) goes on reading the watcher and parsing during an
+        answer, so a saved edit is ready to be written the moment that answer ends. on_progress(done,
+        total) counts memories written; returns how many were written."""
         self.importer.resume(stop)  # an import a crash or a cancel left committed but not applied
         total = self.catalog.counts()["memories_to_write"]
         written = 0
-        while stop is None or not stop.is_set():
+        while (stop is None or not stop.is_set()) and self.catalog.pending_memory_work(limit=1):
             with self.turns.batch(stop) as granted:
                 if not granted:
                     break

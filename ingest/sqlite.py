@@ -24,6 +24,7 @@ T = TypeVar("T")
 # step's transaction (sqlite3's own commits first), so a crash leaves the version before the step.
 Migration = Callable[[Database], None]
 
+WAL_LIMIT_BYTES = 4 * 2**20  # about what SQLite writes between two automatic checkpoints (1000 pages)
 BATCH = 500  # values per `IN (...)`, well under SQLite's limit on bound parameters
 
 
@@ -63,6 +64,9 @@ class SQLite:
         self.conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
         try:
             self.conn.execute("PRAGMA journal_mode = WAL")
+            # a checkpoint cuts the WAL back to this: without a limit it keeps the size of the largest
+            # transaction ever made (a big scan or import) for good
+            self.conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
             self.conn.execute(f"PRAGMA synchronous = {synchronous}")
             self.conn.execute("PRAGMA foreign_keys = ON")
             self.db = Database(self.conn)

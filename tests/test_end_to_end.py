@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,30 @@ def test_an_edit_changes_the_answer_and_a_deletion_removes_the_source(engine, fo
     answer = ask(engine, "memory")
     assert all(Path(c.path) != folder / "vault.md" for c in answer.citations)
     assert "4420" not in answer.text
+
+
+def test_memory_work_waits_for_the_answer_in_progress_but_no_work_does_not(engine, folder):
+    """The watch calls sync_memories between batches: with nothing to write it must come back during an
+    answer (so the watcher is read meanwhile); with work, it writes once the answer ends."""
+    stop = threading.Event()
+    with engine.turns.answer():
+        idle = threading.Thread(target=engine.sync_memories, kwargs={"stop": stop})
+        idle.start()
+        idle.join(timeout=30)
+        assert not idle.is_alive(), "with no memory work it waited for the answer to end"
+        (folder / "parking.md").write_text("# Parking\n\nThe bicycle shed key hangs by the boiler.\n")
+        engine.scan()
+        written: list[int] = []
+        work = threading.Thread(target=lambda: written.append(engine.sync_memories(stop=stop)))
+        work.start()
+        work.join(timeout=1)
+        assert work.is_alive() and not written, "memory work went ahead during an answer"
+    work.join(timeout=60)
+    stop.set()
+    assert written and written[0] > 0
+    (folder / "parking.md").unlink()
+    engine.scan()
+    engine.sync_memories()
 
 
 def test_a_profile_change_writes_the_memories_again_under_the_new_profile(rt, roots, tmp_path):

@@ -1,4 +1,5 @@
-"""The one SQLite helper: a transaction that cannot commit is rolled back, so later writes are not lost."""
+"""The one SQLite helper: a transaction that cannot commit is rolled back, so later writes are not lost;
+the WAL does not keep the size of the largest transaction."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
-from ingest.sqlite import SQLite
+from ingest.sqlite import WAL_LIMIT_BYTES, SQLite
 
 
 def _schema(db: Database) -> None:
@@ -54,3 +55,17 @@ def test_a_file_from_a_newer_version_is_refused(tmp_path: Path):
     conn.close()
     with pytest.raises(RuntimeError, match="newer 9 > 1"):
         _open(tmp_path / "x.db")
+
+
+def test_the_wal_is_cut_back_after_a_big_transaction(tmp_path: Path):
+    db = _open(tmp_path / "x.db")
+    db.conn.execute("CREATE TABLE blobs (b BLOB)")
+    with db.atomic():  # one transaction far larger than the limit: the WAL grows to hold it
+        db.conn.executemany("INSERT INTO blobs VALUES (zeroblob(?))", [(2**20,)] * 16)
+    wal = tmp_path / "x.db-wal"
+    assert wal.stat().st_size > 2 * WAL_LIMIT_BYTES
+    db.conn.execute("PRAGMA wal_checkpoint")
+    with db.atomic():  # the next write after a full checkpoint starts the WAL over, cut to the limit
+        db.conn.execute("INSERT INTO parents (id) VALUES (-1)")
+    assert wal.stat().st_size <= WAL_LIMIT_BYTES
+    db.close()
