@@ -297,7 +297,7 @@ def test_fuse_is_reciprocal_rank_fusion() -> None:
     assert fused[1] == (1, pytest.approx(1 / 61), 1, None)
 
 
-def test_vector_index_grows_reuses_deleted_slots_and_round_trips(tmp_path: Path) -> None:
+def test_vector_index_grows_keeps_deleted_vectors_marked_and_round_trips(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((1500, 16)).astype(np.float32)
     index = VectorIndex(tmp_path, "test", 16)
@@ -305,15 +305,31 @@ def test_vector_index_grows_reuses_deleted_slots_and_round_trips(tmp_path: Path)
     index.add(np.arange(1000, 1500), vectors[1000:])  # past the initial capacity of 1024
     index.delete([*range(100), 99999])
     index.delete(range(50))  # already deleted: ignored
-    assert len(index) == 1400
-    index.add(np.arange(2000, 2050), vectors[:50])  # fills deleted slots
+    assert len(index) == 1400 and not index.worn
+    index.add(np.arange(2000, 2050), vectors[:50])
     assert len(index) == 1450
     index.generation = 7
     index.save()
 
     again = VectorIndex.open(tmp_path, "test", 16)
-    assert (len(again), again.generation) == (1450, 7)
+    assert (len(again), again.generation, again.worn) == (1450, 7, False)
     assert again.search(vectors[500], 1)[0] == (500, pytest.approx(1.0, abs=1e-5))
     assert again.search(vectors[10], 1)[0][0] == 2010
     assert all(i >= 100 for i, _ in again.search(vectors[60], 20))
     assert len(again.search(vectors[0], 5000)) == 1450
+    again.delete(range(100, 400))  # 400 deleted against 1150 live: over REBUILD_AT
+    assert again.worn
+
+
+def test_deletions_past_a_quarter_of_the_live_chunks_rebuild_the_index(tmp_path: Path, embedder: Embedder):
+    """Deleted vectors stay in hnswlib's graph as marks; past REBUILD_AT the retriever rebuilds it from the
+    stored vectors, so the graph never holds mostly dead nodes."""
+    names = [n for n in CORPUS if n != "recipe"]
+    with Retriever(tmp_path, embedder) as r:
+        r.add(items())
+        r.delete(names[:1])
+        assert r.index._index.get_current_count() == len(CORPUS)  # one mark: kept
+        r.delete(names[1:6])
+        assert r.index._index.get_current_count() == len(r) == len(CORPUS) - 6  # rebuilt without them
+        assert not r.index.worn and r.check() == []
+        assert r.search(QUERIES["recipe"])[0].hash == "recipe"

@@ -256,6 +256,8 @@ class Retriever:
             if ids:
                 self.index.delete(ids)
                 self._changed(generation)
+                if self.index.worn:
+                    self._rebuild(self.index)
             return len(ids)
 
     def _changed(self, generation: int) -> None:

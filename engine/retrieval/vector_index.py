@@ -25,6 +25,11 @@ M = 16
 EF_CONSTRUCTION = 200
 EF_SEARCH = 256  # recall@5 on the bench's synthetic 100k vectors: 0.43 at 64, 0.70 at 256, for ~1 ms
 INITIAL_CAPACITY = 1024
+# Deleted vectors stay in the graph, still routing searches, until they pass this share of the live ones;
+# then the owner rebuilds. Reusing their slots instead (allow_replace_deleted) lost recall@5 at once on the
+# soak's churn (bench/soak_bench.py: 17-19 of 20 sentinels against 20 of 20 kept this way): a reused slot
+# keeps its old in-links (nmslib/hnswlib#308; valkey-io/valkey-search#35).
+REBUILD_AT = 0.25
 
 
 def _crc32(path: Path) -> int:
@@ -39,7 +44,8 @@ class VectorIndex:
     """Unit vectors under int64 ids; `search` returns (id, cosine similarity), best first.
 
     Ids given to `add` must not be in the index already (deleted ones included): callers use ids that
-    are never reused, such as SQLite AUTOINCREMENT keys. Deleted slots are reused by later adds.
+    are never reused, such as SQLite AUTOINCREMENT keys. Deleted vectors are only marked; once `worn`,
+    the owner rebuilds the index from its stored copy.
     """
 
     def __init__(
@@ -54,7 +60,7 @@ class VectorIndex:
 
     def _empty(self, capacity: int) -> hnswlib.Index:
         index = hnswlib.Index(space="cosine", dim=self.dim)
-        index.init_index(capacity, M=M, ef_construction=EF_CONSTRUCTION, allow_replace_deleted=True)
+        index.init_index(capacity, M=M, ef_construction=EF_CONSTRUCTION)
         index.set_ef(EF_SEARCH)
         return index
 
@@ -89,7 +95,7 @@ class VectorIndex:
             raise IndexDamagedError(f"The vector index file {bin_path} is missing or damaged.")
         index = hnswlib.Index(space="cosine", dim=dim)
         try:
-            index.load_index(str(bin_path), allow_replace_deleted=True)
+            index.load_index(str(bin_path))
         except (RuntimeError, MemoryError) as exc:
             raise IndexDamagedError(f"hnswlib cannot read {bin_path}: {exc}") from exc
         index.set_ef(EF_SEARCH)
@@ -103,18 +109,21 @@ class VectorIndex:
         """The number of live (not deleted) vectors."""
         return self._index.get_current_count() - self._deleted
 
+    @property
+    def worn(self) -> bool:
+        """Whether the deleted vectors are more than REBUILD_AT of the live ones: time to `rebuild`."""
+        return self._deleted > REBUILD_AT * len(self)
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add `vectors` (n, dim) under new `ids` (n,), growing the index when it is full."""
         ids = np.asarray(ids, dtype=np.int64)
         if len(ids) == 0:
             return
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
-        needed = max(self._index.get_current_count(), len(self) + len(ids))
+        needed = self._index.get_current_count() + len(ids)
         if needed > self._index.get_max_elements():
             self._index.resize_index(max(needed, 2 * self._index.get_max_elements()))
-        reused = min(self._deleted, len(ids))
-        self._index.add_items(vectors, ids, replace_deleted=True)
-        self._deleted -= reused
+        self._index.add_items(vectors, ids)
 
     def delete(self, ids: Iterable[int]) -> None:
         """Mark `ids` deleted; ids that are absent or already deleted are ignored."""
