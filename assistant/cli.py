@@ -546,8 +546,9 @@ def bench(
 ) -> None:
     """Run benchmark NAME: print its table and write <out>/NAME.json and NAME.md (qa and soak add PNG plots).
 
-    Benchmarks run the engine in this process, in temporary homes of their own, with the engine's default
-    settings (qa: --profile and --reader change two of them)."""
+    Benchmarks run in temporary homes of their own with the engine's default settings (qa: --profile and
+    --reader change two of them): most run the engine in this process; tui and editing start an engine
+    service of their own and talk to it, as the app does."""
     qa_options = {"sample": sample, "main": main or None, "profile": profile, "reader": reader}
     for option, value in qa_options.items():
         if value is not None and name != "qa":

@@ -118,6 +118,23 @@ def test_memory_work_waits_for_the_answer_in_progress_but_no_work_does_not(engin
     engine.sync_memories()
 
 
+def test_an_answer_retrieves_when_it_streams_not_when_it_is_asked(engine, folder):
+    """The service asks, then streams inside the answer's turn: a chunk written in between (the background
+    work that held the turn) is read, in rag mode as in memory mode."""
+    boat = folder / "boat.md"
+    for mode in ("rag", "memory"):
+        answer = engine.ask("What is the name of the green rowing boat?", mode)
+        boat.write_text("# Boats\n\nThe green rowing boat is named Kestrel.\n")
+        engine.scan()
+        engine.sync_memories()
+        "".join(answer)
+        assert boat in {Path(c.path) for c in answer.citations}, mode
+        assert any("Kestrel" in c.text for r in answer.reads for c in r.chunks), mode
+        boat.unlink()
+        engine.scan()
+        engine.sync_memories()
+
+
 def test_a_profile_change_writes_the_memories_again_under_the_new_profile(rt, roots, tmp_path):
     """A key stored under another profile counts as missing: reopened with `[engine] profile` changed, the
     engine drops those memories (the bank compacted), queues them, and writes them again under the new one;

@@ -84,9 +84,18 @@ class Chat:
         sampling: Sampling = GREEDY,
         cancel: threading.Event | None = None,
     ) -> Answer:
-        gen, readings = self.generation(question, mode, max_new_tokens, sampling=sampling, cancel=cancel)
-        answer = Answer(question, mode, iter(()), _gen=gen, _lead=self.prompt.lead)
-        answer.pieces = self._stream(gen, answer, readings)
+        """The answer to `question`, streamed when iterated. UnknownModeError and EmptyPromptError are raised
+        here; everything else happens as the pieces are asked for: retrieval included, so an answer
+        streamed inside its turn on the model (`Engine.ask`) reads what background work wrote before."""
+        _check(question, mode)
+        answer = Answer(question, mode, iter(()), _lead=self.prompt.lead)
+
+        def pieces() -> Iterator[str]:
+            gen, readings = self.generation(question, mode, max_new_tokens, sampling=sampling, cancel=cancel)
+            answer._gen = gen
+            yield from self._stream(gen, answer, readings)
+
+        answer.pieces = pieces()
         return answer
 
     def generation(
@@ -100,10 +109,7 @@ class Chat:
     ) -> tuple[Generation, list[Reading]]:
         """The generation that answers `question` in `mode`, and its readings (filled as it runs).
         stop=False runs on through stop tokens (for timing a fixed number of tokens)."""
-        if mode not in MODES:
-            raise UnknownModeError(f"There is no chat mode {mode!r}; choose memory, rag or none.")
-        if not question.strip():
-            raise EmptyPromptError("The question is empty.")
+        _check(question, mode)
         tok, sink = self.runtime.tokenizer, self.runtime.sink
         body = tok.encode(self.prompt.body(question), special=self.prompt.special)
         readings: list[Reading] = []
@@ -198,6 +204,13 @@ class Chat:
         answer.tokens = len(gen.tokens)
         answer.reads = list(readings)  # a later score() reads again: those are not this answer's
         answer.citations = cite(gen.sources(), {c.hash: c for r in answer.reads for c in r.chunks})
+
+
+def _check(question: str, mode: str) -> None:
+    if mode not in MODES:
+        raise UnknownModeError(f"There is no chat mode {mode!r}; choose memory, rag or none.")
+    if not question.strip():
+        raise EmptyPromptError("The question is empty.")
 
 
 def stop_index(text: str, stops: Sequence[str]) -> int | None:
