@@ -293,6 +293,7 @@ class Engine:
             written += len(writes)
             if writes and on_progress is not None:
                 on_progress(written, max(total, written))
+        self.retriever.compact()  # outside any turn: answers go on searching the index meanwhile
         return written
 
     def ingester(self, on_progress: Callable[[Progress], None] | None = None) -> Ingester:

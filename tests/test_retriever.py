@@ -322,14 +322,18 @@ def test_vector_index_grows_keeps_deleted_vectors_marked_and_round_trips(tmp_pat
 
 
 def test_deletions_past_a_quarter_of_the_live_chunks_rebuild_the_index(tmp_path: Path, embedder: Embedder):
-    """Deleted vectors stay in hnswlib's graph as marks; past REBUILD_AT the retriever rebuilds it from the
-    stored vectors, so the graph never holds mostly dead nodes."""
+    """Deleted vectors stay in hnswlib's graph as marks; past REBUILD_AT `compact` rebuilds it from the
+    stored vectors, so the graph never holds mostly dead nodes; the rebuilt index is the one saved."""
     names = [n for n in CORPUS if n != "recipe"]
     with Retriever(tmp_path, embedder) as r:
         r.add(items())
         r.delete(names[:1])
-        assert r.index._index.get_current_count() == len(CORPUS)  # one mark: kept
+        assert not r.compact() and r.index._index.get_current_count() == len(CORPUS)  # one mark: kept
         r.delete(names[1:6])
+        assert r.index.worn and r.index._index.get_current_count() == len(CORPUS)
+        assert r.compact()
         assert r.index._index.get_current_count() == len(r) == len(CORPUS) - 6  # rebuilt without them
-        assert not r.index.worn and r.check() == []
+        assert not r.index.worn and not r.compact() and r.check() == []
         assert r.search(QUERIES["recipe"])[0].hash == "recipe"
+    saved = VectorIndex.open(tmp_path / "hnsw", embedder.name, embedder.dim)
+    assert saved._index.get_current_count() == len(saved) == len(CORPUS) - 6

@@ -256,9 +256,25 @@ class Retriever:
             if ids:
                 self.index.delete(ids)
                 self._changed(generation)
-                if self.index.worn:
-                    self._rebuild(self.index)
             return len(ids)
+
+    def compact(self) -> bool:
+        """Rebuild the vector index once it is `worn` (its deleted vectors past REBUILD_AT of the live
+        ones), without holding up searches: built from the stored vectors outside the lock, swapped in
+        only if no change came meanwhile (else the next call tries again). Returns whether it swapped."""
+        with self._lock:
+            if not self.index.worn:
+                return False
+            generation = self.generation
+            ids, vectors = self._stored()
+        fresh = VectorIndex(self.index.folder, self.embedder.name, self.embedder.dim, generation)
+        fresh.rebuild(ids, vectors)
+        with self._lock:
+            if self.generation != generation:
+                return False
+            self.index, self._dirty = fresh, True
+            self.save()
+        return True
 
     def _changed(self, generation: int) -> None:
         self.index.generation = generation

@@ -26,9 +26,9 @@ EF_CONSTRUCTION = 200
 EF_SEARCH = 256  # recall@5 on the bench's synthetic 100k vectors: 0.43 at 64, 0.70 at 256, for ~1 ms
 INITIAL_CAPACITY = 1024
 # Deleted vectors stay in the graph, still routing searches, until they pass this share of the live ones;
-# then the owner rebuilds. Reusing their slots instead (allow_replace_deleted) lost recall@5 at once on the
-# soak's churn (bench/soak_bench.py: 17-19 of 20 sentinels against 20 of 20 kept this way): a reused slot
-# keeps its old in-links (nmslib/hnswlib#308; valkey-io/valkey-search#35).
+# then the owner rebuilds (Retriever.compact). Reusing their slots instead (allow_replace_deleted) lost
+# recall@5 at once on the soak's churn (bench/soak_bench.py: 17-19 of 20 sentinels against 20 of 20 kept
+# this way): a reused slot keeps its old in-links (nmslib/hnswlib#308; valkey-io/valkey-search#35).
 REBUILD_AT = 0.25
 
 
