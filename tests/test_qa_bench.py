@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 
 from bench import run_benchmark
-from bench.qa_bench import MAIN_PROFILES, _shape, choose_default, f1_ratio, sweep_settings
+from bench.qa_bench import _shape, choose_default, f1_ratio, sweep_settings
 from bench.qa_eval import Outcome, calibrate, withdrawn_share
 from bench.squad import Question
 from engine.config import EngineConfig
@@ -22,6 +22,10 @@ from engine.errors import ReaderFileError, UnknownProfileError
 from engine.memory.profiles import PROFILES
 
 FIXTURE = Path(__file__).parent / "data" / "qa"
+# The main table's memory profiles this test asks (the bench asks six beside the default): each setting is
+# 11 questions read about five times over, the costliest part of the whole suite; the sizes of every
+# profile are tested directly in tests/test_memory.py
+ASKED_PROFILES = ("dense", "dense-int4")
 KEYS = {
     "f1",
     "em",
@@ -42,6 +46,7 @@ KEYS = {
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory, home, model_path, monkeypatch_module) -> tuple[dict, Path]:
     monkeypatch_module.setenv("M3_QA_DATA", str(FIXTURE))
+    monkeypatch_module.setattr("bench.qa_bench.MAIN_PROFILES", ASKED_PROFILES)
     out = tmp_path_factory.mktemp("results")
     results, _ = run_benchmark("qa", out, home, model_path, quick=True)
     return results, out
@@ -56,7 +61,7 @@ def monkeypatch_module():
 def test_every_mode_and_profile_has_a_record_with_the_contract_keys(quick):
     results, out = quick
     records = results["records"]
-    profiles = dict.fromkeys((EngineConfig().profile, *MAIN_PROFILES))  # the default first
+    profiles = dict.fromkeys((EngineConfig().profile, *ASKED_PROFILES))  # the default first
     assert [(r["mode"], r["profile"]) for r in records] == [
         ("none", None),
         ("rag", None),
@@ -226,9 +231,8 @@ def test_sources_are_found_and_make_the_gold_answer_likelier(quick):
 
 def test_memory_sizes_follow_the_profiles(quick):
     size = {r["profile"]: r["bytes_per_memory"] for r in quick[0]["records"] if r["mode"] == "memory"}
-    assert size["dense-int4"] < size["dense"]
-    assert size["top50"] < size["top75"] < size["dense"]
-    assert size["paper"] < size["first-half"] < size["dense"]
+    assert 0 < size["dense-int4"] < size["dense"]
+    assert all(r["bank_bytes"] >= size[r["profile"]] for r in quick[0]["records"] if r["mode"] == "memory")
 
 
 def test_speed_compares_modes_and_engines_for_1_5_and_10_chunks(quick):
