@@ -36,7 +36,7 @@ async def until(pilot: Pilot, what: Callable[[], bool], timeout_s: float = WAIT_
     """Wait until `what()` holds, then for the screen to be drawn so."""
     waited = 0.0
     while not what():
-        assert waited < timeout_s, "the screen did not get there in time"
+        assert waited < timeout_s, f"the screen did not get there in time; it shows:\n{text(pilot.app)}"
         await pilot.pause(0.1)
         waited += 0.1
     await pilot.pause()
