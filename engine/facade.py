@@ -271,7 +271,9 @@ class Engine:
         answer, so a saved edit is ready to be written the moment that answer ends. on_progress(done,
         total) counts memories written; returns how many were written."""
         self.importer.resume(stop)  # an import a crash or a cancel left committed but not applied
-        total = self.catalog.counts()["memories_to_write"]
+        if not self.catalog.pending_memory_work(limit=1):
+            return 0  # the watch's idle call, every half second: nothing to count or compact
+        total = self.catalog.counts()["memories_to_write"] if on_progress is not None else 0
         written = 0
         while (stop is None or not stop.is_set()) and self.catalog.pending_memory_work(limit=1):
             with self.turns.batch(stop) as granted:
@@ -361,7 +363,7 @@ class Engine:
         """Answer from the documents, streamed; the question and, once streamed, the answer with its
         citations and what it read are saved in the chat `chat_id` (a new chat when None; NotFoundError
         when there is no such chat). Setting `cancel` stops this answer and no other: what was streamed is
-        saved, marked stopped (`Answer.stopped`). Background memory writing waits while it generates
+        saved, marked stopped (`Answer.stopped`), as it is when streaming fails or is abandoned. Background memory writing waits while it generates
         (`turns`)."""
         cancel = cancel or threading.Event()
         answer = self.chat.ask(question, mode, self.config.max_answer_tokens, cancel=cancel)
@@ -370,8 +372,14 @@ class Engine:
         pieces = answer.pieces
 
         def saved() -> Iterator[str]:
-            with self.turns.answer():
-                yield from pieces
+            try:
+                with self.turns.answer():
+                    yield from pieces
+            except BaseException:  # an error mid-stream, or the reader gone: the question keeps a reply
+                answer.stopped = True
+                with contextlib.suppress(NotFoundError):  # the chat deleted meanwhile: the error is the news
+                    self.chats.add_message(chat_id, "assistant", answer.text.strip(), mode, stopped=True)
+                raise
             answer.stopped = cancel.is_set()  # decided once: what is saved and what the client is told
             cited = json.dumps([c.as_dict() for c in answer.citations])
             reads = json.dumps([r.as_dict() for r in answer.reads])

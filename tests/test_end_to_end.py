@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine import Engine
+from engine.errors import RetrievalError
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "sample"
 VAULT = (
@@ -76,6 +77,24 @@ def test_chat_is_saved_with_its_citations(engine):
     assert messages[1].citations[0]["path"] == answer.citations[0].path
     assert messages[1].citations[0]["hash"] == answer.citations[0].hash
     assert messages[1].reads == [r.as_dict() for r in answer.reads] and answer.reads
+
+
+def test_an_answer_that_fails_while_streaming_is_saved_as_far_as_it_went(engine, monkeypatch):
+    """The question is never left without a reply: a retrieval that fails (the index damaged) ends the
+    answer with its error, and the chat keeps the reply as far as it went, marked stopped."""
+
+    def damaged(query: str) -> list:
+        raise RetrievalError("The retrieval database is damaged.")
+
+    answer = engine.ask(QUESTION, "rag")
+    monkeypatch.setattr(engine.chat, "_search", damaged)
+    with pytest.raises(RetrievalError, match="damaged"):
+        "".join(answer)
+    user, reply = engine.chats.messages(answer.chat_id)
+    assert (user.role, user.text, reply.role, reply.text) == ("user", QUESTION, "assistant", "")
+    assert reply.stopped and reply.citations == [] and answer.stopped
+    with pytest.raises(RuntimeError, match="once it has been streamed"):
+        engine.chat.ask(QUESTION, "rag").logprob("7391-QX")
 
 
 def test_an_edit_changes_the_answer_and_a_deletion_removes_the_source(engine, folder):

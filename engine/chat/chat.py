@@ -54,11 +54,17 @@ class Answer:
         """(summed log-probability, tokens) of `reply` given instead of this answer, in the very context
         this answer was read in (once streamed): how close the model came to another answer."""
         ids = self.reply_ids(reply)
-        return self._gen.score(ids), len(ids)
+        return self._streamed().score(ids), len(ids)
 
     def reply_ids(self, reply: str) -> list[int]:
         """`reply` as the token ids this answer's reply would be (cut to its length limit)."""
-        return self._gen.tokenizer.encode(self._lead + reply.strip())[: self._gen.max_new_tokens]
+        gen = self._streamed()
+        return gen.tokenizer.encode(self._lead + reply.strip())[: gen.max_new_tokens]
+
+    def _streamed(self) -> Generation:
+        if self._gen is None:
+            raise RuntimeError("An answer is scored against once it has been streamed (iterated).")
+        return self._gen
 
 
 class Chat:
