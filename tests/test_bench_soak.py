@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from assistant.cli import cli
 from bench import run_benchmark
-from bench.soak_bench import KINDS, MAX_DISK_RATIO, SENTINELS
+from bench.soak_bench import KINDS, MAX_DISK_RATIO, SENTINELS, _held
 
 EVENTS, DOCUMENTS = 1_200, 100
 
@@ -40,7 +40,25 @@ def test_soak_keeps_one_folder_consistent_through_its_events(tmp_path, home, mod
     assert held["sentinels"] and held["consistent"]
     assert held["disk_max"]["ratio_without_wal"] <= MAX_DISK_RATIO
     assert set(held["latency_growth"]) <= {f"{k} {q}" for k in KINDS for q in ("p50_ms", "p95_ms")}
+    assert set(held["latency_grown"]) <= set(held["latency_growth"])
     assert "| 1,200 |" in table and "sentinels retrieved and readable yes" in table
+
+
+def checkpoint(ms: dict[str, float]) -> dict:
+    """A checkpoint as `_held` reads it: each kind's p50 (p95 twice that), every check passed."""
+    latency = {k: {"n": 1, "p50_ms": ms.get(k, 1.0), "p95_ms": 2 * ms.get(k, 1.0)} for k in KINDS}
+    disk = {"ratio": 1.0, "ratio_without_wal": 1.0, "bank_ratio": 1.0}
+    checks = {"recall_at_5": 1.0, "readable": 1.0, "consistent": True}
+    return {**checks, "latency": latency, "disk": disk, "disk_max": disk}
+
+
+def test_latency_grows_only_past_both_the_ratio_and_the_slack():
+    """A 2 ms move taking 5 ms, or a 100 ms edit taking 140 ms, is no growth; 20 ms taking 40 is."""
+    first = checkpoint({"move": 2.0, "edit": 100.0, "add": 20.0})
+    held = _held([first, checkpoint({"move": 5.0, "edit": 140.0, "add": 20.0})])
+    assert held["latency"] and held["latency_grown"] == [] and held["latency_growth"]["move p50_ms"] == 2.5
+    held = _held([first, checkpoint({"move": 2.0, "edit": 100.0, "add": 40.0})])
+    assert not held["latency"] and held["latency_grown"] == ["add p50_ms", "add p95_ms"]
 
 
 def test_events_are_refused_for_other_benchmarks(tmp_path):
