@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine.threads import compute_threads
+
 os.environ["HF_HUB_OFFLINE"] = "1"
+# The thread rule the engine service follows (engine/threads.py): two test processes on two cores, each
+# computing on both, wait at every operation for a thread the other has descheduled (the QA bench's test
+# took 629 s so where it takes 181 s alone).
+torch.set_num_threads(compute_threads())
 
 
 @pytest.fixture(scope="session", autouse=True)
