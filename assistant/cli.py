@@ -532,6 +532,11 @@ def stop(session: Session) -> None:
     type=click.IntRange(min=20),
     help="soak only: how many events [default: 1,000,000; with --quick: 10,000].",
 )
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    help="soak only: events handed to the engine at a time, as the watcher gathers them [default: 1].",
+)
 @click.pass_obj
 def bench(
     session: Session,
@@ -543,6 +548,7 @@ def bench(
     profile: str | None,
     reader: str | None,
     events: int | None,
+    batch: int | None,
 ) -> None:
     """Run benchmark NAME: print its table and write <out>/NAME.json and NAME.md (qa and soak add PNG plots).
 
@@ -553,13 +559,14 @@ def bench(
     for option, value in qa_options.items():
         if value is not None and name != "qa":
             raise click.UsageError(f"--{option} applies to the qa benchmark only.")
-    if events is not None and name != "soak":
-        raise click.UsageError("--events applies to the soak benchmark only.")
+    for option, value in {"events": events, "batch": batch}.items():
+        if value is not None and name != "soak":
+            raise click.UsageError(f"--{option} applies to the soak benchmark only.")
     if reader is not None and not reader.strip():
         raise click.BadParameter("give trained, base or a reader file's path.", param_hint="--reader")
     from bench import run_benchmark  # benchmarks sit above the engine: loaded only when asked for
 
-    given = {**qa_options, "events": events}
+    given = {**qa_options, "events": events, "batch": batch}
     options = {option: value for option, value in given.items() if value is not None}
     _, table = run_benchmark(name, out_dir, session.home, session.model, session.device, quick, **options)
     click.echo(table)

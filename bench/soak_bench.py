@@ -5,7 +5,8 @@ Each event is a real file operation in a real folder of a temporary home (a new 
 beside its place and renamed onto it, as editors save; a move is `os.rename`; a delete, `unlink`),
 followed by the engine's ingest path for that change: the batch the watcher would hand over (its paths
 and renames) goes through `Ingester.apply`, `Ingester.process_pending` and `Engine.sync_memories`, the
-calls `Engine.watch` makes for every watcher batch; only inotify's debounce (0.5 s) is left out.
+calls `Engine.watch` makes for every watcher batch; only inotify's debounce (0.5 s) is left out. With
+`batch` > 1 that many events go in one batch, as the watcher gathers events faster than its debounce.
 
 Writing memories with the default model (about 9 references/s on a CPU) would make a million events take
 days, so the engine's model is a tiny random-weight Gemma 3 (bench/tiny_gguf.py): its tokenizer cuts the
@@ -71,6 +72,7 @@ RATIOS = ("ratio", "ratio_without_wal", "bank_ratio")
 MAX_LATENCY_GROWTH = 1.5  # each kind's p50 and p95 against the first interval's (a shared machine is noisy)
 LATENCY_SLACK_MS = 10.0  # growth within this many ms is no growth: a 2 ms move taking 5 ms is not a trend
 SEED = 14
+BATCH = 1  # events per watcher batch
 
 # (fact, question): invented, so that only its own document can answer; one sentence, one chunk
 SENTINELS = (
@@ -99,11 +101,19 @@ SENTINELS = (
 
 @dataclass
 class _Interval:
-    """What the events between two checkpoints did: each event's kind and seconds, the disk samples."""
+    """What the events between two checkpoints did: each watcher batch's kinds of event and seconds, the
+    disk samples."""
 
-    kinds: list[str] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
+    batches: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
     disk: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # (events so far, RATIOS)
+
+    @property
+    def events(self) -> int:
+        return sum(len(kinds) for kinds, _ in self.batches)
+
+    @property
+    def seconds(self) -> float:
+        return sum(s for _, s in self.batches)
 
 
 class _Folder:
@@ -198,11 +208,14 @@ def run(
     events: int | None = None,
     documents: int | None = None,
     checkpoint_every: int | None = None,
+    batch: int = BATCH,
     seed: int = SEED,
 ) -> tuple[dict, str]:
     """Run `events` events (default 1,000,000; quick: 10,000) keeping about `documents` live files (2,000;
     quick: 500), checked every `checkpoint_every` events (100,000; quick: 2,500; never fewer than four
-    checkpoints) and after the last; writes soak.png into `output_dir` besides the caller's JSON and table.
+    checkpoints) and after the last, handed to the engine `batch` events at a time (as the watcher gathers
+    events that come faster than its debounce; 1: each event alone); writes soak.png into `output_dir`
+    besides the caller's JSON and table.
     `model_path` (the default model) is named in the results only: the tiny model writes the memories.
     BenchmarkError if `events` is below the sentinels' count."""
     events = (QUICK_EVENTS if quick else EVENTS) if events is None else events
@@ -226,7 +239,7 @@ def run(
         try:
             engine.load()
             soak = _Soak(engine, _Folder(tmp / "folder", random.Random(seed)), random.Random(seed + 1))
-            checkpoints, windows, wall = soak.run(events, documents, every)
+            checkpoints, windows, wall = soak.run(events, documents, every, batch)
         finally:
             engine.close()
     timed = sum(c["seconds"] for c in checkpoints)
@@ -234,20 +247,21 @@ def run(
         "events": events,
         "documents": documents,
         "checkpoint_every": every,
+        "batch": batch,
         "seed": seed,
         "sentinels": len(SENTINELS),
         "wall_s": wall,
         "events_s": events / timed,
         "projected_1m_h": 1e6 * timed / events / 3600,  # the events' time only, without checkpoints
-        "counts": {k: sum(c["latency"][k]["n"] for c in checkpoints) for k in KINDS},
+        "counts": {k: sum(c["counts"][k] for c in checkpoints) for k in KINDS},
         "checkpoints": checkpoints,
         "windows": windows,
         "held": _held(checkpoints),
         "setup": {
             "events": "real file operations in one watched folder of a temporary home: writes and edits"
-            " through a hidden file renamed into place, moves by os.rename, deletes by unlink; each followed"
-            " by Ingester.apply (the watcher's batch: its paths and renames), Ingester.process_pending and"
-            " Engine.sync_memories, as Engine.watch does for every watcher batch",
+            " through a hidden file renamed into place, moves by os.rename, deletes by unlink;"
+            f" {_batches(batch)} followed by Ingester.apply (the watcher's batch: their paths and renames),"
+            " Ingester.process_pending and Engine.sync_memories, as Engine.watch does for each watcher batch",
             "documents": "one or two paragraphs of one or two made-up sentences; an edit replaces one"
             " sentence; adds and deletes keep the folder near the target",
             "memories": f"a tiny random-weight 6-layer Gemma 3 (bench/tiny_gguf.py) is the engine's model:"
@@ -260,7 +274,8 @@ def run(
             "disk": "bytes on disk: every file of the data folder (catalog, bank segments and index,"
             " retrieval database, vector index, SQLite's WAL files); live: the bank's live records, the"
             " pages SQLite uses in each database, the vector index file",
-            "latency": "one event: the file operation and the three ingest calls, in seconds of wall time;"
+            "latency": "one event: its share of its batch's file operations and three ingest calls, in"
+            " seconds of wall time (by kind: events alone in their batch only);"
             " checkpoints and disk measures are not timed",
         },
         "machine": machine_info(),
@@ -277,32 +292,48 @@ class _Soak:
         engine.add_folder(folder.root)
         self.sentinels: list[tuple[str, str, str]] = []  # (chunk hash, fact, question)
 
-    def run(self, events: int, documents: int, every: int) -> tuple[list[dict], list[dict], float]:
-        """All events with a checkpoint every `every` and after the last: the checkpoints, the windows of
-        the curve, the wall seconds."""
+    def run(
+        self, events: int, documents: int, every: int, batch: int
+    ) -> tuple[list[dict], list[dict], float]:
+        """All events, `batch` at a time, with a checkpoint every `every` and after the last: the
+        checkpoints, the windows of the curve, the wall seconds."""
         checkpoints: list[dict] = []
         windows: list[dict] = []
         interval = _Interval()
         window = max(1, every // WINDOWS)
         start = time.perf_counter()
-        for n in range(events):
-            sentinel = n < len(SENTINELS)
-            do = partial(self.folder.sentinel, n) if sentinel else _pick(self.folder, self.rng, documents)
+        done = 0
+        while done < events:
+            # a batch ends where a measure is due: the sentinels found, a disk sample, a window, a checkpoint
+            due = [done + batch, events, *(_next(done, m) for m in (DISK_EVERY, window, every))]
+            end = min(due + ([len(SENTINELS)] if done < len(SENTINELS) else []))
             began = time.perf_counter()
-            self._ingest(do())
-            interval.seconds.append(time.perf_counter() - began)
-            interval.kinds.append("sentinel" if sentinel else do.__name__)
-            if n + 1 == len(SENTINELS):
+            kinds = self._events(range(done, end), documents)
+            interval.batches.append((kinds, time.perf_counter() - began))
+            done = end
+            if done == len(SENTINELS):
                 self._find_sentinels()
-            if (n + 1) % DISK_EVERY == 0:
+            if done % DISK_EVERY == 0:
                 disk = _disk(self.engine)
-                interval.disk.append((n + 1, {k: disk[k] for k in RATIOS}))
-            if (n + 1) % window == 0 or n + 1 == events:
-                windows.append(_window(interval, n + 1, window))
-            if (n + 1) % every == 0 or n + 1 == events:
-                checkpoints.append(self._checkpoint(interval, n + 1))
+                interval.disk.append((done, {k: disk[k] for k in RATIOS}))
+            if done % window == 0 or done == events:
+                windows.append(_window(interval, done, window))
+            if done % every == 0 or done == events:
+                checkpoints.append(self._checkpoint(interval, done))
                 interval = _Interval()
         return checkpoints, windows, time.perf_counter() - start
+
+    def _events(self, numbers: range, documents: int) -> tuple[str, ...]:
+        """Do these events on the disk, then hand the engine the one batch the watcher would gather from
+        them; their kinds, in order."""
+        kinds, batches = [], []
+        for n in numbers:
+            sentinel = n < len(SENTINELS)
+            do = partial(self.folder.sentinel, n) if sentinel else _pick(self.folder, self.rng, documents)
+            batches.append(do())
+            kinds.append("sentinel" if sentinel else do.__name__)
+        self._ingest(_gathered(batches))
+        return tuple(kinds)
 
     def _ingest(self, batch: Batch) -> None:
         """What `Engine.watch` does with one watcher batch."""
@@ -327,9 +358,10 @@ class _Soak:
         counts = engine.catalog.counts()
         row = {
             "events": done,
-            "seconds": sum(interval.seconds),  # the interval's events, timed
-            "events_s": len(interval.seconds) / sum(interval.seconds),
+            "seconds": interval.seconds,  # the interval's events, timed
+            "events_s": interval.events / interval.seconds,
             "live_files": len(self.folder.paths) + len(SENTINELS),
+            "counts": {k: sum(kinds.count(k) for kinds, _ in interval.batches) for k in KINDS},
             "documents": counts["documents"],
             "chunks": counts["chunks"],
             "memories": len(engine.bank.keys()),
@@ -415,6 +447,29 @@ def _disk(engine: Engine) -> dict:
     }
 
 
+def _p50_p95(latency: dict) -> str:
+    return f"{latency['p50_ms']:.0f} / {latency['p95_ms']:.0f}" if latency["n"] else "–"
+
+
+def _batches(batch: int) -> str:
+    return "each event" if batch == 1 else f"every {batch} events (fewer where a measure is due)"
+
+
+def _next(done: int, every: int) -> int:
+    """The next multiple of `every` after `done`."""
+    return (done // every + 1) * every
+
+
+def _gathered(batches: list[Batch]) -> Batch:
+    """The batches of events done one after another as the watcher gathers them in one debounce window:
+    every path, the renames in order."""
+    return Batch(
+        frozenset().union(*(b.paths for b in batches)),
+        tuple(m for b in batches for m in b.moves),
+        sum(b.events for b in batches),
+    )
+
+
 def _largest(samples: list[dict[str, float]]) -> dict[str, float | None]:
     """The largest of each ratio over disk samples (None without samples)."""
     return {k: max((s[k] for s in samples), default=None) for k in RATIOS}
@@ -429,17 +484,24 @@ def _pages_in_use(path: Path) -> int:
     return (pages - free) * size
 
 
-def _ms(seconds: list[float], q: float) -> float:
-    return float(np.percentile(seconds, q)) * 1000 if seconds else float("nan")
+def _ms(seconds: list[float], q: float) -> float | None:
+    """The q-th percentile in ms; None without samples (JSON has no NaN)."""
+    return float(np.percentile(seconds, q)) * 1000 if seconds else None
+
+
+def _per_event(batches: list[tuple[tuple[str, ...], float]]) -> list[float]:
+    """Each event's seconds: its batch's, shared by the events in it."""
+    return [s / len(kinds) for kinds, s in batches for _ in kinds]
 
 
 def _latency(interval: _Interval) -> dict:
-    """p50, p95 and max in ms of each kind of event in the interval, and of all of them."""
-    by_kind: dict[str, list[float]] = {k: [] for k in ("all", *KINDS)}
-    for kind, s in zip(interval.kinds, interval.seconds, strict=True):
-        by_kind["all"].append(s)
-        if kind in by_kind:
-            by_kind[kind].append(s)
+    """p50, p95 and max in ms of all the interval's events (a batch's time shared by its events), and of
+    each kind of event alone in its batch (every event, one at a time)."""
+    by_kind: dict[str, list[float]] = {k: [] for k in KINDS}
+    by_kind["all"] = _per_event(interval.batches)
+    for kinds, s in interval.batches:
+        if len(kinds) == 1 and kinds[0] in by_kind:
+            by_kind[kinds[0]].append(s)
     return {
         k: {"n": len(v), "p50_ms": _ms(v, 50), "p95_ms": _ms(v, 95), "max_ms": max(v, default=0.0) * 1000}
         for k, v in by_kind.items()
@@ -448,7 +510,7 @@ def _latency(interval: _Interval) -> dict:
 
 def _window(interval: _Interval, done: int, size: int) -> dict:
     """The curve's point for the last `size` events: latency percentiles and the disk ratio's largest."""
-    seconds = interval.seconds[-size:]
+    seconds = _per_event(interval.batches)[-size:]
     return {
         "events": done,
         "p50_ms": _ms(seconds, 50),
@@ -464,7 +526,7 @@ def _held(checkpoints: list[dict]) -> dict:
     first = checkpoints[0]["latency"]
     measured = [
         (f"{kind} {q}", first[kind][q], max(c["latency"][kind][q] for c in checkpoints))
-        for kind in KINDS
+        for kind in ("all", *KINDS)
         for q in ("p50_ms", "p95_ms")
         if first[kind]["n"] and all(c["latency"][kind]["n"] for c in checkpoints)
     ]
@@ -520,7 +582,7 @@ def table(r: dict) -> str:
         disk, largest = c["disk"], c["disk_max"]
         lines.append(
             f"| {c['events']:,} | {c['live_files']:,} | {c['chunks']:,} | {c['events_s']:.1f}"
-            f" | {lat['p50_ms']:.0f} / {lat['p95_ms']:.0f} | {edit['p50_ms']:.0f} / {edit['p95_ms']:.0f}"
+            f" | {lat['p50_ms']:.0f} / {lat['p95_ms']:.0f} | {_p50_p95(edit)}"
             f" | {c['recall_at_5']:.2f} ({c['vector_recall_at_5']:.2f}) | {c['readable']:.2f}"
             f" | {'yes' if c['consistent'] else 'NO'}"
             f" | {' / '.join(f'{disk[k]:.2f} ({largest[k]:.2f})' for k in RATIOS)} |"

@@ -363,8 +363,8 @@ class Engine:
         """Answer from the documents, streamed; the question and, once streamed, the answer with its
         citations and what it read are saved in the chat `chat_id` (a new chat when None; NotFoundError
         when there is no such chat). Setting `cancel` stops this answer and no other: what was streamed is
-        saved, marked stopped (`Answer.stopped`), as it is when streaming fails or is abandoned. Background memory writing waits while it generates
-        (`turns`)."""
+        saved, marked stopped (`Answer.stopped`), as it is when streaming fails or is abandoned. Background
+        memory writing waits while it generates (`turns`)."""
         cancel = cancel or threading.Event()
         answer = self.chat.ask(question, mode, self.config.max_answer_tokens, cancel=cancel)
         chat_id = chat_id if chat_id is not None else self.chats.new(question.strip()[:80])
