@@ -154,6 +154,27 @@ def test_an_answer_retrieves_when_it_streams_not_when_it_is_asked(engine, folder
         engine.sync_memories()
 
 
+def test_an_answer_reads_only_the_passages_naming_what_it_asks_about(engine, folder):
+    """Four look-alike notes (a bridge and its year each): the question names one bridge, so the answer
+    reads that note alone and gives its year, where with all five chunks in front of it the 270M model
+    often gives another bridge's (README "Knowledge editing")."""
+    years = {"Griadipou": 1696, "Thehis": 1754, "Quezaim": 1822, "Belothwick": 1903}
+    notes = folder / "bridges"
+    notes.mkdir()
+    for name, year in years.items():
+        (notes / f"{name}.md").write_text(f"The {name} Bridge crosses the river Aldwen. It opened in {year}.")
+    engine.scan()
+    engine.sync_memories()
+    for mode in ("rag", "memory"):
+        answer = engine.ask("In what year was the Thehis Bridge opened?", mode)
+        "".join(answer)
+        assert [Path(c.path).name for c in answer.reads[0].chunks] == ["Thehis.md"], mode
+        assert "1754" in answer.text, (mode, answer.text)
+    shutil.rmtree(notes)
+    engine.scan()
+    engine.sync_memories()
+
+
 def test_a_profile_change_writes_the_memories_again_under_the_new_profile(rt, roots, tmp_path):
     """A key stored under another profile counts as missing: reopened with `[engine] profile` changed, the
     engine drops those memories (the bank compacted), queues them, and writes them again under the new one;

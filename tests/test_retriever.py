@@ -297,6 +297,42 @@ def test_fuse_is_reciprocal_rank_fusion() -> None:
     assert fused[1] == (1, pytest.approx(1 / 61), 1, None)
 
 
+BRIDGES = {
+    f"bridge-{name}": f"The {name} Bridge crosses the river {river}. It was opened in the year {year}."
+    for name, river, year in (
+        ("Griadipou", "Aldwen", 1696),
+        ("Thehis", "Morrow", 1754),
+        ("Quezaim", "Tessel", 1822),
+        ("Belothwick", "Quill", 1903),
+    )
+}
+
+
+def test_focus_keeps_the_hits_that_name_what_the_question_names(tmp_path: Path, embedder: Embedder) -> None:
+    """Four bridges' years: the question names one, so only its chunk is read; one about bridges keeps
+    the bridges; one whose rarest word is in more chunks than the hits, or in none of them, keeps every
+    hit, in order."""
+    with Retriever(tmp_path, embedder) as r:
+        r.add([*BRIDGES.items(), *items()])
+        hits = r.search("In what year was the Griadipou Bridge opened?", k=5)
+        assert "bridge-Griadipou" in [h.hash for h in hits] and len(hits) == 5
+        assert [h.hash for h in r.focus("In what year was the Griadipou Bridge opened?", hits)] == [
+            "bridge-Griadipou"
+        ]
+        assert r.keywords.rarest("In what year was the griadipou bridge opened?", at_most=5) == "griadipou"
+        general = r.search("In what year was the bridge opened?", k=5)
+        bridges = [h for h in general if h.hash.startswith("bridge-")]
+        assert len(bridges) == 4 and r.focus("In what year was the bridge opened?", general) == bridges
+        few = r.search("In what year was the bridge opened?", k=3)  # its rarest words are in 4 chunks
+        assert r.keywords.rarest("In what year was the bridge opened?", at_most=3) is None
+        assert r.focus("In what year was the bridge opened?", few) == few
+        volcano = r.search("volcano ash", k=3)
+        assert volcano[0].hash == "volcano"
+        others = [h for h in volcano if h.hash != "volcano"]
+        assert r.focus("volcano ash", others) == others  # the name is in no hit: all kept
+        assert r.focus("anything", []) == []
+
+
 def test_vector_index_grows_keeps_deleted_vectors_marked_and_round_trips(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((1500, 16)).astype(np.float32)

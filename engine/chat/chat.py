@@ -1,7 +1,8 @@
 """Answering a question from the user's documents, in one of three modes with otherwise identical prompts.
 
 - `memory`: Memory³. Every 64 tokens the last 64 tokens (the question, while the prompt is read: see
-  `Generation.query`) retrieve k chunks whose memories are attached to attention; nothing is read as text.
+  `Generation.query`) retrieve up to k chunks whose memories are attached to attention; nothing is read
+  as text.
 - `rag`: the chunks the question retrieves, as text between the sink and the question, in the place and
   order the memories would take (so that with exact memories both modes would see the same thing).
 - `none`: the same prompt with no sources, to measure what the documents add.
@@ -77,8 +78,9 @@ class Chat:
         interval: int = CHUNK_TOKENS,
         reader: MemoryReader | None = None,
     ):
-        """k: chunks retrieved per reading; interval: tokens between memory re-readings; reader: how
-        memory mode reads its memories (None: as the model reads text)."""
+        """k: chunks retrieved per reading (of them, those holding the query's rarest word, when some do);
+        interval: tokens between memory re-readings; reader: how memory mode reads its memories (None: as
+        the model reads text)."""
         self.runtime, self.sources, self.prompt = runtime, sources, prompt
         self.k, self.interval, self.reader = k, interval, reader
 
@@ -182,10 +184,11 @@ class Chat:
         return total / n
 
     def _search(self, query: str) -> list[Chunk]:
-        """The retrieved chunks in reading order: the best one last, right before the question.
+        """The retrieved chunks, narrowed to those naming what the query names (`Retriever.focus`), in
+        reading order: the best one last, right before the question.
         (Placed first, right after the sink, a source draws attention for its place rather than its
         content, which blurred citations in our tests; nearest to the question it is read best.)"""
-        return self.sources.search(query, self.k)[::-1]
+        return self.sources.search(query, self.k, focus=True)[::-1]
 
     def _stream(self, gen: Generation, answer: Answer, readings: list[Reading]) -> Iterator[str]:
         """Yield the answer's text up to the first stop string or loop, then fill in its citations and

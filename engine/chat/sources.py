@@ -69,10 +69,13 @@ class Sources:
         """The same chunks, their memories from another store (benchmarks compare memory profiles)."""
         return Sources(self.retriever, self.catalog, store)
 
-    def search(self, query: str, k: int) -> list[Chunk]:
+    def search(self, query: str, k: int, focus: bool = False) -> list[Chunk]:
         """The k chunks that best match `query` (vectors and keywords fused), best first; chunks deleted
-        since they were indexed are left out, so fewer may come back."""
+        since they were indexed are left out, so fewer may come back. focus: only those of them that hold
+        the query's rarest word, when some do (`Retriever.focus`): what an answer reads."""
         hits = self.retriever.search(query, k)
+        if focus:
+            hits = self.retriever.focus(query, hits)
         texts = self.catalog.chunk_texts(h.hash for h in hits)
         chunks = []
         for hit in hits:

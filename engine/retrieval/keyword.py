@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from itertools import groupby
 
 from ingest.sqlite import batches, placeholders
@@ -175,6 +175,21 @@ class KeywordIndex:
             (fts_query(kept), n),
         )
         return [i for (i,) in rows]
+
+    def rarest(self, query: str, at_most: int) -> str | None:
+        """The word of `query` held by the fewest chunks, when that is 1 to `at_most` of them (ties: the
+        first in alphabetical order); None when every word is in no chunk or in more."""
+        counts = self._doc_counts(set(tokens(query)))
+        held = sorted((n, word) for word, n in counts.items() if 0 < n <= at_most)
+        return held[0][1] if held else None
+
+    def holding(self, word: str, ids: Sequence[int]) -> set[int]:
+        """Those of `ids` whose text holds `word` (in keyword form)."""
+        rows = self._db.execute(
+            f"SELECT rowid FROM items_fts WHERE items_fts MATCH ? AND rowid IN ({placeholders(len(ids))})",
+            (fts_query([word]), *ids),
+        )
+        return {i for (i,) in rows}
 
     def changed(self) -> None:
         """Forget the cached word counts: the items changed."""

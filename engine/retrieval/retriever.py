@@ -328,6 +328,31 @@ class Retriever:
         names = self.hashes([i for i, *_ in fused])
         return [Hit(names[i], score, vr, kr) for i, score, vr, kr in fused if i in names]
 
+    def focus(self, query: str, hits: Sequence[Hit]) -> list[Hit]:
+        """Of `hits`, those holding the query's rarest word when it is in no more chunks than there are hits
+        and some hit holds it; otherwise all of them, in order.
+
+        A question names what it asks about ("the Griadipou Bridge") by a word few chunks hold; the other
+        hits often hold the same kind of fact about something else (another bridge's year), and a small
+        model answers from the wrong one. Reading only the hits that hold the name, the 270M model answered
+        89% of `m3 bench editing`'s facts against 22% (memory) and 43% (rag) with all five, and held its
+        XQuAD F1 (README "Knowledge editing"). Our rule, in the spirit of a required term in a query."""
+        if not hits:
+            return []
+        with self._lock:
+            word = self.keywords.rarest(unicodedata.normalize("NFKC", query), at_most=len(hits))
+            if word is None:
+                return list(hits)
+            ids = dict(
+                self._db.execute(
+                    f"SELECT hash, id FROM items WHERE hash IN ({placeholders(len(hits))})",
+                    [h.hash for h in hits],
+                )
+            )
+            holding = self.keywords.holding(word, list(ids.values()))
+        kept = [h for h in hits if ids.get(h.hash) in holding]
+        return kept or list(hits)
+
     def check(self) -> list[str]:
         """Problems found in the database, its FTS index and the vector index; empty when all is well."""
         problems: list[str] = []
