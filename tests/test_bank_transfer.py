@@ -264,7 +264,8 @@ def test_kill_during_import_leaves_the_home_as_it_was_or_fully_imported(
         state = snapshot(engine)
         engine.close()
         assert state in (before, after), f"killed after {kill_after} of {len(lines)} progress lines"
-        assert not any((trial / "data" / "imports").iterdir())
+        staging = trial / "data" / "imports"  # made by the import: a kill at once may come before it
+        assert not staging.exists() or not any(staging.iterdir())
         outcomes.append(state == after)
     assert False in outcomes and True in outcomes  # killed both before and after the commit
 
