@@ -244,6 +244,15 @@ def test_any_text_is_a_valid_keyword_query(shared: Retriever, text: str) -> None
     assert isinstance(shared.keyword_search(text, 5), list)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_focus_of_any_text_keeps_some_of_the_hits_in_order(shared: Retriever, text: str) -> None:
+    hits = shared.search(text, 5)
+    kept = shared.focus(text, hits)
+    assert bool(kept) == bool(hits)
+    assert [h for h in hits if h in kept] == kept
+
+
 def test_keyword_queries_are_quoted_pieces() -> None:
     """Pieces are in keyword form (tests/test_keyword.py): words, whatever FTS5 syntax was typed."""
     pieces = query_pieces('Part "XJ-4471" AND (valve*) * - ^ : _ part')
