@@ -210,10 +210,12 @@ class Lab:
             self.stores[profile.name].store(self.chunks)
         return self.stores[profile.name]
 
-    def chat(self, s: Setting) -> Chat:
+    def chat(self, s: Setting, focus: bool = True) -> Chat:
+        """The chat of setting `s`; focus=False reads all k retrieved chunks (`Chat`), to time reading k."""
         store = self.store(s.profile) if s.mode == "memory" and s.profile else None
         sources = self.engine.sources.with_store(store)
-        return Chat(self.engine.runtime, sources, s.prompt, k=s.k, interval=s.interval, reader=self.reader(s))
+        runtime, reader = self.engine.runtime, self.reader(s)
+        return Chat(runtime, sources, s.prompt, k=s.k, interval=s.interval, reader=reader, focus=focus)
 
     def reader(self, s: Setting) -> MemoryReader | None:
         return self.engine.reader if s.reader == "configured" else None
@@ -527,7 +529,7 @@ def _speed(rt: Runtime, lab: Lab, profile: MemoryProfile, questions: list[squad.
     rows = []
     for k in SPEED_K:
         for mode, engine in (("memory", "ours"), ("rag", "ours"), ("rag", "llama.cpp")):
-            chat = lab.chat(Setting(mode, profile if mode == "memory" else None, k=k))
+            chat = lab.chat(Setting(mode, profile if mode == "memory" else None, k=k), focus=False)
             measure = _time_llamacpp if engine == "llama.cpp" else _time_ours
             measure(chat, mode, lc, questions[0])  # warm-up
             times = [measure(chat, mode, lc, q) for q in questions]

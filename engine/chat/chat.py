@@ -77,12 +77,14 @@ class Chat:
         k: int = 5,
         interval: int = CHUNK_TOKENS,
         reader: MemoryReader | None = None,
+        focus: bool = True,
     ):
-        """k: chunks retrieved per reading (of them, those holding the query's rarest word, when some do);
-        interval: tokens between memory re-readings; reader: how memory mode reads its memories (None: as
-        the model reads text)."""
+        """k: chunks retrieved per reading; interval: tokens between memory re-readings; reader: how memory
+        mode reads its memories (None: as the model reads text); focus: read only those of the k chunks
+        that hold the query's rarest word, when some do (`Retriever.focus`), else all k (benchmarks that
+        time reading k chunks)."""
         self.runtime, self.sources, self.prompt = runtime, sources, prompt
-        self.k, self.interval, self.reader = k, interval, reader
+        self.k, self.interval, self.reader, self.focus = k, interval, reader, focus
 
     def ask(
         self,
@@ -184,11 +186,11 @@ class Chat:
         return total / n
 
     def _search(self, query: str) -> list[Chunk]:
-        """The retrieved chunks, narrowed to those naming what the query names (`Retriever.focus`), in
-        reading order: the best one last, right before the question.
+        """The retrieved chunks (with `focus`, those naming what the query names), in reading order: the
+        best one last, right before the question.
         (Placed first, right after the sink, a source draws attention for its place rather than its
         content, which blurred citations in our tests; nearest to the question it is read best.)"""
-        return self.sources.search(query, self.k, focus=True)[::-1]
+        return self.sources.search(query, self.k, focus=self.focus)[::-1]
 
     def _stream(self, gen: Generation, answer: Answer, readings: list[Reading]) -> Iterator[str]:
         """Yield the answer's text up to the first stop string or loop, then fill in its citations and
