@@ -328,12 +328,13 @@ def test_focus_keeps_the_hits_that_name_what_the_question_names(tmp_path: Path, 
         assert [h.hash for h in r.focus("In what year was the Griadipou Bridge opened?", hits)] == [
             "bridge-Griadipou"
         ]
-        assert r.keywords.rarest("In what year was the griadipou bridge opened?", at_most=5) == "griadipou"
+        assert r.keywords.rarest("In what year was the griadipou bridge opened?", 5, len(r)) == "griadipou"
         general = r.search("In what year was the bridge opened?", k=5)
         bridges = [h for h in general if h.hash.startswith("bridge-")]
         assert len(bridges) == 4 and r.focus("In what year was the bridge opened?", general) == bridges
         few = r.search("In what year was the bridge opened?", k=3)  # its rarest words are in 4 chunks
-        assert r.keywords.rarest("In what year was the bridge opened?", at_most=3) is None
+        assert r.keywords.rarest("In what year was the bridge opened?", 3, len(r)) is None
+        assert r.keywords.rarest("griadipou", 5, total=2) is None  # in half the chunks: no weight
         assert r.focus("In what year was the bridge opened?", few) == few
         volcano = r.search("volcano ash", k=3)
         assert volcano[0].hash == "volcano"

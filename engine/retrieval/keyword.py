@@ -176,11 +176,12 @@ class KeywordIndex:
         )
         return [i for (i,) in rows]
 
-    def rarest(self, query: str, at_most: int) -> str | None:
-        """The word of `query` held by the fewest chunks, when that is 1 to `at_most` of them (ties: the
-        first in alphabetical order); None when every word is in no chunk or in more."""
+    def rarest(self, query: str, at_most: int, total: int) -> str | None:
+        """The word of `query` held by the fewest chunks, of `total`, when that is 1 to `at_most` of them
+        and fewer than half, as `search` weighs words (ties: the first in alphabetical order); None when
+        no word is."""
         counts = self._doc_counts(set(tokens(query)))
-        held = sorted((n, word) for word, n in counts.items() if 0 < n <= at_most)
+        held = sorted((n, word) for word, n in counts.items() if 0 < n <= at_most and 2 * n < total)
         return held[0][1] if held else None
 
     def holding(self, word: str, ids: Sequence[int]) -> set[int]:

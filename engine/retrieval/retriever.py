@@ -330,7 +330,7 @@ class Retriever:
 
     def focus(self, query: str, hits: Sequence[Hit]) -> list[Hit]:
         """Of `hits`, those holding the query's rarest word when it is in no more chunks than there are hits
-        and some hit holds it; otherwise all of them, in order.
+        (and in fewer than half of all) and some hit holds it; otherwise all of them, in order.
 
         A question names what it asks about ("the Griadipou Bridge") by a word few chunks hold; the other
         hits often hold the same kind of fact about something else (another bridge's year), and a small
@@ -340,7 +340,8 @@ class Retriever:
         if not hits:
             return []
         with self._lock:
-            word = self.keywords.rarest(unicodedata.normalize("NFKC", query), at_most=len(hits))
+            query = unicodedata.normalize("NFKC", query)
+            word = self.keywords.rarest(query, at_most=len(hits), total=len(self.index))
             if word is None:
                 return list(hits)
             ids = dict(
