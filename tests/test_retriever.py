@@ -318,29 +318,36 @@ BRIDGES = {
 
 
 def test_focus_keeps_the_hits_that_name_what_the_question_names(tmp_path: Path, embedder: Embedder) -> None:
-    """Four bridges' years: the question names one, so only its chunk is read; one about bridges keeps
-    the bridges; one whose rarest word is in more chunks than the hits, or in none of them, keeps every
-    hit, in order."""
+    """Four bridges' years: the question names one, so only its chunk is read; naming two keeps both
+    (words tied for rarest count alike); one about bridges keeps the bridges. Every hit is kept, in order,
+    when the best hit lacks the rarest word (a typo, a word of another note), when that word is in more
+    chunks than the hits or in half of all, and for scripts written without spaces (bigrams, not words)."""
+    question = "In what year was the Griadipou Bridge opened?"
     with Retriever(tmp_path, embedder) as r:
         r.add([*BRIDGES.items(), *items()])
-        hits = r.search("In what year was the Griadipou Bridge opened?", k=5)
-        assert "bridge-Griadipou" in [h.hash for h in hits] and len(hits) == 5
-        assert [h.hash for h in r.focus("In what year was the Griadipou Bridge opened?", hits)] == [
-            "bridge-Griadipou"
-        ]
-        assert r.keywords.rarest("In what year was the griadipou bridge opened?", 5, len(r)) == "griadipou"
+        hits = r.search(question, k=5)
+        assert hits[0].hash == "bridge-Griadipou" and len(hits) == 5
+        assert [h.hash for h in r.focus(question, hits)] == ["bridge-Griadipou"]
+        assert r.keywords.rarest(question.lower(), 5, len(r)) == ["griadipou"]
+        assert r.focus(question, hits[1:]) == hits[1:]  # no hit names it: all kept
+        assert r.focus(question, [*hits[1:], hits[0]]) == [*hits[1:], hits[0]]  # the best hit lacks it
+        both = "Which opened first, the Griadipou Bridge or the Thehis Bridge?"
+        assert r.keywords.rarest(both, 5, len(r)) == ["griadipou", "thehis"]
+        named = [h.hash for h in r.focus(both, r.search(both, k=5))]
+        assert sorted(named) == ["bridge-Griadipou", "bridge-Thehis"]
         general = r.search("In what year was the bridge opened?", k=5)
         bridges = [h for h in general if h.hash.startswith("bridge-")]
         assert len(bridges) == 4 and r.focus("In what year was the bridge opened?", general) == bridges
         few = r.search("In what year was the bridge opened?", k=3)  # its rarest words are in 4 chunks
-        assert r.keywords.rarest("In what year was the bridge opened?", 3, len(r)) is None
-        assert r.keywords.rarest("griadipou", 5, total=2) is None  # in half the chunks: no weight
+        assert r.keywords.rarest("In what year was the bridge opened?", 3, len(r)) == []
         assert r.focus("In what year was the bridge opened?", few) == few
-        volcano = r.search("volcano ash", k=3)
-        assert volcano[0].hash == "volcano"
-        others = [h for h in volcano if h.hash != "volcano"]
-        assert r.focus("volcano ash", others) == others  # the name is in no hit: all kept
+        assert r.keywords.rarest("griadipou", 5, total=2) == []  # in half the chunks: no weight
         assert r.focus("anything", []) == []
+    with Retriever(tmp_path / "cjk", embedder) as r:
+        r.add([("tower", "东京塔于1958年建成。"), ("bridge", "这座老桥是哪一年修的，没有人知道。"), *items()])
+        tower = "东京塔是哪一年建成的？"
+        assert r.keywords.rarest(tower, 5, len(r)) == []  # 一年 of 哪一年 is no word
+        assert r.focus(tower, r.search(tower, k=5)) == r.search(tower, k=5)
 
 
 def test_vector_index_grows_keeps_deleted_vectors_marked_and_round_trips(tmp_path: Path) -> None:

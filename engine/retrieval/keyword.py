@@ -176,19 +176,20 @@ class KeywordIndex:
         )
         return [i for (i,) in rows]
 
-    def rarest(self, query: str, at_most: int, total: int) -> str | None:
-        """The word of `query` held by the fewest chunks, of `total`, when that is 1 to `at_most` of them
-        and fewer than half, as `search` weighs words (ties: the first in alphabetical order); None when
-        no word is."""
-        counts = self._doc_counts(set(tokens(query)))
-        held = sorted((n, word) for word, n in counts.items() if 0 < n <= at_most and 2 * n < total)
-        return held[0][1] if held else None
+    def rarest(self, query: str, at_most: int, total: int) -> list[str]:
+        """The words of `query` held by the fewest chunks (all of them when tied), of `total`, when that is
+        1 to `at_most` chunks and fewer than half, as `search` weighs words; empty when no word is. The
+        bigrams of scripts written without spaces are not words (哪一年 gives 一年) and are left out."""
+        words = {w for w in tokens(query) if not _BIGRAM_RUN.match(w)}
+        counts = {w: n for w, n in self._doc_counts(words).items() if 0 < n <= at_most and 2 * n < total}
+        fewest = min(counts.values(), default=0)
+        return sorted(w for w, n in counts.items() if n == fewest)
 
-    def holding(self, word: str, ids: Sequence[int]) -> set[int]:
-        """Those of `ids` whose text holds `word` (in keyword form)."""
+    def holding(self, words: Sequence[str], ids: Sequence[int]) -> set[int]:
+        """Those of `ids` whose text holds one of `words` (in keyword form)."""
         rows = self._db.execute(
             f"SELECT rowid FROM items_fts WHERE items_fts MATCH ? AND rowid IN ({placeholders(len(ids))})",
-            (fts_query([word]), *ids),
+            (fts_query(words), *ids),
         )
         return {i for (i,) in rows}
 
