@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -320,8 +321,9 @@ BRIDGES = {
 def test_focus_keeps_the_hits_that_name_what_the_question_names(tmp_path: Path, embedder: Embedder) -> None:
     """Four bridges' years: the question names one, so only its chunk is read; naming two keeps both
     (words tied for rarest count alike); one about bridges keeps the bridges. Every hit is kept, in order,
-    when the best hit lacks the rarest word (a typo, a word of another note), when that word is in more
-    chunks than the hits or in half of all, and for scripts written without spaces (bigrams, not words)."""
+    when neither the best hit nor keyword search's best holds the rarest word (a typo, a word of another
+    note), when that word is in more chunks than the hits or in half of all, and for scripts written
+    without spaces (bigrams, not words)."""
     question = "In what year was the Griadipou Bridge opened?"
     with Retriever(tmp_path, embedder) as r:
         r.add([*BRIDGES.items(), *items()])
@@ -330,7 +332,10 @@ def test_focus_keeps_the_hits_that_name_what_the_question_names(tmp_path: Path, 
         assert [h.hash for h in r.focus(question, hits)] == ["bridge-Griadipou"]
         assert r.keywords.rarest(question.lower(), 5, len(r)) == ["griadipou"]
         assert r.focus(question, hits[1:]) == hits[1:]  # no hit names it: all kept
-        assert r.focus(question, [*hits[1:], hits[0]]) == [*hits[1:], hits[0]]  # the best hit lacks it
+        assert hits[0].keyword_rank == 1
+        assert r.focus(question, [*hits[1:], hits[0]]) == [hits[0]]  # keyword search's best holds it
+        vague = [*hits[1:], replace(hits[0], keyword_rank=2)]  # neither the best hit nor keywords' best
+        assert r.focus(question, vague) == vague
         both = "Which opened first, the Griadipou Bridge or the Thehis Bridge?"
         assert r.keywords.rarest(both, 5, len(r)) == ["griadipou", "thehis"]
         named = [h.hash for h in r.focus(both, r.search(both, k=5))]

@@ -329,18 +329,16 @@ class Retriever:
         return [Hit(names[i], score, vr, kr) for i, score, vr, kr in fused if i in names]
 
     def focus(self, query: str, hits: Sequence[Hit]) -> list[Hit]:
-        """Of `hits` (best first), those holding the query's rarest word, when the best hit holds it and it
-        is in no more chunks than there are hits (and in fewer than half of all); otherwise all of them.
-        Words tied for rarest count alike.
+        """Of `hits` (best first), those holding the query's rarest word, when it is in no more chunks than
+        there are hits (and in fewer than half of all) and the best hit or keyword search's best holds it;
+        otherwise all of them. Words tied for rarest count alike.
 
         A question names what it asks about ("the Griadipou Bridge") by a word few chunks hold; the other
         hits often hold the same kind of fact about something else (another bridge's year), and a small
-        model answers from the wrong one. Reading only the hits that hold the name, the 270M model answered
-        88% of `m3 bench editing`'s facts against 22% (memory) and 43% (rag) with all five, and held its
-        XQuAD F1 (README "Memory bank, retrieval and chat"). The rarest word is not always the name (a typo,
-        "which", a word of another article): narrowing only when the best hit holds it dropped every chunk
-        holding the answer for 2% of XQuAD questions, against 8% without that condition (a review's
-        measure). Our rule, in the spirit of a required term in a query."""
+        model answers from the wrong one (README "Memory bank, retrieval and chat": `m3 bench editing`).
+        The rarest word is not always that name (a typo, "which", a word of another article): narrowing
+        only when a best hit holds it dropped every chunk holding the answer for 2% of XQuAD questions,
+        against 8% without that condition. Our rule, in the spirit of a required term in a query."""
         if not hits:
             return []
         with self._lock:
@@ -355,9 +353,10 @@ class Retriever:
                 )
             )
             holding = self.keywords.holding(words, list(ids.values()))
-        if ids.get(hits[0].hash) not in holding:
+        kept = [h for h in hits if ids.get(h.hash) in holding]
+        if not any(h is hits[0] or h.keyword_rank == 1 for h in kept):
             return list(hits)
-        return [h for h in hits if ids.get(h.hash) in holding]
+        return kept
 
     def check(self) -> list[str]:
         """Problems found in the database, its FTS index and the vector index; empty when all is well."""
