@@ -537,6 +537,11 @@ def stop(session: Session) -> None:
     type=click.IntRange(min=1),
     help="soak only: events handed to the engine at a time, as the watcher gathers them [default: 1].",
 )
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="soak only: go on with a stopped run from its last checkpoint, with its settings.",
+)
 @click.pass_obj
 def bench(
     session: Session,
@@ -549,24 +554,27 @@ def bench(
     reader: str | None,
     events: int | None,
     batch: int | None,
+    resume: bool,
 ) -> None:
     """Run benchmark NAME: print its table and write <out>/NAME.json and NAME.md (qa and soak add PNG plots).
 
     Benchmarks run in temporary homes of their own with the engine's default settings (qa: --profile and
     --reader change two of them): most run the engine in this process; tui and editing start an engine
-    service of their own and talk to it, as the app does."""
+    service of their own and talk to it, as the app does. The soak keeps its run in <data>/bench/soak/,
+    copied at every checkpoint, so that --resume goes on after a stop."""
     qa_options = {"sample": sample, "main": main or None, "profile": profile, "reader": reader}
     for option, value in qa_options.items():
         if value is not None and name != "qa":
             raise click.UsageError(f"--{option} applies to the qa benchmark only.")
-    for option, value in {"events": events, "batch": batch}.items():
+    soak_options = {"events": events, "batch": batch, "resume": resume or None}
+    for option, value in soak_options.items():
         if value is not None and name != "soak":
             raise click.UsageError(f"--{option} applies to the soak benchmark only.")
     if reader is not None and not reader.strip():
         raise click.BadParameter("give trained, base or a reader file's path.", param_hint="--reader")
     from bench import run_benchmark  # benchmarks sit above the engine: loaded only when asked for
 
-    given = {**qa_options, "events": events, "batch": batch}
+    given = {**qa_options, **soak_options}
     options = {option: value for option, value in given.items() if value is not None}
     _, table = run_benchmark(name, out_dir, session.home, session.model, session.device, quick, **options)
     click.echo(table)

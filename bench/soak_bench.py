@@ -26,10 +26,11 @@ of event's latency in the interval. Checkpoints are not timed as events.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
+import shutil
 import sqlite3
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from engine.memory.profiles import MAX_REFERENCE_TOKENS
 from engine.models.runtime import Runtime
 from engine.retrieval.embedder import Embedder
 from engine.threads import compute_threads
+from ingest.atomic import write_atomic
 from ingest.paths import Home
 from ingest.watcher import Batch
 
@@ -73,6 +75,11 @@ MAX_LATENCY_GROWTH = 1.5  # each kind's p50 and p95 against the first interval's
 LATENCY_SLACK_MS = 10.0  # growth within this many ms is no growth: a 2 ms move taking 5 ms is not a trend
 SEED = 14
 BATCH = 1  # events per watcher batch
+RUN_FOLDER = (
+    "bench",
+    "soak",
+)  # in the home's data folder: the run's files, and a copy at its last checkpoint
+STATE_FORMAT = 1  # of state.json, beside that copy
 
 # (fact, question): invented, so that only its own document can answer; one sentence, one chunk
 SENTINELS = (
@@ -120,13 +127,30 @@ class _Folder:
     """The data folder's files as the soak made them: it does each operation on the disk and returns the
     batch the watcher would hand over for it (paths to check, renames in order)."""
 
-    def __init__(self, root: Path, rng: random.Random) -> None:
+    def __init__(self, root: Path, rng: random.Random, state: dict | None = None) -> None:
+        """A new folder at `root`, or (`state`: what `state()` returned) the one a saved run left there."""
         self.root, self.rng = root, rng
         self.texts: dict[Path, list[list[str]]] = {}  # live files but the sentinels: paragraphs of sentences
         self.paths: list[Path] = []  # the same files, for a uniform pick
         self._made = 0
+        if state is not None:
+            rng.setstate(_rng_state(state["rng"]))
+            self._made = state["made"]
+            for rel, paragraphs in zip(state["paths"], state["texts"], strict=True):
+                self._keep(root / rel, paragraphs)
+            return
         for i in range(SUBFOLDERS):
             (root / f"f{i:02d}").mkdir(parents=True)
+
+    def state(self) -> dict:
+        """What a resumed run needs to go on as this one would: the files' texts in pick order, the seed's
+        state, the names made so far."""
+        return {
+            "rng": self.rng.getstate(),
+            "made": self._made,
+            "paths": [str(p.relative_to(self.root)) for p in self.paths],
+            "texts": [self.texts[p] for p in self.paths],
+        }
 
     def sentinel(self, i: int) -> Batch:
         return _write(self.root / f"sentinel-{i:02d}.md", SENTINELS[i][0] + "\n")
@@ -173,6 +197,12 @@ class _Folder:
         return self.texts.pop(path)
 
 
+def _rng_state(saved: list) -> tuple:
+    """`random.Random.getstate()` back from its JSON lists."""
+    version, internal, gauss = saved
+    return version, tuple(internal), gauss
+
+
 def _text(paragraphs: list[list[str]]) -> str:
     return "\n\n".join(" ".join(p) for p in paragraphs) + "\n"
 
@@ -208,49 +238,55 @@ def run(
     events: int | None = None,
     documents: int | None = None,
     checkpoint_every: int | None = None,
-    batch: int = BATCH,
-    seed: int = SEED,
+    batch: int | None = None,
+    seed: int | None = None,
+    resume: bool = False,
 ) -> tuple[dict, str]:
     """Run `events` events (default 1,000,000; quick: 10,000) keeping about `documents` live files (2,000;
     quick: 500), checked every `checkpoint_every` events (100,000; quick: 2,500; never fewer than four
     checkpoints) and after the last, handed to the engine `batch` events at a time (as the watcher gathers
-    events that come faster than its debounce; 1: each event alone); writes soak.png into `output_dir`
-    besides the caller's JSON and table.
+    events that come faster than its debounce; default 1: each event alone); writes soak.png into
+    `output_dir` besides the caller's JSON and table.
+    The run's files live in the home's data folder (`bench/soak/`), copied there with the run's state at
+    every checkpoint: `resume` goes on from the last copy of a run that was stopped (a killed process, a
+    reboot) with its settings, redoing the events after it exactly; a run that ends removes the folder.
     `model_path` (the default model) is named in the results only: the tiny model writes the memories.
-    BenchmarkError if `events` is below the sentinels' count."""
-    events = (QUICK_EVENTS if quick else EVENTS) if events is None else events
-    documents = (QUICK_DOCUMENTS if quick else DOCUMENTS) if documents is None else documents
-    every = (
-        (QUICK_CHECKPOINT_EVERY if quick else CHECKPOINT_EVERY)
-        if checkpoint_every is None
-        else checkpoint_every
-    )
-    every = max(1, min(every, events // 4))
-    if events < len(SENTINELS):
-        raise BenchmarkError(
-            f"A soak needs at least {len(SENTINELS)} events: the first {len(SENTINELS)} write its sentinels."
-        )
-    torch.set_num_threads(compute_threads())  # as the engine service runs
-    with tempfile.TemporaryDirectory(prefix="m3-soak-") as tmp:
-        tmp = Path(tmp)
-        runtime = Runtime.load(write_tiny_gguf(tmp / "tiny-gemma3.gguf", "gemma3"), device=device)
-        embedder = Embedder.load(home.cache / "embedder", device=device)
-        engine = Engine.open(Home.at(tmp / "home"), runtime=runtime, embedder=embedder)
-        try:
-            engine.load()
-            soak = _Soak(engine, _Folder(tmp / "folder", random.Random(seed)), random.Random(seed + 1))
-            checkpoints, windows, wall = soak.run(events, documents, every, batch)
-        finally:
-            engine.close()
-    timed = sum(c["seconds"] for c in checkpoints)
-    results = {
+    BenchmarkError if `events` is below the sentinels' count, or if `resume` finds no stopped run or one
+    with other settings than those given."""
+    work = home.data.joinpath(*RUN_FOLDER)
+    given = {
         "events": events,
         "documents": documents,
-        "checkpoint_every": every,
+        "checkpoint_every": checkpoint_every,
         "batch": batch,
         "seed": seed,
+    }
+    saved = _saved_run(work, given) if resume else None
+    if saved is None:
+        options = _options(quick, given)
+        shutil.rmtree(work, ignore_errors=True)
+        (work / "live").mkdir(parents=True)
+    else:
+        options = saved["options"]
+        _restore(work)
+    torch.set_num_threads(compute_threads())  # as the engine service runs
+    runtime = Runtime.load(write_tiny_gguf(work / "tiny-gemma3.gguf", "gemma3"), device=device)
+    embedder = Embedder.load(home.cache / "embedder", device=device)
+    engine = Engine.open(Home.at(work / "live" / "home"), runtime=runtime, embedder=embedder)
+    try:
+        engine.load()
+        soak = _Soak(engine, work, options, saved)
+        checkpoints, windows, wall = soak.run()
+    finally:
+        engine.close()
+    shutil.rmtree(work)
+    events, batch = options["events"], options["batch"]
+    timed = sum(c["seconds"] for c in checkpoints)
+    results = {
+        **options,
         "sentinels": len(SENTINELS),
         "wall_s": wall,
+        "resumed_at": soak.resumed_at,  # events done when each resumed part began
         "events_s": events / timed,
         "projected_1m_h": 1e6 * timed / events / 3600,  # the events' time only, without checkpoints
         "counts": {k: sum(c["counts"][k] for c in checkpoints) for k in KINDS},
@@ -277,6 +313,8 @@ def run(
             "latency": "one event: its share of its batch's file operations and three ingest calls, in"
             " seconds of wall time (by kind: events alone in their batch only);"
             " checkpoints and disk measures are not timed",
+            "checkpoints": "after each checkpoint but the last the engine is closed, its data folder and"
+            " the watched folder copied with the run's state (for --resume), and the engine opened again",
         },
         "machine": machine_info(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -285,24 +323,83 @@ def run(
     return results, table(results)
 
 
-class _Soak:
-    def __init__(self, engine: Engine, folder: _Folder, rng: random.Random) -> None:
-        self.engine, self.folder, self.rng = engine, folder, rng
-        self.ingester = engine.ingester()
-        engine.add_folder(folder.root)
-        self.sentinels: list[tuple[str, str, str]] = []  # (chunk hash, fact, question)
+def _options(quick: bool, given: dict[str, int | None]) -> dict[str, int]:
+    """A new run's settings: those given, the defaults (quick or not) for the rest."""
+    defaults = {
+        "events": QUICK_EVENTS if quick else EVENTS,
+        "documents": QUICK_DOCUMENTS if quick else DOCUMENTS,
+        "checkpoint_every": QUICK_CHECKPOINT_EVERY if quick else CHECKPOINT_EVERY,
+        "batch": BATCH,
+        "seed": SEED,
+    }
+    options = {k: default if given[k] is None else given[k] for k, default in defaults.items()}
+    if options["events"] < len(SENTINELS):
+        raise BenchmarkError(
+            f"A soak needs at least {len(SENTINELS)} events: the first {len(SENTINELS)} write its sentinels."
+        )
+    options["checkpoint_every"] = max(1, min(options["checkpoint_every"], options["events"] // 4))
+    return options
 
-    def run(
-        self, events: int, documents: int, every: int, batch: int
-    ) -> tuple[list[dict], list[dict], float]:
-        """All events, `batch` at a time, with a checkpoint every `every` and after the last: the
-        checkpoints, the windows of the curve, the wall seconds."""
-        checkpoints: list[dict] = []
-        windows: list[dict] = []
+
+def _saved_run(work: Path, given: dict[str, int | None]) -> dict:
+    """The state of the stopped run in `work` (the copy a crash while replacing it left, if need be);
+    BenchmarkError if there is none, or it has other settings than those `given` (None: not given)."""
+    for name in ("saved", "saved.old"):
+        with contextlib.suppress(FileNotFoundError):
+            state = json.loads((work / name / "state.json").read_text())
+            break
+    else:
+        raise BenchmarkError(f"There is no stopped soak to resume in {work}.")
+    if state.get("format") != STATE_FORMAT:
+        raise BenchmarkError(f"The stopped soak in {work} was saved by another memory3; start it over.")
+    options = state["options"]
+    if other := [f"{k}={options[k]}" for k, v in given.items() if v is not None and v != options[k]]:
+        raise BenchmarkError(
+            f"The stopped soak runs with {', '.join(other)}: resume it without other settings, or start over."
+        )
+    if name != "saved":  # the copy being replaced when the run stopped: it becomes the copy
+        shutil.rmtree(work / "saved", ignore_errors=True)
+        (work / name).rename(work / "saved")
+    return state
+
+
+def _restore(work: Path) -> None:
+    """The run's files as they were at its last checkpoint: the live folder replaced by the copy."""
+    shutil.rmtree(work / "live", ignore_errors=True)
+    shutil.copytree(work / "saved", work / "live", ignore=shutil.ignore_patterns("state.json"))
+
+
+class _Soak:
+    def __init__(self, engine: Engine, work: Path, options: dict[str, int], saved: dict | None) -> None:
+        """A new run in `work`, or (`saved`: its state.json) the stopped one whose files were restored."""
+        self.engine, self.work, self.options = engine, work, options
+        seed = options["seed"]
+        self.rng = random.Random(seed + 1)
+        root = work / "live" / "folder"
+        folder_state = None if saved is None else saved["folder"]
+        self.folder = _Folder(root, random.Random(seed), folder_state)
+        self.sentinels: list[tuple[str, str, str]] = []  # (chunk hash, fact, question)
+        self.done, self.checkpoints, self.windows, self.wall = 0, [], [], 0.0
+        self.resumed_at: list[int] = []
+        if saved is None:
+            engine.add_folder(root)
+        else:
+            self.rng.setstate(_rng_state(saved["rng"]))
+            self.sentinels = [tuple(s) for s in saved["sentinels"]]
+            self.done, self.wall = saved["done"], saved["wall_s"]
+            self.checkpoints, self.windows = saved["checkpoints"], saved["windows"]
+            self.resumed_at = [*saved["resumed_at"], self.done]
+        self.ingester = engine.ingester()
+
+    def run(self) -> tuple[list[dict], list[dict], float]:
+        """The events left, `batch` at a time, with a checkpoint every `every` and after the last: the
+        checkpoints, the windows of the curve, the wall seconds (of every part of a resumed run)."""
+        events, documents = self.options["events"], self.options["documents"]
+        every, batch = self.options["checkpoint_every"], self.options["batch"]
         interval = _Interval()
         window = max(1, every // WINDOWS)
-        start = time.perf_counter()
-        done = 0
+        start = time.perf_counter() - self.wall
+        done = self.done
         while done < events:
             # a batch ends where a measure is due: the sentinels found, a disk sample, a window, a checkpoint
             due = [done + batch, events, *(_next(done, m) for m in (DISK_EVERY, window, every))]
@@ -317,11 +414,40 @@ class _Soak:
                 disk = _disk(self.engine)
                 interval.disk.append((done, {k: disk[k] for k in RATIOS}))
             if done % window == 0 or done == events:
-                windows.append(_window(interval, done, window))
+                self.windows.append(_window(interval, done, window))
             if done % every == 0 or done == events:
-                checkpoints.append(self._checkpoint(interval, done))
+                self.checkpoints.append(self._checkpoint(interval, done))
                 interval = _Interval()
-        return checkpoints, windows, time.perf_counter() - start
+                if done < events:
+                    self._save(done, time.perf_counter() - start)
+        return self.checkpoints, self.windows, time.perf_counter() - start
+
+    def _save(self, done: int, wall: float) -> None:
+        """Close the engine, copy its data folder and the watched folder with the run's state beside them
+        (saved.new, then renamed onto saved: a stop at any moment leaves one whole copy), open it again."""
+        self.engine.close()
+        work = self.work
+        shutil.rmtree(work / "saved.new", ignore_errors=True)
+        shutil.copytree(work / "live", work / "saved.new")
+        state = {
+            "format": STATE_FORMAT,
+            "options": self.options,
+            "done": done,
+            "wall_s": wall,
+            "resumed_at": self.resumed_at,
+            "rng": self.rng.getstate(),
+            "folder": self.folder.state(),
+            "sentinels": self.sentinels,
+            "checkpoints": self.checkpoints,
+            "windows": self.windows,
+        }
+        write_atomic(work / "saved.new" / "state.json", json.dumps(state))
+        if (work / "saved").exists():
+            (work / "saved").rename(work / "saved.old")
+        (work / "saved.new").rename(work / "saved")
+        shutil.rmtree(work / "saved.old", ignore_errors=True)
+        self.engine.load()
+        self.ingester = self.engine.ingester()
 
     def _events(self, numbers: range, documents: int) -> tuple[str, ...]:
         """Do these events on the disk, then hand the engine the one batch the watcher would gather from

@@ -7,14 +7,22 @@ left out at this size)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 
+import pytest
 from click.testing import CliRunner
 
 from assistant.cli import cli
 from bench import run_benchmark
-from bench.soak_bench import KINDS, MAX_DISK_RATIO, SENTINELS, _held
+from bench.errors import BenchmarkError
+from bench.soak_bench import KINDS, MAX_DISK_RATIO, RUN_FOLDER, SENTINELS, _held
+from tests.test_cli import m3
 
 BATCH = 8
+SMALL = {"events": 1_200, "documents": 120, "checkpoint_every": 300, "batch": BATCH}
 
 
 def test_soak_keeps_one_folder_consistent_through_its_events(tmp_path, home, model_path):
@@ -43,6 +51,48 @@ def test_soak_keeps_one_folder_consistent_through_its_events(tmp_path, home, mod
     assert "| 10,000 |" in table and "sentinels retrieved and readable yes" in table
 
 
+def test_a_stopped_soak_resumes_from_its_last_checkpoint_as_if_never_stopped(tmp_path, home, model_path):
+    """A soak killed (SIGKILL) once its first checkpoint is copied, resumed, reaches every checkpoint with
+    the files, chunks and memories of the same soak run without a stop; then its folder is gone."""
+    work = home.data.joinpath(*RUN_FOLDER)
+    script = (
+        "import sys; from bench import run_benchmark; from ingest.paths import Home;"
+        f" run_benchmark('soak', sys.argv[1], Home.at(sys.argv[2]), device='cpu', **{SMALL!r})"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    args = [sys.executable, "-c", script, tmp_path / "stopped", home.data.parent]
+    stopped = subprocess.Popen(args, env=env)
+    deadline = time.monotonic() + 600
+    while not (work / "saved" / "state.json").exists() and stopped.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint was saved in 10 minutes"
+        time.sleep(0.2)
+    time.sleep(1)  # into the next interval: its events are redone
+    stopped.kill()
+    assert stopped.wait() != 0, "the soak ended before it could be stopped"
+    with pytest.raises(BenchmarkError, match="batch=8"):
+        run_benchmark("soak", tmp_path / "other", home, model_path, device="cpu", resume=True, batch=4)
+    resumed, table = run_benchmark("soak", tmp_path / "resumed", home, model_path, device="cpu", resume=True)
+    assert not work.exists()
+    straight, _ = run_benchmark("soak", tmp_path / "straight", home, model_path, device="cpu", **SMALL)
+    [at] = resumed["resumed_at"]
+    assert at % 300 == 0 and 300 <= at < 1_200 and straight["resumed_at"] == []
+    assert {k: resumed[k] for k in SMALL} == SMALL and "| 1,200 |" in table
+
+    def folder(results: dict) -> list[tuple]:
+        keys = ("events", "live_files", "documents", "chunks", "memories", "counts", "recall_at_5")
+        return [tuple(c[k] for k in keys) for c in results["checkpoints"]]
+
+    assert folder(resumed) == folder(straight) and len(folder(straight)) == 4
+    assert all(c["consistent"] for c in resumed["checkpoints"])
+    assert [w["events"] for w in resumed["windows"]] == [w["events"] for w in straight["windows"]]
+
+
+def test_resume_without_a_stopped_soak_says_so(tmp_path):
+    result = m3("bench", "soak", "--resume", "--out", str(tmp_path / "results"), home=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr == f"Error: There is no stopped soak to resume in {tmp_path / 'data/bench/soak'}.\n"
+
+
 def checkpoint(ms: dict[str, float]) -> dict:
     """A checkpoint as `_held` reads it: each kind's p50 (p95 twice that), every check passed."""
     latency = {k: {"n": 1, "p50_ms": ms.get(k, 1.0), "p95_ms": 2 * ms.get(k, 1.0)} for k in ("all", *KINDS)}
@@ -62,7 +112,8 @@ def test_latency_grows_only_past_both_the_ratio_and_the_slack():
 
 def test_events_are_refused_for_other_benchmarks(tmp_path):
     """Before any model loads: one usage sentence, exit status 2."""
-    for option in ("--events", "--batch"):
-        result = CliRunner().invoke(cli, ["bench", "engine", option, "100"], env={"M3_HOME": str(tmp_path)})
+    for option in ("--events 100", "--batch 100", "--resume"):
+        args = ["bench", "engine", *option.split()]
+        result = CliRunner().invoke(cli, args, env={"M3_HOME": str(tmp_path)})
         assert result.exit_code == 2
-        assert f"{option} applies to the soak benchmark only." in result.output
+        assert f"{option.split()[0]} applies to the soak benchmark only." in result.output
