@@ -251,8 +251,9 @@ def run(
     every checkpoint: `resume` goes on from the last copy of a run that was stopped (a killed process, a
     reboot) with its settings, redoing the events after it exactly; a run that ends removes the folder.
     `model_path` (the default model) is named in the results only: the tiny model writes the memories.
-    BenchmarkError if `events` is below the sentinels' count, or if `resume` finds no stopped run or one
-    with other settings than those given."""
+    BenchmarkError if `events` is below the sentinels' count, if a stopped run is there and `resume` is
+    not given (it is kept), or if `resume` finds no stopped run or one with other settings than those
+    given."""
     work = home.data.joinpath(*RUN_FOLDER)
     given = {
         "events": events,
@@ -261,14 +262,19 @@ def run(
         "batch": batch,
         "seed": seed,
     }
-    saved = _saved_run(work, given) if resume else None
-    if saved is None:
-        options = _options(quick, given)
-        shutil.rmtree(work, ignore_errors=True)
-        (work / "live").mkdir(parents=True)
-    else:
-        options = saved["options"]
+    saved = _stopped_run(work)
+    if resume:
+        options = _resumed(work, saved, given)
         _restore(work)
+    elif saved is not None:
+        raise BenchmarkError(
+            f"A stopped soak ({saved['done']:,} of {saved['options']['events']:,} events) is in {work}:"
+            " `m3 bench soak --resume` goes on with it; delete that folder to start over."
+        )
+    else:
+        options = _options(quick, given)
+        shutil.rmtree(work, ignore_errors=True)  # a run stopped before its first copy
+        (work / "live").mkdir(parents=True)
     torch.set_num_threads(compute_threads())  # as the engine service runs
     runtime = Runtime.load(write_tiny_gguf(work / "tiny-gemma3.gguf", "gemma3"), device=device)
     embedder = Embedder.load(home.cache / "embedder", device=device)
@@ -341,26 +347,39 @@ def _options(quick: bool, given: dict[str, int | None]) -> dict[str, int]:
     return options
 
 
-def _saved_run(work: Path, given: dict[str, int | None]) -> dict:
-    """The state of the stopped run in `work` (the copy a crash while replacing it left, if need be);
-    BenchmarkError if there is none, or it has other settings than those `given` (None: not given)."""
+def _stopped_run(work: Path) -> dict | None:
+    """The state saved with the last copy of a stopped run in `work` (the previous copy, where a stop came
+    while it was being replaced), or None. BenchmarkError for a state that cannot be read."""
     for name in ("saved", "saved.old"):
-        with contextlib.suppress(FileNotFoundError):
+        try:
             state = json.loads((work / name / "state.json").read_text())
-            break
-    else:
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as exc:
+            raise BenchmarkError(
+                f"The stopped soak in {work} cannot be read ({exc}); delete that folder."
+            ) from exc
+        if name != "saved":  # it becomes the copy
+            shutil.rmtree(work / "saved", ignore_errors=True)
+            (work / name).rename(work / "saved")
+        return state
+    return None
+
+
+def _resumed(work: Path, saved: dict | None, given: dict[str, int | None]) -> dict[str, int]:
+    """The settings of the stopped run `saved`; BenchmarkError if there is none, or it was saved by
+    another memory3, or others are `given` (None: not given)."""
+    if saved is None:
         raise BenchmarkError(f"There is no stopped soak to resume in {work}.")
-    if state.get("format") != STATE_FORMAT:
-        raise BenchmarkError(f"The stopped soak in {work} was saved by another memory3; start it over.")
-    options = state["options"]
+    if saved.get("format") != STATE_FORMAT:
+        raise BenchmarkError(f"The stopped soak in {work} was saved by another memory3; delete that folder.")
+    options = saved["options"]
     if other := [f"{k}={options[k]}" for k, v in given.items() if v is not None and v != options[k]]:
         raise BenchmarkError(
-            f"The stopped soak runs with {', '.join(other)}: resume it without other settings, or start over."
+            f"The stopped soak runs with {', '.join(other)}: resume it without other settings, or delete"
+            f" {work} to start over."
         )
-    if name != "saved":  # the copy being replaced when the run stopped: it becomes the copy
-        shutil.rmtree(work / "saved", ignore_errors=True)
-        (work / name).rename(work / "saved")
-    return state
+    return options
 
 
 def _restore(work: Path) -> None:

@@ -53,7 +53,8 @@ def test_soak_keeps_one_folder_consistent_through_its_events(tmp_path, home, mod
 
 def test_a_stopped_soak_resumes_from_its_last_checkpoint_as_if_never_stopped(tmp_path, home, model_path):
     """A soak killed (SIGKILL) once its first checkpoint is copied, resumed, reaches every checkpoint with
-    the files, chunks and memories of the same soak run without a stop; then its folder is gone."""
+    the files, chunks and memories of the same soak run without a stop; then its folder is gone. Until it
+    is resumed, other settings and a new run are refused: hours of events are not thrown away."""
     work = home.data.joinpath(*RUN_FOLDER)
     script = (
         "import sys; from bench import run_benchmark; from ingest.paths import Home;"
@@ -71,6 +72,8 @@ def test_a_stopped_soak_resumes_from_its_last_checkpoint_as_if_never_stopped(tmp
     assert stopped.wait() != 0, "the soak ended before it could be stopped"
     with pytest.raises(BenchmarkError, match="batch=8"):
         run_benchmark("soak", tmp_path / "other", home, model_path, device="cpu", resume=True, batch=4)
+    with pytest.raises(BenchmarkError, match=r"A stopped soak \(\d+ of 1,200 events\) is in .*--resume"):
+        run_benchmark("soak", tmp_path / "other", home, model_path, device="cpu", **SMALL)
     resumed, table = run_benchmark("soak", tmp_path / "resumed", home, model_path, device="cpu", resume=True)
     assert not work.exists()
     straight, _ = run_benchmark("soak", tmp_path / "straight", home, model_path, device="cpu", **SMALL)
