@@ -51,6 +51,28 @@ INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C
 CLEAR_LINE = "\x1b[K"  # a terminal's erase to the end of the line
 
 
+NOT_UTF8 = "it is not valid UTF-8: set the terminal's encoding to UTF-8 (LANG=C.UTF-8)."
+
+
+class Utf8Text(click.ParamType):
+    """Text for the engine: a terminal in another encoding hands Python bytes it cannot decode (kept as
+    lone surrogates), which no JSON request can carry; the user is told, not the log."""
+
+    name = "text"
+
+    def convert(self, value: str, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            self.fail(
+                "it is not valid UTF-8: set the terminal's encoding to UTF-8 (LANG=C.UTF-8).", param, ctx
+            )
+        return value
+
+
+TEXT = Utf8Text()
+
+
 @dataclass
 class Session:
     """What every command shares: the home, the model and device asked for, and, once a command needs
@@ -115,7 +137,7 @@ def cli(ctx: click.Context, model_path: str | None, device: str | None) -> None:
 
 
 @cli.command()
-@click.argument("prompt")
+@click.argument("prompt", type=TEXT)
 @click.option("--max-tokens", default=64, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0, 5))
 @click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(0, 1, min_open=True))
@@ -291,7 +313,7 @@ def _echo_skipped(k: Skipped) -> None:
 
 
 @cli.command()
-@click.argument("question")
+@click.argument("question", type=TEXT)
 @click.option("--mode", type=click.Choice(["memory", "rag", "none"]), default="memory", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of streaming.")
 @pass_client
@@ -423,7 +445,7 @@ def bank_import(client: Client, file: Path, dry_run: bool, as_json: bool) -> Non
 
 
 @bank.command("remove")
-@click.argument("label")
+@click.argument("label", type=TEXT)
 @pass_client
 def bank_remove(client: Client, label: str) -> None:
     """Forget an imported collection (by its label) and its documents."""

@@ -147,6 +147,22 @@ def test_qa_options_are_refused_for_other_benchmarks(tmp_path, flag):
     assert f"{flag[0]} applies to the qa benchmark only." in result.stderr
 
 
+@pytest.mark.parametrize("args", [("ask",), ("generate",), ("bank", "remove")])
+def test_text_that_is_not_utf8_is_refused_in_one_sentence(tmp_path, args):
+    """`m3 ask café` typed in a Latin-1 terminal: argv's bytes kept as lone surrogates, which no JSON
+    request can carry; refused before any service starts."""
+    result = subprocess.run(
+        [str(M3), *args, b"caf\xe9"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        env=environment(tmp_path),
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "it is not valid UTF-8: set the terminal's encoding to UTF-8 (LANG=C.UTF-8)." in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
 def test_an_empty_reader_is_refused_before_any_model_loads(tmp_path):
     result = m3("bench", "qa", "--main", "--reader", " ", home=tmp_path / "home")
     assert result.returncode == 2
