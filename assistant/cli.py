@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -598,7 +598,11 @@ def bench(
 
     given = {**qa_options, **soak_options}
     options = {option: value for option, value in given.items() if value is not None}
-    _, table = run_benchmark(name, out_dir, session.home, session.model, session.device, quick, **options)
+    kept = "No results were written."
+    if name == "soak":
+        kept = "`m3 bench soak --resume` goes on from its last checkpoint."
+    with _stopped_by_ctrl_c(kept):
+        _, table = run_benchmark(name, out_dir, session.home, session.model, session.device, quick, **options)
     click.echo(table)
 
 
@@ -635,10 +639,22 @@ def train_reader(
     "Memory reader"): write it, its loss curve (<out>/reader-loss.png) and reader.json."""
     from bench import train_reader as run_training  # benchmarks sit above the engine: loaded when asked
 
-    _, table = run_training(
-        out_dir, session.home, session.model, session.device, reader_path, quick, steps, profile
-    )
+    with _stopped_by_ctrl_c("The reader file is unchanged."):
+        _, table = run_training(
+            out_dir, session.home, session.model, session.device, reader_path, quick, steps, profile
+        )
     click.echo(table)
+
+
+@contextlib.contextmanager
+def _stopped_by_ctrl_c(kept: str) -> Iterator[None]:
+    """Ctrl-C in a long job run in this process: one sentence saying what is kept, and the shell's status
+    130 (not click's "Aborted!" and status 1)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo(f"\nStopped. {kept}", err=True)
+        raise click.exceptions.Exit(INTERRUPTED) from None
 
 
 def main() -> None:

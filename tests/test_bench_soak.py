@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from assistant.cli import cli
 from bench import run_benchmark
 from bench.errors import BenchmarkError
 from bench.soak_bench import KINDS, MAX_DISK_RATIO, RUN_FOLDER, SENTINELS, _held
-from tests.test_cli import m3
+from tests.test_cli import M3, environment, m3
 
 BATCH = 8
 SMALL = {"events": 1_200, "documents": 120, "checkpoint_every": 300, "batch": BATCH}
@@ -88,6 +89,25 @@ def test_a_stopped_soak_resumes_from_its_last_checkpoint_as_if_never_stopped(tmp
     assert folder(resumed) == folder(straight) and len(folder(straight)) == 4
     assert all(c["consistent"] for c in resumed["checkpoints"])
     assert [w["events"] for w in resumed["windows"]] == [w["events"] for w in straight["windows"]]
+
+
+def test_ctrl_c_stops_a_soak_in_one_sentence_and_keeps_it_for_resume(tmp_path):
+    """SIGINT once the first checkpoint is copied: status 130 and the way on, not click's "Aborted!"; a
+    new run is then refused, in one sentence, with the count of events done."""
+    args = [str(M3), "bench", "soak", "--events", "1200", "--batch", "8", "--out", str(tmp_path / "out")]
+    soak = subprocess.Popen(args, env=environment(tmp_path), stderr=subprocess.PIPE, text=True)
+    saved = tmp_path / "data" / "bench" / "soak" / "saved" / "state.json"
+    deadline = time.monotonic() + 600
+    while not saved.exists() and soak.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint was saved in 10 minutes"
+        time.sleep(0.2)
+    soak.send_signal(signal.SIGINT)
+    _, stderr = soak.communicate(timeout=120)
+    assert soak.returncode == 130 and "Aborted" not in stderr and "Traceback" not in stderr
+    assert stderr.endswith("Stopped. `m3 bench soak --resume` goes on from its last checkpoint.\n")
+    again = m3("bench", "soak", "--events", "1200", "--out", str(tmp_path / "out"), home=tmp_path)
+    assert again.returncode == 1
+    assert again.stderr.startswith("Error: A stopped soak (300 of 1,200 events) is in ")
 
 
 def test_resume_without_a_stopped_soak_says_so(tmp_path):
