@@ -70,7 +70,21 @@ class Utf8Text(click.ParamType):
         return value
 
 
+class Utf8Path(click.Path):
+    """A path sent to the engine service, whose JSON carries text only: a name that is not valid UTF-8 is
+    refused in one sentence (files of such names inside a folder are listed as failed by the engine)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        path = super().convert(value, param, ctx)
+        try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:
+            self.fail("its name is not valid UTF-8, which memory3 cannot keep: rename it.", param, ctx)
+        return path
+
+
 TEXT = Utf8Text()
+PATH = Utf8Path(path_type=Path)
 
 
 @dataclass
@@ -155,7 +169,7 @@ def generate(
 
 
 @cli.command()
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=PATH)
 @pass_client
 def watch(client: Client, path: Path) -> None:
     """Add PATH to the watched folders (the service reads it at once and follows its changes)."""
@@ -163,7 +177,7 @@ def watch(client: Client, path: Path) -> None:
 
 
 @cli.command()
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=PATH)
 @pass_client
 def unwatch(client: Client, path: Path) -> None:
     """Stop watching PATH and forget its documents (your files are not touched)."""
@@ -179,7 +193,7 @@ def folders(client: Client) -> None:
 
 
 @cli.command()
-@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.argument("path", required=False, type=PATH)
 @click.option("--follow", is_flag=True, help="Keep showing the service's progress until Ctrl-C.")
 @pass_client
 def ingest(client: Client, path: Path | None, follow: bool) -> None:
@@ -406,9 +420,13 @@ def bank_stats(client: Client) -> None:
 
 
 @bank.command("export")
-@click.argument("file", type=click.Path(path_type=Path))
-@click.option("--folder", help="Only this watched folder (its path) or imported collection (its label).")
-@click.option("--documents", metavar="GLOB", help="Only documents whose label/path or full path match GLOB.")
+@click.argument("file", type=PATH)
+@click.option(
+    "--folder", type=TEXT, help="Only this watched folder (its path) or imported collection (its label)."
+)
+@click.option(
+    "--documents", type=TEXT, metavar="GLOB", help="Only documents whose label/path or full path match GLOB."
+)
 @click.option("--no-vectors", is_flag=True, help="Leave the vectors out (the importer computes them).")
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
 @pass_client
@@ -424,7 +442,7 @@ def bank_export(
 
 
 @bank.command("inspect")
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("file", type=PATH)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @pass_client
 def bank_inspect(client: Client, file: Path, as_json: bool) -> None:
@@ -434,7 +452,7 @@ def bank_inspect(client: Client, file: Path, as_json: bool) -> None:
 
 
 @bank.command("import")
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("file", type=PATH)
 @click.option("--dry-run", is_flag=True, help="Check and plan only; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @pass_client
@@ -551,7 +569,7 @@ def stop(session: Session) -> None:
 )
 @click.option(
     "--events",
-    type=click.IntRange(min=20),
+    type=click.IntRange(min=80),
     help="soak only: how many events [default: 1,000,000; with --quick: 10,000].",
 )
 @click.option(
@@ -594,14 +612,19 @@ def bench(
             raise click.UsageError(f"--{option} applies to the soak benchmark only.")
     if reader is not None and not reader.strip():
         raise click.BadParameter("give trained, base or a reader file's path.", param_hint="--reader")
-    from bench import run_benchmark  # benchmarks sit above the engine: loaded only when asked for
-
     given = {**qa_options, **soak_options}
     options = {option: value for option, value in given.items() if value is not None}
-    kept = "No results were written."
-    if name == "soak":
-        kept = "`m3 bench soak --resume` goes on from its last checkpoint."
+
+    def kept() -> str:
+        if name != "soak":
+            return "No results were written."
+        from bench.soak_bench import stop_sentence
+
+        return stop_sentence(session.home)
+
     with _stopped_by_ctrl_c(kept):
+        from bench import run_benchmark  # benchmarks sit above the engine: loaded only when asked for
+
         _, table = run_benchmark(name, out_dir, session.home, session.model, session.device, quick, **options)
     click.echo(table)
 
@@ -637,9 +660,9 @@ def train_reader(
 ) -> None:
     """Train the memory reader by self-distillation on the QA benchmark's tuning articles (README
     "Memory reader"): write it, its loss curve (<out>/reader-loss.png) and reader.json."""
-    from bench import train_reader as run_training  # benchmarks sit above the engine: loaded when asked
+    with _stopped_by_ctrl_c(lambda: "The reader file is unchanged."):
+        from bench import train_reader as run_training  # benchmarks sit above the engine: loaded when asked
 
-    with _stopped_by_ctrl_c("The reader file is unchanged."):
         _, table = run_training(
             out_dir, session.home, session.model, session.device, reader_path, quick, steps, profile
         )
@@ -647,13 +670,13 @@ def train_reader(
 
 
 @contextlib.contextmanager
-def _stopped_by_ctrl_c(kept: str) -> Iterator[None]:
-    """Ctrl-C in a long job run in this process: one sentence saying what is kept, and the shell's status
-    130 (not click's "Aborted!" and status 1)."""
+def _stopped_by_ctrl_c(kept: Callable[[], str]) -> Iterator[None]:
+    """Ctrl-C in a long job run in this process: one sentence saying what is kept (`kept()`, asked then),
+    and the shell's status 130 (not click's "Aborted!" and status 1)."""
     try:
         yield
     except KeyboardInterrupt:
-        click.echo(f"\nStopped. {kept}", err=True)
+        click.echo(f"\nStopped. {kept()}", err=True)
         raise click.exceptions.Exit(INTERRUPTED) from None
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from bench import (
@@ -17,8 +16,8 @@ from bench import (
     tui_bench,
 )
 from bench.errors import BenchmarkError, UnknownBenchmarkError
+from bench.output import write_results
 from engine.models.runtime import default_model_path
-from ingest.atomic import write_atomic
 from ingest.paths import Home
 
 BENCHMARKS = {
@@ -43,14 +42,14 @@ def run_benchmark(
 ) -> tuple[dict, str]:
     """Run benchmark `name` (quick: a small slice; options: the benchmark's own, such as qa's `sample`),
     write its results into `output_dir`, return (results, table). `home` lends its cache (the assembled
-    model, the exported embedder); each benchmark keeps its data in a temporary home of its own."""
+    model, the exported embedder); each benchmark keeps its data in a temporary home of its own (the soak:
+    in a run folder of the data folder, to be resumed after a stop)."""
     if name not in BENCHMARKS:
         raise UnknownBenchmarkError(f"There is no benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}.")
     output_dir = _results_folder(output_dir)
     model_path = Path(model) if model else default_model_path(home.cache)
     results, table = BENCHMARKS[name](home, model_path, device, output_dir, quick, **options)
-    write_atomic(output_dir / f"{name}.json", json.dumps(results, indent=2) + "\n")
-    write_atomic(output_dir / f"{name}.md", table + "\n")
+    write_results(output_dir, name, results, table)  # the soak has written them already: the same bytes
     return results, table
 
 

@@ -1,7 +1,7 @@
 """`m3 bench soak`: a million add / edit / move / delete events against one data folder (catalog, bank,
 vector index, keyword index), generated with a seed, checked every 100,000 events.
 
-Each event is a real file operation in a real folder of a temporary home (a new or edited file is written
+Each event is a real file operation in a real folder of the run's own home (a new or edited file is written
 beside its place and renamed onto it, as editors save; a move is `os.rename`; a delete, `unlink`),
 followed by the engine's ingest path for that change: the batch the watcher would hand over (its paths
 and renames) goes through `Ingester.apply`, `Ingester.process_pending` and `Engine.sync_memories`, the
@@ -26,10 +26,8 @@ of event's latency in the interval. Checkpoints are not timed as events.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
-import shutil
 import sqlite3
 import time
 from collections.abc import Callable
@@ -44,7 +42,9 @@ import torch
 from bench.engine_bench import sentence
 from bench.errors import BenchmarkError
 from bench.machine import machine_info
+from bench.output import write_results
 from bench.qa_plots import plt, save_figure
+from bench.soak_run import FORMAT, FolderState, RunFolder, State
 from bench.tiny_gguf import write_tiny_gguf
 from engine import doctor
 from engine.facade import Engine
@@ -52,7 +52,6 @@ from engine.memory.profiles import MAX_REFERENCE_TOKENS
 from engine.models.runtime import Runtime
 from engine.retrieval.embedder import Embedder
 from engine.threads import compute_threads
-from ingest.atomic import write_atomic
 from ingest.paths import Home
 from ingest.watcher import Batch
 
@@ -75,12 +74,7 @@ MAX_LATENCY_GROWTH = 1.5  # each kind's p50 and p95 against the first interval's
 LATENCY_SLACK_MS = 10.0  # growth within this many ms is no growth: a 2 ms move taking 5 ms is not a trend
 SEED = 14
 BATCH = 1  # events per watcher batch
-RUN_FOLDER = (
-    "bench",
-    "soak",
-)  # in the home's data folder: the run's files, and a copy at its last checkpoint
-STATE_FORMAT = 1  # of state.json, beside that copy
-
+MIN_EVENTS = 80  # the sentinels (20), then four checkpoints
 # (fact, question): invented, so that only its own document can answer; one sentence, one chunk
 SENTINELS = (
     ("The lighthouse keeper Ottoline Brask owns 37 brass telescopes.", "How many telescopes does Brask own?"),
@@ -127,30 +121,30 @@ class _Folder:
     """The data folder's files as the soak made them: it does each operation on the disk and returns the
     batch the watcher would hand over for it (paths to check, renames in order)."""
 
-    def __init__(self, root: Path, rng: random.Random, state: dict | None = None) -> None:
+    def __init__(self, root: Path, rng: random.Random, state: FolderState | None = None) -> None:
         """A new folder at `root`, or (`state`: what `state()` returned) the one a saved run left there."""
         self.root, self.rng = root, rng
         self.texts: dict[Path, list[list[str]]] = {}  # live files but the sentinels: paragraphs of sentences
         self.paths: list[Path] = []  # the same files, for a uniform pick
         self._made = 0
         if state is not None:
-            rng.setstate(_rng_state(state["rng"]))
-            self._made = state["made"]
-            for rel, paragraphs in zip(state["paths"], state["texts"], strict=True):
+            rng.setstate(state.rng)
+            self._made = state.made
+            for rel, paragraphs in zip(state.paths, state.texts, strict=True):
                 self._keep(root / rel, paragraphs)
             return
         for i in range(SUBFOLDERS):
             (root / f"f{i:02d}").mkdir(parents=True)
 
-    def state(self) -> dict:
+    def state(self) -> FolderState:
         """What a resumed run needs to go on as this one would: the files' texts in pick order, the seed's
         state, the names made so far."""
-        return {
-            "rng": self.rng.getstate(),
-            "made": self._made,
-            "paths": [str(p.relative_to(self.root)) for p in self.paths],
-            "texts": [self.texts[p] for p in self.paths],
-        }
+        return FolderState(
+            self.rng.getstate(),
+            self._made,
+            [str(p.relative_to(self.root)) for p in self.paths],
+            [self.texts[p] for p in self.paths],
+        )
 
     def sentinel(self, i: int) -> Batch:
         return _write(self.root / f"sentinel-{i:02d}.md", SENTINELS[i][0] + "\n")
@@ -197,12 +191,6 @@ class _Folder:
         return self.texts.pop(path)
 
 
-def _rng_state(saved: list) -> tuple:
-    """`random.Random.getstate()` back from its JSON lists."""
-    version, internal, gauss = saved
-    return version, tuple(internal), gauss
-
-
 def _text(paragraphs: list[list[str]]) -> str:
     return "\n\n".join(" ".join(p) for p in paragraphs) + "\n"
 
@@ -245,16 +233,15 @@ def run(
     """Run `events` events (default 1,000,000; quick: 10,000) keeping about `documents` live files (2,000;
     quick: 500), checked every `checkpoint_every` events (100,000; quick: 2,500; never fewer than four
     checkpoints) and after the last, handed to the engine `batch` events at a time (as the watcher gathers
-    events that come faster than its debounce; default 1: each event alone); writes soak.png into
-    `output_dir` besides the caller's JSON and table.
-    The run's files live in the home's data folder (`bench/soak/`), copied there with the run's state at
-    every checkpoint: `resume` goes on from the last copy of a run that was stopped (a killed process, a
-    reboot) with its settings, redoing the events after it exactly; a run that ends removes the folder.
+    events that come faster than its debounce; default 1: each event alone); writes soak.json, soak.md and
+    soak.png into `output_dir` (before the run folder goes).
+    The run lives in the home's data folder (bench/soak_run.py), copied with its state at every checkpoint
+    but the last: `resume` goes on from the copy of a run that was stopped (Ctrl-C, a kill, a reboot), with
+    its settings, doing the events after the copy again exactly as they were.
     `model_path` (the default model) is named in the results only: the tiny model writes the memories.
-    BenchmarkError if `events` is below the sentinels' count, if a stopped run is there and `resume` is
-    not given (it is kept), or if `resume` finds no stopped run or one with other settings than those
-    given."""
-    work = home.data.joinpath(*RUN_FOLDER)
+    BenchmarkError if `events` is below MIN_EVENTS; if another soak is running; if a stopped run is there
+    and `resume` is not given (it is kept); if `resume` finds no stopped run, one with other settings than
+    those given, or a copy that does not match its last checkpoint; if the run folder cannot be written."""
     given = {
         "events": events,
         "documents": documents,
@@ -262,37 +249,67 @@ def run(
         "batch": batch,
         "seed": seed,
     }
-    saved = _stopped_run(work)
-    if resume:
-        options = _resumed(work, saved, given)
-        _restore(work)
-    elif saved is not None:
-        raise BenchmarkError(
-            f"A stopped soak ({saved['done']:,} of {saved['options']['events']:,} events) is in {work}:"
-            " `m3 bench soak --resume` goes on with it; delete that folder to start over."
-        )
-    else:
-        options = _options(quick, given)
-        shutil.rmtree(work, ignore_errors=True)  # a run stopped before its first copy
-        (work / "live").mkdir(parents=True)
-    torch.set_num_threads(compute_threads())  # as the engine service runs
-    runtime = Runtime.load(write_tiny_gguf(work / "tiny-gemma3.gguf", "gemma3"), device=device)
-    embedder = Embedder.load(home.cache / "embedder", device=device)
-    engine = Engine.open(Home.at(work / "live" / "home"), runtime=runtime, embedder=embedder)
+    if resume and quick:
+        raise BenchmarkError("--quick starts a new soak; --resume goes on with the stopped one's settings.")
+    folder = RunFolder(home.data)
+    with folder.held():
+        saved = folder.stopped()
+        if resume:
+            options = _resumed_options(folder, saved, given)
+            folder.restore()
+        elif saved is not None:
+            raise BenchmarkError(
+                f"A stopped soak ({saved.done:,} of {saved.options['events']:,} events) is in {folder.path}:"
+                " `m3 bench soak --resume` goes on with it; delete that folder to start over."
+            )
+        else:
+            options = _options(quick, given)
+            folder.fresh()
+        torch.set_num_threads(compute_threads())  # as the engine service runs
+        runtime = Runtime.load(write_tiny_gguf(folder.path / "tiny-gemma3.gguf", "gemma3"), device=device)
+        embedder = Embedder.load(home.cache / "embedder", device=device)
+        engine = Engine.open(Home.at(folder.live / "home"), runtime=runtime, embedder=embedder)
+        try:
+            engine.load()
+            soak = _Soak(engine, folder, options, saved)
+            checkpoints, windows, wall = soak.run()
+        finally:
+            engine.close()
+        results = _results(options, checkpoints, windows, wall, soak.resumed_at, model_path, embedder)
+        text = table(results)
+        save_figure(_figure(results), output_dir / "soak.png")
+        write_results(output_dir, "soak", results, text)
+        folder.remove()
+    return results, text
+
+
+def stop_sentence(home: Home) -> str:
+    """What a Ctrl-C in `m3 bench soak` keeps: the copy to go on from, or nothing."""
     try:
-        engine.load()
-        soak = _Soak(engine, work, options, saved)
-        checkpoints, windows, wall = soak.run()
-    finally:
-        engine.close()
-    shutil.rmtree(work)
+        saved = RunFolder(home.data).stopped()
+    except BenchmarkError as exc:
+        return str(exc)
+    if saved is None:
+        return "It had not reached its first checkpoint: there is nothing to resume."
+    return f"`m3 bench soak --resume` goes on from its last checkpoint, {saved.done:,} events."
+
+
+def _results(
+    options: dict[str, int],
+    checkpoints: list[dict],
+    windows: list[dict],
+    wall: float,
+    resumed_at: list[int],
+    model_path: Path,
+    embedder: Embedder,
+) -> dict:
     events, batch = options["events"], options["batch"]
     timed = sum(c["seconds"] for c in checkpoints)
-    results = {
+    return {
         **options,
         "sentinels": len(SENTINELS),
         "wall_s": wall,
-        "resumed_at": soak.resumed_at,  # events done when each resumed part began
+        "resumed_at": resumed_at,  # events done when each resumed part began
         "events_s": events / timed,
         "projected_1m_h": 1e6 * timed / events / 3600,  # the events' time only, without checkpoints
         "counts": {k: sum(c["counts"][k] for c in checkpoints) for k in KINDS},
@@ -300,7 +317,7 @@ def run(
         "windows": windows,
         "held": _held(checkpoints),
         "setup": {
-            "events": "real file operations in one watched folder of a temporary home: writes and edits"
+            "events": "real file operations in one watched folder of the run's own home: writes and edits"
             " through a hidden file renamed into place, moves by os.rename, deletes by unlink;"
             f" {_batches(batch)} followed by Ingester.apply (the watcher's batch: their paths and renames),"
             " Ingester.process_pending and Engine.sync_memories, as Engine.watch does for each watcher batch",
@@ -325,8 +342,6 @@ def run(
         "machine": machine_info(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    save_figure(_figure(results), output_dir / "soak.png")
-    return results, table(results)
 
 
 def _options(quick: bool, given: dict[str, int | None]) -> dict[str, int]:
@@ -339,76 +354,78 @@ def _options(quick: bool, given: dict[str, int | None]) -> dict[str, int]:
         "seed": SEED,
     }
     options = {k: default if given[k] is None else given[k] for k, default in defaults.items()}
-    if options["events"] < len(SENTINELS):
+    if options["events"] < MIN_EVENTS:
         raise BenchmarkError(
-            f"A soak needs at least {len(SENTINELS)} events: the first {len(SENTINELS)} write its sentinels."
+            f"A soak needs at least {MIN_EVENTS} events: its {len(SENTINELS)} sentinels come first, then"
+            " four checkpoints."
         )
-    options["checkpoint_every"] = max(1, min(options["checkpoint_every"], options["events"] // 4))
+    every = max(len(SENTINELS), min(options["checkpoint_every"], options["events"] // 4))
+    options["checkpoint_every"] = every  # never a checkpoint before the sentinels are there
     return options
 
 
-def _stopped_run(work: Path) -> dict | None:
-    """The state saved with the last copy of a stopped run in `work` (the previous copy, where a stop came
-    while it was being replaced), or None. BenchmarkError for a state that cannot be read."""
-    for name in ("saved", "saved.old"):
-        try:
-            state = json.loads((work / name / "state.json").read_text())
-        except FileNotFoundError:
-            continue
-        except (OSError, ValueError) as exc:
-            raise BenchmarkError(
-                f"The stopped soak in {work} cannot be read ({exc}); delete that folder."
-            ) from exc
-        if name != "saved":  # it becomes the copy
-            shutil.rmtree(work / "saved", ignore_errors=True)
-            (work / name).rename(work / "saved")
-        return state
-    return None
-
-
-def _resumed(work: Path, saved: dict | None, given: dict[str, int | None]) -> dict[str, int]:
-    """The settings of the stopped run `saved`; BenchmarkError if there is none, or it was saved by
-    another memory3, or others are `given` (None: not given)."""
+def _resumed_options(folder: RunFolder, saved: State | None, given: dict[str, int | None]) -> dict[str, int]:
+    """The settings of the stopped run `saved`; BenchmarkError if there is none, or others are `given`
+    (None: not given)."""
     if saved is None:
-        raise BenchmarkError(f"There is no stopped soak to resume in {work}.")
-    if saved.get("format") != STATE_FORMAT:
-        raise BenchmarkError(f"The stopped soak in {work} was saved by another memory3; delete that folder.")
-    options = saved["options"]
-    if other := [f"{k}={options[k]}" for k, v in given.items() if v is not None and v != options[k]]:
+        raise BenchmarkError(f"There is no stopped soak to resume in {folder.path}.")
+    asked = _options(False, {**saved.options, **{k: v for k, v in given.items() if v is not None}})
+    if other := [f"{k}={v:,}" for k, v in saved.options.items() if asked[k] != v]:
         raise BenchmarkError(
             f"The stopped soak runs with {', '.join(other)}: resume it without other settings, or delete"
-            f" {work} to start over."
+            f" {folder.path} to start over."
         )
-    return options
-
-
-def _restore(work: Path) -> None:
-    """The run's files as they were at its last checkpoint: the live folder replaced by the copy."""
-    shutil.rmtree(work / "live", ignore_errors=True)
-    shutil.copytree(work / "saved", work / "live", ignore=shutil.ignore_patterns("state.json"))
+    return saved.options
 
 
 class _Soak:
-    def __init__(self, engine: Engine, work: Path, options: dict[str, int], saved: dict | None) -> None:
-        """A new run in `work`, or (`saved`: its state.json) the stopped one whose files were restored."""
-        self.engine, self.work, self.options = engine, work, options
+    def __init__(
+        self, engine: Engine, folder: RunFolder, options: dict[str, int], saved: State | None
+    ) -> None:
+        """A new run in `folder`, or (`saved`: its state) the stopped one whose files were restored:
+        BenchmarkError if they are not as they were at its last checkpoint."""
+        self.engine, self.run_folder, self.options = engine, folder, options
         seed = options["seed"]
         self.rng = random.Random(seed + 1)
-        root = work / "live" / "folder"
-        folder_state = None if saved is None else saved["folder"]
-        self.folder = _Folder(root, random.Random(seed), folder_state)
+        root = folder.live / "folder"
+        self.folder = _Folder(root, random.Random(seed), None if saved is None else saved.folder)
         self.sentinels: list[tuple[str, str, str]] = []  # (chunk hash, fact, question)
         self.done, self.checkpoints, self.windows, self.wall = 0, [], [], 0.0
         self.resumed_at: list[int] = []
         if saved is None:
             engine.add_folder(root)
         else:
-            self.rng.setstate(_rng_state(saved["rng"]))
-            self.sentinels = [tuple(s) for s in saved["sentinels"]]
-            self.done, self.wall = saved["done"], saved["wall_s"]
-            self.checkpoints, self.windows = saved["checkpoints"], saved["windows"]
-            self.resumed_at = [*saved["resumed_at"], self.done]
+            self.rng.setstate(saved.rng)
+            self.sentinels = saved.sentinels
+            self.done, self.wall = saved.done, saved.wall_s
+            self.checkpoints, self.windows = saved.checkpoints, saved.windows
+            self.resumed_at = [*saved.resumed_at, self.done]
+            self._check_copy()
         self.ingester = engine.ingester()
+
+    def _check_copy(self) -> None:
+        """The restored copy against the last checkpoint: the watched folder, the files on the disk, the
+        catalog's documents and chunks, the bank's memories. BenchmarkError naming what differs."""
+        engine, root, path = self.engine, self.folder.root, self.run_folder.path
+        watched = [f.path for f in engine.folders()]
+        if watched != [root]:
+            raise BenchmarkError(
+                f"The stopped soak's copy in {path} watches {', '.join(map(str, watched)) or 'no folder'},"
+                f" not {root}: a run folder cannot be moved or mended; delete it to start over."
+            )
+        counts = engine.catalog.counts()
+        found = {
+            "live_files": sum(1 for p in root.rglob("*") if p.is_file()),
+            "documents": counts["documents"],
+            "chunks": counts["chunks"],
+            "memories": len(engine.bank.keys()),
+        }
+        last = self.checkpoints[-1]
+        if wrong := [f"{k} {v:,}, not {last[k]:,}" for k, v in found.items() if v != last[k]]:
+            raise BenchmarkError(
+                f"The stopped soak's copy in {path} is not as its last checkpoint left it"
+                f" ({'; '.join(wrong)}): delete that folder to start over."
+            )
 
     def run(self) -> tuple[list[dict], list[dict], float]:
         """The events left, `batch` at a time, with a checkpoint every `every` and after the last: the
@@ -438,33 +455,26 @@ class _Soak:
                 self.checkpoints.append(self._checkpoint(interval, done))
                 interval = _Interval()
                 if done < events:
-                    self._save(done, time.perf_counter() - start)
+                    self._save(done, start)
         return self.checkpoints, self.windows, time.perf_counter() - start
 
-    def _save(self, done: int, wall: float) -> None:
-        """Close the engine, copy its data folder and the watched folder with the run's state beside them
-        (saved.new, then renamed onto saved: a stop at any moment leaves one whole copy), open it again."""
+    def _save(self, done: int, start: float) -> None:
+        """Close the engine, copy its files with the run's state (RunFolder.save), open it again. (A run
+        resumed from this copy counts the wall time up to it, not the copying.)"""
         self.engine.close()
-        work = self.work
-        shutil.rmtree(work / "saved.new", ignore_errors=True)
-        shutil.copytree(work / "live", work / "saved.new")
-        state = {
-            "format": STATE_FORMAT,
-            "options": self.options,
-            "done": done,
-            "wall_s": wall,
-            "resumed_at": self.resumed_at,
-            "rng": self.rng.getstate(),
-            "folder": self.folder.state(),
-            "sentinels": self.sentinels,
-            "checkpoints": self.checkpoints,
-            "windows": self.windows,
-        }
-        write_atomic(work / "saved.new" / "state.json", json.dumps(state))
-        if (work / "saved").exists():
-            (work / "saved").rename(work / "saved.old")
-        (work / "saved.new").rename(work / "saved")
-        shutil.rmtree(work / "saved.old", ignore_errors=True)
+        state = State(
+            FORMAT,
+            self.options,
+            done,
+            time.perf_counter() - start,
+            self.resumed_at,
+            self.rng.getstate(),
+            self.folder.state(),
+            self.sentinels,
+            self.checkpoints,
+            self.windows,
+        )
+        self.run_folder.save(state)
         self.engine.load()
         self.ingester = self.engine.ingester()
 
@@ -511,7 +521,7 @@ class _Soak:
             "chunks": counts["chunks"],
             "memories": len(engine.bank.keys()),
             **self._sentinel_checks(),
-            **self._consistency(counts),
+            **self._consistency(counts, len(self.folder.paths) + len(SENTINELS)),
             "disk": (disk := _disk(engine)),
             "disk_max": _largest([*(r for _, r in interval.disk), disk]),
             "latency": _latency(interval),
@@ -540,9 +550,10 @@ class _Soak:
         n = len(self.sentinels)
         return {"recall_at_5": found / n, "vector_recall_at_5": vector_found / n, "readable": readable / n}
 
-    def _consistency(self, counts: dict[str, int]) -> dict:
-        """`m3 doctor`'s checks (which must find nothing to repair), then whether the catalog's chunks,
-        the bank's memories and the index's items name the same texts, with no work left."""
+    def _consistency(self, counts: dict[str, int], live_files: int) -> dict:
+        """`m3 doctor`'s checks (which must find nothing to repair), then whether the catalog has a document
+        for each of the `live_files` and its chunks, the bank's memories and the index's items name the
+        same texts, with no work left."""
         engine = self.engine
         found = engine.retriever.check() + engine.bank.verify()  # what the doctor would repair
         checks = doctor.run(engine)
@@ -559,7 +570,11 @@ class _Soak:
             "doctor_found": found,
             "same_texts": same,
             "work_left": left,
-            "consistent": all(c.ok for c in checks) and not found and same and not any(left.values()),
+            "consistent": all(c.ok for c in checks)
+            and not found
+            and same
+            and counts["documents"] == live_files
+            and not any(left.values()),
         }
 
 

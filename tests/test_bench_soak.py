@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,8 @@ from click.testing import CliRunner
 from assistant.cli import cli
 from bench import run_benchmark
 from bench.errors import BenchmarkError
-from bench.soak_bench import KINDS, MAX_DISK_RATIO, RUN_FOLDER, SENTINELS, _held
+from bench.soak_bench import KINDS, MAX_DISK_RATIO, SENTINELS, _held
+from bench.soak_run import RunFolder
 from tests.test_cli import M3, environment, m3
 
 BATCH = 8
@@ -55,8 +57,9 @@ def test_soak_keeps_one_folder_consistent_through_its_events(tmp_path, home, mod
 def test_a_stopped_soak_resumes_from_its_last_checkpoint_as_if_never_stopped(tmp_path, home, model_path):
     """A soak killed (SIGKILL) once its first checkpoint is copied, resumed, reaches every checkpoint with
     the files, chunks and memories of the same soak run without a stop; then its folder is gone. Until it
-    is resumed, other settings and a new run are refused: hours of events are not thrown away."""
-    work = home.data.joinpath(*RUN_FOLDER)
+    is resumed, other settings and a new run are refused (hours of events are not thrown away), and so is
+    a copy that is not as its checkpoint left it."""
+    work = RunFolder(home.data).path
     script = (
         "import sys; from bench import run_benchmark; from ingest.paths import Home;"
         f" run_benchmark('soak', sys.argv[1], Home.at(sys.argv[2]), device='cpu', **{SMALL!r})"
@@ -75,6 +78,14 @@ def test_a_stopped_soak_resumes_from_its_last_checkpoint_as_if_never_stopped(tmp
         run_benchmark("soak", tmp_path / "other", home, model_path, device="cpu", resume=True, batch=4)
     with pytest.raises(BenchmarkError, match=r"A stopped soak \(\d+ of 1,200 events\) is in .*--resume"):
         run_benchmark("soak", tmp_path / "other", home, model_path, device="cpu", **SMALL)
+    with pytest.raises(BenchmarkError, match="--quick starts a new soak"):
+        run_benchmark("soak", tmp_path / "other", home, model_path, device="cpu", quick=True, resume=True)
+    shutil.copytree(work / "saved", tmp_path / "copy")
+    shutil.rmtree(work / "saved" / "home" / "data" / "bank")
+    with pytest.raises(BenchmarkError, match=r"is not as its last checkpoint left it \(memories 0, not \d"):
+        run_benchmark("soak", tmp_path / "other", home, model_path, device="cpu", resume=True)
+    shutil.rmtree(work / "saved")
+    shutil.copytree(tmp_path / "copy", work / "saved")
     resumed, table = run_benchmark("soak", tmp_path / "resumed", home, model_path, device="cpu", resume=True)
     assert not work.exists()
     straight, _ = run_benchmark("soak", tmp_path / "straight", home, model_path, device="cpu", **SMALL)
@@ -104,7 +115,8 @@ def test_ctrl_c_stops_a_soak_in_one_sentence_and_keeps_it_for_resume(tmp_path):
     soak.send_signal(signal.SIGINT)
     _, stderr = soak.communicate(timeout=120)
     assert soak.returncode == 130 and "Aborted" not in stderr and "Traceback" not in stderr
-    assert stderr.endswith("Stopped. `m3 bench soak --resume` goes on from its last checkpoint.\n")
+    way_on = "`m3 bench soak --resume` goes on from its last checkpoint, 300 events."
+    assert stderr.endswith(f"Stopped. {way_on}\n")
     again = m3("bench", "soak", "--events", "1200", "--out", str(tmp_path / "out"), home=tmp_path)
     assert again.returncode == 1
     assert again.stderr.startswith("Error: A stopped soak (300 of 1,200 events) is in ")

@@ -147,7 +147,10 @@ def test_qa_options_are_refused_for_other_benchmarks(tmp_path, flag):
     assert f"{flag[0]} applies to the qa benchmark only." in result.stderr
 
 
-@pytest.mark.parametrize("args", [("ask",), ("generate",), ("bank", "remove")])
+@pytest.mark.parametrize(
+    "args",
+    [("ask",), ("generate",), ("bank", "remove"), ("bank", "export", "x.m3bank", "--folder")],
+)
 def test_text_that_is_not_utf8_is_refused_in_one_sentence(tmp_path, args):
     """`m3 ask café` typed in a Latin-1 terminal: argv's bytes kept as lone surrogates, which no JSON
     request can carry; refused before any service starts."""
@@ -160,6 +163,24 @@ def test_text_that_is_not_utf8_is_refused_in_one_sentence(tmp_path, args):
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "it is not valid UTF-8: set the terminal's encoding to UTF-8 (LANG=C.UTF-8)." in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("watch",), ("unwatch",), ("ingest",), ("bank", "inspect"), ("bank", "import"), ("bank", "export")],
+)
+def test_a_path_whose_name_is_not_utf8_is_refused_in_one_sentence(tmp_path, args):
+    """A folder or bank file named in Latin-1 bytes: the service's JSON cannot carry its name."""
+    result = subprocess.run(
+        [str(M3), *args, b"/tmp/r\xe9sum\xe9"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        env=environment(tmp_path),
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "its name is not valid UTF-8, which memory3 cannot keep: rename it." in result.stderr
     assert not (tmp_path / "data").exists()
 
 
