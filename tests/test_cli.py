@@ -27,7 +27,7 @@ M3 = Path(sys.executable).with_name("m3")
 TIMEOUT_S = 600
 
 
-def m3(*args: str, home: Path) -> subprocess.CompletedProcess:
+def m3(*args: str | bytes, home: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(M3), *args], capture_output=True, text=True, timeout=TIMEOUT_S, env=environment(home)
     )
@@ -154,13 +154,7 @@ def test_qa_options_are_refused_for_other_benchmarks(tmp_path, flag):
 def test_text_that_is_not_utf8_is_refused_in_one_sentence(tmp_path, args):
     """`m3 ask café` typed in a Latin-1 terminal: argv's bytes kept as lone surrogates, which no JSON
     request can carry; refused before any service starts."""
-    result = subprocess.run(
-        [str(M3), *args, b"caf\xe9"],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        env=environment(tmp_path),
-    )
+    result = m3(*args, b"caf\xe9", home=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "it is not valid UTF-8: set the terminal's encoding to UTF-8 (LANG=C.UTF-8)." in result.stderr
     assert not (tmp_path / "data").exists()
@@ -172,13 +166,7 @@ def test_text_that_is_not_utf8_is_refused_in_one_sentence(tmp_path, args):
 )
 def test_a_path_whose_name_is_not_utf8_is_refused_in_one_sentence(tmp_path, args):
     """A folder or bank file named in Latin-1 bytes: the service's JSON cannot carry its name."""
-    result = subprocess.run(
-        [str(M3), *args, b"/tmp/r\xe9sum\xe9"],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        env=environment(tmp_path),
-    )
+    result = m3(*args, b"/tmp/r\xe9sum\xe9", home=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "its name is not valid UTF-8, which memory3 cannot keep: rename it." in result.stderr
     assert not (tmp_path / "data").exists()
