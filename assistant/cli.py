@@ -618,9 +618,9 @@ def bench(
     def kept() -> str:
         if name != "soak":
             return "No results were written."
-        from bench.soak_bench import stop_sentence
+        from bench.soak_run import RunFolder  # no torch: it may be what a Ctrl-C interrupted
 
-        return stop_sentence(session.home)
+        return RunFolder(session.home.data).stop_sentence()
 
     with _stopped_by_ctrl_c(kept):
         from bench import run_benchmark  # benchmarks sit above the engine: loaded only when asked for

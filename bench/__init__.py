@@ -3,31 +3,23 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
-from bench import (
-    bank_bench,
-    editing_bench,
-    engine_bench,
-    qa_bench,
-    reader_training,
-    retrieval_bench,
-    soak_bench,
-    tui_bench,
-)
 from bench.errors import BenchmarkError, UnknownBenchmarkError
 from bench.output import write_results
-from engine.models.runtime import default_model_path
 from ingest.paths import Home
 
+# name: the module whose `run` it is, imported when asked for (they load torch: importing `bench` for a
+# light part of it, such as bench.soak_run, does not)
 BENCHMARKS = {
-    "engine": engine_bench.run,
-    "retrieval": retrieval_bench.run,
-    "qa": qa_bench.run,
-    "tui": tui_bench.run,
-    "bank": bank_bench.run,
-    "soak": soak_bench.run,
-    "editing": editing_bench.run,
+    "engine": "engine_bench",
+    "retrieval": "retrieval_bench",
+    "qa": "qa_bench",
+    "tui": "tui_bench",
+    "bank": "bank_bench",
+    "soak": "soak_bench",
+    "editing": "editing_bench",
 }
 
 
@@ -46,9 +38,12 @@ def run_benchmark(
     in a run folder of the data folder, to be resumed after a stop)."""
     if name not in BENCHMARKS:
         raise UnknownBenchmarkError(f"There is no benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}.")
+    from engine.models.runtime import default_model_path
+
     output_dir = _results_folder(output_dir)
     model_path = Path(model) if model else default_model_path(home.cache)
-    results, table = BENCHMARKS[name](home, model_path, device, output_dir, quick, **options)
+    run = importlib.import_module(f"bench.{BENCHMARKS[name]}").run
+    results, table = run(home, model_path, device, output_dir, quick, **options)
     write_results(output_dir, name, results, table)  # the soak has written them already: the same bytes
     return results, table
 
@@ -74,6 +69,9 @@ def train_reader(
     profile: str | None = None,
 ) -> tuple[dict, str]:
     """`m3 train reader`: bench/reader_training.py, with the results folder checked before any model loads."""
+    from bench import reader_training
+    from engine.models.runtime import default_model_path
+
     output_dir = _results_folder(output_dir)
     model_path = Path(model) if model else default_model_path(home.cache)
     return reader_training.run(home, model_path, device, output_dir, reader_path, quick, steps, profile)

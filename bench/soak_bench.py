@@ -277,21 +277,16 @@ def run(
             engine.close()
         results = _results(options, checkpoints, windows, wall, soak.resumed_at, model_path, embedder)
         text = table(results)
-        save_figure(_figure(results), output_dir / "soak.png")
-        write_results(output_dir, "soak", results, text)
+        try:
+            save_figure(_figure(results), output_dir / "soak.png")
+            write_results(output_dir, "soak", results, text)
+        except OSError as exc:  # the run folder is kept: a resume does the last interval again
+            raise BenchmarkError(
+                f"The results cannot be written into {output_dir} ({exc.strerror or exc}):"
+                " `m3 bench soak --resume` does the last interval again and writes them."
+            ) from exc
         folder.remove()
     return results, text
-
-
-def stop_sentence(home: Home) -> str:
-    """What a Ctrl-C in `m3 bench soak` keeps: the copy to go on from, or nothing."""
-    try:
-        saved = RunFolder(home.data).stopped()
-    except BenchmarkError as exc:
-        return str(exc)
-    if saved is None:
-        return "It had not reached its first checkpoint: there is nothing to resume."
-    return f"`m3 bench soak --resume` goes on from its last checkpoint, {saved.done:,} events."
 
 
 def _results(
@@ -411,7 +406,7 @@ class _Soak:
         if watched != [root]:
             raise BenchmarkError(
                 f"The stopped soak's copy in {path} watches {', '.join(map(str, watched)) or 'no folder'},"
-                f" not {root}: a run folder cannot be moved or mended; delete it to start over."
+                f" not {root}: a run folder cannot be moved (move it back, or delete it to start over)."
             )
         counts = engine.catalog.counts()
         found = {

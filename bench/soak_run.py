@@ -10,6 +10,8 @@ one whole copy, which `RunFolder.stopped` finds and puts in place. One run holds
 
 from __future__ import annotations
 
+import os
+import random
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +24,8 @@ from bench.errors import BenchmarkError
 from ingest.atomic import write_atomic
 
 FORMAT = 1  # of state.json
+OPTIONS = ("events", "documents", "checkpoint_every", "batch", "seed")  # a run's settings
+CHECKED = ("live_files", "documents", "chunks", "memories")  # what a resumed copy is checked against
 
 RandomState = tuple[int, tuple[int, ...], float | None]  # what random.Random.getstate() returns
 
@@ -56,6 +60,7 @@ class RunFolder:
         self.path = data / "bench" / "soak"
         self.live = self.path / "live"
         self._saved, self._new, self._old = (self.path / n for n in ("saved", "saved.new", "saved.old"))
+        self._removing = self.path.with_name("soak.removing")  # a finished run's folder, being removed
 
     @contextmanager
     def held(self) -> Iterator[None]:
@@ -73,12 +78,27 @@ class RunFolder:
             lock.release()
 
     def stopped(self) -> State | None:
-        """The state of the stopped run's copy, put in place first; None when there is none.
-        BenchmarkError for a state that cannot be read (damaged, or saved by another memory3)."""
+        """The state of the stopped run's copy, put in place first; None when there is none. Call it
+        holding the folder. BenchmarkError for a state that cannot be read (damaged, or saved by another
+        memory3)."""
         with _writing(self.path):
             self._settle()
+        return self._read(self._saved)
+
+    def stop_sentence(self) -> str:
+        """What a Ctrl-C in `m3 bench soak` keeps, read without changing anything (the run stopped may not
+        be the one holding the folder)."""
         try:
-            raw = (self._saved / "state.json").read_bytes()
+            newest = next((self._read(p) for p in (self._new, self._saved, self._old) if _whole(p)), None)
+        except BenchmarkError as exc:
+            return str(exc)
+        if newest is None:
+            return "It had not reached its first checkpoint: there is nothing to resume."
+        return f"`m3 bench soak --resume` goes on from its last checkpoint, {newest.done:,} events."
+
+    def _read(self, copy: Path) -> State | None:
+        try:
+            raw = (copy / "state.json").read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -87,7 +107,7 @@ class RunFolder:
             state = msgspec.json.decode(raw, type=State)
         except msgspec.DecodeError:
             state = None
-        if state is None or state.format != FORMAT:
+        if state is None or state.format != FORMAT or not _sound(state):
             raise BenchmarkError(
                 f"The stopped soak's state in {self.path} is damaged or was saved by another memory3:"
                 " delete that folder to start over."
@@ -98,6 +118,7 @@ class RunFolder:
         """An empty `live/` (whatever a run stopped before its first copy left is removed)."""
         with _writing(self.path):
             shutil.rmtree(self.path, ignore_errors=True)
+            shutil.rmtree(self._removing, ignore_errors=True)
             self.live.mkdir(parents=True)
 
     def restore(self) -> None:
@@ -113,19 +134,23 @@ class RunFolder:
             if self._new.exists():
                 shutil.rmtree(self._new)
             shutil.copytree(self.live, self._new)
+            os.sync()  # the copied files on the disk before the state that makes the copy whole
             write_atomic(self._new / "state.json", msgspec.json.encode(state))
             self._settle()
 
     def remove(self) -> None:
-        """The run ended and its results are written: the folder goes (the lock file beside it stays)."""
+        """The run ended and its results are written: the folder goes, renamed first so that a stop
+        while it is deleted leaves no copy to resume (the lock file beside it stays)."""
         with _writing(self.path):
-            shutil.rmtree(self.path)
+            shutil.rmtree(self._removing, ignore_errors=True)
+            self.path.rename(self._removing)
+            shutil.rmtree(self._removing)
 
     def _settle(self) -> None:
         """The newest whole copy (saved.new, saved, saved.old: a state.json written last makes one whole)
         in `saved/`, the rest removed, in an order that keeps it whole under one name or another."""
-        places = (self._new, self._saved, self._old)
-        keep = next((p for p in places if (p / "state.json").exists()), None)
+        shutil.rmtree(self._removing, ignore_errors=True)
+        keep = next((p for p in (self._new, self._saved, self._old) if _whole(p)), None)
         for place in (self._new, self._old):
             if place != keep and place.exists():
                 shutil.rmtree(place)
@@ -140,6 +165,30 @@ class RunFolder:
         keep.rename(self._saved)
         if self._old.exists():
             shutil.rmtree(self._old)
+
+
+def _whole(copy: Path) -> bool:
+    """Whether a copy was finished: its state is written last."""
+    return (copy / "state.json").exists()
+
+
+def _sound(state: State) -> bool:
+    """Whether a state that fits the schema holds what a resumed run reads: its settings, a checkpoint,
+    each file's text, generator states `random` takes."""
+    folder = state.folder
+    try:
+        random.Random().setstate(state.rng)
+        random.Random().setstate(folder.rng)
+    except (TypeError, ValueError):
+        return False
+    return (
+        set(state.options) == set(OPTIONS)
+        and bool(state.checkpoints)
+        and all(
+            k in state.checkpoints[-1] for k in ("events", "live_files", "documents", "chunks", "memories")
+        )
+        and len(folder.paths) == len(folder.texts)
+    )
 
 
 @contextmanager

@@ -20,7 +20,7 @@ def state(done: int) -> State:
     rng = random.Random(done)
     folder = FolderState(rng.getstate(), done, ["f00/n1.md"], [[["One sentence.", "Two."]]])
     options = {"events": 1000, "documents": 10, "checkpoint_every": 250, "batch": 8, "seed": 14}
-    checkpoint = {"events": done, "latency": {"all": {"p50_ms": None}}}
+    checkpoint = {"events": done, "live_files": 1, "documents": 1, "chunks": 2, "memories": 2, "latency": {}}
     sentinels = [("hash", "fact", "question")]
     return State(FORMAT, options, done, 1.5, [], rng.getstate(), folder, sentinels, [checkpoint], [])
 
@@ -110,3 +110,41 @@ def test_a_folder_that_cannot_be_written_is_one_sentence(tmp_path):
     unwritable = pytest.raises(BenchmarkError, match=r"The soak's folder .* cannot be written")
     with unwritable, RunFolder(tmp_path).held():
         pass
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"options": {}}, {"checkpoints": []}, {"checkpoints": [{"events": 200}]}, {"rng": (3, (1, 2), None)}],
+)
+def test_a_state_that_fits_the_schema_but_not_a_run_is_damaged(tmp_path, change):
+    folder = RunFolder(tmp_path)
+    copy(folder.path / "saved", 200)
+    wrong = msgspec.structs.replace(state(200), **change)
+    (folder.path / "saved" / "state.json").write_bytes(msgspec.json.encode(wrong))
+    with pytest.raises(BenchmarkError, match="is damaged"):
+        folder.stopped()
+    mismatched = msgspec.structs.replace(state(200).folder, paths=[])
+    (folder.path / "saved" / "state.json").write_bytes(
+        msgspec.json.encode(msgspec.structs.replace(state(200), folder=mismatched))
+    )
+    with pytest.raises(BenchmarkError, match="is damaged"):
+        folder.stopped()
+
+
+def test_the_stop_sentence_changes_nothing(tmp_path):
+    """A Ctrl-C'd second command may not be the run holding the folder: its half copy stays."""
+    folder = RunFolder(tmp_path)
+    assert folder.stop_sentence() == "It had not reached its first checkpoint: there is nothing to resume."
+    copy(folder.path / "saved", 200)
+    copy(folder.path / "saved.new", None)
+    assert folder.stop_sentence().endswith("goes on from its last checkpoint, 200 events.")
+    assert sorted(p.name for p in folder.path.iterdir()) == ["saved", "saved.new"]
+
+
+def test_a_finished_run_stopped_while_its_folder_is_removed_leaves_nothing_to_resume(tmp_path):
+    folder = RunFolder(tmp_path)
+    copy(folder.path / "saved", 200)
+    folder.remove()
+    assert not folder.path.exists() and not (tmp_path / "bench" / "soak.removing").exists()
+    copy(tmp_path / "bench" / "soak.removing" / "saved", 200)  # a stop halfway through the deletion
+    assert folder.stopped() is None and not (tmp_path / "bench" / "soak.removing").exists()
