@@ -64,9 +64,7 @@ class Utf8Text(click.ParamType):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            self.fail(
-                "it is not valid UTF-8: set the terminal's encoding to UTF-8 (LANG=C.UTF-8).", param, ctx
-            )
+            self.fail(NOT_UTF8, param, ctx)
         return value
 
 
