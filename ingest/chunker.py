@@ -2,9 +2,13 @@
 
 Cuts go at blank lines first, then sentence ends, then line ends, then between words, and only as a last
 resort inside a word. Pieces are packed into chunks up to the budget, but a piece whose own text says so
-(a heading, or a hash that falls on 0 mod ANCHOR_EVERY) always opens a new chunk. Those content-defined
-boundaries resynchronise the chunking right after an edit, so editing one paragraph of a long document
-changes the chunk holding it and a few neighbours, and every other chunk (and its memory) is kept.
+(a heading, or a hash that falls on 0 mod ANCHOR_EVERY) always opens a new chunk, and so does a fact (a
+paragraph of max_tokens // SHORT_SHARE tokens or more, with the short paragraphs that lead into it) once
+the chunk holds one: one fact of a note per chunk, since a small model asked about one fact of a chunk often
+answers with its neighbour's (README "Knowledge editing"); short paragraphs alone still pack. Those
+content-defined boundaries resynchronise the chunking right after an edit, so editing one paragraph of a
+long document changes the chunk holding it and a few neighbours, and every other chunk (and its memory) is
+kept.
 Whitespace stays with the text before it (the text's leading whitespace with the text after it); a chunk of
 whitespace alone is left only where it is over the budget with that text, and with either neighbour.
 """
@@ -17,15 +21,17 @@ import zlib
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
+from itertools import accumulate, pairwise
 
 from ingest.document import LINE_BREAK, ParsedText
 
 MAX_TOKENS = 128
-VERSION = 2  # bumped when the same text is cut differently (2: CR alone ends a line); bank files keep it
+VERSION = 3  # bumped when the same text is cut differently (2: CR alone ends a line; 3: a paragraph of
+# substance opens a chunk); bank files keep it
 ANCHOR_EVERY = 6  # about one piece in this many opens a chunk whatever came before it
 ANCHOR_WORDS = 8  # the words of a piece that decide whether it does
 MAX_CHARS_PER_TOKEN = 32  # a chunk is never longer than max_tokens times this: bounds every count_tokens call
+SHORT_SHARE = 8  # a paragraph under max_tokens // this many tokens is short: it packs with its neighbours
 
 _BREAK = f"(?:{LINE_BREAK})"
 _PARAGRAPH = re.compile(rf"{_BREAK}[^\S\r\n]*{_BREAK}\s*")
@@ -35,7 +41,7 @@ _SPACE = re.compile(r"\s+")
 _CONTENT = re.compile(r"\S")
 _HEADING = re.compile(rf"#{{1,6}}\s.*|[^\r\n]+{_BREAK}[=\-~^*+#]{{3,}}", re.DOTALL)
 # Every separator ends by eating all the whitespace after it, so each piece after a cut starts with content.
-_LEVELS = (_PARAGRAPH, _SENTENCE, _LINE)
+_LEVELS = (_SENTENCE, _LINE)  # inside a paragraph; paragraphs are always cut (chunk_text)
 
 CountTokens = Callable[[str], int]
 
@@ -81,7 +87,9 @@ def chunk_text(doc: ParsedText, count_tokens: CountTokens, max_tokens: int = MAX
     if not doc.text.strip():
         return []
     splitter = _Splitter(doc.text, count_tokens, max_tokens)
-    spans = _join_blanks(doc.text, _pack(doc.text, splitter.split(0, len(doc.text)), splitter), splitter)
+    paragraphs = pairwise([0, *splitter.cuts(0, len(doc.text), _PARAGRAPH), len(doc.text)])
+    pieces = [splitter.split(start, end) for start, end in paragraphs]
+    spans = _join_blanks(doc.text, _pack(doc.text, pieces, splitter), splitter)
     return [_chunk(doc, start, end) for start, end in spans]
 
 
@@ -116,13 +124,13 @@ class _Splitter:
             if tokens <= self.max_tokens:
                 return [_Piece(start, end, tokens)]
         for depth in range(level, len(_LEVELS)):
-            cuts = self._cuts(start, end, _LEVELS[depth])
+            cuts = self.cuts(start, end, _LEVELS[depth])
             if cuts:
                 spans = pairwise([start, *cuts, end])
                 return [piece for a, b in spans for piece in self.split(a, b, depth + 1)]
         return self._greedy_words(start, end)
 
-    def _cuts(self, start: int, end: int, separator: re.Pattern[str]) -> list[int]:
+    def cuts(self, start: int, end: int, separator: re.Pattern[str]) -> list[int]:
         """Ends of separators inside the span; leading whitespace is not one: it stays in the first piece."""
         first = _CONTENT.search(self.text, start, end)
         begin = first.start() if first else end
@@ -131,7 +139,7 @@ class _Splitter:
     def _greedy_words(self, start: int, end: int) -> list[_Piece]:
         """A sentence too long for the budget: the longest runs of whole words that fit, a word cut only if it
         alone is over the budget."""
-        word_ends = [*self._cuts(start, end, _SPACE), end]
+        word_ends = [*self.cuts(start, end, _SPACE), end]
         pieces: list[_Piece] = []
         pos, lo = start, 0
         while pos < end:
@@ -199,29 +207,57 @@ class _Splitter:
         return good
 
 
-def _pack(text: str, pieces: list[_Piece], splitter: _Splitter) -> list[tuple[int, int]]:
-    """Spans of consecutive pieces: filled up to the budget, closed early before a piece that opens a chunk.
+def _pack(text: str, paragraphs: list[list[_Piece]], splitter: _Splitter) -> list[tuple[int, int]]:
+    """Spans of consecutive pieces (given by paragraph): filled up to the budget, closed early before a piece
+    that opens a chunk, and before a fact once the chunk holds one (_facts).
 
     The sum of the pieces' counts is an estimate (tokens can merge across a cut); the joined text is counted,
     and the last pieces go to the next chunk while it is over."""
+    pieces = [p for paragraph in paragraphs for p in paragraph]
     opens = [opens_chunk(text[p.start : p.end]) for p in pieces]
+    fact_starts, in_fact = _facts(text, paragraphs, splitter)
     spans = []
     i = 0
     while i < len(pieces):
-        j, tokens = i + 1, pieces[i].tokens
+        j, tokens, holds_fact = i + 1, pieces[i].tokens, in_fact[i]
         while (
             j < len(pieces)
             and not opens[j]
+            and not (holds_fact and j in fact_starts)
             and tokens + pieces[j].tokens <= splitter.max_tokens
             and pieces[j].end - pieces[i].start <= splitter.max_chars
         ):
             tokens += pieces[j].tokens
+            holds_fact = holds_fact or in_fact[j]
             j += 1
         while j - i > 1 and splitter.count(pieces[i].start, pieces[j - 1].end) > splitter.max_tokens:
             j -= 1
         spans.append((pieces[i].start, pieces[j - 1].end))
         i = j
     return spans
+
+
+def _facts(text: str, paragraphs: list[list[_Piece]], splitter: _Splitter) -> tuple[set[int], list[bool]]:
+    """Where facts start (piece indexes) and which pieces belong to a paragraph of substance (a fact).
+
+    A paragraph of substance holds max_tokens // SHORT_SHARE tokens or more, the whitespace around it left
+    out (so CRLF and LF notes cut alike); shorter ones (a label, a question, a line of dialogue) lead into
+    the fact after them: a fact starts at the first of the short paragraphs just before it."""
+    short = splitter.max_tokens // SHORT_SHARE
+    substantial = [
+        len(ps) > 1
+        or (ps[0].tokens >= short and splitter.count_tokens(text[ps[0].start : ps[0].end].strip()) >= short)
+        for ps in paragraphs
+    ]
+    firsts = list(accumulate((len(ps) for ps in paragraphs), initial=0))  # each paragraph's first piece
+    starts: set[int] = set()
+    lead = 0  # the first paragraph after the last fact: where a fact now would start
+    for k, fact in enumerate(substantial):
+        if fact:
+            starts.add(firsts[lead])
+            lead = k + 1
+    in_fact = [fact for ps, fact in zip(paragraphs, substantial, strict=True) for _ in ps]
+    return starts, in_fact
 
 
 def _join_blanks(text: str, spans: list[tuple[int, int]], splitter: _Splitter) -> list[tuple[int, int]]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+from itertools import pairwise
 
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from bench.chunk_stability import measure_edit_stability
-from ingest.chunker import _PARAGRAPH, MAX_CHARS_PER_TOKEN, Chunk, chunk_text, opens_chunk
+from ingest.chunker import _PARAGRAPH, MAX_CHARS_PER_TOKEN, SHORT_SHARE, Chunk, chunk_text, opens_chunk
 from ingest.document import ParsedText
 
 
@@ -81,7 +82,37 @@ def over_budget(span: str, count, budget: int) -> bool:
 def test_contract_with_a_word_counter(doc, budget):
     chunks = chunk_text(doc, count_words, budget)
     check_contract(doc, chunks, count_words, budget)
+    check_paragraphs(doc.text, chunks, count_words, budget)
     assert chunk_text(doc, count_words, budget) == chunks  # deterministic
+
+
+def check_paragraphs(text: str, chunks: list[Chunk], count, budget: int) -> None:
+    """A chunk holding a fact (a paragraph of budget // SHORT_SHARE tokens or more, or one cut in pieces)
+    does not go on into the next fact, which starts at the short paragraphs leading into it: each would
+    hold two facts of a note."""
+    short = budget // SHORT_SHARE
+    first = len(text) - len(text.lstrip())
+    starts = [first, *(m.end() for m in _PARAGRAPH.finditer(text, first) if m.end() < len(text))]
+    spans = list(pairwise([*starts, len(text)]))
+
+    def is_fact(start: int, end: int) -> bool:
+        body = text[start:end].strip()
+        return count(body) >= short or count(text[start:end]) > budget or end - start > budget * 32
+
+    facts = [is_fact(*span) for span in spans]
+    fact_starts, lead = set(), 0
+    for k, fact in enumerate(facts):
+        if fact:
+            fact_starts.add(spans[lead][0])
+            lead = k + 1
+    for chunk in chunks:
+        for at in sorted(a for a in fact_starts if chunk.start < a < chunk.end):
+            before = [
+                k
+                for k, (start, end) in enumerate(spans)
+                if start < at and text[max(start, chunk.start) : min(end, at)].strip()
+            ]
+            assert not any(facts[k] for k in before), (chunk.text, at)
 
 
 @settings(max_examples=200, deadline=None)
@@ -112,6 +143,38 @@ def test_cuts_prefer_paragraphs_then_sentences():
         "And a third? ",
         "Yes, four sentences in all.",
     ]
+
+
+def test_a_paragraph_of_substance_is_a_chunk_of_its_own(count_tokens):
+    """A note of one-paragraph facts: each fact its own chunk, though two fit the budget together (the
+    small model asked about one answered with the other's value); the title goes with the first fact; short
+    paragraphs (lines of a dialogue) still pack together."""
+    facts = [
+        "The Griadipou Bridge crosses the river Aldwen. It was opened in the year 1696.",
+        "Vevi Works is a company that makes barrels. Its headquarters are in the city of Stovirholm.",
+        "The ship Morning Quill was captained by Edda Thorsby on her first voyage to the south.",
+    ]
+    note = "# Gazetteer notes, part 1\n\n" + "\n\n".join(facts) + "\n"
+    assert count_tokens(note) <= 128  # all of it would fit one chunk
+    chunks = chunk_text(ParsedText(note), count_tokens)
+    assert [c.text.strip() for c in chunks] == ["# Gazetteer notes, part 1\n\n" + facts[0], *facts[1:]]
+    assert [(c.line_start, c.line_end) for c in chunks] == [(1, 3), (5, 5), (7, 7)]
+    for eol in ("\r\n", "\r"):  # the same cuts whatever ends the lines
+        again = chunk_text(ParsedText(note.replace("\n", eol)), count_tokens)
+        assert [c.text.strip().replace(eol, "\n") for c in again] == [c.text.strip() for c in chunks]
+    dialogue = "\n\n".join(f"{name}: Yes." for name in ("Ann", "Bob") * 10)
+    assert len(chunk_text(ParsedText(dialogue), count_tokens)) == 1
+    # A label (or a question) goes with the fact after it; a long paragraph's tail is not packed with one.
+    labelled = (
+        "Population\n\nThe city of Aldwen has about three thousand people, most of whom work at the harbour."
+        "\n\nArea\n\nThe city covers five square kilometres of land on the north bank of the river Aldwen.\n"
+    )
+    cut = [c.text.strip() for c in chunk_text(ParsedText(labelled), count_tokens)]
+    assert [c.split("\n\n")[0] for c in cut] == ["Population", "Area"]
+    long = " ".join(f"Sentence {i} of the first paragraph has ten words." for i in range(15))
+    chunks = chunk_text(ParsedText(long + "\n\n" + facts[1]), count_words)
+    assert chunks[-1].text == facts[1] and len(long.split()) > 128
+    assert chunks[-2].text.endswith("14 of the first paragraph has ten words.\n\n")
 
 
 def test_lines_ending_in_cr_or_crlf_are_cut_and_cited_as_with_lf():
