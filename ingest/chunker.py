@@ -2,15 +2,15 @@
 
 Cuts go at blank lines first, then sentence ends, then line ends, then between words, and only as a last
 resort inside a word. Pieces are packed into chunks up to the budget, but a piece whose own text says so
-(a heading, or a hash that falls on 0 mod ANCHOR_EVERY) always opens a new chunk, and so does a fact (a
-paragraph of max_tokens // SHORT_SHARE tokens or more, with the short paragraphs that lead into it) once
-the chunk holds one: one fact of a note per chunk, since a small model asked about one fact of a chunk often
-answers with its neighbour's (README "Knowledge editing"); short paragraphs alone still pack. Those
-content-defined boundaries resynchronise the chunking right after an edit, so editing one paragraph of a
-long document changes the chunk holding it and a few neighbours, and every other chunk (and its memory) is
-kept.
-Whitespace stays with the text before it (the text's leading whitespace with the text after it); a chunk of
-whitespace alone is left only where it is over the budget with that text, and with either neighbour.
+(a heading, or a hash that falls on 0 mod ANCHOR_EVERY, once the chunk holds max_tokens // SHORT_SHARE
+tokens) opens a new chunk, and so does a fact (a paragraph of that many tokens or more, with the short
+paragraphs that lead into it) once the chunk holds one: one fact of a note per chunk, since a small model
+asked about one fact of a chunk often answers with its neighbour's (README "Knowledge editing"); short
+paragraphs alone still pack. Those content-defined boundaries resynchronise the chunking right after an
+edit, so editing one paragraph of a long document changes the chunk holding it and a few neighbours, and
+every other chunk (and its memory) is kept. Whitespace stays with the text before it (the text's leading
+whitespace with the text after it); a chunk of whitespace alone is left only where it is over the budget
+with that text, and with either neighbour.
 """
 
 from __future__ import annotations
@@ -208,21 +208,26 @@ class _Splitter:
 
 
 def _pack(text: str, paragraphs: list[list[_Piece]], splitter: _Splitter) -> list[tuple[int, int]]:
-    """Spans of consecutive pieces (given by paragraph): filled up to the budget, closed early before a piece
-    that opens a chunk, and before a fact once the chunk holds one (_facts).
+    """Spans of consecutive pieces (given by paragraph): filled up to the budget, closed early before a fact
+    once the chunk holds one (_facts), before a heading, and before a piece that opens a chunk by its hash
+    unless that would leave the chunk under SHORT tokens or part a fact from what leads into it.
 
     The sum of the pieces' counts is an estimate (tokens can merge across a cut); the joined text is counted,
     and the last pieces go to the next chunk while it is over."""
+    short = splitter.max_tokens // SHORT_SHARE
     pieces = [p for paragraph in paragraphs for p in paragraph]
-    opens = [opens_chunk(text[p.start : p.end]) for p in pieces]
-    fact_starts, in_fact = _facts(text, paragraphs, splitter)
+    texts = [text[p.start : p.end] for p in pieces]
+    headings = [_HEADING.fullmatch(t.strip()) is not None for t in texts]
+    anchors = [opens_chunk(t) for t in texts]
+    fact_starts, fact_bodies, in_fact = _facts(paragraphs, headings, texts, splitter)
     spans = []
     i = 0
     while i < len(pieces):
         j, tokens, holds_fact = i + 1, pieces[i].tokens, in_fact[i]
         while (
             j < len(pieces)
-            and not opens[j]
+            and not headings[j]
+            and not (anchors[j] and tokens >= short and (holds_fact or j not in fact_bodies))
             and not (holds_fact and j in fact_starts)
             and tokens + pieces[j].tokens <= splitter.max_tokens
             and pieces[j].end - pieces[i].start <= splitter.max_chars
@@ -237,27 +242,39 @@ def _pack(text: str, paragraphs: list[list[_Piece]], splitter: _Splitter) -> lis
     return spans
 
 
-def _facts(text: str, paragraphs: list[list[_Piece]], splitter: _Splitter) -> tuple[set[int], list[bool]]:
-    """Where facts start (piece indexes) and which pieces belong to a paragraph of substance (a fact).
+def _facts(
+    paragraphs: list[list[_Piece]], headings: list[bool], texts: list[str], splitter: _Splitter
+) -> tuple[set[int], set[int], list[bool]]:
+    """Where facts start and where their paragraphs of substance start (piece indexes); which pieces belong to
+    a paragraph of substance.
 
     A paragraph of substance holds max_tokens // SHORT_SHARE tokens or more, the whitespace around it left
-    out (so CRLF and LF notes cut alike); shorter ones (a label, a question, a line of dialogue) lead into
-    the fact after them: a fact starts at the first of the short paragraphs just before it."""
+    out (so CRLF and LF notes cut alike), and is not a heading; the others (a label, a question, a line of
+    dialogue, a heading) lead into
+    the fact after them: a fact starts at the first of the short paragraphs just before it, or at the last
+    heading among them (those before a heading close the section before it)."""
     short = splitter.max_tokens // SHORT_SHARE
-    substantial = [
-        len(ps) > 1
-        or (ps[0].tokens >= short and splitter.count_tokens(text[ps[0].start : ps[0].end].strip()) >= short)
-        for ps in paragraphs
-    ]
     firsts = list(accumulate((len(ps) for ps in paragraphs), initial=0))  # each paragraph's first piece
+    substantial = [
+        len(ps) > 1  # cut in pieces: over the budget
+        or (
+            not headings[firsts[k]]
+            and ps[0].tokens >= short
+            and splitter.count_tokens(texts[firsts[k]].strip()) >= short
+        )
+        for k, ps in enumerate(paragraphs)
+    ]
     starts: set[int] = set()
-    lead = 0  # the first paragraph after the last fact: where a fact now would start
+    lead = 0  # the paragraph where a fact now would start
     for k, fact in enumerate(substantial):
+        if headings[firsts[k]]:
+            lead = k
         if fact:
             starts.add(firsts[lead])
             lead = k + 1
+    bodies = {firsts[k] for k, fact in enumerate(substantial) if fact}
     in_fact = [fact for ps, fact in zip(paragraphs, substantial, strict=True) for _ in ps]
-    return starts, in_fact
+    return starts, bodies, in_fact
 
 
 def _join_blanks(text: str, spans: list[tuple[int, int]], splitter: _Splitter) -> list[tuple[int, int]]:

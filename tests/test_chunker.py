@@ -11,7 +11,15 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from bench.chunk_stability import measure_edit_stability
-from ingest.chunker import _PARAGRAPH, MAX_CHARS_PER_TOKEN, SHORT_SHARE, Chunk, chunk_text, opens_chunk
+from ingest.chunker import (
+    _HEADING,
+    _PARAGRAPH,
+    MAX_CHARS_PER_TOKEN,
+    SHORT_SHARE,
+    Chunk,
+    chunk_text,
+    opens_chunk,
+)
 from ingest.document import ParsedText
 
 
@@ -88,8 +96,8 @@ def test_contract_with_a_word_counter(doc, budget):
 
 def check_paragraphs(text: str, chunks: list[Chunk], count, budget: int) -> None:
     """A chunk holding a fact (a paragraph of budget // SHORT_SHARE tokens or more, or one cut in pieces)
-    does not go on into the next fact, which starts at the short paragraphs leading into it: each would
-    hold two facts of a note."""
+    does not go on into the next fact, which starts at the short paragraphs leading into it (back to a
+    heading): each would hold two facts of a note."""
     short = budget // SHORT_SHARE
     first = len(text) - len(text.lstrip())
     starts = [first, *(m.end() for m in _PARAGRAPH.finditer(text, first) if m.end() < len(text))]
@@ -97,11 +105,15 @@ def check_paragraphs(text: str, chunks: list[Chunk], count, budget: int) -> None
 
     def is_fact(start: int, end: int) -> bool:
         body = text[start:end].strip()
-        return count(body) >= short or count(text[start:end]) > budget or end - start > budget * 32
+        if count(text[start:end]) > budget or end - start > budget * 32:
+            return True  # cut in pieces
+        return count(body) >= short and not _HEADING.fullmatch(body)
 
     facts = [is_fact(*span) for span in spans]
     fact_starts, lead = set(), 0
     for k, fact in enumerate(facts):
+        if _HEADING.fullmatch(text[slice(*spans[k])].strip()):
+            lead = k  # the short paragraphs before a heading close the section before it
         if fact:
             fact_starts.add(spans[lead][0])
             lead = k + 1
@@ -164,7 +176,21 @@ def test_a_paragraph_of_substance_is_a_chunk_of_its_own(count_tokens):
         assert [c.text.strip().replace(eol, "\n") for c in again] == [c.text.strip() for c in chunks]
     dialogue = "\n\n".join(f"{name}: Yes." for name in ("Ann", "Bob") * 10)
     assert len(chunk_text(ParsedText(dialogue), count_tokens)) == 1
-    # A label (or a question) goes with the fact after it; a long paragraph's tail is not packed with one.
+    # A label (or a question, a heading) goes with the fact after it, even where the fact's own words make
+    # it open a chunk (one piece in ANCHOR_EVERY); a long paragraph's tail is not packed with one.
+    anchored = next(
+        f"The pond in the garden holds {n} goldfish, and a grey heron visits it every morning."
+        for n in range(99)
+        if opens_chunk(
+            f"The pond in the garden holds {n} goldfish, and a grey heron visits it every morning."
+        )
+    )
+    assert len(chunk_text(ParsedText(f"# Garden log\n\n{anchored}\n"), count_tokens)) == 1
+    assert len(chunk_text(ParsedText(f"# Garden log\n\n{anchored.split(',')[0]}.\n"), count_tokens)) == 1
+    # Short paragraphs before a heading close the section before it, not lead into the next one.
+    sections = f"{facts[0]}\n\nSee also the ferry.\n\n## Companies\n\n{facts[1]}\n"
+    cut = [c.text.strip() for c in chunk_text(ParsedText(sections), count_tokens)]
+    assert cut == [f"{facts[0]}\n\nSee also the ferry.", f"## Companies\n\n{facts[1]}"]
     labelled = (
         "Population\n\nThe city of Aldwen has about three thousand people, most of whom work at the harbour."
         "\n\nArea\n\nThe city covers five square kilometres of land on the north bank of the river Aldwen.\n"
