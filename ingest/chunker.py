@@ -1,16 +1,16 @@
 """Text to chunks of at most 128 model tokens (one memory each), cut where the text cuts itself.
 
 Cuts go at blank lines first, then sentence ends, then line ends, then between words, and only as a last
-resort inside a word. Pieces are packed into chunks up to the budget, but a piece whose own text says so
-(a heading, or a hash that falls on 0 mod ANCHOR_EVERY, once the chunk holds max_tokens // SHORT_SHARE
-tokens) opens a new chunk, and so does a fact (a paragraph of that many tokens or more, with the short
-paragraphs that lead into it) once the chunk holds one: one fact of a note per chunk, since a small model
-asked about one fact of a chunk often answers with its neighbour's (README "Knowledge editing"); short
-paragraphs alone still pack. Those content-defined boundaries resynchronise the chunking right after an
-edit, so editing one paragraph of a long document changes the chunk holding it and a few neighbours, and
-every other chunk (and its memory) is kept. Whitespace stays with the text before it (the text's leading
-whitespace with the text after it); a chunk of whitespace alone is left only where it is over the budget
-with that text, and with either neighbour.
+resort inside a word. Pieces are packed into chunks up to the budget, but a piece whose own text says so (a
+heading, or a hash that falls on 0 mod ANCHOR_EVERY, once the chunk holds max_tokens // SHORT_SHARE tokens)
+opens a new chunk in a text over the budget, and a fact (a paragraph of that many tokens or more, with the
+short paragraphs that lead into it) opens one in any text once the chunk holds a fact: one fact of a note
+per chunk, since a small model asked about one fact of a chunk often answers with its neighbour's (README
+"Knowledge editing"); short paragraphs alone still pack. Those content-defined boundaries resynchronise the
+chunking right after an edit, so editing one paragraph of a long document changes the chunk holding it and a
+few neighbours, and every other chunk (and its memory) is kept. Whitespace stays with the text before it
+(the text's leading whitespace with the text after it); a chunk of whitespace alone is left only where it is
+over the budget with that text, and with either neighbour.
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ _LINE = re.compile(rf"{_BREAK}\s*")
 _SPACE = re.compile(r"\s+")
 _CONTENT = re.compile(r"\S")
 _HEADING = re.compile(rf"#{{1,6}}\s.*|[^\r\n]+{_BREAK}[=\-~^*+#]{{3,}}", re.DOTALL)
+_TITLE = re.compile(
+    rf"#{{1,6}}\s[^\r\n]*|[^\r\n]+{_BREAK}[=\-~^*+#]{{3,}}"
+)  # a heading with no text under it
 # Every separator ends by eating all the whitespace after it, so each piece after a cut starts with content.
 _LEVELS = (_SENTENCE, _LINE)  # inside a paragraph; paragraphs are always cut (chunk_text)
 
@@ -89,7 +92,8 @@ def chunk_text(doc: ParsedText, count_tokens: CountTokens, max_tokens: int = MAX
     splitter = _Splitter(doc.text, count_tokens, max_tokens)
     paragraphs = pairwise([0, *splitter.cuts(0, len(doc.text), _PARAGRAPH), len(doc.text)])
     pieces = [splitter.split(start, end) for start, end in paragraphs]
-    spans = _join_blanks(doc.text, _pack(doc.text, pieces, splitter), splitter)
+    fits = len(doc.text) <= splitter.max_chars and count_tokens(doc.text) <= max_tokens
+    spans = _join_blanks(doc.text, _pack(doc.text, pieces, splitter, fits), splitter)
     return [_chunk(doc, start, end) for start, end in spans]
 
 
@@ -207,19 +211,22 @@ class _Splitter:
         return good
 
 
-def _pack(text: str, paragraphs: list[list[_Piece]], splitter: _Splitter) -> list[tuple[int, int]]:
+def _pack(
+    text: str, paragraphs: list[list[_Piece]], splitter: _Splitter, fits: bool
+) -> list[tuple[int, int]]:
     """Spans of consecutive pieces (given by paragraph): filled up to the budget, closed early before a fact
-    once the chunk holds one (_facts), before a heading, and before a piece that opens a chunk by its hash
-    unless that would leave the chunk under SHORT tokens or part a fact from what leads into it.
+    once the chunk holds one (_facts); and, in a text over the budget (fits: False), before a heading and
+    before a piece that opens a chunk by its hash, unless that would leave the chunk under SHORT tokens or
+    part a fact from the short paragraphs leading into it. A text that fits is cut between its facts only.
 
     The sum of the pieces' counts is an estimate (tokens can merge across a cut); the joined text is counted,
     and the last pieces go to the next chunk while it is over."""
     short = splitter.max_tokens // SHORT_SHARE
     pieces = [p for paragraph in paragraphs for p in paragraph]
     texts = [text[p.start : p.end] for p in pieces]
-    headings = [_HEADING.fullmatch(t.strip()) is not None for t in texts]
-    anchors = [opens_chunk(t) for t in texts]
-    fact_starts, fact_bodies, in_fact = _facts(paragraphs, headings, texts, splitter)
+    headings = [not fits and _HEADING.fullmatch(t.strip()) is not None for t in texts]
+    anchors = [not fits and opens_chunk(t) for t in texts]
+    fact_starts, leading, in_fact = _facts(paragraphs, texts, splitter)
     spans = []
     i = 0
     while i < len(pieces):
@@ -227,7 +234,7 @@ def _pack(text: str, paragraphs: list[list[_Piece]], splitter: _Splitter) -> lis
         while (
             j < len(pieces)
             and not headings[j]
-            and not (anchors[j] and tokens >= short and (holds_fact or j not in fact_bodies))
+            and not (anchors[j] and tokens >= short and j not in leading)
             and not (holds_fact and j in fact_starts)
             and tokens + pieces[j].tokens <= splitter.max_tokens
             and pieces[j].end - pieces[i].start <= splitter.max_chars
@@ -243,38 +250,40 @@ def _pack(text: str, paragraphs: list[list[_Piece]], splitter: _Splitter) -> lis
 
 
 def _facts(
-    paragraphs: list[list[_Piece]], headings: list[bool], texts: list[str], splitter: _Splitter
+    paragraphs: list[list[_Piece]], texts: list[str], splitter: _Splitter
 ) -> tuple[set[int], set[int], list[bool]]:
-    """Where facts start and where their paragraphs of substance start (piece indexes); which pieces belong to
-    a paragraph of substance.
+    """Where facts start; the pieces that lead into a fact after its start, up to its first piece of substance
+    (no hash boundary there); which pieces belong to a paragraph of substance. Piece indexes.
 
     A paragraph of substance holds max_tokens // SHORT_SHARE tokens or more, the whitespace around it left
-    out (so CRLF and LF notes cut alike), and is not a heading; the others (a label, a question, a line of
-    dialogue, a heading) lead into
-    the fact after them: a fact starts at the first of the short paragraphs just before it, or at the last
-    heading among them (those before a heading close the section before it)."""
+    out (so CRLF and LF notes cut alike), and is not a title (a heading line with no text under it); the
+    others (a label, a question, a line of dialogue, a title) lead into the fact after them: a fact starts
+    at the first of the short paragraphs just before it, or at the last title among them (those before a
+    title close the section before it)."""
     short = splitter.max_tokens // SHORT_SHARE
     firsts = list(accumulate((len(ps) for ps in paragraphs), initial=0))  # each paragraph's first piece
+    titles = [_TITLE.fullmatch(texts[first].strip()) is not None for first in firsts[:-1]]
     substantial = [
         len(ps) > 1  # cut in pieces: over the budget
         or (
-            not headings[firsts[k]]
+            not titles[k]
             and ps[0].tokens >= short
             and splitter.count_tokens(texts[firsts[k]].strip()) >= short
         )
         for k, ps in enumerate(paragraphs)
     ]
     starts: set[int] = set()
+    leading: set[int] = set()
     lead = 0  # the paragraph where a fact now would start
     for k, fact in enumerate(substantial):
-        if headings[firsts[k]]:
+        if titles[k]:
             lead = k
         if fact:
             starts.add(firsts[lead])
+            leading.update(range(firsts[lead] + 1, firsts[k] + 1))
             lead = k + 1
-    bodies = {firsts[k] for k, fact in enumerate(substantial) if fact}
     in_fact = [fact for ps, fact in zip(paragraphs, substantial, strict=True) for _ in ps]
-    return starts, bodies, in_fact
+    return starts, leading, in_fact
 
 
 def _join_blanks(text: str, spans: list[tuple[int, int]], splitter: _Splitter) -> list[tuple[int, int]]:

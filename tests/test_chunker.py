@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from bench.chunk_stability import measure_edit_stability
 from ingest.chunker import (
-    _HEADING,
     _PARAGRAPH,
+    _TITLE,
     MAX_CHARS_PER_TOKEN,
     SHORT_SHARE,
     Chunk,
@@ -107,12 +107,12 @@ def check_paragraphs(text: str, chunks: list[Chunk], count, budget: int) -> None
         body = text[start:end].strip()
         if count(text[start:end]) > budget or end - start > budget * 32:
             return True  # cut in pieces
-        return count(body) >= short and not _HEADING.fullmatch(body)
+        return count(body) >= short and not _TITLE.fullmatch(body)
 
     facts = [is_fact(*span) for span in spans]
     fact_starts, lead = set(), 0
     for k, fact in enumerate(facts):
-        if _HEADING.fullmatch(text[slice(*spans[k])].strip()):
+        if _TITLE.fullmatch(text[slice(*spans[k])].strip()):
             lead = k  # the short paragraphs before a heading close the section before it
         if fact:
             fact_starts.add(spans[lead][0])
@@ -201,6 +201,34 @@ def test_a_paragraph_of_substance_is_a_chunk_of_its_own(count_tokens):
     chunks = chunk_text(ParsedText(long + "\n\n" + facts[1]), count_words)
     assert chunks[-1].text == facts[1] and len(long.split()) > 128
     assert chunks[-2].text.endswith("14 of the first paragraph has ten words.\n\n")
+
+
+def test_a_note_that_fits_is_cut_between_its_facts_only(count_tokens):
+    """Headings and hash boundaries cut only texts over the budget, as before chunker 3: a short note's code
+    block, FAQ or titles stay whole; a heading with its text under it is a fact like any paragraph."""
+    code = (
+        "## Backup\n\n# where to\nDEST=/mnt/backup\n\n# what\nSRC=$HOME/docs\n\n# go\nrsync -a $SRC $DEST\n"
+    )
+    faq = "Q: Is there parking?\n\nA: Yes, behind it.\n\nQ: Is there wifi?\n\nA: Ask the staff.\n"
+    fact = (
+        "The museum opens at nine in the morning and closes at six in the evening, every day except Monday."
+    )
+    for note in (code, faq, f"# Project Apollo\n\n## Budget\n\n{fact}\n"):
+        assert len(chunk_text(ParsedText(note), count_tokens)) == 1, note
+    other = "The cafe on the second floor serves lunch from noon to three, with a view over the old harbour."
+    cut = chunk_text(ParsedText(f"## Opening hours\n{fact}\n\n{other}\n"), count_tokens)
+    assert [c.text.strip() for c in cut] == [f"## Opening hours\n{fact}", other]
+
+
+def test_a_hash_boundary_does_not_part_a_fact_from_its_lead_in():
+    """In a text over the budget, a short paragraph that opens a chunk by its hash, between a title and the
+    fact it leads into, stays with them."""
+    line = next(f"Updated in May {n}." for n in range(99) if opens_chunk(f"Updated in May {n}."))
+    lead = ["## Visiting hours", " ".join(["checked"] * 10), " ".join(["noted"] * 10), line]
+    fact = " ".join(["open"] * 20)
+    before = "\n\n".join(" ".join([f"w{i}"] * 30) for i in range(6))  # the text is over the budget
+    chunks = chunk_text(ParsedText(before + "\n\n" + "\n\n".join([*lead, fact])), count_words)
+    assert chunks[-1].text == "\n\n".join([*lead, fact])
 
 
 def test_lines_ending_in_cr_or_crlf_are_cut_and_cited_as_with_lf():
