@@ -142,7 +142,9 @@ class _Splitter:
 
     def _greedy_words(self, start: int, end: int) -> list[_Piece]:
         """A sentence too long for the budget: the longest runs of whole words that fit, a word cut only if it
-        alone is over the budget."""
+        alone is over the budget. The chars-per-token hint starts afresh, so that the cuts depend on this
+        sentence alone: carried over from text far before it, an edit there moved every cut here."""
+        self.chars_hint = self.max_tokens * 4
         word_ends = [*self.cuts(start, end, _SPACE), end]
         pieces: list[_Piece] = []
         pos, lo = start, 0

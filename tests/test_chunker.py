@@ -291,6 +291,28 @@ def test_an_edit_keeps_the_chunks_far_from_it(paragraphs, data):
         assert all((c.start + shift, c.text) in new for c in old if c.start >= resync_at)
 
 
+def test_an_edit_does_not_move_the_cuts_of_a_long_line_far_below():
+    """A long line with no sentence ends is cut between words where the budget ends: those cuts once
+    depended on the lines before it (a speed hint carried over), so one word edited far above rewrote
+    every chunk of the line."""
+    rnd = random.Random(3)
+    vocabulary = [
+        "".join(rnd.choices(["ka", "lo", "mi", "ber", "gan", "dol", "ion"], k=rnd.randint(1, 4)))
+        for _ in range(500)
+    ]
+    first, far = rnd.choices(vocabulary, k=400), " ".join(rnd.choices(vocabulary, k=1500))
+    middle = "\n\n".join(" ".join(rnd.choices(vocabulary, k=10)) + "." for _ in range(30))
+    before = {
+        c.text for c in chunk_text(ParsedText(f"{' '.join(first)}\n\n{middle}\n\n{far}\n"), count_words)
+    }
+    for at in range(0, 400, 40):
+        edited = [*first[:at], "supercalifragilisticexpialidocious", *first[at + 1 :]]
+        after = {
+            c.text for c in chunk_text(ParsedText(f"{' '.join(edited)}\n\n{middle}\n\n{far}\n"), count_words)
+        }
+        assert {t for t in before if t.strip() in far} <= after
+
+
 def test_editing_a_paragraph_of_100_pages_rewrites_few_chunks(count_tokens):
     result = measure_edit_stability(count_tokens)
     assert result["pages"] == 100 and result["chunks_total"] > 500
