@@ -40,9 +40,8 @@ _LINE = re.compile(rf"{_BREAK}\s*")
 _SPACE = re.compile(r"\s+")
 _CONTENT = re.compile(r"\S")
 _HEADING = re.compile(rf"#{{1,6}}\s.*|[^\r\n]+{_BREAK}[=\-~^*+#]{{3,}}", re.DOTALL)
-_TITLE = re.compile(
-    rf"#{{1,6}}\s[^\r\n]*|[^\r\n]+{_BREAK}[=\-~^*+#]{{3,}}"
-)  # a heading with no text under it
+# A title: a heading with no text under it (a paragraph _HEADING matches may go on under its heading line).
+_TITLE = re.compile(rf"#{{1,6}}\s[^\r\n]*|[^\r\n]+{_BREAK}[=\-~^*+#]{{3,}}")
 # Every separator ends by eating all the whitespace after it, so each piece after a cut starts with content.
 _LEVELS = (_SENTENCE, _LINE)  # inside a paragraph; paragraphs are always cut (chunk_text)
 
@@ -290,7 +289,7 @@ def _facts(
 
 def _join_blanks(text: str, spans: list[tuple[int, int]], splitter: _Splitter) -> list[tuple[int, int]]:
     """Spans with each whitespace-only one joined to the span before it, or else to the one after it, where
-    the two fit the budget together. A blank piece always opens a chunk (the hash of no words is 0 mod
+    the two fit the budget together. A blank piece can open a chunk (the hash of no words is 0 mod
     ANCHOR_EVERY), and the pieces' count is only an estimate, so packing alone leaves some that fit.
     Repeated until nothing joins, so every blank span left is over the budget with either neighbour."""
 
