@@ -22,7 +22,7 @@ from bench import run_benchmark
 from bench.errors import BenchmarkError
 from bench.soak_bench import KINDS, MAX_DISK_RATIO, SENTINELS, _held
 from bench.soak_run import RunFolder
-from tests.test_cli import M3, environment, m3
+from tests.test_cli import M3, ctrl_c_on, environment, m3
 
 BATCH = 8
 SMALL = {"events": 1_200, "documents": 120, "checkpoint_every": 300, "batch": BATCH}
@@ -106,7 +106,9 @@ def test_ctrl_c_stops_a_soak_in_one_sentence_and_keeps_it_for_resume(tmp_path):
     """SIGINT once the first checkpoint is copied: status 130 and the way on, not click's "Aborted!"; a
     new run is then refused, in one sentence, with the count of events done."""
     args = [str(M3), "bench", "soak", "--events", "1200", "--batch", "8", "--out", str(tmp_path / "out")]
-    soak = subprocess.Popen(args, env=environment(tmp_path), stderr=subprocess.PIPE, text=True)
+    soak = subprocess.Popen(
+        args, env=environment(tmp_path), stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_on
+    )
     saved = tmp_path / "data" / "bench" / "soak" / "saved" / "state.json"
     deadline = time.monotonic() + 600
     while not saved.exists() and soak.poll() is None:

@@ -39,6 +39,13 @@ def environment(home: Path) -> dict[str, str]:
     return env
 
 
+def ctrl_c_on() -> None:
+    """A child's SIGINT as a terminal leaves it (`preexec_fn`): tests run in the background of a shell
+    without job control (`make test &`) inherit SIGINT ignored, and so would the child, which Python then
+    leaves ignored: a Ctrl-C test would see the command run to its end."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def ok(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -505,12 +512,8 @@ def test_ctrl_c_stops_the_answer_but_not_the_service(tmp_path, new_home, frozen)
     ok(m3(*model, "folders", home=home))
     pid = service_pid(home)
     command = [str(M3), *model, "ask", "Tell me everything.", "--mode", "none"]
-    with subprocess.Popen(  # Ctrl-C as a terminal sends it, even where the tests run with SIGINT ignored
-        command,
-        env=environment(home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    with subprocess.Popen(
+        command, env=environment(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=ctrl_c_on
     ) as asking:
         assert asking.stdout is not None
         first = asking.stdout.read(1)  # the answer is streaming
