@@ -560,10 +560,12 @@ def stop(session: Session) -> None:
     help="qa only: none, rag and the default memory profile only, with the memory/RAG F1 ratio's interval.",
 )
 @click.option(
-    "--profile", help="qa only: the memory profile asked as the default one [default: dense-parallel]."
+    "--profile",
+    help="qa and editing: the memory profile asked as the default one [default: dense-parallel].",
 )
 @click.option(
-    "--reader", help="qa only: the memory reader: trained, base or a reader file [default: trained]."
+    "--reader",
+    help="qa and editing: the memory reader: trained, base or a reader file [default: trained].",
 )
 @click.option(
     "--events",
@@ -596,21 +598,24 @@ def bench(
 ) -> None:
     """Run benchmark NAME: print its table and write <out>/NAME.json and NAME.md (qa and soak add PNG plots).
 
-    Benchmarks run in temporary homes of their own with the engine's default settings (qa: --profile and
-    --reader change two of them): most run the engine in this process; tui and editing start an engine
-    service of their own and talk to it, as the app does. The soak keeps its run in <data>/bench/soak/,
-    copied at every checkpoint, so that --resume goes on after a stop."""
-    qa_options = {"sample": sample, "main": main or None, "profile": profile, "reader": reader}
-    for option, value in qa_options.items():
-        if value is not None and name != "qa":
-            raise click.UsageError(f"--{option} applies to the qa benchmark only.")
+    Benchmarks run in temporary homes of their own with the engine's default settings (qa and editing:
+    --profile and --reader change two of them): most run the engine in this process; tui and editing
+    start an engine service of their own and talk to it, as the app does. The soak keeps its run in
+    <data>/bench/soak/, copied at every checkpoint, so that --resume goes on after a stop."""
+    qa_options = {"sample": sample, "main": main or None}
+    memory_options = {"profile": profile, "reader": reader}
     soak_options = {"events": events, "batch": batch, "resume": resume or None}
-    for option, value in soak_options.items():
-        if value is not None and name != "soak":
-            raise click.UsageError(f"--{option} applies to the soak benchmark only.")
+    for options, benchmarks, which in (
+        (qa_options, ("qa",), "the qa benchmark only"),
+        (memory_options, ("qa", "editing"), "the qa and editing benchmarks only"),
+        (soak_options, ("soak",), "the soak benchmark only"),
+    ):
+        for option, value in options.items():
+            if value is not None and name not in benchmarks:
+                raise click.UsageError(f"--{option} applies to {which}.")
     if reader is not None and not reader.strip():
         raise click.BadParameter("give trained, base or a reader file's path.", param_hint="--reader")
-    given = {**qa_options, **soak_options}
+    given = {**qa_options, **memory_options, **soak_options}
     options = {option: value for option, value in given.items() if value is not None}
 
     def kept() -> str:

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.engine_settings import engine_settings, write_settings
 from bench.errors import BenchmarkError
 from bench.machine import machine_info
 from bench.qa_eval import MAX_ANSWER_TOKENS
@@ -41,6 +42,7 @@ from bench.squad import normalize
 from bench.tui_bench import percentile
 from engine.chat.chat import stop_index
 from engine.chat.prompt import PromptFormat, prompt_format
+from engine.config import EngineConfig
 from engine.models.gguf_file import GGUFFile
 from engine.models.runtime import SINK_TEXT
 from engine.retrieval.embedder import Embedder
@@ -455,13 +457,19 @@ def run(
     device: str | None,
     output_dir: Path,
     quick: bool = False,
+    profile: str | None = None,
+    reader: str | None = None,
 ) -> tuple[dict, str]:
     """Edit FACTS facts, PER_FILE to a file (quick: QUICK_FACTS, QUICK_PER_FILE to a file), through an
     engine service started in a temporary home that borrows the cache of `home`, stopped at the end (on
-    error too).
+    error too). profile, reader: that home's memory profile and reader (a reader file's path, or "trained" /
+    "base"; default: the engine's defaults).
     Writes each fact's record to <output_dir>/editing-facts.jsonl; returns (results, Markdown table).
     Raises BenchmarkError for a model with chat turns (the ceiling's prompt is plain text) or when the
-    service cannot catch up, ServiceError when it fails a request, ModelLoadError for an unreadable GGUF."""
+    service cannot catch up, ServiceError when it fails a request, ModelLoadError for an unreadable GGUF,
+    UnknownProfileError or ReaderFileError for a profile or reader that does not exist, before anything
+    loads."""
+    settings = engine_settings(profile, reader)
     n, per_file = (QUICK_FACTS, QUICK_PER_FILE) if quick else (FACTS, PER_FILE)
     chosen = make_facts(n, per_file)
     fmt = text_prompt(model_path)
@@ -472,6 +480,8 @@ def run(
         bench_home = Home.at(root / "home")
         bench_home.make_private()
         bench_home.cache.symlink_to(home.cache.resolve(), target_is_directory=True)
+        write_settings(bench_home, settings)
+        config = EngineConfig.load(bench_home.config_file)
         folder = root / "notes"
         values = write_folder(folder, chosen)
         try:
@@ -493,6 +503,8 @@ def run(
         "files": len({f.file for f in chosen}),
         "per_file": per_file,
         "chunks": chunks,
+        "profile": config.profile,
+        "reader": config.reader,
         "seed": SEED,
         "timeout_s": TIMEOUT_S,
         "modes": {mode: summary([r for r in records if r["mode"] == mode]) for mode in MODES},
@@ -587,7 +599,8 @@ def table(r: dict) -> str:
     modes, t, timeout = r["modes"], r["targets"], r["timeout_s"]
     lines = [
         f"{r['facts']} invented facts in {r['files']} files ({r['per_file']} one-paragraph facts each, "
-        f"{r['chunks']} chunks), each edited once through the engine service, half in each mode.",
+        f"{r['chunks']} chunks), each edited once through the engine service, half in each mode; "
+        f"memory profile {r['profile']}, reader {r['reader']}.",
         "",
         "| mode | facts | old value answered before | success | new value answered | paragraph cited "
         "| another fact's value answered | generalisation | locality | text ceiling |",

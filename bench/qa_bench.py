@@ -31,6 +31,7 @@ import torch
 
 from bench import qa_plots, squad
 from bench.engine_bench import decode_llamacpp, open_llamacpp
+from bench.engine_settings import engine_settings, write_settings
 from bench.errors import QADataMissingError
 from bench.machine import machine_info
 from bench.qa_corpus import holds_gold, write_articles
@@ -39,11 +40,10 @@ from engine.chat.chat import Chat
 from engine.chat.generation import CHUNK_TOKENS
 from engine.chat.prompt import BASE, PromptFormat
 from engine.config import EngineConfig
-from engine.errors import ReaderFileError
 from engine.facade import Engine
 from engine.memory.bank import MemoryBank
-from engine.memory.profiles import PROFILES, MemoryProfile, named
-from engine.memory.reader import MemoryReader, check_file
+from engine.memory.profiles import PROFILES, MemoryProfile
+from engine.memory.reader import MemoryReader
 from engine.memory.store import MemoryStore
 from engine.models.runtime import Runtime
 from engine.retrieval.embedder import Embedder
@@ -60,7 +60,6 @@ SPEED_K = (1, 5, 10)
 SPEED_TOKENS = 32  # decoded without stopping, to time decoding
 SPEED_QUESTIONS = 5
 RESAMPLES = 10_000  # bootstrap resamples of the held-out questions for the memory/RAG F1 ratio
-READER_NAMES = ("trained", "base")  # --reader values that name no file (engine/config.py reads them)
 
 
 @dataclass(frozen=True)
@@ -188,11 +187,7 @@ class Lab:
         """settings: `[engine]` settings of the lab's config.toml (such as profile, reader; default: none)."""
         self.home, self.dataset = home, dataset
         self.paths = write_articles(dataset, articles, home / "documents")
-        if settings:
-            config = Home.at(home).config_file
-            config.parent.mkdir(parents=True, exist_ok=True)
-            lines = [f"{key} = {json.dumps(value)}" for key, value in settings.items()]  # TOML basic strings
-            config.write_text("[engine]\n" + "\n".join(lines) + "\n")
+        write_settings(Home.at(home), settings or {})
         self.engine = Engine.open(home, runtime=runtime, embedder=embedder)
         self.engine.reader  # noqa: B018 - a reader file that does not fit stops the run before any question
         self.engine.add_folder(home / "documents")
@@ -282,9 +277,7 @@ def run(
     as its default memory profile and reader (a reader file's path, or "trained" / "base"; default: the
     engine's defaults); an unknown profile or a reader file that does not fit is one sentence
     (UnknownProfileError, ReaderFileError, ReaderMismatchError) before any question is asked."""
-    if profile is not None:
-        named(profile)  # an unknown name stops the run before anything loads
-    reader = _reader_setting(reader)
+    settings = engine_settings(profile, reader)  # a wrong one stops the run before anything loads
     plan = plan or (QUICK if quick else sampled(sample) if sample else FULL)
     plan = main_only(plan) if main else plan
     started = time.perf_counter()
@@ -302,7 +295,6 @@ def run(
     v2_articles = range(len(v2.articles))[: plan.v2_articles]
     unanswerable = pick([q for q in v2.questions if not q.answers], v2_articles, plan.unanswerable, seed=3)
     with tempfile.TemporaryDirectory(prefix="m3-qa-") as tmp:
-        settings = {k: v for k, v in (("profile", profile), ("reader", reader)) if v is not None}
         lab = Lab(rt, embedder, Path(tmp) / "xquad", xquad, articles, settings)
         lab_v2 = Lab(rt, embedder, Path(tmp) / "v2", v2, v2_articles, settings)
         try:
@@ -332,24 +324,6 @@ def run(
     write_atomic(output_dir / "qa-answers.jsonl", "".join(json.dumps(a) + "\n" for a in answers))
     qa_plots.save(results, output_dir)
     return results, table(results)
-
-
-def _reader_setting(reader: str | None) -> str | None:
-    """A reader named on the command line: a path is the caller's (from the working folder), not one
-    relative to the lab's temporary config.toml. A missing file, a folder, or a name a config.toml cannot
-    hold (not UTF-8) is a ReaderFileError here, before anything loads; whether a file fits the model
-    needs the model."""
-    if reader is None or reader.strip().lower() in READER_NAMES:
-        return reader  # a name, or nothing (which the engine's setting refuses in its own sentence)
-    path = Path(reader).expanduser().resolve()
-    check_file(path)
-    try:
-        return str(path).encode("utf-8").decode()
-    except UnicodeEncodeError:
-        raise ReaderFileError(
-            f"The memory reader {str(path)!r} has a name that is not valid UTF-8, which a config.toml "
-            "cannot hold; rename it."
-        ) from None
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,13 @@ class EngineConfig:
         return replace(config, reader=_reader_setting(config.reader, path))
 
 
+READER_NAMES = ("trained", "base")  # `[engine] reader` values that name no file
+
+
 def _reader_setting(value: str, path: Path) -> str:
     """ "trained" or "base" (any case), or a reader file's absolute path: `~` expanded, a relative path
     taken from the folder of config.toml."""
-    if value.strip().lower() in ("trained", "base"):
+    if value.strip().lower() in READER_NAMES:
         return value.strip().lower()
     if not value.strip():
         raise ConfigError(f"{path}: [engine] reader must be trained, base or a reader file's path, not ''.")

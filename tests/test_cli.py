@@ -145,13 +145,32 @@ def test_missing_model(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "flag", [("--sample", "5"), ("--main",), ("--profile", "dense"), ("--reader", "base")]
+    ("benchmark", "flag", "which"),
+    [
+        ("engine", ("--sample", "5"), "the qa benchmark only"),
+        ("editing", ("--main",), "the qa benchmark only"),
+        ("engine", ("--profile", "dense"), "the qa and editing benchmarks only"),
+        ("soak", ("--reader", "base"), "the qa and editing benchmarks only"),
+    ],
 )
-def test_qa_options_are_refused_for_other_benchmarks(tmp_path, flag):
+def test_qa_options_are_refused_for_other_benchmarks(tmp_path, benchmark, flag, which):
     """Before any model loads: one usage sentence, exit status 2."""
-    result = m3("bench", "engine", *flag, home=tmp_path / "home")
+    result = m3("bench", benchmark, *flag, home=tmp_path / "home")
     assert result.returncode == 2
-    assert f"{flag[0]} applies to the qa benchmark only." in result.stderr
+    assert f"{flag[0]} applies to {which}." in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "error"),
+    [
+        (("--profile", "densest"), "There is no memory profile 'densest'; choose one of dense, "),
+        (("--reader", "no-such-reader.safetensors"), "The memory reader "),
+    ],
+)
+def test_editing_refuses_an_unknown_profile_or_reader_before_anything_loads(tmp_path, flag, error):
+    result = m3("bench", "editing", *flag, "--out", str(tmp_path / "out"), home=tmp_path / "home")
+    assert_one_sentence_error(result, error)
+    assert not (tmp_path / "home" / "data").exists()  # no service was started
 
 
 @pytest.mark.parametrize(
