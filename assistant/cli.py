@@ -561,7 +561,8 @@ def stop(session: Session) -> None:
 )
 @click.option(
     "--profile",
-    help="qa and editing: the memory profile asked as the default one [default: dense-parallel].",
+    help="qa and editing: the engine's memory profile (qa asks it as the default one) "
+    "[default: dense-parallel].",
 )
 @click.option(
     "--reader",

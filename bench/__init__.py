@@ -38,8 +38,10 @@ def run_benchmark(
     in a run folder of the data folder, to be resumed after a stop)."""
     if name not in BENCHMARKS:
         raise UnknownBenchmarkError(f"There is no benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}.")
+    from bench.engine_settings import engine_settings
     from engine.models.runtime import default_model_path
 
+    engine_settings(options.get("profile"), options.get("reader"))  # a wrong one: before anything is written
     output_dir = _results_folder(output_dir)
     model_path = Path(model) if model else default_model_path(home.cache)
     run = importlib.import_module(f"bench.{BENCHMARKS[name]}").run

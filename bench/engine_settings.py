@@ -3,8 +3,9 @@ before anything loads, then written as the `[engine]` table of the run's own tem
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+import tomli_w
 
 from engine.config import READER_NAMES
 from engine.errors import ReaderFileError
@@ -29,15 +30,14 @@ def write_settings(home: Home, settings: dict[str, str]) -> None:
     if not settings:
         return
     home.config_file.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"{key} = {json.dumps(value)}" for key, value in settings.items()]  # TOML basic strings
-    home.config_file.write_text("[engine]\n" + "\n".join(lines) + "\n")
+    home.config_file.write_text(tomli_w.dumps({"engine": settings}), encoding="utf-8")
 
 
 def _reader_setting(reader: str | None) -> str | None:
     """A reader named on the command line: a path is the caller's (from the working folder), not one
     relative to the run's temporary config.toml."""
     if reader is None or reader.strip().lower() in READER_NAMES:
-        return reader  # a name, or nothing (which the engine's setting refuses in its own sentence)
+        return reader  # a name, or nothing: the engine's default
     path = Path(reader).expanduser().resolve()
     check_file(path)
     try:

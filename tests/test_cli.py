@@ -167,10 +167,12 @@ def test_qa_options_are_refused_for_other_benchmarks(tmp_path, benchmark, flag, 
         (("--reader", "no-such-reader.safetensors"), "The memory reader "),
     ],
 )
-def test_editing_refuses_an_unknown_profile_or_reader_before_anything_loads(tmp_path, flag, error):
+def test_editing_refuses_an_unknown_profile_or_reader_before_anything_is_written(tmp_path, flag, error):
+    """No results folder, no model copied into the home's cache, no service started."""
     result = m3("bench", "editing", *flag, "--out", str(tmp_path / "out"), home=tmp_path / "home")
     assert_one_sentence_error(result, error)
-    assert not (tmp_path / "home" / "data").exists()  # no service was started
+    assert not (tmp_path / "out").exists() and not (tmp_path / "home" / "cache").exists()
+    assert not (tmp_path / "home" / "data").exists()
 
 
 @pytest.mark.parametrize(
