@@ -51,12 +51,15 @@ from engine.facade import Engine
 from engine.memory.profiles import MAX_REFERENCE_TOKENS
 from engine.models.runtime import Runtime
 from engine.retrieval.embedder import Embedder
+from engine.retrieval.retriever import Retriever
 from engine.threads import compute_threads
 from ingest.paths import Home
 from ingest.watcher import Batch
 
 EVENTS = 1_000_000
 QUICK_EVENTS = 10_000
+MISSED_DEPTH = 50  # how far down each list a sentinel missed by the top 5 is looked for
+EXACT = "exact_vector_recall_at_5"  # not in the checkpoints of a run saved before it was measured
 CHECKPOINT_EVERY = 100_000  # fewer events: a checkpoint every quarter of them
 QUICK_CHECKPOINT_EVERY = 2_500
 DOCUMENTS = 2_000  # the live documents the mix keeps the folder near
@@ -525,15 +528,31 @@ class _Soak:
         return row
 
     def _sentinel_checks(self) -> dict:
-        """recall@5 of the sentinels' questions (fused, and by the vector index alone), and whether each
-        sentinel's chunk text is in the catalog and its memory reads back from the bank."""
+        """recall@5 of the sentinels' questions (fused; by the vector index alone; by an exact search of
+        the stored vectors, which the index approximates), whether each sentinel's chunk text is in the
+        catalog and its memory reads back from the bank, and for each sentinel missed by the fused top 5,
+        its rank in each list (None: not in the first MISSED_DEPTH)."""
         retriever, engine = self.engine.retriever, self.engine
-        found = vector_found = readable = 0
+        found = vector_found = exact_found = readable = 0
+        missed = []
         texts = engine.catalog.chunk_texts(h for h, _, _ in self.sentinels)
+        exact = _ExactSearch(
+            retriever, [r["hash"] for r in engine.catalog.rows("SELECT DISTINCT hash FROM chunks")]
+        )
         for h, fact, question in self.sentinels:
-            found += h in {hit.hash for hit in retriever.search(question, k=5)}
-            ids = retriever.vector_search(retriever.embedder.embed([question])[0], 5)
+            vector = retriever.embedder.embed([question])[0]
+            in_fused = h in {hit.hash for hit in retriever.search(question, k=5)}
+            ids = retriever.vector_search(vector, 5)
+            found += in_fused
             vector_found += bool(ids) and h in retriever.hashes(ids).values()
+            exact_found += h in exact.nearest(vector, 5)
+            if not in_fused:
+                fused = [hit.hash for hit in retriever.search(question, k=MISSED_DEPTH)]
+                deep = retriever.vector_search(vector, MISSED_DEPTH)
+                names = retriever.hashes(deep)
+                lists = {"fused": fused, "vector": [names[i] for i in deep], "exact": exact.nearest(vector)}
+                rank = {name: ranked.index(h) + 1 if h in ranked else None for name, ranked in lists.items()}
+                missed.append({"question": question, "rank": rank})
             memory = engine.bank.get(h)
             readable += (
                 texts.get(h, "").strip() == fact
@@ -543,7 +562,13 @@ class _Soak:
                 and bool(torch.isfinite(memory.unpack(torch.float32, torch.device("cpu")).v).all())
             )
         n = len(self.sentinels)
-        return {"recall_at_5": found / n, "vector_recall_at_5": vector_found / n, "readable": readable / n}
+        return {
+            "recall_at_5": found / n,
+            "vector_recall_at_5": vector_found / n,
+            EXACT: exact_found / n,
+            "missed": missed,
+            "readable": readable / n,
+        }
 
     def _consistency(self, counts: dict[str, int], live_files: int) -> dict:
         """`m3 doctor`'s checks (which must find nothing to repair), then whether the catalog has a document
@@ -600,6 +625,21 @@ def _disk(engine: Engine) -> dict:
         "bank_ratio": out["bank"]["on_disk"] / out["bank"]["live"],
         "parts": out,
     }
+
+
+class _ExactSearch:
+    """Cosine similarity against every stored vector: what the HNSW index approximates, so that a sentinel
+    it misses can be told apart as a worn index (found here) or a ranking among similar texts (not)."""
+
+    def __init__(self, retriever: Retriever, hashes: list[str]) -> None:
+        stored = retriever.vectors(hashes)
+        self.names = list(stored)
+        matrix = np.stack(list(stored.values()))
+        self.matrix = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+    def nearest(self, vector: np.ndarray, n: int = MISSED_DEPTH) -> list[str]:
+        scores = self.matrix @ (vector / np.linalg.norm(vector))
+        return [self.names[i] for i in np.argsort(-scores, kind="stable")[:n]]
 
 
 def _p50_p95(latency: dict) -> str:
@@ -729,7 +769,8 @@ def table(r: dict) -> str:
     """One row per checkpoint, then the four checks' verdicts and a line naming the setup and machine."""
     lines = [
         "| events | files | chunks | events/s | p50 / p95 ms (all) | edit p50 / p95 ms | recall@5"
-        " (vector alone) | readable | doctor, consistent | disk / live: all, without WAL, bank (largest) |",
+        " (vector index alone, exact vector search) | readable | doctor, consistent"
+        " | disk / live: all, without WAL, bank (largest) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|",
     ]
     for c in r["checkpoints"]:
@@ -738,7 +779,8 @@ def table(r: dict) -> str:
         lines.append(
             f"| {c['events']:,} | {c['live_files']:,} | {c['chunks']:,} | {c['events_s']:.1f}"
             f" | {lat['p50_ms']:.0f} / {lat['p95_ms']:.0f} | {_p50_p95(edit)}"
-            f" | {c['recall_at_5']:.2f} ({c['vector_recall_at_5']:.2f}) | {c['readable']:.2f}"
+            f" | {c['recall_at_5']:.2f} ({c['vector_recall_at_5']:.2f}, {_share(c.get(EXACT))})"
+            f" | {c['readable']:.2f}"
             f" | {'yes' if c['consistent'] else 'NO'}"
             f" | {' / '.join(f'{disk[k]:.2f} ({largest[k]:.2f})' for k in RATIOS)} |"
         )
@@ -753,6 +795,7 @@ def table(r: dict) -> str:
         f" latency within {MAX_LATENCY_GROWTH}× (or {LATENCY_SLACK_MS:.0f} ms) of the first interval's"
         f" {_yes(held['latency'])}"
         f" (largest ratio: {worst[0]} {worst[1]:.2f}×{_grown(held)}).",
+        *_missed(r["checkpoints"]),
         "",
         f"{r['events']:,} events in {r['wall_s'] / 60:,.1f} min ({r['events_s']:.1f} events/s; a million:"
         f" {r['projected_1m_h']:.1f} h); memories written by a tiny random-weight Gemma 3 through the"
@@ -760,6 +803,27 @@ def table(r: dict) -> str:
         f" {r['date']}.",
     ]
     return "\n".join(lines)
+
+
+def _share(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def _missed(checkpoints: list[dict]) -> list[str]:
+    """A line naming each sentinel the fused top 5 missed, with its ranks (a run saved before they were
+    recorded has none)."""
+    misses = [
+        f"at {c['events']:,} “{m['question']}” ("
+        + ", ".join(f"{name} {'>' + str(MISSED_DEPTH) if r is None else r}" for name, r in m["rank"].items())
+        + ")"
+        for c in checkpoints
+        for m in c.get("missed", [])
+    ]
+    return (
+        ["", "Sentinels missed by the fused top 5, with their ranks: " + "; ".join(misses) + "."]
+        if misses
+        else []
+    )
 
 
 def _grown(held: dict) -> str:

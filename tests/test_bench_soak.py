@@ -20,8 +20,10 @@ from click.testing import CliRunner
 from assistant.cli import cli
 from bench import run_benchmark
 from bench.errors import BenchmarkError
-from bench.soak_bench import KINDS, MAX_DISK_RATIO, SENTINELS, _held
+from bench.soak_bench import KINDS, MAX_DISK_RATIO, SENTINELS, _ExactSearch, _held, _missed
 from bench.soak_run import RunFolder
+from engine.retrieval.embedder import Embedder
+from engine.retrieval.retriever import Retriever
 from tests.test_cli import M3, ctrl_c_on, environment, m3
 
 BATCH = 8
@@ -39,7 +41,8 @@ def test_soak_keeps_one_folder_consistent_through_its_events(tmp_path, home, mod
     assert sum(results["counts"].values()) == 10_000 - len(SENTINELS)
     assert len(results["windows"]) == 40 and results["events_s"] > 0
     for c in checkpoints:
-        assert c["recall_at_5"] == 1.0 and c["readable"] == 1.0, c
+        assert c["recall_at_5"] == 1.0 and c["readable"] == 1.0 and c["missed"] == [], c
+        assert c["exact_vector_recall_at_5"] == 1.0, c
         assert c["doctor_ok"] and not c["doctor_found"] and c["same_texts"], c
         assert not any(c["work_left"].values()) and c["consistent"]
         assert c["live_files"] == c["documents"] and 0 < c["memories"] <= c["chunks"]
@@ -154,3 +157,33 @@ def test_events_are_refused_for_other_benchmarks(tmp_path):
         result = CliRunner().invoke(cli, args, env={"M3_HOME": str(tmp_path)})
         assert result.exit_code == 2
         assert f"{option.split()[0]} applies to the soak benchmark only." in result.output
+
+
+def test_the_exact_search_ranks_as_a_small_hnsw_index_does(tmp_path, embedder_cache):
+    """On a handful of vectors HNSW is exact: the brute-force ranking a missed sentinel is looked up in
+    must give the same order, each text first for its own words."""
+    embedder = Embedder.load(embedder_cache)
+    texts = [fact for fact, _ in SENTINELS[:8]]
+    with Retriever(tmp_path / "retrieval", embedder) as retriever:
+        retriever.add([(f"h{i}", text) for i, text in enumerate(texts)])
+        exact = _ExactSearch(retriever, [f"h{i}" for i in range(len(texts))])
+        for i, (_, question) in enumerate(SENTINELS[:8]):
+            vector = embedder.embed([question])[0]
+            ids = retriever.vector_search(vector, len(texts))
+            names = retriever.hashes(ids)
+            assert exact.nearest(vector) == [names[j] for j in ids]
+            assert exact.nearest(vector, 1) == [f"h{i}"], question
+
+
+def test_a_missed_sentinel_is_named_with_its_ranks():
+    checkpoints = [
+        {"events": 400_000, "missed": [{"question": "Q?", "rank": {"fused": 7, "vector": None, "exact": 9}}]},
+        {"events": 500_000, "missed": []},
+        {"events": 600_000},  # saved before misses were recorded
+    ]
+    assert _missed(checkpoints) == [
+        "",
+        "Sentinels missed by the fused top 5, with their ranks:"
+        " at 400,000 “Q?” (fused 7, vector >50, exact 9).",
+    ]
+    assert _missed(checkpoints[1:]) == []
