@@ -16,7 +16,8 @@ embedder is the real bundled one. Documents are one or two short paragraphs of m
 The first events write SENTINELS documents of invented facts, never edited, moved or deleted. Then the
 mix keeps the folder near `documents` live files: edits (one sentence replaced) MIX["edit"] of the time,
 moves MIX["move"], adds and deletes the rest, adds more likely below the target and deletes above it.
-At every checkpoint: the sentinels' recall@5 through `Retriever.search` (and by the vector index alone),
+At every checkpoint: the sentinels' recall@5 through `Retriever.search` (and by the vector index alone,
+and by an exact search of the stored vectors; a sentinel the fused top 5 missed is named with its ranks),
 their chunks' texts and memories read back from the catalog and the bank, `m3 doctor`'s checks (engine/
 doctor.py) with nothing found to repair, the catalog's chunks, the bank's memories and the index's items
 naming the same texts with no memory work left, the bytes on disk against the live bytes, and each kind
