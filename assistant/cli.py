@@ -614,6 +614,10 @@ def bench(
         for option, value in options.items():
             if value is not None and name not in benchmarks:
                 raise click.UsageError(f"--{option} applies to {which}.")
+    if resume and quick:
+        from bench.soak_run import RESUMED_QUICK  # no torch
+
+        raise click.UsageError(RESUMED_QUICK)
     if reader is not None and not reader.strip():
         raise click.BadParameter("give trained, base or a reader file's path.", param_hint="--reader")
     given = {**qa_options, **memory_options, **soak_options}

@@ -45,7 +45,7 @@ from bench.errors import BenchmarkError
 from bench.machine import machine_info
 from bench.output import write_results
 from bench.qa_plots import plt, save_figure
-from bench.soak_run import FORMAT, FolderState, RunFolder, State
+from bench.soak_run import FORMAT, RESUMED_QUICK, FolderState, RunFolder, State
 from bench.tiny_gguf import write_tiny_gguf
 from engine import doctor
 from engine.facade import Engine
@@ -254,7 +254,7 @@ def run(
         "seed": seed,
     }
     if resume and quick:
-        raise BenchmarkError("--quick starts a new soak; --resume goes on with the stopped one's settings.")
+        raise BenchmarkError(RESUMED_QUICK)
     folder = RunFolder(home.data)
     with folder.held():
         saved = folder.stopped()

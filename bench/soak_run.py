@@ -25,6 +25,7 @@ from ingest.atomic import write_atomic
 
 FORMAT = 1  # of state.json
 OPTIONS = ("events", "documents", "checkpoint_every", "batch", "seed")  # a run's settings
+RESUMED_QUICK = "--quick starts a new soak; --resume goes on with the stopped one's settings."
 CHECKED = ("live_files", "documents", "chunks", "memories")  # what a resumed copy is checked against
 
 RandomState = tuple[int, tuple[int, ...], float | None]  # what random.Random.getstate() returns

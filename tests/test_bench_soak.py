@@ -127,6 +127,13 @@ def test_ctrl_c_stops_a_soak_in_one_sentence_and_keeps_it_for_resume(tmp_path):
     assert again.stderr.startswith("Error: A stopped soak (300 of 1,200 events) is in ")
 
 
+def test_resume_with_quick_is_a_usage_error(tmp_path):
+    result = m3("bench", "soak", "--resume", "--quick", "--out", str(tmp_path / "results"), home=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--quick starts a new soak; --resume goes on with the stopped one's settings." in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
 def test_resume_without_a_stopped_soak_says_so(tmp_path):
     result = m3("bench", "soak", "--resume", "--out", str(tmp_path / "results"), home=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
