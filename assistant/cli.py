@@ -42,6 +42,7 @@ from engine.service.client import (
     Skipped,
     Stream,
     Text,
+    Withdrawn,
 )
 from ingest.errors import M3Error
 from ingest.paths import Home
@@ -338,6 +339,7 @@ def ask(client: Client, question: str, mode: str, as_json: bool) -> None:
     if as_json:
         reads = msgspec.to_builtins(relayed.reads)
         out = {"answer": relayed.text, "mode": mode, "citations": cited, "reads": reads}
+        out["withdrawn"] = msgspec.to_builtins(relayed.withdrawn)
         click.echo(json.dumps(out, ensure_ascii=False))
     else:
         click.echo()
@@ -361,6 +363,7 @@ class Relayed:
     reads: list[Read]  # what the model read: one entry per retrieval
     interrupted: bool  # by Ctrl-C here
     stopped: bool  # before it finished, by us or by the service (shutting down)
+    withdrawn: Withdrawn | None = None  # a memory answer taken back and answered again from text
 
 
 def _relay(stream: Stream, echo: bool, lead: bool = True) -> Relayed:
@@ -369,6 +372,7 @@ def _relay(stream: Stream, echo: bool, lead: bool = True) -> Relayed:
     pieces: list[str] = []
     citations: list[Citation] = []
     reads: list[Read] = []
+    withdrawn: Withdrawn | None = None
     with stream:
         try:
             for event in stream:
@@ -377,18 +381,28 @@ def _relay(stream: Stream, echo: bool, lead: bool = True) -> Relayed:
                     pieces.append(event.text)
                     if echo and text:
                         click.echo(text, nl=False)
+                elif isinstance(event, Withdrawn):
+                    withdrawn, pieces = event, []
+                    if echo:
+                        click.echo()
+                        click.echo(_withdrawn_line(event), err=True)
                 elif isinstance(event, Reads):
                     reads = event.reads
                 elif isinstance(event, Citations):
                     citations = event.citations
                 elif isinstance(event, Done):
-                    return Relayed(event.text, citations, reads, interrupted=False, stopped=event.stopped)
+                    return Relayed(event.text, citations, reads, False, event.stopped, withdrawn)
         except KeyboardInterrupt:
             # the service is gone (nothing left to stop), or a second Ctrl-C: hanging up stops it too
             with contextlib.suppress(M3Error, KeyboardInterrupt):
                 stream.cancel()
-            return Relayed("".join(pieces).strip(), citations, reads, interrupted=True, stopped=True)
+            return Relayed("".join(pieces).strip(), citations, reads, True, True, withdrawn)
     raise service.ServiceError("The engine service ended the answer without finishing it.")
+
+
+def _withdrawn_line(event: Withdrawn) -> str:
+    names = ", ".join(event.names)
+    return f"(That named {names}, which none of its sources says; reading them again as text:)"
 
 
 def _end(relayed: Relayed) -> None:

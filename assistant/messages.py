@@ -49,6 +49,14 @@ class AnswerPiece(Message):
 
 
 @dataclass
+class AnswerWithdrawn(Message):
+    """The memory answer shown so far named `names`, which none of its sources says: it is taken back and
+    the pieces that follow are the answer read again from text."""
+
+    names: list[str]
+
+
+@dataclass
 class AnswerStarted(Message):
     """The engine took the question: `answer_id` is the handle that stops it."""
 

@@ -46,7 +46,16 @@ from engine.config import EngineConfig
 from engine.models.gguf_file import GGUFFile
 from engine.models.runtime import SINK_TEXT
 from engine.retrieval.embedder import Embedder
-from engine.service.client import Citation, Citations, Client, Done, ServiceError, connect_or_start, stop
+from engine.service.client import (
+    Citation,
+    Citations,
+    Client,
+    Done,
+    ServiceError,
+    Withdrawn,
+    connect_or_start,
+    stop,
+)
 from ingest.atomic import write_atomic
 from ingest.paths import Home
 
@@ -253,19 +262,22 @@ class Reply:
     text: str
     citations: list[Citation]
     seconds: float  # from the question sent to the answer's end
+    withdrawn: Withdrawn | None = None  # the memory answer taken back before this one (read from text)
 
 
 def ask(client: Client, question: str, mode: str) -> Reply:
     """One answer through the service, read to its end. ServiceError (one sentence) when it fails."""
     started = time.monotonic()
-    text, citations = "", []
+    text, citations, withdrawn = "", [], None
     with client.ask(question, mode) as stream:
         for event in stream:
-            if isinstance(event, Citations):
+            if isinstance(event, Withdrawn):
+                withdrawn = event
+            elif isinstance(event, Citations):
                 citations = event.citations
             elif isinstance(event, Done):
                 text = event.text
-    return Reply(text, citations, time.monotonic() - started)
+    return Reply(text, citations, time.monotonic() - started, withdrawn)
 
 
 def holds(answer: str, value: str) -> bool:
@@ -425,11 +437,14 @@ def edit(
         "noticed_s": follow.noticed,
         "caught_up_s": follow.caught_up,
         "after": settled.text,
+        "after_withdrawn": _withdrawn(settled),
         "success": says(settled.text, fact.new, fact.old) and cites(settled, path, fact.line),
+        "memory_alone": says(_first(settled), fact.new, fact.old) and cites(settled, path, fact.line),
         "answered": says(settled.text, fact.new, fact.old),
         "cited": cites(settled, path, fact.line),
         "confused": any(holds(settled.text, v) for f in facts if f is not fact for v in (f.old, f.new)),
         "paraphrase_answer": paraphrase.text,
+        "paraphrase_withdrawn": _withdrawn(paraphrase),
         "generalised": says(paraphrase.text, fact.new, fact.old) and cites(paraphrase, path, fact.line),
         "unrelated_id": other.id,
         "unrelated_file": other.file,
@@ -440,6 +455,15 @@ def edit(
         "ceiling_answered": says(ceiling.text, fact.new, fact.old),
         "answer_s": statistics.median(r.seconds for r in (before, paraphrase, unrelated_after)),
     }
+
+
+def _withdrawn(reply: Reply) -> dict | None:
+    return None if reply.withdrawn is None else {"text": reply.withdrawn.text, "names": reply.withdrawn.names}
+
+
+def _first(reply: Reply) -> str:
+    """The answer as the mode first gave it: a memory answer taken back is that one, not its re-read."""
+    return reply.text if reply.withdrawn is None else reply.withdrawn.text
 
 
 def _unrelated(fact: Fact, facts: Sequence[Fact]) -> Fact:
@@ -545,6 +569,8 @@ def summary(records: Sequence[dict]) -> dict:
         "n": len(records),
         "before_old": _share(records, "before_old"),
         "success": _share(records, "success"),
+        "reread": _share([{"r": r["after_withdrawn"] is not None} for r in records], "r"),
+        "memory_alone": _share(records, "memory_alone"),
         "answered": _share(records, "answered"),
         "cited": _share(records, "cited"),
         "confused": _share(records, "confused"),
@@ -602,12 +628,14 @@ def table(r: dict) -> str:
         f"{r['chunks']} chunks), each edited once through the engine service, half in each mode; "
         f"memory profile {r['profile']}, reader {r['reader']}.",
         "",
-        "| mode | facts | old value answered before | success | new value answered | paragraph cited "
+        "| mode | facts | old value answered before | success | read again as text | success, first answer "
+        "| new value answered | paragraph cited "
         "| another fact's value answered | generalisation | locality | text ceiling |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {mode} | {s['n']} | {_pct(s['before_old'])} | {_pct(s['success'])} | {_pct(s['answered'])} "
+        f"| {mode} | {s['n']} | {_pct(s['before_old'])} | {_pct(s['success'])} | {_pct(s['reread'])} "
+        f"| {_pct(s['memory_alone'])} | {_pct(s['answered'])} "
         f"| {_pct(s['cited'])} | {_pct(s['confused'])} | {_pct(s['generalisation'])} | {_pct(s['locality'])} "
         f"| {_pct(s['ceiling'])} |"
         for mode, s in modes.items()

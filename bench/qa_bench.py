@@ -206,11 +206,14 @@ class Lab:
         return self.stores[profile.name]
 
     def chat(self, s: Setting, focus: bool = True) -> Chat:
-        """The chat of setting `s`; focus=False reads all k retrieved chunks (`Chat`), to time reading k."""
+        """The chat of setting `s`; focus=False reads all k retrieved chunks (`Chat`), to time reading k.
+        Memory answers are never read again as text here (`reread`): this benchmark measures how well
+        memories are read, against the same chunks as text."""
         store = self.store(s.profile) if s.mode == "memory" and s.profile else None
         sources = self.engine.sources.with_store(store)
         runtime, reader = self.engine.runtime, self.reader(s)
-        return Chat(runtime, sources, s.prompt, k=s.k, interval=s.interval, reader=reader, focus=focus)
+        options = dict(k=s.k, interval=s.interval, reader=reader, focus=focus, reread=False)
+        return Chat(runtime, sources, s.prompt, **options)
 
     def reader(self, s: Setting) -> MemoryReader | None:
         return self.engine.reader if s.reader == "configured" else None

@@ -20,6 +20,7 @@ class EngineConfig:
     reader: str = (
         "trained"  # how memories are read: "trained" (assets/, for the bundled model), "base" or a path
     )
+    reread: bool = True  # a memory answer naming what nothing it read says is answered again from text
 
     @property
     def bank_budget_bytes(self) -> int:

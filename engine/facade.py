@@ -351,7 +351,8 @@ class Engine:
     def chat(self) -> Chat:
         rt = self.runtime
         prompt = prompt_format(rt.model.config.arch, rt.instruct)
-        return Chat(rt, self.sources, prompt, k=self.config.retrieved, reader=self.reader)
+        config = self.config
+        return Chat(rt, self.sources, prompt, k=config.retrieved, reader=self.reader, reread=config.reread)
 
     def ask(
         self,

@@ -31,13 +31,13 @@ class IngestConfig:
         return load_section(cls, "ingest", path)
 
 
-_KINDS: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str}
+_KINDS: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str, "bool": bool}
 
 
 def load_section(cls: type[T], section: str, path: Path) -> T:
     """Read the `[section]` table of the config.toml at `path` into the dataclass `cls`:
     a missing file or key means its default; an unknown key, a wrong type (a number for a text
-    setting), NaN or infinity, or a number
+    setting, anything but true or false for a switch), NaN or infinity, or a number
     below its range (positive; 0 or more where 0 is the default, meaning "off") is a clear error."""
     try:
         with open(path, "rb") as f:
@@ -54,6 +54,9 @@ def load_section(cls: type[T], section: str, path: Path) -> T:
         if kind is str:
             if not isinstance(value, str):
                 raise ConfigError(f"{path}: [{section}] {key} must be a string, not {value!r}.")
+        elif kind is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{path}: [{section}] {key} must be true or false, not {value!r}.")
         else:
             off = fields[key].default == 0  # 0 means "off" for this setting
             number = not isinstance(value, bool) and isinstance(value, kind) and math.isfinite(value)

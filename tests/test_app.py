@@ -134,6 +134,24 @@ async def stop_scenario(served) -> None:
         assert saved[-1].role == "assistant" and saved[-1].stopped and saved[-1].text == view.text
 
 
+def test_a_withdrawn_memory_answer_is_replaced_by_its_reading_as_text(served):
+    run(withdrawn_scenario, served)
+
+
+async def withdrawn_scenario(served) -> None:
+    """Japan's capital is in neither note: the memory answer names it from the model's prior, is taken
+    back, and the answer read from text takes its place; the header says why."""
+    m3, client, notes = served
+    app = M3App(m3)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.ready)
+        view = await ask(pilot, app, "What is the capital of Japan?")
+        assert view.error is None and "Tokyo" in view.withdrawn, view.withdrawn
+        assert "read again as text" in text(app) and "in none of its sources" in text(app)
+        saved = client.chat(app.screen.chat_id).messages
+        assert saved[-1].role == "assistant" and saved[-1].text == view.text
+
+
 def test_switch_mode_compare_reopen_and_export(served, tmp_path):
     run(compare_scenario, served, tmp_path)
 

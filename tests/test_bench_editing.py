@@ -68,11 +68,16 @@ def test_quick_run_edits_facts_through_the_service(home, model_path: Path, tmp_p
     for s in results["modes"].values():
         for key in ("success", "generalisation", "locality", "ceiling", "effect_p50_s", "effect_p95_s"):
             assert key in s
+    assert results["modes"]["rag"]["reread"] == 0.0  # only memory answers are read again as text
     assert set(results["met"]["memory"]) == {"effect_p95_s", "locality", "success_gap"}
     for r in records:
         assert r["unrelated_file"] != r["file"]  # locality asks from another file
         assert r["outcome"] in ("effect", "wrong", "timeout")
         assert 0 < r["noticed_s"] < r["caught_up_s"]  # the watcher saw every save, the service caught up
+        if r["after_withdrawn"] is None:  # the answer given is the memory's own
+            assert r["memory_alone"] == r["success"]
+        else:
+            assert r["mode"] == "memory" and r["after_withdrawn"]["names"]
     took = [r for r in records if r["outcome"] == "effect"]
     assert took, records  # the default model answers some edited facts from their new text
     for r in took:

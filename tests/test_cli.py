@@ -359,8 +359,8 @@ def test_ask_json_and_doctor_repairs_a_damaged_bank_and_index(tmp_path, new_home
 
     run("ingest", str(notes))
     out = json.loads(run("ask", "What is the name of the boat?", "--json"))
-    assert set(out) == {"answer", "mode", "citations", "reads"} and out["mode"] == "memory"
-    assert "Heron" in out["answer"]
+    assert set(out) == {"answer", "mode", "citations", "reads", "withdrawn"} and out["mode"] == "memory"
+    assert "Heron" in out["answer"] and out["withdrawn"] is None  # the boat's name is in its source
     first = out["citations"][0]
     keys = {"n", "path", "page", "line_start", "line_end", "text", "share", "hash", "front_matter", "missing"}
     assert set(first) == keys and not first["missing"]

@@ -86,6 +86,16 @@ def test_a_text_setting_takes_only_a_string(tmp_path: Path):
             EngineConfig.load(tmp_path / "config.toml")
 
 
+def test_a_switch_takes_only_true_or_false(tmp_path: Path):
+    config = tmp_path / "config.toml"
+    config.write_text("[engine]\nreread = false\n")
+    assert EngineConfig.load(config).reread is False and EngineConfig().reread is True
+    for wrong in ("0", "1", "'false'", "'no'"):
+        config.write_text(f"[engine]\nreread = {wrong}\n")
+        with pytest.raises(ConfigError, match="reread must be true or false"):
+            EngineConfig.load(config)
+
+
 def test_unknown_decode_weights_are_refused_before_loading(tmp_path: Path):
     (tmp_path / "config" / "config.toml").parent.mkdir()
     home = Home.at(tmp_path)

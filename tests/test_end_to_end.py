@@ -39,7 +39,8 @@ def engine(rt, folder, tmp_path_factory) -> Engine:
 def ask(engine: Engine, mode: str):
     answer = engine.ask(QUESTION, mode)
     streamed = "".join(answer)
-    assert streamed.strip() == answer.text
+    first = answer.withdrawn.text if answer.withdrawn else ""  # a memory answer read again as text
+    assert streamed.split() == f"{first} {answer.text}".split()
     return answer
 
 
@@ -62,6 +63,35 @@ def test_the_sources_support_an_answer_only_they_hold(engine, mode):
     known = engine.chat.ask("What is the capital of France?", mode, 8)
     assert "Paris" in "".join(known)
     assert engine.chat.support(known) < 0.5
+
+
+def test_a_memory_answer_naming_what_no_source_says_is_answered_again_from_text(engine, monkeypatch):
+    """Japan's capital is in none of the files: the memory answer names it from the model's own prior, so
+    it is withdrawn and the same sources read as text give the answer (rag mode's own); the pieces stream
+    both, the answer's text is the second. With `reread` off the memory answer stays."""
+    question = "What is the capital of Japan?"
+    answer = engine.ask(question, "memory")
+    streamed = "".join(answer).strip()
+    withdrawn = answer.withdrawn
+    assert withdrawn is not None and "Tokyo" in withdrawn.names, answer.text
+    sources = " ".join(c.text for r in answer.reads for c in r.chunks).casefold()
+    assert all(name in withdrawn.text and name.casefold() not in sources for name in withdrawn.names)
+    assert streamed.startswith(withdrawn.text) and streamed.endswith(answer.text)
+    rag = engine.ask(question, "rag")
+    assert answer.text == "".join(rag).strip() and answer.citations == rag.citations
+    memory_reads, reread = answer.reads[:-1], answer.reads[-1]
+    assert memory_reads and reread.step == 0 and reread.query == question
+    assert [c.hash for c in reread.chunks] == [c.hash for c in rag.reads[0].chunks]
+    assert answer.tokens > rag.tokens and rag.withdrawn is None
+
+    monkeypatch.setattr(engine.chat, "reread", False)
+    kept = engine.ask(question, "memory")
+    assert "".join(kept).strip() == kept.text == withdrawn.text and kept.withdrawn is None
+
+
+def test_a_memory_answer_its_sources_hold_is_kept(engine):
+    answer = ask(engine, "memory")
+    assert "7391" in answer.text and answer.withdrawn is None
 
 
 def test_without_documents_the_model_does_not_know(engine):

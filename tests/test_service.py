@@ -89,13 +89,21 @@ def test_health_says_loading_then_ready_and_other_endpoints_wait(service):
 
 
 def test_an_answer_streams_its_events_in_order_and_is_saved(service, docs):
+    """The tiny random-weight model's memory answer names what no source says (random letters): it is
+    withdrawn and read again as text, and the stream says where (`withdrawn`, between the two texts)."""
     events = service.ask(QUESTION)
     kinds = [e["type"] for e in events]
     assert kinds[0] == "start" and kinds[-3:] == ["reads", "citations", "done"]
-    assert set(kinds[1:-3]) == {"text"}
+    assert kinds.count("withdrawn") == 1 and set(kinds[1:-3]) == {"text", "withdrawn"}
+    cut = kinds.index("withdrawn")
+    first = "".join(e["text"] for e in events[1:cut]).strip()
+    withdrawn = events[cut]
+    assert withdrawn["text"] == first and withdrawn["names"]
+    assert all(name in first for name in withdrawn["names"])
     start, done = events[0], events[-1]
     assert done["id"] == start["id"] and done["chat_id"] == start["chat_id"]
-    assert done["text"] == "".join(e["text"] for e in events if e["type"] == "text").strip()
+    assert done["text"] == "".join(e["text"] for e in events[cut:] if e["type"] == "text").strip()
+    assert [r["step"] for r in events[-3]["reads"]][-1] == 0  # the re-read's: the question's, at the start
     assert done["stopped"] is False and done["tokens"] > 0
     assert all(Path(c["path"]).parent == docs for c in events[-2]["citations"])
     messages = saved(service, start["chat_id"])

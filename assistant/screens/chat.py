@@ -19,7 +19,7 @@ from textual.worker import get_current_worker
 
 from assistant import actions
 from assistant.export import chat_markdown
-from assistant.messages import AnswerFinished, AnswerPiece, AnswerStarted
+from assistant.messages import AnswerFinished, AnswerPiece, AnswerStarted, AnswerWithdrawn
 from assistant.screens.chats import ChatsScreen
 from assistant.screens.dialogs import ConfirmScreen, PromptScreen
 from assistant.screens.passage import PassageScreen, open_in_editor
@@ -28,7 +28,18 @@ from assistant.widgets.answer import AnswerView, Turn
 from assistant.widgets.composer import Composer
 from assistant.widgets.sources import SourcesPanel
 from assistant.widgets.status_bar import StatusBar
-from engine.service.client import Chat, Citation, Citations, Done, Read, Reads, ServiceError, Start, Text
+from engine.service.client import (
+    Chat,
+    Citation,
+    Citations,
+    Done,
+    Read,
+    Reads,
+    ServiceError,
+    Start,
+    Text,
+    Withdrawn,
+)
 from ingest.atomic import write_atomic
 
 MODES = ("memory", "rag", "none")
@@ -156,6 +167,8 @@ class ChatScreen(Screen):
                         cancelled = True
                     if isinstance(event, Text):
                         self._deliver(view, AnswerPiece(event.text))
+                    elif isinstance(event, Withdrawn):
+                        self._deliver(view, AnswerWithdrawn(event.names))
                     elif isinstance(event, Reads):
                         reads = event.reads
                     elif isinstance(event, Citations):

@@ -1,8 +1,8 @@
 """A question and its answers: each answer streams as Markdown and ends with its numbered sources.
 
-An answer view receives its worker's messages (AnswerStarted, AnswerPiece, AnswerFinished) directly, so
-answers in several modes can stream side by side. Pieces go through Textual's MarkdownStream (which
-batches them when they come faster than the screen redraws); the end is one full render.
+An answer view receives its worker's messages (AnswerStarted, AnswerPiece, AnswerWithdrawn, AnswerFinished)
+directly, so answers in several modes can stream side by side. Pieces go through Textual's MarkdownStream
+(which batches them when they come faster than the screen redraws); the end is one full render.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from textual.message import Message
 from textual.widgets import Markdown, Static
 from textual.widgets._markdown import MarkdownStream
 
-from assistant.messages import AnswerFinished, AnswerPiece, AnswerStarted
+from assistant.messages import AnswerFinished, AnswerPiece, AnswerStarted, AnswerWithdrawn
 from engine.service.client import Citation, Read, Source
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ class AnswerView(Vertical, can_focus=True):
         self.running = pending  # asked, not finished
         self.stop_asked = False
         self.error: str | None = None
+        self.withdrawn: list[str] = []  # the names of a memory answer taken back, once it is
         self._stream: MarkdownStream | None = None
         self._state = "waiting…" if pending else ""
 
@@ -96,6 +97,9 @@ class AnswerView(Vertical, can_focus=True):
 
     def _head(self) -> Text:
         head = Text(self.mode, style="bold")
+        if self.withdrawn:
+            names = ", ".join(self.withdrawn)
+            head.append(f" · read again as text: it named {names}, in none of its sources")
         state = "stopped" if self.stopped else self._state
         if self.error:
             state = f"error: {self.error}"
@@ -120,6 +124,14 @@ class AnswerView(Vertical, can_focus=True):
             self._stream = Markdown.get_stream(self.query_one(Markdown))
         self.text += message.text
         await self._stream.write(message.text)
+
+    async def on_answer_withdrawn(self, message: AnswerWithdrawn) -> None:
+        if self._stream is not None:
+            await self._stream.stop()
+            self._stream = None
+        self.text, self.withdrawn = "", message.names
+        await self.query_one(Markdown).update("")
+        self.state(self._state)
 
     async def on_answer_finished(self, message: AnswerFinished) -> None:
         if self._stream is not None:

@@ -7,6 +7,10 @@
   order the memories would take (so that with exact memories both modes would see the same thing).
 - `none`: the same prompt with no sources, to measure what the documents add.
 
+A memory-mode answer that names what neither the question nor any source it read says (`grounding`) is
+withdrawn once it has streamed, and the same question is answered again in rag mode, reading the sources
+as text (`Answer.withdrawn` says so; `reread=False` keeps the memory answer).
+
 Chunks and their memories come from `Sources`; citations (engine/chat/citations.py) are the sources the
 answer attended to, ranked by the attention its tokens paid to each per key token. What the model read is
 kept too, one `Reading` per retrieval: each re-reading in memory mode, the question's in rag mode, none in
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 
 from engine.chat.citations import Citation, cite
 from engine.chat.generation import CHUNK_TOKENS, Generation, Sampling
+from engine.chat.grounding import unsupported
 from engine.chat.prompt import PromptFormat
 from engine.chat.sources import Chunk, Reading, Sources
 from engine.errors import EmptyPromptError, UnknownModeError
@@ -30,6 +35,18 @@ from engine.models.runtime import Runtime
 
 MODES = ("memory", "rag", "none")
 GREEDY = Sampling()
+
+
+@dataclass(frozen=True)
+class Withdrawn:
+    """A memory-mode answer taken back: its text, and the names and figures in it that neither the
+    question nor any source it read says (`grounding.unsupported`)."""
+
+    text: str
+    names: list[str]
+
+    def as_dict(self) -> dict:
+        return {"text": self.text, "names": list(self.names)}
 
 
 @dataclass
@@ -43,8 +60,9 @@ class Answer:
     citations: list[Citation] = field(default_factory=list)
     reads: list[Reading] = field(default_factory=list)  # one per retrieval, in order
     chat_id: int | None = None  # where the engine saved it
+    withdrawn: Withdrawn | None = None  # set before the rag re-read's first piece (see the module's doc)
     stopped: bool = False  # ended by its cancel event before it finished (set by Engine.ask)
-    tokens: int = 0  # generated, stop token excluded
+    tokens: int = 0  # generated, stop token excluded (a withdrawn answer's and its re-read's together)
     _gen: Generation | None = field(default=None, repr=False)
     _lead: str = ""
 
@@ -78,13 +96,15 @@ class Chat:
         interval: int = CHUNK_TOKENS,
         reader: MemoryReader | None = None,
         focus: bool = True,
+        reread: bool = True,
     ):
         """k: chunks retrieved per reading; interval: tokens between memory re-readings; reader: how memory
         mode reads its memories (None: as the model reads text); focus: read only those of the k chunks
         that hold the query's rarest word, when some do (`Retriever.focus`), else all k (benchmarks that
-        time reading k chunks)."""
+        time reading k chunks); reread: answer again from text when a memory answer names what nothing
+        it read says (the module's doc)."""
         self.runtime, self.sources, self.prompt = runtime, sources, prompt
-        self.k, self.interval, self.reader, self.focus = k, interval, reader, focus
+        self.k, self.interval, self.reader, self.focus, self.reread = k, interval, reader, focus, reread
 
     def ask(
         self,
@@ -96,14 +116,23 @@ class Chat:
     ) -> Answer:
         """The answer to `question`, streamed when iterated. UnknownModeError and EmptyPromptError are raised
         here; everything else happens as the pieces are asked for: retrieval included, so an answer
-        streamed inside its turn on the model (`Engine.ask`) reads what background work wrote before."""
+        streamed inside its turn on the model (`Engine.ask`) reads what background work wrote before.
+        A memory answer withdrawn (`Answer.withdrawn`) is followed by the pieces of its rag re-read."""
         _check(question, mode)
         answer = Answer(question, mode, iter(()), _lead=self.prompt.lead)
 
         def pieces() -> Iterator[str]:
-            gen, readings = self.generation(question, mode, max_new_tokens, sampling=sampling, cancel=cancel)
+            options = dict(max_new_tokens=max_new_tokens, sampling=sampling, cancel=cancel)
+            gen, readings = self.generation(question, mode, **options)
             answer._gen = gen
             yield from self._stream(gen, answer, readings)
+            names = self._unsupported(answer, cancel)
+            if names:
+                answer.withdrawn = Withdrawn(answer.text, names)
+                answer.text = ""
+                gen, again = self.generation(question, "rag", **options)
+                answer._gen = gen
+                yield from self._stream(gen, answer, readings + again)
 
         answer.pieces = pieces()
         return answer
@@ -185,6 +214,14 @@ class Chat:
         total, n = answer.logprob(answer.text)
         return total / n
 
+    def _unsupported(self, answer: Answer, cancel: threading.Event | None) -> list[str]:
+        """What a finished memory answer names that nothing it read says (none for other modes, a stopped
+        answer, or one that read no source: there is no text to read it again from)."""
+        read = [c.text for r in answer.reads for c in r.chunks]
+        if answer.mode != "memory" or not self.reread or not read or (cancel is not None and cancel.is_set()):
+            return []
+        return unsupported(answer.text, [answer.question, *read])
+
     def _search(self, query: str) -> list[Chunk]:
         """The retrieved chunks (with `focus`, those naming what the query names), in reading order: the
         best one last, right before the question.
@@ -212,7 +249,7 @@ class Chat:
             yield text[len(answer.text) :]
             answer.text = text
         answer.text = answer.text.strip()
-        answer.tokens = len(gen.tokens)
+        answer.tokens += len(gen.tokens)
         answer.reads = list(readings)  # a later score() reads again: those are not this answer's
         answer.citations = cite(gen.sources(), {c.hash: c for r in answer.reads for c in r.chunks})
 

@@ -45,6 +45,7 @@ from engine.service.events import (
     Source,
     Start,
     Text,
+    Withdrawn,
 )
 from engine.service.protocol import PROCESS_FILE, SOCKET
 from engine.service.replies import (
@@ -107,6 +108,7 @@ __all__ = [
     "Status",
     "Stream",
     "Text",
+    "Withdrawn",
     "connect_or_start",
     "holder",
     "running",

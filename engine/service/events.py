@@ -62,6 +62,15 @@ class Text(Event, tag="text"):
     text: str
 
 
+class Withdrawn(Event, tag="withdrawn"):
+    """The memory answer streamed so far named `names`, which neither the question nor any source it
+    read says: it is taken back, and the sources are read again as text. The text that follows is the
+    answer (`done` holds it alone); `text` is the one withdrawn."""
+
+    text: str
+    names: list[str]
+
+
 class Reads(Event, tag="reads"):
     """What the model read, after the last text: one entry per retrieval, in order."""
 
@@ -181,7 +190,7 @@ class Failed(Event, tag="error"):
     error: str
 
 
-AnswerEvent = Start | Text | Reads | Citations | Done | Failed
+AnswerEvent = Start | Text | Withdrawn | Reads | Citations | Done | Failed
 GenerateEvent = Start | Text | Done | Failed
 ScanEvent = ScanProgress | MemoryProgress | ScanDone | Failed
 ExportEvent = BankProgress | Exported | Failed
