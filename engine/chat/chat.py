@@ -45,9 +45,6 @@ class Withdrawn:
     text: str
     names: list[str]
 
-    def as_dict(self) -> dict:
-        return {"text": self.text, "names": list(self.names)}
-
 
 @dataclass
 class Answer:
