@@ -24,6 +24,7 @@ import msgspec
 
 from assistant.bank_text import exported_text, report_text, stage_line
 from assistant.spinner import Spinner
+from assistant.units import some_of
 from engine.service import client as service
 from engine.service.client import (
     BankProgress,
@@ -334,14 +335,21 @@ def ask(client: Client, question: str, mode: str, as_json: bool) -> None:
     """Answer QUESTION from your documents, then list the numbered sources as path:line.
 
     Ctrl-C stops the answer; what was said is kept (saved, marked stopped) and the exit status is 130."""
-    relayed = _relay(client.ask(question, mode), echo=not as_json)
+    # piped, a memory answer comes whole at its end: one may be withdrawn, and a pipe cannot take it back
+    live = not as_json and (mode != "memory" or sys.stdout.isatty())
+    relayed = _relay(client.ask(question, mode), echo=live)
     cited = [c.as_dict() for c in relayed.citations]
+    withdrawn = relayed.withdrawn
     if as_json:
         reads = msgspec.to_builtins(relayed.reads)
         out = {"answer": relayed.text, "mode": mode, "citations": cited, "reads": reads}
-        out["withdrawn"] = msgspec.to_builtins(relayed.withdrawn)
+        out["withdrawn"] = withdrawn and {"text": withdrawn.text, "names": withdrawn.names}
         click.echo(json.dumps(out, ensure_ascii=False))
     else:
+        if not live:
+            if withdrawn:
+                click.echo(_withdrawn_line(withdrawn), err=True)
+            click.echo(relayed.text, nl=False)
         click.echo()
         for c in cited:
             page = f" (page {c['page']})" if c["page"] else ""
@@ -401,8 +409,7 @@ def _relay(stream: Stream, echo: bool, lead: bool = True) -> Relayed:
 
 
 def _withdrawn_line(event: Withdrawn) -> str:
-    names = ", ".join(event.names)
-    return f"(That named {names}, which none of its sources says; reading them again as text:)"
+    return f"(That named {some_of(event.names)}, which none of its sources says; reading them again as text:)"
 
 
 def _end(relayed: Relayed) -> None:

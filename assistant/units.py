@@ -1,4 +1,4 @@
-"""Sizes and paths as people read them, one way everywhere (the app and the `m3` command)."""
+"""Sizes, paths and lists as people read them, one way everywhere (the app and the `m3` command)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,12 @@ def human_bytes(n: int) -> str:
             break
         size /= 1024
     return f"{size:,.1f} {unit}"
+
+
+def some_of(names: list[str], shown: int = 3) -> str:
+    """'a, b, c and 4 more': the first `shown` names and how many are left out."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def short_path(path: str, width: int) -> str:

@@ -52,6 +52,7 @@ from engine.facade import Engine
 from engine.memory.profiles import MAX_REFERENCE_TOKENS
 from engine.models.runtime import Runtime
 from engine.retrieval.embedder import Embedder
+from engine.retrieval.exact import ExactVectors
 from engine.retrieval.retriever import Retriever
 from engine.threads import compute_threads
 from ingest.paths import Home
@@ -543,13 +544,13 @@ class _Soak:
         for h, fact, question in self.sentinels:
             vector = retriever.embedder.embed([question])[0]
             in_fused = h in {hit.hash for hit in retriever.search(question, k=5)}
-            ids = retriever.vector_search(vector, 5)
+            ids = _graph_search(retriever, vector, 5)
             found += in_fused
             vector_found += bool(ids) and h in retriever.hashes(ids).values()
             exact_found += h in exact.nearest(vector, 5)
             if not in_fused:
                 fused = [hit.hash for hit in retriever.search(question, k=MISSED_DEPTH)]
-                deep = retriever.vector_search(vector, MISSED_DEPTH)
+                deep = _graph_search(retriever, vector, MISSED_DEPTH)
                 names = retriever.hashes(deep)
                 lists = {"fused": fused, "vector": [names[i] for i in deep], "exact": exact.nearest(vector)}
                 rank = {name: ranked.index(h) + 1 if h in ranked else None for name, ranked in lists.items()}
@@ -628,19 +629,25 @@ def _disk(engine: Engine) -> dict:
     }
 
 
+def _graph_search(retriever: Retriever, vector: np.ndarray, n: int) -> list[int]:
+    """The HNSW index's own `n` nearest (the retriever searches exactly while the vectors are few): how
+    well the graph holds up under the churn."""
+    return [i for i, _ in retriever.index.search(vector, n)]
+
+
 class _ExactSearch:
-    """Cosine similarity against every stored vector: what the HNSW index approximates, so that a sentinel
-    it misses can be told apart as a worn index (found here) or a ranking among similar texts (not)."""
+    """Cosine similarity against every stored vector (`ExactVectors`): what the HNSW index approximates,
+    so that a sentinel it misses can be told apart as a worn index (found here) or a ranking among similar
+    texts (not)."""
 
     def __init__(self, retriever: Retriever, hashes: list[str]) -> None:
         stored = retriever.vectors(hashes)
         self.names = list(stored)
-        matrix = np.stack(list(stored.values()))
-        self.matrix = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+        vectors = np.stack(list(stored.values()))
+        self.vectors = ExactVectors(retriever.embedder.dim, np.arange(len(self.names)), vectors)
 
     def nearest(self, vector: np.ndarray, n: int = MISSED_DEPTH) -> list[str]:
-        scores = self.matrix @ (vector / np.linalg.norm(vector))
-        return [self.names[i] for i in np.argsort(-scores, kind="stable")[:n]]
+        return [self.names[i] for i, _ in self.vectors.search(vector, n)]
 
 
 def _p50_p95(latency: dict) -> str:

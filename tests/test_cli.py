@@ -371,6 +371,13 @@ def test_ask_json_and_doctor_repairs_a_damaged_bank_and_index(tmp_path, new_home
     assert first["hash"] == hashlib.sha256(first["text"].encode()).hexdigest()  # the chunk's
     assert out["reads"][0]["step"] == 0 and out["reads"][0]["query"] == "What is the name of the boat?"
     assert first["hash"] in {s["hash"] for r in out["reads"] for s in r["sources"]}
+    # Japan's capital is in neither note: withdrawn and read again as text; a pipe gets the final answer
+    out = json.loads(run("ask", "What is the capital of Japan?", "--json"))
+    assert set(out["withdrawn"]) == {"text", "names"} and "Tokyo" in out["withdrawn"]["names"]
+    japan = m3("--model", str(model_path), "ask", "What is the capital of Japan?", home=home)
+    assert japan.returncode == 0 and "That named Tokyo" in japan.stderr, japan.stderr
+    lines = japan.stdout.splitlines()
+    assert lines[0] == out["answer"] and all(line.startswith("[") for line in lines[1:])  # then the sources
 
     run("stop")
     segment = next((home / "data" / "bank").glob("seg-*.m3s"))

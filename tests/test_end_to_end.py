@@ -89,6 +89,22 @@ def test_a_memory_answer_naming_what_no_source_says_is_answered_again_from_text(
     assert "".join(kept).strip() == kept.text == withdrawn.text and kept.withdrawn is None
 
 
+def test_a_reread_stopped_before_its_first_word_leaves_the_memory_answer(engine):
+    """The withdrawal is told at once (an empty piece); a stop right then ends the re-read before it says
+    anything, and the answer given, saved stopped, is the memory's."""
+    cancel = threading.Event()
+    answer = engine.ask("What is the capital of Japan?", "memory", cancel=cancel)
+    pieces = []
+    for piece in answer:
+        pieces.append(piece)
+        if answer.withdrawn is not None:
+            cancel.set()
+    assert answer.withdrawn is not None and pieces[-1] == "" and answer.stopped
+    assert answer.text == answer.withdrawn.text == "".join(pieces).strip() and answer.citations
+    saved = engine.chats.messages(answer.chat_id)[-1]
+    assert (saved.text, saved.stopped) == (answer.text, True)
+
+
 def test_a_memory_answer_its_sources_hold_is_kept(engine):
     answer = ask(engine, "memory")
     assert "7391" in answer.text and answer.withdrawn is None

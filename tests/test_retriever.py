@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from engine.errors import IndexDamagedError, IndexMismatchError, RetrievalError
 from engine.retrieval.embedder import Embedder
+from engine.retrieval.exact import ExactVectors
 from engine.retrieval.fusion import fuse
 from engine.retrieval.keyword import fts_query, query_pieces, tokens
 from engine.retrieval.retriever import Retriever
@@ -395,3 +396,58 @@ def test_deletions_past_a_quarter_of_the_live_chunks_rebuild_the_index(tmp_path:
         assert r.search(QUERIES["recipe"])[0].hash == "recipe"
     saved = VectorIndex.open(tmp_path / "hnsw", embedder.name, embedder.dim)
     assert saved._index.get_current_count() == len(saved) == len(CORPUS) - 6
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.tuples(st.booleans(), st.integers(0, 2**31 - 1)), min_size=1, max_size=30),
+    st.integers(0, 2**31 - 1),
+)
+def test_exact_vectors_are_the_brute_force_nearest_through_adds_and_deletes(ops, seed) -> None:
+    """ExactVectors after any adds and deletes ranks the live vectors as a brute-force cosine does."""
+    rng, dim = np.random.default_rng(seed), 8
+    live: dict[int, np.ndarray] = {}
+    exact, next_id = ExactVectors(dim, np.empty(0, np.int64), np.empty((0, dim))), 0
+    for add, draw in ops:
+        if add or not live:
+            n = draw % 40 + 1
+            vectors = rng.normal(size=(n, dim)).astype(np.float32)
+            ids = np.arange(next_id, next_id + n)
+            exact.add(ids, vectors)
+            live.update(zip(ids.tolist(), vectors, strict=True))
+            next_id += n
+        else:
+            gone = [i for i in live if (i + draw) % 3 == 0] + [next_id + 5]  # and one never added
+            exact.delete(gone)
+            for i in gone:
+                live.pop(i, None)
+    assert len(exact) == len(live)
+    query = rng.normal(size=dim).astype(np.float32)
+    got = exact.search(query, 5)
+    ids = np.array(list(live))
+    rows = np.stack(list(live.values()))
+    cosine = rows @ query / (np.linalg.norm(rows, axis=1) * np.linalg.norm(query))
+    assert [i for i, _ in got] == ids[np.argsort(-cosine, kind="stable")[:5]].tolist()
+    assert np.allclose([s for _, s in got], np.sort(cosine)[::-1][:5], atol=1e-5)
+
+
+def test_vector_search_is_exact_while_the_chunks_are_few(
+    tmp_path: Path, embedder: Embedder, monkeypatch
+) -> None:
+    """Up to EXACT_UP_TO chunks the retriever's vector search reads every stored vector, so a node the HNSW
+    graph cannot reach (here: the graph emptied behind its back) is still found, and deletions leave it;
+    with more chunks than that, the graph alone answers."""
+    query = embedder.embed([QUERIES["volcano"]])[0]
+    with Retriever(tmp_path / "retrieval", embedder) as r:
+        r.add(items())
+        assert r.exact is not None and len(r.exact) == len(CORPUS)
+        r.index.rebuild(np.empty(0, np.int64), np.empty((0, embedder.dim), np.float32))
+        assert list(r.hashes(r.vector_search(query, 1)).values()) == ["volcano"]
+        r.delete(["volcano"])
+        assert len(r.exact) == len(CORPUS) - 1
+        assert "volcano" not in r.hashes(r.vector_search(query, len(CORPUS))).values()
+    monkeypatch.setattr("engine.retrieval.retriever.EXACT_UP_TO", len(CORPUS) - 2)
+    with Retriever(tmp_path / "retrieval", embedder) as r:  # reopened with more than that: the graph
+        assert r.exact is None and len(r.vector_search(query, 3)) == 3
+        r.index.rebuild(np.empty(0, np.int64), np.empty((0, embedder.dim), np.float32))
+        assert r.vector_search(query, 3) == []

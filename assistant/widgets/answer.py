@@ -21,6 +21,7 @@ from textual.widgets import Markdown, Static
 from textual.widgets._markdown import MarkdownStream
 
 from assistant.messages import AnswerFinished, AnswerPiece, AnswerStarted, AnswerWithdrawn
+from assistant.units import some_of
 from engine.service.client import Citation, Read, Source
 
 if TYPE_CHECKING:
@@ -98,8 +99,7 @@ class AnswerView(Vertical, can_focus=True):
     def _head(self) -> Text:
         head = Text(self.mode, style="bold")
         if self.withdrawn:
-            names = ", ".join(self.withdrawn)
-            head.append(f" · read again as text: it named {names}, in none of its sources")
+            head.append(f" · read again as text: it named {some_of(self.withdrawn)}, in none of its sources")
         state = "stopped" if self.stopped else self._state
         if self.error:
             state = f"error: {self.error}"

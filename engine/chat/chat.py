@@ -57,7 +57,7 @@ class Answer:
     citations: list[Citation] = field(default_factory=list)
     reads: list[Reading] = field(default_factory=list)  # one per retrieval, in order
     chat_id: int | None = None  # where the engine saved it
-    withdrawn: Withdrawn | None = None  # set before the rag re-read's first piece (see the module's doc)
+    withdrawn: Withdrawn | None = None  # set, then an empty piece, before the rag re-read (module doc)
     stopped: bool = False  # ended by its cancel event before it finished (set by Engine.ask)
     tokens: int = 0  # generated, stop token excluded (a withdrawn answer's and its re-read's together)
     _gen: Generation | None = field(default=None, repr=False)
@@ -124,12 +124,16 @@ class Chat:
             answer._gen = gen
             yield from self._stream(gen, answer, readings)
             names = self._unsupported(answer, cancel)
-            if names:
-                answer.withdrawn = Withdrawn(answer.text, names)
-                answer.text = ""
-                gen, again = self.generation(question, "rag", **options)
-                answer._gen = gen
-                yield from self._stream(gen, answer, readings + again)
+            if not names:
+                return
+            kept = (answer.text, answer.citations, answer.reads, answer._gen)
+            answer.withdrawn, answer.text = Withdrawn(answer.text, names), ""
+            yield ""  # the withdrawal is news at once, before the re-read's prefill
+            gen, again = self.generation(question, "rag", **options)
+            answer._gen = gen
+            yield from self._stream(gen, answer, readings + again)
+            if not answer.text and cancel is not None and cancel.is_set():  # stopped before it said a word
+                answer.text, answer.citations, answer.reads, answer._gen = kept
 
         answer.pieces = pieces()
         return answer

@@ -4,7 +4,8 @@ Everything lives in one folder: `retrieval.db` holds each chunk's hash, text and
 an FTS5 index over the texts' keyword form; `hnsw/` holds the vector index, which is rebuilt from the stored
 vectors whenever it is missing, damaged, made by another embedder, or out of step with the database. Texts
 are kept so that FTS can be rebuilt (as it is when the keyword form changes) and vectors recomputed if the
-embedder changes.
+embedder changes. While the live vectors are few (`exact.EXACT_UP_TO`), vector search is exact, over a
+matrix of them kept in memory beside the index: an HNSW graph can lose a node (engine/retrieval/exact.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from engine.errors import RetrievalError
 from engine.retrieval import keyword
 from engine.retrieval.embedder import Embedder
+from engine.retrieval.exact import EXACT_UP_TO, ExactVectors
 from engine.retrieval.fusion import fuse, latin_share
 from engine.retrieval.vector_index import VectorIndex
 from ingest.sqlite import SQLite, batches, placeholders
@@ -94,7 +96,10 @@ class Retriever:
         self._saved_at = time.monotonic()
         self._ensure_embedder()
         self._ensure_keyword_form()
+        self.exact: ExactVectors | None = None  # the live vectors while there are at most EXACT_UP_TO
         self.index = self._open_index()
+        if self.exact is None and len(self) <= EXACT_UP_TO:
+            self._search_exactly(*self._stored())
 
     def _state(self, key: str, default: object = None) -> object:
         row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
@@ -173,10 +178,17 @@ class Retriever:
         return index
 
     def _rebuild(self, index: VectorIndex) -> None:
-        index.rebuild(*self._stored())
+        ids, vectors = self._stored()
+        index.rebuild(ids, vectors)
         index.generation = self.generation
         index.save()
         self._dirty = False
+        self._search_exactly(ids, vectors)
+
+    def _search_exactly(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Search these (all the stored) vectors exactly from now on if they are few enough, else by the
+        index alone."""
+        self.exact = ExactVectors(self.embedder.dim, ids, vectors) if len(ids) <= EXACT_UP_TO else None
 
     def __len__(self) -> int:
         with self._lock:
@@ -237,6 +249,10 @@ class Retriever:
             ]
             generation = self._bump()
         self.index.add(np.array(ids, dtype=np.int64), vectors)
+        if self.exact is not None:
+            self.exact.add(np.array(ids, dtype=np.int64), vectors)
+            if len(self.exact) > EXACT_UP_TO:  # grown past it: the index alone from now on
+                self.exact = None
         self._changed(generation)
         return len(ids)
 
@@ -255,6 +271,8 @@ class Retriever:
                 generation = self._bump() if ids else self.generation
             if ids:
                 self.index.delete(ids)
+                if self.exact is not None:
+                    self.exact.delete(ids)
                 self._changed(generation)
             return len(ids)
 
@@ -273,6 +291,7 @@ class Retriever:
             if self.generation != generation:
                 return False
             self.index, self._dirty = fresh, True
+            self._search_exactly(ids, vectors)  # shrunk back under EXACT_UP_TO: exact again
             self.save()
         return True
 
@@ -303,9 +322,10 @@ class Retriever:
         self.close()
 
     def vector_search(self, vector: np.ndarray, n: int) -> list[int]:
-        """Ids of the `n` chunks nearest in meaning to `vector`."""
+        """Ids of the `n` chunks nearest in meaning to `vector`: exactly while they are few."""
         with self._lock:
-            return [i for i, _ in self.index.search(vector, n)]
+            searched = self.exact if self.exact is not None else self.index
+            return [i for i, _ in searched.search(vector, n)]
 
     def keyword_search(self, query: str, n: int) -> list[int]:
         """Ids of the `n` chunks that best match the informative words of `query` (BM25)."""

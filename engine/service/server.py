@@ -209,18 +209,13 @@ async def ask(request: Request) -> Response:
 
     def produce(emit: Callable[[events.Event], None]) -> None:
         emit(events.Start(answer_id, answer.chat_id))
-        told = False
-
-        def tell_withdrawn() -> None:  # once `answer.withdrawn` is set: before the re-read's first piece
-            nonlocal told
-            if answer.withdrawn is not None and not told:
-                emit(events.Withdrawn(answer.withdrawn.text, answer.withdrawn.names))
-                told = True
-
+        withdrawn = None
         for piece in answer:
-            tell_withdrawn()
-            emit(events.Text(piece))
-        tell_withdrawn()  # a re-read that said nothing
+            if answer.withdrawn is not withdrawn:  # set, then an empty piece, before the re-read
+                withdrawn = answer.withdrawn
+                emit(events.Withdrawn(withdrawn.text, withdrawn.names))
+            if piece:
+                emit(events.Text(piece))
         emit(events.Reads([msgspec.convert(r.as_dict(), events.Read) for r in answer.reads]))
         emit(events.Citations([events.Citation(**c.as_dict()) for c in answer.citations]))
         emit(events.Done(answer_id, answer.text, answer.stopped, answer.tokens, answer.chat_id))
