@@ -55,14 +55,34 @@ def test_names_are_compared_as_the_keyword_index_folds_them():
     assert unsupported("東京です", ["大阪"]) == []  # no case: only figures are checked
 
 
-def test_figures_are_whole_numbers_versions_times_and_dates_by_their_digits():
+def test_figures_are_compared_in_one_form():
     assert unsupported("1.14.1", ["Version 2.14.1 shipped on 7 May 2025."]) == ["1.14.1"]
     assert unsupported("2024-05-03", ["It opened on 2024-03-05."]) == ["2024-05-03"]
     assert unsupported("1200 people", ["1,200 people came"]) == []
+    assert unsupported("1,200,000", ["1200000 visitors"]) == []
     assert unsupported("3.5 litres", ["3,5 litres"]) == []
+    assert unsupported("$3.5", ["it cost $3.50"]) == [] and unsupported("37", ["37.0 degrees"]) == []
     assert unsupported("9:30", ["the train leaves at 09:30"]) == []
+    assert unsupported("15%", ["grew by 1.5%"]) == ["15"]  # a decimal point is not a thousands separator
+    assert unsupported("5 mg", ["take 0.5 mg"]) == ["5"] and unsupported("0.5", ["0.05"]) == ["0.5"]
+    assert unsupported("፩", ["0"]) == []  # a digit that is not decimal is no figure
     assert unsupported("2024年", ["２０２４年に開業した"]) == []  # full-width digits
     assert unsupported("2024", ["في عام ٢٠٢٤"]) == []  # Arabic-Indic digits
     assert unsupported("2025年", ["2024年に開業した"]) == ["2025"]
     source = "It was opened in the year 1697."
     assert unsupported("opened in 1696 by the Guild", [source]) == ["1696", "Guild"]
+
+
+def test_a_part_of_a_source_figure_between_dashes_colons_or_slashes_is_vouched_for():
+    assert unsupported("He was born in 1820.", ["Hollin (1820-1880) cast bells."]) == []
+    assert unsupported("10:30", ["Open 10:30-18:00."]) == [] and unsupported("2024", ["03/05/2024"]) == []
+    assert unsupported("192.168.1.1", ["at 192.168.1.1:8080"]) == []
+    assert unsupported("1830", ["Hollin (1820-1880)"]) == ["1830"]
+
+
+def test_english_openers_at_a_sentence_start_name_nothing():
+    question, source = "Was the Hollin bell cast from bronze?", "The Hollin bell was cast from bronze."
+    assert unsupported("Yes, it was cast from bronze.", [question, source]) == []
+    assert unsupported("According to the notes, it is bronze. It rang.", [question, source]) == []
+    assert unsupported("Paris. Yes.", [question, source]) == ["Paris"]  # a city at the start is a name
+    assert unsupported("it said Yes", [source]) == ["Yes"]  # not at a sentence start

@@ -424,10 +424,15 @@ def test_exact_vectors_are_the_brute_force_nearest_through_adds_and_deletes(ops,
     assert len(exact) == len(live)
     query = rng.normal(size=dim).astype(np.float32)
     got = exact.search(query, 5)
+    if not live:
+        assert got == []
+        return
     ids = np.array(list(live))
     rows = np.stack(list(live.values()))
     cosine = rows @ query / (np.linalg.norm(rows, axis=1) * np.linalg.norm(query))
     assert [i for i, _ in got] == ids[np.argsort(-cosine, kind="stable")[:5]].tolist()
+    ties = ExactVectors(dim, np.arange(50), np.ones((50, dim)))  # equal scores: the earlier added first
+    assert [i for i, _ in ties.search(np.ones(dim), 3)] == [0, 1, 2]
     assert np.allclose([s for _, s in got], np.sort(cosine)[::-1][:5], atol=1e-5)
 
 
@@ -449,5 +454,9 @@ def test_vector_search_is_exact_while_the_chunks_are_few(
     monkeypatch.setattr("engine.retrieval.retriever.EXACT_UP_TO", len(CORPUS) - 2)
     with Retriever(tmp_path / "retrieval", embedder) as r:  # reopened with more than that: the graph
         assert r.exact is None and len(r.vector_search(query, 3)) == 3
+        r.delete(["cat"])  # back down to the limit: exact again
+        assert r.exact is not None and len(r.exact) == len(CORPUS) - 2 == len(r)
+        r.add(items(["volcano"]))  # past it: the graph alone
+        assert r.exact is None
         r.index.rebuild(np.empty(0, np.int64), np.empty((0, embedder.dim), np.float32))
         assert r.vector_search(query, 3) == []

@@ -52,12 +52,10 @@ class ExactVectors:
     def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         """The `k` nearest vectors to `vector` as (id, cosine similarity), most similar first (ties: the
         earlier added first)."""
-        k = min(k, self._n)
-        if k <= 0:
+        if k <= 0 or not self._n:
             return []
         scores = self._rows[: self._n] @ _unit(np.asarray(vector, np.float32).reshape(1, self.dim))[0]
-        top = np.argpartition(-scores, k - 1)[:k] if k < self._n else np.arange(self._n)
-        top = top[np.lexsort((top, -scores[top]))]
+        top = np.argsort(-scores, kind="stable")[:k]  # 20,000 rows: about a millisecond
         return [(int(self._ids[i]), float(scores[i])) for i in top]
 
 

@@ -273,6 +273,8 @@ class Retriever:
                 self.index.delete(ids)
                 if self.exact is not None:
                     self.exact.delete(ids)
+                elif len(self.index) <= EXACT_UP_TO:  # shrunk back under it: exact again
+                    self._search_exactly(*self._stored())
                 self._changed(generation)
             return len(ids)
 
@@ -291,7 +293,6 @@ class Retriever:
             if self.generation != generation:
                 return False
             self.index, self._dirty = fresh, True
-            self._search_exactly(ids, vectors)  # shrunk back under EXACT_UP_TO: exact again
             self.save()
         return True
 
