@@ -78,6 +78,8 @@ def test_a_part_of_a_source_figure_between_dashes_colons_or_slashes_is_vouched_f
     assert unsupported("10:30", ["Open 10:30-18:00."]) == [] and unsupported("2024", ["03/05/2024"]) == []
     assert unsupported("192.168.1.1", ["at 192.168.1.1:8080"]) == []
     assert unsupported("1830", ["Hollin (1820-1880)"]) == ["1830"]
+    table = "-".join(str(i) for i in range(20_000))  # runs of up to three groups, not all 200 million
+    assert unsupported("7-8-9 and 19999", [table]) == [] and unsupported("7-8-9-10", [table]) == ["7-8-9-10"]
 
 
 def test_english_openers_at_a_sentence_start_name_nothing():

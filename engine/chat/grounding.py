@@ -14,7 +14,8 @@ digits with the separators people write inside numbers, versions, times and date
 `09:30`, `2024-03-05`), compared in one form: a comma or dot before three digits is a thousands
 separator, else a decimal point; leading zeros of a group and trailing zeros of decimals go. So `1,200` is
 `1200`, `3,5` is `3.5` and `09:30` is `9:30`, but `1.5` is not `15` and `1.14.1` is not `2.14.1`. A
-source's figure vouches for the runs of it between `:`, `/` and `-` too (1820 in "1820-1880"). Scripts
+source's figure vouches for its runs of up to three groups between `:`, `/` and `-` too (1820 in
+"1820-1880"). Scripts
 without case (CJK, Thai...) have no names by this rule: only their figures are checked.
 """
 
@@ -35,12 +36,13 @@ def unsupported(answer: str, read: Iterable[str]) -> list[str]:
     runs = [run for text in read for run in _RUN.findall(unicodedata.normalize("NFKC", text))]
     figures = {form for run in runs if run[0].isdecimal() for form in _vouched(_figure(run))}
     words = {word for run in runs if not run[0].isdecimal() for word in keyword_form(run).split()}
-    found = []
+    found, end = [], None  # end: where the run before ended (None: no run yet)
     for match in _RUN.finditer(answer := unicodedata.normalize("NFKC", answer)):
-        run = match[0]
+        run, opens = match[0], end is None or _SENTENCE_END.search(answer, end, match.start()) is not None
+        end = match.end()
         if run[0].isdecimal():
             missing = _figure(run) not in figures
-        elif run != run.lower() and not _opener(answer, match):  # a letter with case: a name
+        elif run != run.lower() and not (opens and run.casefold() in _OPENERS):  # a letter with case: a name
             missing = not set(keyword_form(run).split()) <= words
         else:
             continue
@@ -56,12 +58,7 @@ _OPENER_WORDS = (
     " under one"
 )
 _OPENERS = frozenset(_OPENER_WORDS.split())
-_SENTENCE_END = re.compile(r"(?:^|[.!?:;]\s+|\n)\W*$")
-
-
-def _opener(text: str, match: re.Match[str]) -> bool:
-    """Whether the run is an English opener at the start of a sentence."""
-    return match[0].casefold() in _OPENERS and _SENTENCE_END.search(text[: match.start()]) is not None
+_SENTENCE_END = re.compile(r"[.!?:;]\s|\n")  # between two runs: the second opens a sentence
 
 
 def _figure(run: str) -> str:
@@ -73,8 +70,13 @@ def _figure(run: str) -> str:
     return re.sub(r"\.(?=$|[:/-])", "", form)
 
 
+VOUCHED_GROUPS = 3  # a date's groups: runs of up to this many are vouched for (not every run of a long one)
+
+
 def _vouched(form: str) -> set[str]:
-    """The figures a source's figure vouches for: itself and its runs between ':', '/' and '-'."""
+    """The figures a source's figure vouches for: itself and its runs of up to VOUCHED_GROUPS groups
+    between ':', '/' and '-' ("2024", "3-5" and "2024-3" of "2024-3-5")."""
     parts = re.split(r"([:/-])", form)
-    groups = parts[::2]
-    return {"".join(parts[2 * i : 2 * j + 1]) for i in range(len(groups)) for j in range(i, len(groups))}
+    n = len(parts) // 2 + 1
+    runs = ("".join(parts[2 * i : 2 * j + 1]) for i in range(n) for j in range(i, min(i + VOUCHED_GROUPS, n)))
+    return {form, *runs}
