@@ -15,8 +15,8 @@ digits with the separators people write inside numbers, versions, times and date
 separator, else a decimal point; leading zeros of a group and trailing zeros of decimals go. So `1,200` is
 `1200`, `3,5` is `3.5` and `09:30` is `9:30`, but `1.5` is not `15` and `1.14.1` is not `2.14.1`. A
 source's figure vouches for its runs of up to three groups between `:`, `/` and `-` too (1820 in
-"1820-1880"). Scripts
-without case (CJK, Thai...) have no names by this rule: only their figures are checked.
+"1820-1880"). Scripts without case (CJK, Thai...) have no names by this rule: only their figures are
+checked.
 """
 
 from __future__ import annotations
