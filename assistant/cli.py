@@ -343,7 +343,7 @@ def ask(client: Client, question: str, mode: str, as_json: bool) -> None:
     if as_json:
         reads = msgspec.to_builtins(relayed.reads)
         out = {"answer": relayed.text, "mode": mode, "citations": cited, "reads": reads}
-        out["withdrawn"] = withdrawn and {"text": withdrawn.text, "names": withdrawn.names}
+        out["withdrawn"] = withdrawn and msgspec.structs.asdict(withdrawn)
         click.echo(json.dumps(out, ensure_ascii=False))
     else:
         if not live:
@@ -404,7 +404,8 @@ def _relay(stream: Stream, echo: bool, lead: bool = True) -> Relayed:
             # the service is gone (nothing left to stop), or a second Ctrl-C: hanging up stops it too
             with contextlib.suppress(M3Error, KeyboardInterrupt):
                 stream.cancel()
-            return Relayed("".join(pieces).strip(), citations, reads, True, True, withdrawn)
+            text = "".join(pieces).strip()
+            return Relayed(text, citations, reads, interrupted=True, stopped=True, withdrawn=withdrawn)
     raise service.ServiceError("The engine service ended the answer without finishing it.")
 
 

@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
+
 from bench.engine_settings import engine_settings, write_settings
 from bench.errors import BenchmarkError
 from bench.machine import machine_info
@@ -458,7 +460,7 @@ def edit(
 
 
 def _withdrawn(reply: Reply) -> dict | None:
-    return None if reply.withdrawn is None else {"text": reply.withdrawn.text, "names": reply.withdrawn.names}
+    return None if reply.withdrawn is None else msgspec.structs.asdict(reply.withdrawn)
 
 
 def _first(reply: Reply) -> str:
@@ -569,7 +571,7 @@ def summary(records: Sequence[dict]) -> dict:
         "n": len(records),
         "before_old": _share(records, "before_old"),
         "success": _share(records, "success"),
-        "reread": _share([{"r": r["after_withdrawn"] is not None} for r in records], "r"),
+        "reread": statistics.fmean(r["after_withdrawn"] is not None for r in records) if records else None,
         "memory_alone": _share(records, "memory_alone"),
         "answered": _share(records, "answered"),
         "cited": _share(records, "cited"),

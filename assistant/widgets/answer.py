@@ -125,18 +125,19 @@ class AnswerView(Vertical, can_focus=True):
         self.text += message.text
         await self._stream.write(message.text)
 
-    async def on_answer_withdrawn(self, message: AnswerWithdrawn) -> None:
+    async def _end_stream(self) -> None:
         if self._stream is not None:
             await self._stream.stop()
             self._stream = None
+
+    async def on_answer_withdrawn(self, message: AnswerWithdrawn) -> None:
+        await self._end_stream()
         self.text, self.withdrawn = "", message.names
         await self.query_one(Markdown).update("")
         self.state(self._state)
 
     async def on_answer_finished(self, message: AnswerFinished) -> None:
-        if self._stream is not None:
-            await self._stream.stop()
-            self._stream = None
+        await self._end_stream()
         self.running = False
         self.text, self.citations, self.reads = message.text, message.citations, message.reads
         self.stopped, self.error = message.stopped, message.error

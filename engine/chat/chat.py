@@ -218,10 +218,10 @@ class Chat:
     def _unsupported(self, answer: Answer, cancel: threading.Event | None) -> list[str]:
         """What a finished memory answer names that nothing it read says (none for other modes, a stopped
         answer, or one that read no source: there is no text to read it again from)."""
-        read = [c.text for r in answer.reads for c in r.chunks]
-        if answer.mode != "memory" or not self.reread or not read or (cancel is not None and cancel.is_set()):
+        if answer.mode != "memory" or not self.reread or (cancel is not None and cancel.is_set()):
             return []
-        return unsupported(answer.text, [answer.question, *read])
+        read = [c.text for r in answer.reads for c in r.chunks]
+        return unsupported(answer.text, [answer.question, *read]) if read else []
 
     def _search(self, query: str) -> list[Chunk]:
         """The retrieved chunks (with `focus`, those naming what the query names), in reading order: the
