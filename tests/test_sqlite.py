@@ -69,3 +69,14 @@ def test_the_wal_is_cut_back_after_a_big_transaction(tmp_path: Path):
         db.conn.execute("INSERT INTO parents (id) VALUES (-1)")
     assert wal.stat().st_size <= WAL_LIMIT_BYTES
     db.close()
+
+
+def test_small_writes_keep_the_wal_within_the_limit(tmp_path: Path):
+    """SQLite's automatic checkpoint comes at the limit, not at its default 1000 pages (4 MiB)."""
+    db = _open(tmp_path / "x.db")
+    db.conn.execute("CREATE TABLE blobs (b BLOB)")
+    for _ in range(400):  # 400 transactions of 16 KiB: 6.25 MiB written in all
+        with db.atomic():
+            db.conn.execute("INSERT INTO blobs VALUES (zeroblob(?))", (2**14,))
+    assert (tmp_path / "x.db-wal").stat().st_size <= WAL_LIMIT_BYTES + 2**16
+    db.close()
