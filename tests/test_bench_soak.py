@@ -51,7 +51,7 @@ def test_soak_keeps_one_folder_consistent_through_its_events(tmp_path, home, mod
         assert latency["n"] == 2_500 and latency["p95_ms"] >= latency["p50_ms"] > 0
     held = results["held"]
     assert held["sentinels"] and held["consistent"]
-    assert held["disk_max"]["ratio_without_wal"] <= MAX_DISK_RATIO
+    assert held["disk"] and held["disk_max"]["ratio_without_wal"] <= MAX_DISK_RATIO
     assert set(held["latency_growth"]) <= {f"{k} {q}" for k in ("all", *KINDS) for q in ("p50_ms", "p95_ms")}
     assert set(held["latency_grown"]) <= set(held["latency_growth"])
     assert "| 10,000 |" in table and "sentinels retrieved and readable yes" in table
