@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -372,6 +372,9 @@ class Engine:
         self.chats.add_message(chat_id, "user", question, mode)
         pieces = answer.pieces
 
+        def withdrawn() -> str | None:
+            return None if answer.withdrawn is None else json.dumps(asdict(answer.withdrawn))
+
         def saved() -> Iterator[str]:
             try:
                 with self.turns.answer():
@@ -379,13 +382,15 @@ class Engine:
             except BaseException:  # an error mid-stream, or the reader gone: the question keeps a reply
                 answer.stopped = True
                 with contextlib.suppress(NotFoundError):  # the chat deleted meanwhile: the error is the news
-                    self.chats.add_message(chat_id, "assistant", answer.text.strip(), mode, stopped=True)
+                    self.chats.add_message(
+                        chat_id, "assistant", answer.text.strip(), mode, stopped=True, withdrawn=withdrawn()
+                    )
                 raise
             answer.stopped = cancel.is_set()  # decided once: what is saved and what the client is told
             cited = json.dumps([c.as_dict() for c in answer.citations])
             reads = json.dumps([r.as_dict() for r in answer.reads])
             self.chats.add_message(
-                chat_id, "assistant", answer.text, mode, cited, reads, stopped=answer.stopped
+                chat_id, "assistant", answer.text, mode, cited, reads, answer.stopped, withdrawn()
             )
 
         answer.pieces = saved()

@@ -40,6 +40,7 @@ class Message:
     reads: list[dict]  # what the answer read: one entry per retrieval
     stopped: bool
     created_at: float
+    withdrawn: dict | None  # a memory answer taken back and read again as text: {"text", "names"}
 
 
 @dataclass(frozen=True)
@@ -70,16 +71,19 @@ class Chats:
         citations: str = "[]",
         reads: str = "[]",
         stopped: bool = False,
+        withdrawn: str | None = None,
     ) -> int:
         """Append a message; `citations` and `reads` are the answer's as JSON; `stopped`: the user stopped
-        the answer, and `text` is what was streamed until then. NotFoundError if the chat is gone (deleted
-        while the answer ran)."""
+        the answer, and `text` is what was streamed until then; `withdrawn`: the memory answer taken back
+        before `text` was read again as text, as JSON. NotFoundError if the chat is gone (deleted while the
+        answer ran)."""
         try:
             with self.catalog.atomic():
                 return self.catalog.db.execute(
-                    "INSERT INTO messages (chat_id, role, text, mode, citations, reads, stopped, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (chat_id, role, text, mode, citations, reads, int(stopped), time.time()),
+                    "INSERT INTO messages"
+                    " (chat_id, role, text, mode, citations, reads, stopped, created_at, withdrawn)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (chat_id, role, text, mode, citations, reads, int(stopped), time.time(), withdrawn),
                 ).lastrowid
         except sqlite3.IntegrityError:  # the chat's foreign key
             raise _missing(chat_id) from None
@@ -121,7 +125,7 @@ class Chats:
 
     def messages(self, chat_id: int) -> list[Message]:
         rows = self.catalog.rows(
-            "SELECT id, role, text, mode, citations, reads, stopped, created_at FROM messages"
+            "SELECT id, role, text, mode, citations, reads, stopped, created_at, withdrawn FROM messages"
             " WHERE chat_id = ? ORDER BY id",
             (chat_id,),
         )
@@ -135,6 +139,7 @@ class Chats:
                 json.loads(r["reads"]),
                 bool(r["stopped"]),
                 r["created_at"],
+                None if r["withdrawn"] is None else json.loads(r["withdrawn"]),
             )
             for r in rows
         ]

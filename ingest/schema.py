@@ -181,8 +181,14 @@ def _v8(db: Database) -> None:
     db.execute("ALTER TABLE documents ADD COLUMN parsed_with TEXT NOT NULL DEFAULT ''")
 
 
+def _v9(db: Database) -> None:
+    """A memory answer withdrawn and read again as text (engine/chat/grounding.py) is kept with what was
+    withdrawn (JSON `{"text", "names"}`), so that a chat opened later says so as the live answer did."""
+    db.execute("ALTER TABLE messages ADD COLUMN withdrawn TEXT")
+
+
 # The schema's history, oldest first: version N is reached by applying the first N steps. Append only.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9)
 
 
 def newer_catalog(version: int, known: int) -> CatalogError:

@@ -148,8 +148,17 @@ async def withdrawn_scenario(served) -> None:
         view = await ask(pilot, app, "What is the capital of Japan?")
         assert view.error is None and "Tokyo" in view.withdrawn, view.withdrawn
         assert "read again as text" in text(app) and "in none of its sources" in text(app)
-        saved = client.chat(app.screen.chat_id).messages
+        chat = app.screen
+        saved = client.chat(chat.chat_id).messages
         assert saved[-1].role == "assistant" and saved[-1].text == view.text
+        assert saved[-1].withdrawn is not None and saved[-1].withdrawn.names == view.withdrawn
+        await pilot.press("ctrl+n")  # opened again later, the answer says so as it did live
+        assert "read again as text" not in text(app)
+        await pilot.press("ctrl+l")
+        await until(pilot, lambda: "capital of Japan" in text(app), 30)
+        await pilot.press("enter")
+        await until(pilot, lambda: len(chat.query(AnswerView)) == 1, 30)
+        assert chat.query_one(AnswerView).withdrawn == view.withdrawn and "read again as text" in text(app)
 
 
 def test_switch_mode_compare_reopen_and_export(served, tmp_path):

@@ -12,6 +12,7 @@ from sqlite_utils import Database
 
 from ingest import sqlite
 from ingest.catalog import MIGRATIONS, Catalog, Skipped, newer_catalog
+from ingest.chats import Chats
 from ingest.chunker import Chunk
 from ingest.errors import CatalogError
 from ingest.ingester import Ingester
@@ -207,6 +208,22 @@ def test_version_4_keeps_what_answers_read_and_names_old_citations_by_hash(tmp_p
         {**cited[0], "hash": hashlib.sha256("Héron".encode()).hexdigest()}
     ]
     assert json.loads(row["citations"])[0]["hash"] == chunks("Héron")[0].hash  # the chunk's own
+
+
+def test_version_9_reads_the_answers_saved_before_as_never_withdrawn(tmp_path: Path):
+    path = tmp_path / "v8.db"
+    with Database(path) as db:
+        migrate(db, MIGRATIONS[:8])
+        db.execute("INSERT INTO chats (id, title, created_at) VALUES (1, 'capital', 0)")
+        db.execute(
+            "INSERT INTO messages (chat_id, role, text, created_at) VALUES (1, 'assistant', 'Tokyo', 0)"
+        )
+    cat = Catalog(path)
+    try:
+        [message] = Chats(cat).messages(1)
+        assert (message.text, message.withdrawn) == ("Tokyo", None)
+    finally:
+        cat.close()
 
 
 def test_version_7_lists_the_files_that_are_no_documents_from_the_next_scan(tmp_path: Path):

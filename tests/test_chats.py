@@ -3,6 +3,8 @@ context, and no message saved into a chat deleted meanwhile."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ingest.catalog import Catalog
@@ -53,3 +55,12 @@ def test_a_chat_deleted_meanwhile_takes_no_message(chats):
         chats.delete(chat_id)
     with pytest.raises(NotFoundError):
         chats.rename(chat_id, "x")
+
+
+def test_a_withdrawn_answer_is_kept_with_what_was_withdrawn(chats):
+    chat_id = chats.new("capital")
+    chats.add_message(chat_id, "user", "What is the capital of Japan?", "memory")
+    taken_back = {"text": "Tokyo", "names": ["Tokyo"]}
+    chats.add_message(chat_id, "assistant", "unknown", "memory", withdrawn=json.dumps(taken_back))
+    question, answer = chats.messages(chat_id)
+    assert question.withdrawn is None and (answer.text, answer.withdrawn) == ("unknown", taken_back)

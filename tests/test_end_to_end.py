@@ -83,6 +83,9 @@ def test_a_memory_answer_naming_what_no_source_says_is_answered_again_from_text(
     assert memory_reads and reread.step == 0 and reread.query == question
     assert [c.hash for c in reread.chunks] == [c.hash for c in rag.reads[0].chunks]
     assert answer.tokens > rag.tokens and rag.withdrawn is None
+    saved = engine.chats.messages(answer.chat_id)[-1]  # kept with the chat, as the stream told it
+    assert saved.text == answer.text and saved.withdrawn == {"text": withdrawn.text, "names": withdrawn.names}
+    assert engine.chats.messages(rag.chat_id)[-1].withdrawn is None
 
     monkeypatch.setattr(engine.chat, "reread", False)
     kept = engine.ask(question, "memory")
@@ -102,7 +105,7 @@ def test_a_reread_stopped_before_its_first_word_leaves_the_memory_answer(engine)
     assert answer.withdrawn is not None and pieces[-1] == "" and answer.stopped
     assert answer.text == answer.withdrawn.text == "".join(pieces).strip() and answer.citations
     saved = engine.chats.messages(answer.chat_id)[-1]
-    assert (saved.text, saved.stopped) == (answer.text, True)
+    assert (saved.text, saved.stopped) == (answer.text, True) and saved.withdrawn["text"] == answer.text
 
 
 def test_a_memory_answer_its_sources_hold_is_kept(engine):

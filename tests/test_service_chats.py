@@ -90,6 +90,8 @@ def test_an_answer_says_what_it_read_and_saves_it(service, mode):
     answer = chat["messages"][-1]
     assert answer["role"] == "assistant" and answer["mode"] == mode and answer["stopped"] is False
     assert answer["reads"] == reads and answer["citations"] == citations
+    told = [{"text": e["text"], "names": e["names"]} for e in events if e["type"] == "withdrawn"]
+    assert answer["withdrawn"] == (told[0] if told else None) and chat["messages"][0]["withdrawn"] is None
     assert chat["messages"][0]["reads"] == [] and chat["messages"][0]["text"] == QUESTION
 
 
@@ -161,7 +163,8 @@ def test_a_chat_is_read_renamed_and_deleted(service):
     assert set(chat) == {"id", "title", "created_at", "messages"} and chat["title"] == QUESTION
     assert [m["role"] for m in chat["messages"]] == ["user", "assistant"]
     for message in chat["messages"]:
-        assert set(message) == {"id", "role", "text", "mode", "citations", "reads", "stopped", "created_at"}
+        keys = {"id", "role", "text", "mode", "citations", "reads", "stopped", "created_at", "withdrawn"}
+        assert set(message) == keys
         assert isinstance(message["citations"], list) and isinstance(message["reads"], list)
 
     renamed = service.http.patch(f"/v1/chats/{chat_id}", json={"title": "  Door codes \n"})

@@ -278,7 +278,10 @@ class ChatScreen(Screen):
             if m.role == "user":
                 question = m.text
                 continue
-            view = AnswerView(question, m.mode or "memory", m.text, m.citations, m.reads, m.stopped)
+            withdrawn = m.withdrawn.names if m.withdrawn else ()
+            view = AnswerView(
+                question, m.mode or "memory", m.text, m.citations, m.reads, m.stopped, withdrawn
+            )
             if turns and turns[-1][0] == question and len(turns[-1][1]) < len(MODES):
                 turns[-1][1].append(view)
             else:

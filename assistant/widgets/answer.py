@@ -70,6 +70,7 @@ class AnswerView(Vertical, can_focus=True):
         citations: Sequence[Citation] = (),
         reads: Sequence[Read] = (),
         stopped: bool = False,
+        withdrawn: Sequence[str] = (),
         pending: bool = False,
     ):
         super().__init__()
@@ -80,7 +81,7 @@ class AnswerView(Vertical, can_focus=True):
         self.running = pending  # asked, not finished
         self.stop_asked = False
         self.error: str | None = None
-        self.withdrawn: list[str] = []  # the names of a memory answer taken back, once it is
+        self.withdrawn = list(withdrawn)  # the names of a memory answer taken back, once it is
         self._stream: MarkdownStream | None = None
         self._state = "waiting…" if pending else ""
 

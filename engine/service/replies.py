@@ -108,6 +108,13 @@ class Chats(msgspec.Struct, frozen=True):
     chats: list[ChatSummary]
 
 
+class WithdrawnAnswer(msgspec.Struct, frozen=True):
+    """A memory answer taken back and read again as text: what it said, the names no source says."""
+
+    text: str
+    names: list[str]
+
+
 class Message(msgspec.Struct, frozen=True):
     id: int
     role: str  # user or assistant
@@ -117,6 +124,7 @@ class Message(msgspec.Struct, frozen=True):
     reads: list[Read]
     stopped: bool
     created_at: float
+    withdrawn: WithdrawnAnswer | None
 
 
 class Chat(msgspec.Struct, frozen=True):
