@@ -1,8 +1,11 @@
 """A chat as Markdown: questions, answers with their mode, and each answer's sources as footnotes
-(`[^n]: path:line`), numbered through the whole document so footnotes stay unique."""
+(`[^n]: path:line`), numbered through the whole document so footnotes stay unique. A memory answer that
+was withdrawn and read again as text is quoted under the answer that replaced it, with the names that
+made it withdrawn."""
 
 from __future__ import annotations
 
+from assistant.units import some_of
 from engine.service.client import Chat, Citation
 
 
@@ -14,12 +17,18 @@ def chat_markdown(chat: Chat) -> str:
         if message.role == "user":
             out += [f"**You:** {message.text}", ""]
             continue
-        head = f"**memory3** ({message.mode or 'memory'}{', stopped' if message.stopped else ''}):"
+        withdrawn = message.withdrawn
+        state = (", read again as text" if withdrawn else "") + (", stopped" if message.stopped else "")
+        head = f"**memory3** ({message.mode or 'memory'}{state}):"
         marks = ""
         for c in message.citations:
             notes.append(f"[^{len(notes) + 1}]: {c.path}:{c.line_start}{_span(c)}")
             marks += f"[^{len(notes)}]"
         out += [head, "", message.text + (f" {marks}" if marks else ""), ""]
+        if withdrawn:
+            said = " ".join(withdrawn.text.split())  # one quoted line
+            names = some_of(withdrawn.names)
+            out += [f"> Withdrawn, from memory: {said} (it named {names}, in none of its sources)", ""]
     return "\n".join(out + notes) + "\n"
 
 

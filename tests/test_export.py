@@ -1,0 +1,64 @@
+"""A chat exported as Markdown: answers with their mode and state, sources as footnotes numbered through
+the document, a withdrawn memory answer quoted under the one that replaced it."""
+
+from __future__ import annotations
+
+from assistant.export import chat_markdown
+from engine.service.client import Chat, Citation, Message
+from engine.service.replies import WithdrawnAnswer
+
+
+def message(role: str, text: str, **kw) -> Message:
+    fields = {"mode": "memory", "citations": [], "reads": [], "stopped": False, "withdrawn": None} | kw
+    return Message(1, role, text, created_at=0.0, **fields)
+
+
+def cite(path: str, start: int, end: int) -> Citation:
+    return Citation(1, path, None, start, end, "text", 1.0, "h")
+
+
+def test_answers_sources_and_a_withdrawn_answer():
+    taken_back = WithdrawnAnswer("Tokyo is\nthe capital.", ["Tokyo", "Kyoto", "Osaka", "Nara"])
+    chat = Chat(
+        7,
+        "Capitals",
+        0.0,
+        [
+            message("user", "What is the capital of Japan?"),
+            message("assistant", "unknown", mode="rag", citations=[cite("/n/a.md", 3, 3)]),
+            message("user", "And of Norway?"),
+            message("assistant", "unknown", citations=[cite("/n/b.md", 1, 4)], withdrawn=taken_back),
+            message("assistant", "Osl", stopped=True),
+        ],
+    )
+    assert (
+        chat_markdown(chat)
+        == "\n".join(
+            [
+                "# Capitals",
+                "",
+                "**You:** What is the capital of Japan?",
+                "",
+                "**memory3** (rag):",
+                "",
+                "unknown [^1]",
+                "",
+                "**You:** And of Norway?",
+                "",
+                "**memory3** (memory, read again as text):",
+                "",
+                "unknown [^2]",
+                "",
+                "> Withdrawn, from memory: Tokyo is the capital. (it named Tokyo, Kyoto, Osaka and 1 more,"
+                " in none of its sources)",
+                "",
+                "**memory3** (memory, stopped):",
+                "",
+                "Osl",
+                "",
+                "[^1]: /n/a.md:3",
+                "[^2]: /n/b.md:1-4",
+            ]
+        )
+        + "\n"
+    )
