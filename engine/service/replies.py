@@ -124,7 +124,7 @@ class Message(msgspec.Struct, frozen=True):
     reads: list[Read]
     stopped: bool
     created_at: float
-    withdrawn: WithdrawnAnswer | None
+    withdrawn: WithdrawnAnswer | None = None  # a service from before 2026-12-02 does not send it
 
 
 class Chat(msgspec.Struct, frozen=True):
