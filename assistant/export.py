@@ -1,7 +1,7 @@
 """A chat as Markdown: questions, answers with their mode, and each answer's sources as footnotes
 (`[^n]: path:line`), numbered through the whole document so footnotes stay unique. A memory answer that
 was withdrawn and read again as text is quoted under the answer that replaced it, with the names that
-made it withdrawn."""
+made it withdrawn; one whose re-read was stopped before its first word stands, with those names."""
 
 from __future__ import annotations
 
@@ -17,15 +17,19 @@ def chat_markdown(chat: Chat) -> str:
         if message.role == "user":
             out += [f"**You:** {message.text}", ""]
             continue
-        withdrawn = message.withdrawn
+        withdrawn, kept = message.withdrawn, message.reread_stopped
         state = (", read again as text" if withdrawn else "") + (", stopped" if message.stopped else "")
+        if kept:
+            state = ", withdrawn, stopped before its re-read as text"
         head = f"**memory3** ({message.mode or 'memory'}{state}):"
         marks = ""
         for c in message.citations:
             notes.append(f"[^{len(notes) + 1}]: {c.path}:{c.line_start}{_span(c)}")
             marks += f"[^{len(notes)}]"
         out += [head, "", message.text + (f" {marks}" if marks else ""), ""]
-        if withdrawn:
+        if kept:
+            out += [f"> It named {some_of(withdrawn.names)}, in none of its sources.", ""]
+        elif withdrawn:
             said = " ".join(withdrawn.text.split())  # one quoted line
             names = some_of(withdrawn.names)
             out += [f"> Withdrawn, from memory: {said} (it named {names}, in none of its sources)", ""]

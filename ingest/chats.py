@@ -9,6 +9,7 @@ characters like any other, not wildcards.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
 import time
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 
 from ingest.catalog import Catalog
 from ingest.errors import NotFoundError
+
+log = logging.getLogger(__name__)
 
 SNIPPET = 80  # characters of a matching message shown around the match
 
@@ -135,11 +138,11 @@ class Chats:
                 r["role"],
                 r["text"],
                 r["mode"],
-                json.loads(r["citations"]),
-                json.loads(r["reads"]),
+                _saved(r, "citations", list) or [],
+                _saved(r, "reads", list) or [],
                 bool(r["stopped"]),
                 r["created_at"],
-                None if r["withdrawn"] is None else json.loads(r["withdrawn"]),
+                _withdrawn(r),
             )
             for r in rows
         ]
@@ -156,6 +159,35 @@ class Chats:
             deleted = self.catalog.db.execute("DELETE FROM chats WHERE id = ?", (chat_id,))
         if not deleted.rowcount:
             raise _missing(chat_id)
+
+
+def _saved(row: sqlite3.Row, column: str, kind: type) -> object | None:
+    """A message's JSON column, or None (logged) when it is not JSON of that `kind`: a damaged catalog
+    shows the message without that part rather than failing the whole chat."""
+    raw = row[column]
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except (TypeError, ValueError):
+        value = None
+    if isinstance(value, kind):
+        return value
+    log.warning(
+        "message %s: its %s is not the JSON it should be (%.60r); shown without it", row["id"], column, raw
+    )
+    return None
+
+
+def _withdrawn(row: sqlite3.Row) -> dict | None:
+    value = _saved(row, "withdrawn", dict)
+    if value is None:
+        return None
+    text, names = value.get("text"), value.get("names")
+    if isinstance(text, str) and isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+        return {"text": text, "names": names}
+    log.warning("message %s: its withdrawn answer lacks text or names; shown without it", row["id"])
+    return None
 
 
 def _missing(chat_id: int) -> NotFoundError:

@@ -9,7 +9,9 @@ going away.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -159,6 +161,16 @@ async def withdrawn_scenario(served) -> None:
         await pilot.press("enter")
         await until(pilot, lambda: len(chat.query(AnswerView)) == 1, 30)
         assert chat.query_one(AnswerView).withdrawn == view.withdrawn and "read again as text" in text(app)
+        with contextlib.closing(sqlite3.connect(m3.catalog, timeout=30)) as db, db:  # as if its re-read
+            stopped = (saved[-1].withdrawn.text, saved[-1].id)  # had been stopped before its first word
+            db.execute("UPDATE messages SET text = ?, stopped = 1 WHERE id = ?", stopped)
+        await pilot.press("ctrl+n", "ctrl+l")
+        await until(pilot, lambda: "capital of Japan" in text(app), 30)
+        await pilot.press("enter")
+        await until(pilot, lambda: "stopped before its re-read as text" in text(app), 30)
+        reopened = chat.query_one(AnswerView)
+        assert reopened.reread_stopped and reopened.text == saved[-1].withdrawn.text
+        assert "withdrawn: it named" in text(app) and "read again as text" not in text(app)
 
 
 def test_switch_mode_compare_reopen_and_export(served, tmp_path):

@@ -1,5 +1,6 @@
 """A chat exported as Markdown: answers with their mode and state, sources as footnotes numbered through
-the document, a withdrawn memory answer quoted under the one that replaced it."""
+the document, a withdrawn memory answer quoted under the one that replaced it, or standing when its
+re-read was stopped."""
 
 from __future__ import annotations
 
@@ -61,4 +62,24 @@ def test_answers_sources_and_a_withdrawn_answer():
             ]
         )
         + "\n"
+    )
+
+
+def test_a_withdrawn_answer_whose_reread_was_stopped_stands_once():
+    """Stopped before the re-read's first word, the memory answer is the answer: shown once, not quoted."""
+    taken_back = WithdrawnAnswer("Tokyo.", ["Tokyo"])
+    kept = message("assistant", "Tokyo.", stopped=True, withdrawn=taken_back)
+    assert kept.reread_stopped
+    assert chat_markdown(Chat(8, "Japan", 0.0, [kept])) == "\n".join(
+        [
+            "# Japan",
+            "",
+            "**memory3** (memory, withdrawn, stopped before its re-read as text):",
+            "",
+            "Tokyo.",
+            "",
+            "> It named Tokyo, in none of its sources.",
+            "",
+            "",
+        ]
     )

@@ -6,6 +6,7 @@ typed client of engine/service/client.py.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -187,6 +188,22 @@ def test_a_chat_is_read_renamed_and_deleted(service):
     with catalog(service) as db:
         assert db.execute("SELECT COUNT(*) FROM messages WHERE chat_id = ?", (chat_id,)).fetchone()[0] == 0
     assert service.http.delete(f"/v1/chats/{chat_id}").status_code == 404
+
+
+def test_a_fault_inside_answers_500_in_one_sentence_and_the_connection_answers_on(service):
+    """A citation no client could read (a hand-edited catalog) fails reading its chat: one sentence, the
+    traceback in the log, and the next request on the same connection is answered."""
+    chat_id = ask(service, QUESTION)
+    with contextlib.closing(sqlite3.connect(service.home.catalog, timeout=30)) as db, db:
+        db.execute("UPDATE messages SET citations = '[{\"n\": 1}]' WHERE chat_id = ?", (chat_id,))
+    broken = service.http.get(f"/v1/chats/{chat_id}")
+    assert broken.status_code == 500 and broken.json() == {
+        "error": f"Something went wrong inside memory3; the details are in {service.home.log_file}."
+    }
+    assert service.http.get("/v1/health").status_code == 200
+    logged = service.home.log_file.read_text()
+    assert f"GET /v1/chats/{chat_id} failed" in logged and "Traceback" in logged
+    assert service.http.delete(f"/v1/chats/{chat_id}").status_code == 204
 
 
 def test_the_client_lists_reads_renames_and_deletes_chats(service, client):

@@ -280,7 +280,14 @@ class ChatScreen(Screen):
                 continue
             withdrawn = m.withdrawn.names if m.withdrawn else ()
             view = AnswerView(
-                question, m.mode or "memory", m.text, m.citations, m.reads, m.stopped, withdrawn
+                question,
+                m.mode or "memory",
+                m.text,
+                m.citations,
+                m.reads,
+                m.stopped,
+                withdrawn,
+                m.reread_stopped,
             )
             if turns and turns[-1][0] == question and len(turns[-1][1]) < len(MODES):
                 turns[-1][1].append(view)

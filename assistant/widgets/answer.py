@@ -71,6 +71,7 @@ class AnswerView(Vertical, can_focus=True):
         reads: Sequence[Read] = (),
         stopped: bool = False,
         withdrawn: Sequence[str] = (),
+        reread_stopped: bool = False,
         pending: bool = False,
     ):
         super().__init__()
@@ -82,6 +83,7 @@ class AnswerView(Vertical, can_focus=True):
         self.stop_asked = False
         self.error: str | None = None
         self.withdrawn = list(withdrawn)  # the names of a memory answer taken back, once it is
+        self.reread_stopped = reread_stopped  # ... and its re-read stopped before a word: it stands
         self._stream: MarkdownStream | None = None
         self._state = "waiting…" if pending else ""
 
@@ -100,8 +102,12 @@ class AnswerView(Vertical, can_focus=True):
     def _head(self) -> Text:
         head = Text(self.mode, style="bold")
         if self.withdrawn:
-            head.append(f" · read again as text: it named {some_of(self.withdrawn)}, in none of its sources")
-        state = "stopped" if self.stopped else self._state
+            named = f"it named {some_of(self.withdrawn)}, in none of its sources"
+            head.append(
+                f" · withdrawn: {named}" if self.reread_stopped else f" · read again as text: {named}"
+            )
+        stopped = "stopped before its re-read as text" if self.reread_stopped else "stopped"
+        state = stopped if self.stopped else self._state
         if self.error:
             state = f"error: {self.error}"
         if state:
@@ -140,6 +146,7 @@ class AnswerView(Vertical, can_focus=True):
     async def on_answer_finished(self, message: AnswerFinished) -> None:
         await self._end_stream()
         self.running = False
+        self.reread_stopped = bool(self.withdrawn and message.stopped and not self.text and message.text)
         self.text, self.citations, self.reads = message.text, message.citations, message.reads
         self.stopped, self.error = message.stopped, message.error
         await self.query_one(Markdown).update(self.text)

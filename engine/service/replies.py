@@ -126,6 +126,13 @@ class Message(msgspec.Struct, frozen=True):
     created_at: float
     withdrawn: WithdrawnAnswer | None = None  # a service from before 2026-12-02 does not send it
 
+    @property
+    def reread_stopped(self) -> bool:
+        """A withdrawn memory answer whose re-read as text was stopped before its first word: the memory
+        answer stands (docs/api.md)."""
+        withdrawn = self.withdrawn
+        return self.stopped and withdrawn is not None and withdrawn.text.strip() == self.text.strip()
+
 
 class Chat(msgspec.Struct, frozen=True):
     id: int

@@ -294,7 +294,7 @@ ROUTES = [
 # --- errors, activity, authentication ------------------------------------------------------------------
 
 
-def _error_handlers(log_file: Path) -> dict:
+def _error_handlers() -> dict:
     async def refused(request: Request, exc: Exception) -> Response:
         code = next((c for kind, c in STATUS.items() if isinstance(exc, kind)), 500)
         if code == 500:
@@ -308,12 +308,34 @@ def _error_handlers(log_file: Path) -> dict:
         )
         return JSONResponse({"error": sentence}, status_code=exc.status_code)
 
-    async def bug(request: Request, exc: Exception) -> Response:  # Starlette then logs the traceback
-        log.error("%s %s failed: %r", request.method, request.url.path, exc)
-        sentence = f"Something went wrong inside memory3; the details are in {log_file}."
-        return JSONResponse({"error": sentence}, status_code=500)
+    return {M3Error: refused, HTTPException: http_error}
 
-    return {M3Error: refused, HTTPException: http_error, Exception: bug}
+
+class Unexpected:
+    """Any other exception, a bug: logged with its traceback and answered `500` with one sentence, the
+    connection kept. (Starlette's own handler for `Exception` re-raises after answering, and uvicorn then
+    closes the connection, so a client's next request on it failed too.) Once a response has started,
+    nothing can be answered: the exception goes on and the connection ends."""
+
+    def __init__(self, app: ASGIApp, log_file: Path) -> None:
+        self.app, self.log_file = app, log_file
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def sending(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception:
+            if started or scope["type"] != "http":
+                raise
+            log.exception("%s %s failed", scope["method"], scope["path"])
+            sentence = f"Something went wrong inside memory3; the details are in {self.log_file}."
+            await JSONResponse({"error": sentence}, status_code=500)(scope, receive, send)
 
 
 class Activity:
@@ -367,10 +389,9 @@ def build_app(service: Service, token: str | None) -> Starlette:
         finally:
             watcher.cancel()
 
-    app = Starlette(
-        routes=ROUTES, exception_handlers=_error_handlers(service.home.log_file), lifespan=lifespan
-    )
+    app = Starlette(routes=ROUTES, exception_handlers=_error_handlers(), lifespan=lifespan)
     app.state.service = service
+    app.add_middleware(Unexpected, log_file=service.home.log_file)
     app.add_middleware(Activity, service=service)
     if token is not None:
         app.add_middleware(BearerToken, token=token)
