@@ -1,17 +1,24 @@
 """A chat as Markdown: questions, answers with their mode, and each answer's sources as footnotes
 (`[^n]: path:line`), numbered through the whole document so footnotes stay unique. A memory answer that
 was withdrawn and read again as text is quoted under the answer that replaced it, with the names that
-made it withdrawn; one whose re-read was stopped before its first word stands, with those names."""
+made it withdrawn; one whose re-read was stopped before its first word stands, with those names. Control
+characters (terminal escapes) are left out."""
 
 from __future__ import annotations
+
+import re
 
 from assistant.units import some_of
 from engine.service.client import Chat, Citation
 
+# C0 and C1 control characters but tab and newline: an answer's terminal escapes must not reach a file a
+# user may `cat`; a carriage return of CRLF goes too
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
 
 def chat_markdown(chat: Chat) -> str:
     """chat: as `Client.chat` returns it (GET /v1/chats/{id}, docs/api.md)."""
-    out = [f"# {chat.title}", ""]
+    out = [f"# {' '.join(chat.title.split())}", ""]
     notes: list[str] = []
     for message in chat.messages:
         if message.role == "user":
@@ -33,7 +40,7 @@ def chat_markdown(chat: Chat) -> str:
             said = " ".join(withdrawn.text.split())  # one quoted line
             names = some_of(withdrawn.names)
             out += [f"> Withdrawn, from memory: {said} (it named {names}, in none of its sources)", ""]
-    return "\n".join(out + notes) + "\n"
+    return _CONTROL.sub("", "\n".join(out + notes) + "\n")
 
 
 def _span(citation: Citation) -> str:

@@ -4,6 +4,11 @@ re-read was stopped."""
 
 from __future__ import annotations
 
+import unicodedata
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from assistant.export import chat_markdown
 from engine.service.client import Chat, Citation, Message
 from engine.service.replies import WithdrawnAnswer
@@ -83,3 +88,12 @@ def test_a_withdrawn_answer_whose_reread_was_stopped_stands_once():
             "",
         ]
     )
+
+
+@given(st.text(), st.text(), st.text())
+def test_the_file_has_no_control_characters_and_a_one_line_title(title, question, answer):
+    said = chat_markdown(Chat(9, title, 0.0, [message("user", question), message("assistant", answer)]))
+    assert not [c for c in said if unicodedata.category(c) == "Cc" and c not in "\n\t"]
+    head = said.split("\n")[0]
+    shown = [c for c in title if not c.isspace() and unicodedata.category(c) != "Cc"]
+    assert head.startswith("# ") and [c for c in head[2:] if not c.isspace()] == shown
