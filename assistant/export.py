@@ -10,19 +10,18 @@ import re
 
 from assistant.units import some_of
 from engine.service.client import Chat, Citation
+from ingest.printable import one_line, printable
 
-# C0 and C1 control characters but tab and newline: an answer's terminal escapes must not reach a file a
-# user may `cat`; a carriage return of CRLF goes too
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_FOOTNOTE = re.compile(r"^( {0,3})\[\^", re.MULTILINE)  # a line that would define a footnote
 
 
 def chat_markdown(chat: Chat) -> str:
     """chat: as `Client.chat` returns it (GET /v1/chats/{id}, docs/api.md)."""
-    out = [f"# {' '.join(chat.title.split())}", ""]
+    out = [f"# {one_line(chat.title)}", ""]
     notes: list[str] = []
     for message in chat.messages:
         if message.role == "user":
-            out += [f"**You:** {message.text}", ""]
+            out += [f"**You:** {one_line(message.text)}", ""]  # as it was typed
             continue
         withdrawn, kept = message.withdrawn, message.reread_stopped
         state = (", read again as text" if withdrawn else "") + (", stopped" if message.stopped else "")
@@ -33,14 +32,14 @@ def chat_markdown(chat: Chat) -> str:
         for c in message.citations:
             notes.append(f"[^{len(notes) + 1}]: {c.path}:{c.line_start}{_span(c)}")
             marks += f"[^{len(notes)}]"
-        out += [head, "", message.text + (f" {marks}" if marks else ""), ""]
+        out += [head, "", _FOOTNOTE.sub(r"\1\\[^", message.text) + (f" {marks}" if marks else ""), ""]
         if kept:
             out += [f"> It named {some_of(withdrawn.names)}, in none of its sources.", ""]
         elif withdrawn:
             said = " ".join(withdrawn.text.split())  # one quoted line
             names = some_of(withdrawn.names)
             out += [f"> Withdrawn, from memory: {said} (it named {names}, in none of its sources)", ""]
-    return _CONTROL.sub("", "\n".join(out + notes) + "\n")
+    return printable("\n".join(out + notes) + "\n")
 
 
 def _span(citation: Citation) -> str:

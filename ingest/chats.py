@@ -8,8 +8,6 @@ characters like any other, not wildcards.
 
 from __future__ import annotations
 
-import json
-import logging
 import re
 import sqlite3
 import time
@@ -17,8 +15,7 @@ from dataclasses import dataclass
 
 from ingest.catalog import Catalog
 from ingest.errors import NotFoundError
-
-log = logging.getLogger(__name__)
+from ingest.printable import one_line
 
 SNIPPET = 80  # characters of a matching message shown around the match
 
@@ -39,11 +36,11 @@ class Message:
     role: str  # user or assistant
     text: str
     mode: str | None
-    citations: list[dict]
-    reads: list[dict]  # what the answer read: one entry per retrieval
+    citations: str  # JSON, as saved (add_message): the service reads it (routes_chats.py)
+    reads: str  # JSON: what the answer read, one entry per retrieval
     stopped: bool
     created_at: float
-    withdrawn: dict | None  # a memory answer taken back and read again as text: {"text", "names"}
+    withdrawn: str | None  # JSON: a memory answer taken back and read again as text: {"text", "names"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +57,7 @@ class Chats:
         catalog.db.conn.create_function("m3_contains", 2, _contains, deterministic=True)
 
     def new(self, title: str) -> int:
+        title = one_line(title)
         with self.catalog.atomic():
             return self.catalog.db.execute(
                 "INSERT INTO chats (title, created_at) VALUES (?, ?)", (title, time.time())
@@ -138,11 +136,11 @@ class Chats:
                 r["role"],
                 r["text"],
                 r["mode"],
-                _saved(r, "citations", list) or [],
-                _saved(r, "reads", list) or [],
+                r["citations"],
+                r["reads"],
                 bool(r["stopped"]),
                 r["created_at"],
-                _withdrawn(r),
+                r["withdrawn"],
             )
             for r in rows
         ]
@@ -159,35 +157,6 @@ class Chats:
             deleted = self.catalog.db.execute("DELETE FROM chats WHERE id = ?", (chat_id,))
         if not deleted.rowcount:
             raise _missing(chat_id)
-
-
-def _saved(row: sqlite3.Row, column: str, kind: type) -> object | None:
-    """A message's JSON column, or None (logged) when it is not JSON of that `kind`: a damaged catalog
-    shows the message without that part rather than failing the whole chat."""
-    raw = row[column]
-    if raw is None:
-        return None
-    try:
-        value = json.loads(raw)
-    except (TypeError, ValueError):
-        value = None
-    if isinstance(value, kind):
-        return value
-    log.warning(
-        "message %s: its %s is not the JSON it should be (%.60r); shown without it", row["id"], column, raw
-    )
-    return None
-
-
-def _withdrawn(row: sqlite3.Row) -> dict | None:
-    value = _saved(row, "withdrawn", dict)
-    if value is None:
-        return None
-    text, names = value.get("text"), value.get("names")
-    if isinstance(text, str) and isinstance(names, list) and names and all(isinstance(n, str) for n in names):
-        return {"text": text, "names": names}
-    log.warning("message %s: its withdrawn answer lacks text or names; shown without it", row["id"])
-    return None
 
 
 def _missing(chat_id: int) -> NotFoundError:

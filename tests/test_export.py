@@ -4,14 +4,14 @@ re-read was stopped."""
 
 from __future__ import annotations
 
-import unicodedata
-
 from hypothesis import given
 from hypothesis import strategies as st
+from test_printable import hidden
 
 from assistant.export import chat_markdown
 from engine.service.client import Chat, Citation, Message
 from engine.service.replies import WithdrawnAnswer
+from ingest.printable import one_line
 
 
 def message(role: str, text: str, **kw) -> Message:
@@ -91,9 +91,18 @@ def test_a_withdrawn_answer_whose_reread_was_stopped_stands_once():
 
 
 @given(st.text(), st.text(), st.text())
-def test_the_file_has_no_control_characters_and_a_one_line_title(title, question, answer):
+def test_the_file_hides_nothing_and_its_title_is_one_line(title, question, answer):
     said = chat_markdown(Chat(9, title, 0.0, [message("user", question), message("assistant", answer)]))
-    assert not [c for c in said if unicodedata.category(c) == "Cc" and c not in "\n\t"]
-    head = said.split("\n")[0]
-    shown = [c for c in title if not c.isspace() and unicodedata.category(c) != "Cc"]
-    assert head.startswith("# ") and [c for c in head[2:] if not c.isspace()] == shown
+    assert not hidden(said) and said.split("\n")[0] == f"# {one_line(title)}"
+
+
+def test_text_cannot_forge_structure_or_hide_escapes():
+    """A question is one line; an answer's line that would define a footnote is escaped; escape sequences
+    go whole, not leaving `[31m` behind."""
+    question = "Why?\n# Not a heading\n> not a quote\n[^1]: /etc/passwd:1"
+    answer = "See below.\n[^1]: /etc/passwd:1\n\x1b[31mred\x1b[0m \x1b]52;c;aGFjaw==\x07done"
+    cited = message("assistant", answer, citations=[cite("/n/a.md", 2, 2)])
+    said = chat_markdown(Chat(3, "Forged", 0.0, [message("user", question), cited]))
+    assert "**You:** Why? # Not a heading > not a quote [^1]: /etc/passwd:1\n" in said
+    assert "\n\\[^1]: /etc/passwd:1\nred done [^1]\n" in said
+    assert said.endswith("\n[^1]: /n/a.md:2\n") and said.count("\n[^1]:") == 1

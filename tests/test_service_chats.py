@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import sqlite3
@@ -190,12 +191,49 @@ def test_a_chat_is_read_renamed_and_deleted(service):
     assert service.http.delete(f"/v1/chats/{chat_id}").status_code == 404
 
 
+DAMAGED = [
+    ("citations", "{"),
+    ("citations", '{"n": 1}'),
+    ("citations", '[{"n": 1}]'),
+    ("citations", "[null]"),
+    ("citations", "[" * 100_000 + "]" * 100_000),
+    ("reads", '[{"step": "x"}]'),
+    ("reads", '[{"step": 0, "query": "\\ud800", "sources": []}]'),
+    ("withdrawn", ""),
+    ("withdrawn", "[]"),
+    ("withdrawn", '{"text": "Tokyo"}'),
+    ("withdrawn", '{"text": "Tokyo", "names": []}'),
+    ("withdrawn", '{"text": "\\ud800", "names": ["Tokyo"]}'),
+]
+
+
+def test_a_damaged_part_of_a_saved_message_is_left_out_and_the_chat_read(service):
+    """A hand-edited or damaged catalog: a part no client could read (not JSON, another shape, nested past
+    any use, lone surrogates) is left out with a line in the log; the message and its chat are read."""
+    chat_id = ask(service, QUESTION)
+    empty = {"citations": [], "reads": [], "withdrawn": None}
+    for column, saved in DAMAGED:
+        with contextlib.closing(sqlite3.connect(service.home.catalog, timeout=30)) as db, db:
+            db.execute(f"UPDATE messages SET {column} = ? WHERE chat_id = ?", (saved, chat_id))
+        response = service.http.get(f"/v1/chats/{chat_id}")
+        assert response.status_code == 200, (column, saved[:40], response.text)
+        question, answer = response.json()["messages"]
+        assert (question["text"], answer[column]) == (QUESTION, empty[column])
+        with contextlib.closing(sqlite3.connect(service.home.catalog, timeout=30)) as db, db:
+            db.execute(
+                f"UPDATE messages SET {column} = ? WHERE chat_id = ?", (json.dumps(empty[column]), chat_id)
+            )
+    logged = service.home.log_file.read_text()
+    assert logged.count("cannot be read") >= len(DAMAGED) * 2  # two messages each time
+    assert service.http.delete(f"/v1/chats/{chat_id}").status_code == 204
+
+
 def test_a_fault_inside_answers_500_in_one_sentence_and_the_connection_answers_on(service):
-    """A citation no client could read (a hand-edited catalog) fails reading its chat: one sentence, the
+    """A message whose text is bytes (a hand-edited catalog) fails reading its chat: one sentence, the
     traceback in the log, and the next request on the same connection is answered."""
     chat_id = ask(service, QUESTION)
     with contextlib.closing(sqlite3.connect(service.home.catalog, timeout=30)) as db, db:
-        db.execute("UPDATE messages SET citations = '[{\"n\": 1}]' WHERE chat_id = ?", (chat_id,))
+        db.execute("UPDATE messages SET text = X'ff' WHERE chat_id = ?", (chat_id,))
     broken = service.http.get(f"/v1/chats/{chat_id}")
     assert broken.status_code == 500 and broken.json() == {
         "error": f"Something went wrong inside memory3; the details are in {service.home.log_file}."

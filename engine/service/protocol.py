@@ -55,7 +55,7 @@ class ChatsQuery(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class RenameRequest(msgspec.Struct, forbid_unknown_fields=True):
-    title: Annotated[str, msgspec.Meta(max_length=MAX_TITLE)]  # stripped; empty is refused
+    title: Annotated[str, msgspec.Meta(max_length=MAX_TITLE)]  # made one line (one_line); empty is refused
 
 
 class RetryRequest(msgspec.Struct, forbid_unknown_fields=True):

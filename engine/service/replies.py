@@ -7,6 +7,8 @@ Kept free of the model runtime, so that a client may import it.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 from engine.service.events import Citation, Read, Scanning
@@ -112,7 +114,7 @@ class WithdrawnAnswer(msgspec.Struct, frozen=True):
     """A memory answer taken back and read again as text: what it said, the names no source says."""
 
     text: str
-    names: list[str]
+    names: Annotated[list[str], msgspec.Meta(min_length=1)]
 
 
 class Message(msgspec.Struct, frozen=True):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import msgspec
 from anyio import to_thread
 from starlette.requests import Request
@@ -11,6 +13,10 @@ from starlette.routing import Route
 from engine.service import protocol, replies
 from engine.service.errors import BadRequestError, ConflictError
 from engine.service.web import read_body, read_query, reply, service_of
+from ingest import chats
+from ingest.printable import one_line
+
+log = logging.getLogger(__name__)
 
 
 async def list_chats(request: Request) -> Response:
@@ -25,13 +31,38 @@ async def list_chats(request: Request) -> Response:
 async def get_chat(request: Request) -> Response:
     engine = service_of(request).ready()
     chat = await to_thread.run_sync(engine.chats.get, request.path_params["chat_id"])
-    return reply(msgspec.convert(chat, replies.Chat, from_attributes=True))
+    messages = [_message(m) for m in chat.messages]
+    return reply(replies.Chat(chat.id, chat.title, chat.created_at, messages))
+
+
+# a message's parts saved as JSON, their types, and what stands for one no client could read
+_SAVED: dict[str, tuple[type, object]] = {
+    "citations": (list[replies.Citation], []),
+    "reads": (list[replies.Read], []),
+    "withdrawn": (replies.WithdrawnAnswer | None, None),
+}
+
+
+def _message(saved: chats.Message) -> replies.Message:
+    """A saved message as the API gives it. A part whose saved JSON is damaged (not JSON, of another
+    shape, nested past any use, lone surrogates: a hand-edited or damaged catalog) is left out with a
+    line in the log, so the rest of the chat is read."""
+    parts = {}
+    for name, (kind, missing) in _SAVED.items():
+        raw = getattr(saved, name)
+        try:
+            parts[name] = missing if raw is None else msgspec.json.decode(raw, type=kind)
+        except (msgspec.DecodeError, RecursionError, TypeError) as exc:
+            log.warning("message %s: its %s cannot be read (%s); left out", saved.id, name, exc)
+            parts[name] = missing
+    plain = {f: getattr(saved, f) for f in ("id", "role", "text", "mode", "stopped", "created_at")}
+    return msgspec.convert(plain | parts, replies.Message)
 
 
 async def rename_chat(request: Request) -> Response:
     engine = service_of(request).ready()
     chat_id = request.path_params["chat_id"]
-    title = (await read_body(request, protocol.RenameRequest)).title.strip()
+    title = one_line((await read_body(request, protocol.RenameRequest)).title)
     if not title:
         raise BadRequestError("A chat's title cannot be empty.")
     await to_thread.run_sync(engine.chats.rename, chat_id, title)
