@@ -41,6 +41,7 @@ from engine.service.client import (
     Withdrawn,
 )
 from ingest.atomic import write_atomic
+from ingest.printable import one_line
 
 MODES = ("memory", "rag", "none")
 NEW_CHAT = "New chat"
@@ -122,7 +123,7 @@ class ChatScreen(Screen):
         view.conversation = self.conversation
         if turn is None:
             if self.chat_id is None and self.title_text == NEW_CHAT:
-                self.title_text = question[:60]
+                self.title_text = one_line(question)[:60]
             await self.query_one("#transcript").mount(Turn(question, [view]))
             self.query_one("#welcome").display = False
         else:
@@ -271,7 +272,7 @@ class ChatScreen(Screen):
 
     async def _show_chat(self, chat: Chat) -> None:
         await self.action_new_chat()
-        self.conversation, self.title_text = Conversation(chat.id), chat.title
+        self.conversation, self.title_text = Conversation(chat.id), one_line(chat.title)
         turns: list[tuple[str, list[AnswerView]]] = []  # a question asked again right after: a comparison
         question = ""
         for m in chat.messages:

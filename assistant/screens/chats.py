@@ -15,6 +15,7 @@ from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
 from engine.service.client import ServiceError
+from ingest.printable import one_line
 
 
 class ChatsScreen(ModalScreen[int | None]):
@@ -71,7 +72,7 @@ class ChatsScreen(ModalScreen[int | None]):
             options.add_option(Option(Text(note, style="italic"), disabled=True))
             return
         for chat in chats:
-            label = Text(chat.title, style="bold")
+            label = Text(one_line(chat.title), style="bold")  # a title saved before titles were one line
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(chat.updated_at))
             label.append(f"  {when} · {chat.messages} messages", style="dim")
             if chat.match:
