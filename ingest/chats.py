@@ -86,7 +86,9 @@ class Chats:
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (chat_id, role, text, mode, citations, reads, int(stopped), time.time(), withdrawn),
                 ).lastrowid
-        except sqlite3.IntegrityError:  # the chat's foreign key
+        except sqlite3.IntegrityError:  # the chat's foreign key, when the chat is gone; else another fault
+            if self.catalog.rows("SELECT 1 FROM chats WHERE id = ?", (chat_id,)):
+                raise
             raise _missing(chat_id) from None
 
     def search(self, q: str | None = None, limit: int = 200) -> list[ChatSummary]:

@@ -4,6 +4,7 @@ context, and no message saved into a chat deleted meanwhile."""
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import pytest
 
@@ -65,3 +66,14 @@ def test_a_withdrawn_answer_is_kept_with_what_was_withdrawn(chats):
     question, answer = chats.messages(chat_id)
     assert question.withdrawn is None and answer.text == "unknown"
     assert json.loads(answer.withdrawn) == taken_back  # the service reads it (routes_chats.py)
+
+
+def test_another_constraint_failing_is_not_called_a_missing_chat(chats, catalog):
+    chat_id = chat(chats, "Question?")
+    with catalog.atomic():  # as a damaged or hand-edited catalog might hold
+        catalog.db.execute(
+            "CREATE TRIGGER no_answers BEFORE INSERT ON messages WHEN NEW.role = 'assistant'"
+            " BEGIN SELECT RAISE(ABORT, 'constraint failed: no answers'); END"
+        )
+    with pytest.raises(sqlite3.IntegrityError, match="no answers"):
+        chats.add_message(chat_id, "assistant", "Answer.")
