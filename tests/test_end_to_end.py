@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from pathlib import Path
@@ -84,7 +85,8 @@ def test_a_memory_answer_naming_what_no_source_says_is_answered_again_from_text(
     assert [c.hash for c in reread.chunks] == [c.hash for c in rag.reads[0].chunks]
     assert answer.tokens > rag.tokens and rag.withdrawn is None
     saved = engine.chats.messages(answer.chat_id)[-1]  # kept with the chat, as the stream told it
-    assert saved.text == answer.text and saved.withdrawn == {"text": withdrawn.text, "names": withdrawn.names}
+    assert saved.text == answer.text  # the saved JSON: the service reads it (routes_chats.py)
+    assert json.loads(saved.withdrawn) == {"text": withdrawn.text, "names": withdrawn.names}
     assert engine.chats.messages(rag.chat_id)[-1].withdrawn is None
 
     monkeypatch.setattr(engine.chat, "reread", False)
@@ -105,7 +107,8 @@ def test_a_reread_stopped_before_its_first_word_leaves_the_memory_answer(engine)
     assert answer.withdrawn is not None and pieces[-1] == "" and answer.stopped
     assert answer.text == answer.withdrawn.text == "".join(pieces).strip() and answer.citations
     saved = engine.chats.messages(answer.chat_id)[-1]
-    assert (saved.text, saved.stopped) == (answer.text, True) and saved.withdrawn["text"] == answer.text
+    assert (saved.text, saved.stopped) == (answer.text, True)
+    assert json.loads(saved.withdrawn)["text"] == answer.text
 
 
 def test_a_memory_answer_its_sources_hold_is_kept(engine):
@@ -123,9 +126,10 @@ def test_chat_is_saved_with_its_citations(engine):
     messages = engine.chats.messages(answer.chat_id)
     assert [m.role for m in messages] == ["user", "assistant"]
     assert messages[1].text == answer.text
-    assert messages[1].citations[0]["path"] == answer.citations[0].path
-    assert messages[1].citations[0]["hash"] == answer.citations[0].hash
-    assert messages[1].reads == [r.as_dict() for r in answer.reads] and answer.reads
+    citations, reads = json.loads(messages[1].citations), json.loads(messages[1].reads)
+    assert citations[0]["path"] == answer.citations[0].path
+    assert citations[0]["hash"] == answer.citations[0].hash
+    assert reads == [r.as_dict() for r in answer.reads] and answer.reads
 
 
 def test_an_answer_that_fails_while_streaming_is_saved_as_far_as_it_went(engine, monkeypatch):
@@ -141,7 +145,7 @@ def test_an_answer_that_fails_while_streaming_is_saved_as_far_as_it_went(engine,
         "".join(answer)
     user, reply = engine.chats.messages(answer.chat_id)
     assert (user.role, user.text, reply.role, reply.text) == ("user", QUESTION, "assistant", "")
-    assert reply.stopped and reply.citations == [] and answer.stopped
+    assert reply.stopped and json.loads(reply.citations) == [] and answer.stopped
     with pytest.raises(RuntimeError, match="once it has been streamed"):
         engine.chat.ask(QUESTION, "rag").logprob("7391-QX")
 
