@@ -1,8 +1,9 @@
 """A chat as Markdown: questions, answers with their mode, and each answer's sources as footnotes
 (`[^n]: path:line`), numbered through the whole document so footnotes stay unique. A memory answer that
 was withdrawn and read again as text is quoted under the answer that replaced it, with the names that
-made it withdrawn; one whose re-read was stopped before its first word stands, with those names. Control
-characters (terminal escapes) are left out."""
+made it withdrawn; one whose re-read was stopped before its first word stands, with those names. Terminal
+escapes, control and bidi control characters are left out (ingest/printable.py), a question is one line,
+and an answer's line that would define a footnote is escaped: the text cannot forge the file's structure."""
 
 from __future__ import annotations
 
